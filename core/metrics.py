@@ -1,0 +1,66 @@
+"""Every Prometheus metric of PROTOCOL.md section 8, defined once.
+
+Adapters import the metric objects from here; ``/metrics`` renders the registry.
+When several processes serve (``PROMETHEUS_MULTIPROC_DIR`` set), prometheus-client's
+multiprocess mode aggregates them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+OPS = Counter("concord_ops_total", "Pushed operations by result status", ["status"])
+CONFLICTS = Counter(
+    "concord_conflicts_total",
+    "Sets after which their field had more than one head (append time)",
+    ["entity_type", "field"],
+)
+AUTH_FAILURES = Counter("concord_auth_failures_total", "Authentication failures", ["reason"])
+WS_CONNECTIONS = Gauge(
+    "concord_ws_connections", "Open WebSocket connections", multiprocess_mode="livesum"
+)
+PUSH_SECONDS = Histogram("concord_push_seconds", "Push handling time, receipt to result")
+FANOUT_SECONDS = Histogram(
+    "concord_fanout_seconds", "Commit to delivery of live events on this gateway"
+)
+PROJECTOR_LAG = Gauge(
+    "concord_projector_lag_events", "Events committed but not yet projected", multiprocess_mode="max"
+)
+OUTBOX_LAG = Gauge(
+    "concord_outbox_lag_events", "Events committed but not yet relayed", multiprocess_mode="max"
+)
+JOB_RUNS = Counter(
+    "concord_scheduler_job_runs_total", "Background job runs by outcome", ["job", "outcome"]
+)
+REMINDERS = Counter("concord_reminders_total", "Reminders by outcome", ["outcome"])
+REMINDER_LATENESS = Histogram(
+    "concord_reminder_lateness_seconds",
+    "Firing time minus due time",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+)
+REMINDER_BACKLOG_AGE = Gauge(
+    "concord_reminder_backlog_age_seconds",
+    "Age of the oldest due but unfired reminder",
+    multiprocess_mode="max",
+)
+IDEMPOTENCY_HITS = Counter(
+    "concord_idempotency_hits_total", "Operations recognised as already stored", ["route"]
+)
+
+
+def render_metrics() -> bytes:
+    """The Prometheus text exposition of this process (or of all, in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()

@@ -1,0 +1,154 @@
+"""Configuration: every variable of DESIGN.md's table, read once into a frozen Struct.
+
+A bad value raises :class:`SettingsError` whose message is one line naming the
+variable and what was wrong; the ``concord`` command prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or invalid (message: one line, names the variable)."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Process configuration. ``None`` URLs mean: start the embedded service."""
+
+    database_url: str | None = None
+    nats_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".concord")
+    secret_key: str | None = None
+    admin_token: str | None = None
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 2_592_000
+    auth_grace: int = 300
+    reminder_max_lateness: int = 86_400
+    scheduler_sweep_interval: int = 300
+    production: bool = False
+    log_level: str = "info"
+    nats_prefix: str = "concord"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+    def require_secret_key(self) -> str:
+        """The signing key; settings loading guarantees it in production and dev fills it."""
+        if not self.secret_key:
+            raise SettingsError("CONCORD_SECRET_KEY: required (set it, or run `concord dev`)")
+        return self.secret_key
+
+
+def _int(name: str, raw: str, *, lo: int, hi: int) -> int:
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}: {value} is out of range ({lo}..{hi})")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name}: {raw!r} is not a boolean (use true or false)")
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    if not raw.startswith(tuple(f"{s}://" for s in schemes)):
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise SettingsError(f"{name}: {raw!r} must start with one of {allowed}")
+    return raw
+
+
+_POSITIVE = {"lo": 1, "hi": 10**9}
+
+_PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "CONCORD_DATABASE_URL": (
+        "database_url",
+        lambda n, v: _url(n, v, ("postgres", "postgresql")),
+    ),
+    "CONCORD_NATS_URL": ("nats_url", lambda n, v: _url(n, v, ("nats", "tls"))),
+    "CONCORD_HOST": ("host", lambda n, v: v),
+    "CONCORD_PORT": ("port", lambda n, v: _int(n, v, lo=0, hi=65535)),
+    "CONCORD_DATA_DIR": ("data_dir", lambda n, v: Path(v)),
+    "CONCORD_SECRET_KEY": ("secret_key", lambda n, v: v),
+    "CONCORD_ADMIN_TOKEN": ("admin_token", lambda n, v: v),
+    "CONCORD_ACCESS_TOKEN_TTL": ("access_token_ttl", lambda n, v: _int(n, v, **_POSITIVE)),
+    "CONCORD_REFRESH_TOKEN_TTL": ("refresh_token_ttl", lambda n, v: _int(n, v, **_POSITIVE)),
+    "CONCORD_AUTH_GRACE": ("auth_grace", lambda n, v: _int(n, v, lo=0, hi=10**9)),
+    "CONCORD_REMINDER_MAX_LATENESS": (
+        "reminder_max_lateness",
+        lambda n, v: _int(n, v, lo=0, hi=10**9),
+    ),
+    "CONCORD_SCHEDULER_SWEEP_INTERVAL": (
+        "scheduler_sweep_interval",
+        lambda n, v: _int(n, v, **_POSITIVE),
+    ),
+    "CONCORD_PRODUCTION": ("production", _bool),
+    "CONCORD_LOG_LEVEL": ("log_level", lambda n, v: _log_level(n, v)),
+    "CONCORD_NATS_PREFIX": ("nats_prefix", lambda n, v: _subject_token(n, v)),
+    "CONCORD_WEBHOOK_URL": ("webhook_url", lambda n, v: _url(n, v, ("http", "https"))),
+    "CONCORD_WEBHOOK_SECRET": ("webhook_secret", lambda n, v: v),
+}
+
+#: The flags of ``concord`` commands, each overriding the variable of the same name.
+ENV_NAMES: tuple[str, ...] = tuple(_PARSERS)
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise SettingsError(f"{name}: {raw!r} is not one of debug, info, warning, error")
+    return level
+
+
+def _subject_token(name: str, raw: str) -> str:
+    if not raw or any(c in raw for c in " .*>\t"):
+        raise SettingsError(f"{name}: {raw!r} must be one NATS subject token (no spaces, . * >)")
+    return raw
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+) -> Settings:
+    """Read every ``CONCORD_*`` variable once; ``overrides`` (command flags) win."""
+    env = dict(os.environ if environ is None else environ)
+    env.update(overrides or {})
+    values: dict[str, object] = {}
+    for name, (attr, parse) in _PARSERS.items():
+        raw = env.get(name)
+        if raw is None or (raw == "" and attr not in {"host"}):
+            continue
+        values[attr] = parse(name, raw)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.production:
+        for name, attr in (
+            ("CONCORD_SECRET_KEY", "secret_key"),
+            ("CONCORD_ADMIN_TOKEN", "admin_token"),
+            ("CONCORD_DATABASE_URL", "database_url"),
+            ("CONCORD_NATS_URL", "nats_url"),
+        ):
+            if not getattr(settings, attr):
+                raise SettingsError(f"{name}: required when CONCORD_PRODUCTION is true")
+    if settings.secret_key is not None and len(settings.secret_key) < 32:
+        raise SettingsError("CONCORD_SECRET_KEY: must be at least 32 characters")
+    return settings
+
+
+def with_overrides(settings: Settings, **changes: object) -> Settings:
+    """A copy of ``settings`` with some attributes replaced (settings are frozen)."""
+    return msgspec.structs.replace(settings, **changes)

@@ -1,0 +1,391 @@
+"""Wire types of PROTOCOL.md v1: operations, events, WebSocket messages, HTTP bodies.
+
+Every type is a frozen msgspec Struct; WebSocket messages are tagged by ``type`` and
+grouped into two unions. Encoders and decoders are built once here. Evolve a Struct
+only by adding fields with defaults.
+
+Push ``ops`` are kept as raw JSON values (``list[Any]``): PROTOCOL section 2 gives each
+operation its own result, so a malformed op must become an ``invalid_op`` result for
+that op, never a ``bad_message`` for the whole push. ``core.ops.parse_op`` does that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from core.errors import BadMessage, ErrorBody
+
+Role = Literal["owner", "editor", "reader"]
+OpStatus = Literal["applied", "duplicate", "rejected"]
+
+SERVER_DEVICE_ID = "00000000-0000-0000-0000-000000000000"
+
+
+class _Frozen(msgspec.Struct, frozen=True, kw_only=True):
+    """Base for wire values."""
+
+
+# --------------------------------------------------------------------------- ops, events
+
+
+class Operation(_Frozen, kw_only=True, omit_defaults=True):
+    """One intent from one device, as sent (PROTOCOL section 2)."""
+
+    op_id: str
+    space_id: str
+    entity_type: str
+    entity_id: str
+    kind: str
+    field: str | None = None
+    value: Any = None
+    pred: list[str] = msgspec.field(default_factory=list)
+    lamport: int
+    client_time: str | None = None
+    device_id: str | None = None
+
+
+class Event(_Frozen, kw_only=True, omit_defaults=True):
+    """An operation as stored: plus ``seq``, ``user_id``, ``device_id``, ``recorded_at``,
+    ``schema_version``. Absent ``field``/``pred``/``value`` mean null/[]/null."""
+
+    seq: int
+    op_id: str
+    space_id: str
+    entity_type: str
+    entity_id: str
+    kind: str
+    field: str | None = None
+    value: Any = None
+    pred: list[str] = msgspec.field(default_factory=list)
+    lamport: int
+    client_time: str | None = None
+    device_id: str
+    user_id: str | None
+    recorded_at: str
+    schema_version: int
+
+
+class OpResult(_Frozen, kw_only=True, omit_defaults=True):
+    """The result of one pushed operation, in the order sent (PROTOCOL section 4)."""
+
+    op_id: str | None
+    status: OpStatus
+    seq: int | None = None
+    error: ErrorBody | None = None
+
+
+class Limits(_Frozen, kw_only=True):
+    """Published limits (``welcome.limits``)."""
+
+    max_message_bytes: int = 1_048_576
+    max_ops_per_push: int = 1000
+    max_value_bytes: int = 65_536
+    max_pred: int = 64
+    max_subscriptions: int = 100
+    max_pull_limit: int = 1000
+    lamport_headroom: int = 2**32
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class Subscription(_Frozen, kw_only=True):
+    space_id: str
+    after: int = 0
+
+
+class Notification(_Frozen, kw_only=True):
+    id: str
+    space_id: str
+    entity_type: str
+    entity_id: str
+    kind: str
+    fire_at: str
+    fired_at: str
+
+
+# --------------------------------------------------------------------------- client -> server
+
+
+class Hello(_Frozen, kw_only=True, tag_field="type", tag="hello"):
+    token: str
+    lamport: int = 0
+    subscriptions: list[Subscription] = msgspec.field(default_factory=list)
+
+
+class Push(_Frozen, kw_only=True, tag_field="type", tag="push"):
+    batch_id: str
+    ops: list[Any]
+
+
+class Subscribe(_Frozen, kw_only=True, tag_field="type", tag="subscribe"):
+    space_id: str
+    after: int = 0
+
+
+class Unsubscribe(_Frozen, kw_only=True, tag_field="type", tag="unsubscribe"):
+    space_id: str
+
+
+class Auth(_Frozen, kw_only=True, tag_field="type", tag="auth"):
+    token: str
+
+
+class Ping(_Frozen, kw_only=True, tag_field="type", tag="ping"):
+    nonce: str | int | None = None
+
+
+ClientMessage = Hello | Push | Subscribe | Unsubscribe | Auth | Ping
+
+
+# --------------------------------------------------------------------------- server -> client
+
+
+class Welcome(_Frozen, kw_only=True, tag_field="type", tag="welcome"):
+    user_id: str
+    device_id: str
+    server_lamport: int
+    token_expires_at: str
+    limits: Limits
+
+
+class PushResult(_Frozen, kw_only=True, tag_field="type", tag="push_result"):
+    batch_id: str | None
+    server_lamport: int
+    results: list[OpResult]
+
+
+class Events(_Frozen, kw_only=True, tag_field="type", tag="events"):
+    space_id: str
+    events: list[Event]
+    head: int
+
+
+class CaughtUp(_Frozen, kw_only=True, tag_field="type", tag="caught_up"):
+    space_id: str
+    seq: int
+
+
+class NotificationMessage(_Frozen, kw_only=True, tag_field="type", tag="notification"):
+    notification: Notification
+
+
+class AuthOk(_Frozen, kw_only=True, tag_field="type", tag="auth_ok"):
+    token_expires_at: str
+
+
+class AuthExpiring(_Frozen, kw_only=True, tag_field="type", tag="auth_expiring"):
+    expires_at: str
+
+
+class Error(_Frozen, kw_only=True, tag_field="type", tag="error"):
+    error: ErrorBody
+    ref: str | None = None
+
+
+class Pong(_Frozen, kw_only=True, tag_field="type", tag="pong"):
+    nonce: str | int | None = None
+
+
+ServerMessage = (
+    Welcome
+    | PushResult
+    | Events
+    | CaughtUp
+    | NotificationMessage
+    | AuthOk
+    | AuthExpiring
+    | Error
+    | Pong
+)
+
+
+# --------------------------------------------------------------------------- HTTP bodies
+
+
+class RegisterRequest(_Frozen, kw_only=True):
+    email: str
+    password: str
+    device_name: str
+
+
+class LoginRequest(_Frozen, kw_only=True):
+    email: str
+    password: str
+    device_name: str
+    device_id: str | None = None
+
+
+class RefreshRequest(_Frozen, kw_only=True):
+    refresh_token: str
+
+
+class AuthResponse(_Frozen, kw_only=True):
+    user_id: str
+    device_id: str
+    access_token: str
+    refresh_token: str
+    access_expires_at: str
+    personal_space_id: str
+
+
+class DeviceInfo(_Frozen, kw_only=True):
+    device_id: str
+    name: str
+    created_at: str
+    last_seen_at: str | None
+    current: bool
+    revoked: bool
+
+
+class DeviceList(_Frozen, kw_only=True):
+    devices: list[DeviceInfo]
+    next: str | None = None
+
+
+class CreateSpaceRequest(_Frozen, kw_only=True):
+    name: str
+
+
+class SpaceCreated(_Frozen, kw_only=True):
+    space_id: str
+
+
+class SpaceInfo(_Frozen, kw_only=True):
+    space_id: str
+    name: str
+    role: Role
+    personal: bool = False
+
+
+class SpaceList(_Frozen, kw_only=True):
+    spaces: list[SpaceInfo]
+    next: str | None = None
+
+
+class AddMemberRequest(_Frozen, kw_only=True):
+    email: str
+    role: Role
+
+
+class PushRequest(_Frozen, kw_only=True):
+    batch_id: str
+    ops: list[Any]
+
+
+class PushResponse(_Frozen, kw_only=True):
+    batch_id: str | None
+    server_lamport: int
+    results: list[OpResult]
+
+
+class PullResponse(_Frozen, kw_only=True):
+    events: list[Event]
+    head: int
+
+
+class HeadView(_Frozen, kw_only=True, omit_defaults=True):
+    op_id: str
+    value: Any
+    device_id: str
+    lamport: int
+
+
+class FieldState(_Frozen, kw_only=True, omit_defaults=True):
+    value: Any
+    heads: list[HeadView] | None = None
+    conflicted: bool | None = None
+
+
+class EntityResponse(_Frozen, kw_only=True):
+    entity_type: str
+    entity_id: str
+    seq: int
+    deleted: bool
+    edited_while_deleted: bool
+    fields: dict[str, FieldState]
+
+
+class EntityList(_Frozen, kw_only=True):
+    entities: list[EntityResponse]
+    seq: int
+    next: str | None = None
+
+
+class HistoryResponse(_Frozen, kw_only=True):
+    events: list[Event]
+    next: str | None = None
+
+
+ReminderStatus = Literal["scheduled", "fired", "cancelled", "retrying", "dead", "skipped"]
+
+
+class ReminderInfo(_Frozen, kw_only=True):
+    reminder_id: str
+    entity_type: str
+    entity_id: str
+    fire_at: str
+    status: ReminderStatus
+    attempts: int
+    lateness_ms: int | None
+    last_error: str | None
+
+
+class ReminderList(_Frozen, kw_only=True):
+    reminders: list[ReminderInfo]
+    next: str | None = None
+
+
+class ErrorResponse(_Frozen, kw_only=True):
+    error: ErrorBody
+
+
+class DependencyState(_Frozen, kw_only=True, omit_defaults=True):
+    status: Literal["ok", "down", "degraded"]
+    detail: str | None = None
+
+
+class Readiness(_Frozen, kw_only=True):
+    status: Literal["ok", "degraded", "down"]
+    dependencies: dict[str, DependencyState]
+
+
+# --------------------------------------------------------------------------- codecs (built once)
+
+JSON_ENCODER = msgspec.json.Encoder()
+MSGPACK_ENCODER = msgspec.msgpack.Encoder()
+_CLIENT_JSON = msgspec.json.Decoder(ClientMessage)
+_CLIENT_MSGPACK = msgspec.msgpack.Decoder(ClientMessage)
+_SERVER_JSON = msgspec.json.Decoder(ServerMessage)
+_SERVER_MSGPACK = msgspec.msgpack.Decoder(ServerMessage)
+
+
+def decode_client(data: bytes | str, *, msgpack: bool = False) -> ClientMessage:
+    """Strictly decode one client message; anything malformed is ``bad_message``."""
+    try:
+        if msgpack:
+            if isinstance(data, str):
+                raise BadMessage("binary frames expected for concord.v1.msgpack")
+            return _CLIENT_MSGPACK.decode(data)
+        return _CLIENT_JSON.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BadMessage(f"not a valid client message: {exc}") from None
+
+
+def decode_server(data: bytes | str, *, msgpack: bool = False) -> ServerMessage:
+    """Decode one server message (used by the SDK and the tests)."""
+    try:
+        if msgpack:
+            if isinstance(data, str):
+                raise BadMessage("binary frames expected for concord.v1.msgpack")
+            return _SERVER_MSGPACK.decode(data)
+        return _SERVER_JSON.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BadMessage(f"not a valid server message: {exc}") from None
+
+
+def encode(message: msgspec.Struct, *, msgpack: bool = False) -> bytes:
+    """Encode any wire Struct."""
+    return MSGPACK_ENCODER.encode(message) if msgpack else JSON_ENCODER.encode(message)
