@@ -99,7 +99,7 @@ class EmbeddedPostgres:
         return _postgres_bin()
 
     def _run(self, *args: str, timeout: float = 60) -> None:
-        result = subprocess.run(  # noqa: S603 - fixed binaries, no shell
+        result = subprocess.run(
             [str(self._bin / args[0]), *args[1:]],
             capture_output=True,
             text=True,
@@ -231,7 +231,7 @@ class EmbeddedNats:
                     self.port = port
                     return self.url()
         port = free_port()
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
+        self._proc = subprocess.Popen(
             [
                 str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(port), "-js",
                 "-sd", str(self.store), "-P", str(self.pid_file), "-l", str(self.log),

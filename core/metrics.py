@@ -33,7 +33,9 @@ FANOUT_SECONDS = Histogram(
     "concord_fanout_seconds", "Commit to delivery of live events on this gateway"
 )
 PROJECTOR_LAG = Gauge(
-    "concord_projector_lag_events", "Events committed but not yet projected", multiprocess_mode="max"
+    "concord_projector_lag_events",
+    "Events committed but not yet projected",
+    multiprocess_mode="max",
 )
 OUTBOX_LAG = Gauge(
     "concord_outbox_lag_events", "Events committed but not yet relayed", multiprocess_mode="max"

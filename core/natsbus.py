@@ -50,9 +50,9 @@ class NatsBus:
         if self._task is None:
             self._task = asyncio.create_task(self._connect_forever(), name="nats-connect")
 
-    async def wait_connected(self, timeout: float) -> bool:
+    async def wait_connected(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            await asyncio.wait_for(self._ready.wait(), seconds)
         return self.connected
 
     async def _connect_forever(self) -> None:

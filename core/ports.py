@@ -6,12 +6,11 @@ The gateway, projector and scheduler depend on these, never on an adapter's inte
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from core.wire import Event, OpResult, Role
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from crdt import EntityState

@@ -30,7 +30,7 @@ class _Frozen(msgspec.Struct, frozen=True, kw_only=True):
 # --------------------------------------------------------------------------- ops, events
 
 
-class Operation(_Frozen, kw_only=True, omit_defaults=True):
+class Operation(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
     """One intent from one device, as sent (PROTOCOL section 2)."""
 
     op_id: str
@@ -46,7 +46,7 @@ class Operation(_Frozen, kw_only=True, omit_defaults=True):
     device_id: str | None = None
 
 
-class Event(_Frozen, kw_only=True, omit_defaults=True):
+class Event(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
     """An operation as stored: plus ``seq``, ``user_id``, ``device_id``, ``recorded_at``,
     ``schema_version``. Absent ``field``/``pred``/``value`` mean null/[]/null."""
 
@@ -67,7 +67,7 @@ class Event(_Frozen, kw_only=True, omit_defaults=True):
     schema_version: int
 
 
-class OpResult(_Frozen, kw_only=True, omit_defaults=True):
+class OpResult(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
     """The result of one pushed operation, in the order sent (PROTOCOL section 4)."""
 
     op_id: str | None
@@ -76,7 +76,7 @@ class OpResult(_Frozen, kw_only=True, omit_defaults=True):
     error: ErrorBody | None = None
 
 
-class Limits(_Frozen, kw_only=True):
+class Limits(_Frozen, frozen=True, kw_only=True):
     """Published limits (``welcome.limits``)."""
 
     max_message_bytes: int = 1_048_576
@@ -91,12 +91,12 @@ class Limits(_Frozen, kw_only=True):
 DEFAULT_LIMITS = Limits()
 
 
-class Subscription(_Frozen, kw_only=True):
+class Subscription(_Frozen, frozen=True, kw_only=True):
     space_id: str
     after: int = 0
 
 
-class Notification(_Frozen, kw_only=True):
+class Notification(_Frozen, frozen=True, kw_only=True):
     id: str
     space_id: str
     entity_type: str
@@ -109,31 +109,31 @@ class Notification(_Frozen, kw_only=True):
 # --------------------------------------------------------------------------- client -> server
 
 
-class Hello(_Frozen, kw_only=True, tag_field="type", tag="hello"):
+class Hello(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="hello"):
     token: str
     lamport: int = 0
     subscriptions: list[Subscription] = msgspec.field(default_factory=list)
 
 
-class Push(_Frozen, kw_only=True, tag_field="type", tag="push"):
+class Push(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="push"):
     batch_id: str
     ops: list[Any]
 
 
-class Subscribe(_Frozen, kw_only=True, tag_field="type", tag="subscribe"):
+class Subscribe(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="subscribe"):
     space_id: str
     after: int = 0
 
 
-class Unsubscribe(_Frozen, kw_only=True, tag_field="type", tag="unsubscribe"):
+class Unsubscribe(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="unsubscribe"):
     space_id: str
 
 
-class Auth(_Frozen, kw_only=True, tag_field="type", tag="auth"):
+class Auth(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="auth"):
     token: str
 
 
-class Ping(_Frozen, kw_only=True, tag_field="type", tag="ping"):
+class Ping(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="ping"):
     nonce: str | int | None = None
 
 
@@ -143,7 +143,7 @@ ClientMessage = Hello | Push | Subscribe | Unsubscribe | Auth | Ping
 # --------------------------------------------------------------------------- server -> client
 
 
-class Welcome(_Frozen, kw_only=True, tag_field="type", tag="welcome"):
+class Welcome(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="welcome"):
     user_id: str
     device_id: str
     server_lamport: int
@@ -151,41 +151,41 @@ class Welcome(_Frozen, kw_only=True, tag_field="type", tag="welcome"):
     limits: Limits
 
 
-class PushResult(_Frozen, kw_only=True, tag_field="type", tag="push_result"):
+class PushResult(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="push_result"):
     batch_id: str | None
     server_lamport: int
     results: list[OpResult]
 
 
-class Events(_Frozen, kw_only=True, tag_field="type", tag="events"):
+class Events(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="events"):
     space_id: str
     events: list[Event]
     head: int
 
 
-class CaughtUp(_Frozen, kw_only=True, tag_field="type", tag="caught_up"):
+class CaughtUp(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="caught_up"):
     space_id: str
     seq: int
 
 
-class NotificationMessage(_Frozen, kw_only=True, tag_field="type", tag="notification"):
+class NotificationMessage(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="notification"):
     notification: Notification
 
 
-class AuthOk(_Frozen, kw_only=True, tag_field="type", tag="auth_ok"):
+class AuthOk(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="auth_ok"):
     token_expires_at: str
 
 
-class AuthExpiring(_Frozen, kw_only=True, tag_field="type", tag="auth_expiring"):
+class AuthExpiring(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="auth_expiring"):
     expires_at: str
 
 
-class Error(_Frozen, kw_only=True, tag_field="type", tag="error"):
+class Error(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="error"):
     error: ErrorBody
     ref: str | None = None
 
 
-class Pong(_Frozen, kw_only=True, tag_field="type", tag="pong"):
+class Pong(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="pong"):
     nonce: str | int | None = None
 
 
@@ -205,24 +205,24 @@ ServerMessage = (
 # --------------------------------------------------------------------------- HTTP bodies
 
 
-class RegisterRequest(_Frozen, kw_only=True):
+class RegisterRequest(_Frozen, frozen=True, kw_only=True):
     email: str
     password: str
     device_name: str
 
 
-class LoginRequest(_Frozen, kw_only=True):
+class LoginRequest(_Frozen, frozen=True, kw_only=True):
     email: str
     password: str
     device_name: str
     device_id: str | None = None
 
 
-class RefreshRequest(_Frozen, kw_only=True):
+class RefreshRequest(_Frozen, frozen=True, kw_only=True):
     refresh_token: str
 
 
-class AuthResponse(_Frozen, kw_only=True):
+class AuthResponse(_Frozen, frozen=True, kw_only=True):
     user_id: str
     device_id: str
     access_token: str
@@ -231,7 +231,7 @@ class AuthResponse(_Frozen, kw_only=True):
     personal_space_id: str
 
 
-class DeviceInfo(_Frozen, kw_only=True):
+class DeviceInfo(_Frozen, frozen=True, kw_only=True):
     device_id: str
     name: str
     created_at: str
@@ -240,66 +240,66 @@ class DeviceInfo(_Frozen, kw_only=True):
     revoked: bool
 
 
-class DeviceList(_Frozen, kw_only=True):
+class DeviceList(_Frozen, frozen=True, kw_only=True):
     devices: list[DeviceInfo]
     next: str | None = None
 
 
-class CreateSpaceRequest(_Frozen, kw_only=True):
+class CreateSpaceRequest(_Frozen, frozen=True, kw_only=True):
     name: str
 
 
-class SpaceCreated(_Frozen, kw_only=True):
+class SpaceCreated(_Frozen, frozen=True, kw_only=True):
     space_id: str
 
 
-class SpaceInfo(_Frozen, kw_only=True):
+class SpaceInfo(_Frozen, frozen=True, kw_only=True):
     space_id: str
     name: str
     role: Role
     personal: bool = False
 
 
-class SpaceList(_Frozen, kw_only=True):
+class SpaceList(_Frozen, frozen=True, kw_only=True):
     spaces: list[SpaceInfo]
     next: str | None = None
 
 
-class AddMemberRequest(_Frozen, kw_only=True):
+class AddMemberRequest(_Frozen, frozen=True, kw_only=True):
     email: str
     role: Role
 
 
-class PushRequest(_Frozen, kw_only=True):
+class PushRequest(_Frozen, frozen=True, kw_only=True):
     batch_id: str
     ops: list[Any]
 
 
-class PushResponse(_Frozen, kw_only=True):
+class PushResponse(_Frozen, frozen=True, kw_only=True):
     batch_id: str | None
     server_lamport: int
     results: list[OpResult]
 
 
-class PullResponse(_Frozen, kw_only=True):
+class PullResponse(_Frozen, frozen=True, kw_only=True):
     events: list[Event]
     head: int
 
 
-class HeadView(_Frozen, kw_only=True, omit_defaults=True):
+class HeadView(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
     op_id: str
     value: Any
     device_id: str
     lamport: int
 
 
-class FieldState(_Frozen, kw_only=True, omit_defaults=True):
+class FieldState(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
     value: Any
     heads: list[HeadView] | None = None
     conflicted: bool | None = None
 
 
-class EntityResponse(_Frozen, kw_only=True):
+class EntityResponse(_Frozen, frozen=True, kw_only=True):
     entity_type: str
     entity_id: str
     seq: int
@@ -308,13 +308,13 @@ class EntityResponse(_Frozen, kw_only=True):
     fields: dict[str, FieldState]
 
 
-class EntityList(_Frozen, kw_only=True):
+class EntityList(_Frozen, frozen=True, kw_only=True):
     entities: list[EntityResponse]
     seq: int
     next: str | None = None
 
 
-class HistoryResponse(_Frozen, kw_only=True):
+class HistoryResponse(_Frozen, frozen=True, kw_only=True):
     events: list[Event]
     next: str | None = None
 
@@ -322,7 +322,7 @@ class HistoryResponse(_Frozen, kw_only=True):
 ReminderStatus = Literal["scheduled", "fired", "cancelled", "retrying", "dead", "skipped"]
 
 
-class ReminderInfo(_Frozen, kw_only=True):
+class ReminderInfo(_Frozen, frozen=True, kw_only=True):
     reminder_id: str
     entity_type: str
     entity_id: str
@@ -333,21 +333,21 @@ class ReminderInfo(_Frozen, kw_only=True):
     last_error: str | None
 
 
-class ReminderList(_Frozen, kw_only=True):
+class ReminderList(_Frozen, frozen=True, kw_only=True):
     reminders: list[ReminderInfo]
     next: str | None = None
 
 
-class ErrorResponse(_Frozen, kw_only=True):
+class ErrorResponse(_Frozen, frozen=True, kw_only=True):
     error: ErrorBody
 
 
-class DependencyState(_Frozen, kw_only=True, omit_defaults=True):
+class DependencyState(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
     status: Literal["ok", "down", "degraded"]
     detail: str | None = None
 
 
-class Readiness(_Frozen, kw_only=True):
+class Readiness(_Frozen, frozen=True, kw_only=True):
     status: Literal["ok", "degraded", "down"]
     dependencies: dict[str, DependencyState]
 
@@ -356,10 +356,10 @@ class Readiness(_Frozen, kw_only=True):
 
 JSON_ENCODER = msgspec.json.Encoder()
 MSGPACK_ENCODER = msgspec.msgpack.Encoder()
-_CLIENT_JSON = msgspec.json.Decoder(ClientMessage)
-_CLIENT_MSGPACK = msgspec.msgpack.Decoder(ClientMessage)
-_SERVER_JSON = msgspec.json.Decoder(ServerMessage)
-_SERVER_MSGPACK = msgspec.msgpack.Decoder(ServerMessage)
+_CLIENT_JSON: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
+_CLIENT_MSGPACK: msgspec.msgpack.Decoder[ClientMessage] = msgspec.msgpack.Decoder(ClientMessage)
+_SERVER_JSON: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(ServerMessage)
+_SERVER_MSGPACK: msgspec.msgpack.Decoder[ServerMessage] = msgspec.msgpack.Decoder(ServerMessage)
 
 
 def decode_client(data: bytes | str, *, msgpack: bool = False) -> ClientMessage:

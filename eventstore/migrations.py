@@ -51,7 +51,9 @@ def discover(directory: Path = SQL_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(conn: asyncpg.Connection, migrations: Sequence[Migration] | None = None) -> list[int]:
+async def migrate(
+    conn: asyncpg.Connection, migrations: Sequence[Migration] | None = None
+) -> list[int]:
     """Apply every pending migration; return the versions applied by this call."""
     todo = discover() if migrations is None else list(migrations)
     async with conn.transaction():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import asyncpg
 from litestar import Litestar, get
@@ -22,7 +23,8 @@ from core.wire import DependencyState, Readiness
 @contextlib.asynccontextmanager
 async def _resources(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    assert settings.database_url and settings.nats_url, "URLs are resolved before create_app"
+    assert settings.database_url, "URLs are resolved before create_app"
+    assert settings.nats_url, "URLs are resolved before create_app"
     pool = await asyncpg.create_pool(
         settings.database_url, min_size=1, max_size=10, command_timeout=30
     )
@@ -57,7 +59,7 @@ async def readyz(state: State) -> Response[Readiness]:
     deps["nats"] = DependencyState(status="ok" if bus.connected else "degraded")
     if deps["postgres"].status == "down":
         return Response(Readiness(status="down", dependencies=deps), status_code=503)
-    overall = "ok" if bus.connected else "degraded"
+    overall: Literal["ok", "degraded"] = "ok" if bus.connected else "degraded"
     return Response(Readiness(status=overall, dependencies=deps), status_code=200)
 
 

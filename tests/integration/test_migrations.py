@@ -74,7 +74,7 @@ async def test_failed_migration_leaves_nothing(fresh_database: Factory) -> None:
 def test_discover_rejects_bad_names(tmp_path: Path) -> None:
     (tmp_path / "0001_ok.sql").write_text("SELECT 1")
     (tmp_path / "oops.sql").write_text("SELECT 1")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         discover(tmp_path)
 
 

@@ -1,0 +1,48 @@
+# Concord: `make dev` runs it, `make test` tests it. `make help` lists the rest.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help dev test test-fast lint typecheck check bench lab clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+dev: $(STAMP) ## set up, then run Concord on embedded PostgreSQL and NATS (localhost:8000)
+	$(BIN)/concord dev
+
+test: $(STAMP) ## set up, then run the whole test suite (embedded services unless CONCORD_TEST_* are set)
+	$(BIN)/pytest -n 2 --dist loadfile -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit and property tests only (no services)
+	$(BIN)/pytest -p no:cacheprovider tests/unit tests/property $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict
+	$(BIN)/mypy
+
+check: lint typecheck test ## what CI runs
+
+bench: $(BENCH_STAMP) ## run the benchmarks (results: docs/benchmarks.md)
+	$(BIN)/python -m bench.crdt_bench
+	$(BIN)/python -m bench.eventstore_bench
+
+clean: ## remove the virtual environment and caches (keeps .concord data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

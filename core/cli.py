@@ -1,0 +1,266 @@
+"""The ``concord`` command: ``dev``, ``gateway``, ``migrate`` and ``audit``.
+
+This module is the composition root of the processes: the adapters it runs are
+imported by name inside each command (``importlib``), so that ``core`` itself never
+depends on an adapter package at import time (the import-boundary test checks it).
+
+Every ``CONCORD_*`` variable has a flag of the same name (``--port`` for
+``CONCORD_PORT``); a bad value stops the process with one line naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import importlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from core.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
+from core.logs import configure_logging
+from core.settings import ENV_NAMES, Settings, SettingsError, load_settings, with_overrides
+
+log = logging.getLogger("concord")
+
+
+class CommandError(Exception):
+    """A one-line, user-facing reason the command cannot go on (exit status 2)."""
+
+
+def _flag(env_name: str) -> str:
+    return "--" + env_name.removeprefix("CONCORD_").lower().replace("_", "-")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for name in ENV_NAMES:
+        parser.add_argument(_flag(name), dest=name, metavar="VALUE", help=f"overrides ${name}")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {n: v for n in ENV_NAMES if (v := getattr(args, n, None)) is not None}
+    return load_settings(overrides=overrides)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def ensure_data_dir(path: Path) -> Path:
+    """Create the data dir and prove it writable, or fail with one clear line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise CommandError(
+            f"CONCORD_DATA_DIR: {path} is not a writable directory ({exc.strerror or exc})"
+        ) from None
+    return path.resolve()
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail early and clearly when the listening address is taken or unusable."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"CONCORD_PORT: port {port} on {host} is already in use"
+                ) from None
+            raise CommandError(f"CONCORD_HOST: cannot listen on {host}:{port} ({exc})") from None
+
+
+def dev_secrets(data_dir: Path) -> dict[str, str]:
+    """Dev-only secrets, generated once into the data dir so sessions survive restarts."""
+    path = data_dir / "secrets.json"
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            if isinstance(stored, dict) and {"secret_key", "admin_token"} <= stored.keys():
+                return {k: str(stored[k]) for k in ("secret_key", "admin_token")}
+        except (OSError, ValueError):
+            pass
+        raise CommandError(f"{path}: unreadable dev secrets; delete it to generate new ones")
+    fresh = {"secret_key": secrets.token_urlsafe(48), "admin_token": secrets.token_urlsafe(24)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(fresh, handle)
+    return fresh
+
+
+# --------------------------------------------------------------------------- embedded services
+
+
+@contextlib.contextmanager
+def embedded_services(settings: Settings) -> Iterator[Settings]:
+    """Start what the settings leave unset (PostgreSQL, NATS); stop it all on the way out."""
+    started: list[EmbeddedPostgres | EmbeddedNats] = []
+    try:
+        database_url, nats_url = settings.database_url, settings.nats_url
+        if database_url is None:
+            pg = EmbeddedPostgres(settings.data_dir)
+            started.append(pg)
+            database_url = pg.start()
+            log.info("embedded PostgreSQL at %s (data: %s)", database_url, pg.pgdata)
+        if nats_url is None:
+            nats = EmbeddedNats(settings.data_dir)
+            started.append(nats)
+            nats_url = nats.start()
+            log.info("embedded nats-server at %s (data: %s)", nats_url, nats.store)
+        yield with_overrides(settings, database_url=database_url, nats_url=nats_url)
+    finally:
+        for service in reversed(started):
+            try:
+                service.stop()
+            except Exception as exc:  # keep stopping the others
+                log.error("could not stop %s: %s", type(service).__name__, exc)
+
+
+def _terminate_as_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_migrations(database_url: str) -> list[int]:
+    migrations = importlib.import_module("eventstore.migrations")
+    import asyncpg
+
+    async def go() -> list[int]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            applied: list[int] = await migrations.migrate(conn)
+            return applied
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(go())
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandError(f"CONCORD_DATABASE_URL: cannot migrate: {exc}") from None
+
+
+def serve(settings: Settings) -> None:
+    """Run the gateway app (and any in-process workers it assembles) under uvicorn."""
+    import uvicorn
+
+    app_module = importlib.import_module("gateway.app")
+    ensure_port_free(settings.host, settings.port)
+    config = uvicorn.Config(
+        app_module.create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        ws_max_size=16 * 1024 * 1024,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise CommandError(f"gateway failed to start on {settings.host}:{settings.port}")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    data_dir = ensure_data_dir(settings.data_dir)
+    settings = with_overrides(settings, data_dir=data_dir)
+    ensure_port_free(settings.host, settings.port)
+    generated = dev_secrets(data_dir)
+    settings = with_overrides(
+        settings,
+        secret_key=settings.secret_key or generated["secret_key"],
+        admin_token=settings.admin_token or generated["admin_token"],
+    )
+    signal.signal(signal.SIGTERM, _terminate_as_exit)
+    with embedded_services(settings) as resolved:
+        assert resolved.database_url is not None
+        applied = run_migrations(resolved.database_url)
+        if applied:
+            log.info("applied migrations %s", applied)
+        print(
+            f"Concord dev: http://{resolved.host}:{resolved.port}  "
+            f"(admin token: {resolved.admin_token}; data: {data_dir})",
+            flush=True,
+        )
+        # uvicorn handles SIGTERM gracefully and re-raises it once it has stopped; by
+        # then the shutdown is orderly, so the re-raised signal must not abort it.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        serve(resolved)
+
+
+def cmd_gateway(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    if not settings.database_url or not settings.nats_url:
+        raise CommandError(
+            "CONCORD_DATABASE_URL and CONCORD_NATS_URL are required (or use `concord dev`)"
+        )
+    settings.require_secret_key()
+    if not settings.admin_token:
+        raise CommandError("CONCORD_ADMIN_TOKEN: required for `concord gateway`")
+    serve(settings)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    if settings.database_url:
+        applied = run_migrations(settings.database_url)
+    else:
+        settings = with_overrides(settings, data_dir=ensure_data_dir(settings.data_dir))
+        with embedded_services(with_overrides(settings, nats_url="nats://unused")) as resolved:
+            assert resolved.database_url is not None
+            applied = run_migrations(resolved.database_url)
+    print(f"applied migrations: {applied or 'none (up to date)'}")
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None]]] = {
+    "dev": ("run everything in one process on embedded PostgreSQL and NATS", cmd_dev),
+    "gateway": ("run the gateway (HTTP and WebSocket) against configured services", cmd_gateway),
+    "migrate": ("apply pending database migrations", cmd_migrate),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="concord", description="Concord sync backend")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, _) in COMMANDS.items():
+        _add_setting_flags(sub.add_parser(name, help=help_text, description=help_text))
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+#: Later packages register subcommands here (``audit``, ``projector``, ``scheduler``).
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        configure_logging(_settings(args).log_level)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command][1]
+        handler(args)
+    except (SettingsError, CommandError, EmbeddedError) as exc:
+        print(f"concord: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

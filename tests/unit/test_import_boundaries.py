@@ -1,0 +1,80 @@
+"""Dependencies point inward (STYLE.md): checked by reading every module's imports.
+
+``crdt`` is pure: standard-library modules without I/O, clocks or randomness, plus
+msgspec. ``core`` imports no adapter; adapters never import each other. (The
+``concord`` command assembles adapters by module name with importlib: that is the
+composition root, and it is the one place allowed to name them.)
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OURS = {"core", "crdt", "eventstore", "gateway", "projector", "scheduler", "client", "lab", "bench"}
+
+CRDT_ALLOWED = {
+    "__future__", "msgspec", "typing", "typing_extensions", "collections", "dataclasses",
+    "enum", "functools", "itertools", "math", "re", "uuid", "datetime", "json", "tomllib",
+    "operator", "bisect", "heapq", "abc", "numbers", "types", "copy", "string", "decimal",
+}  # fmt: skip
+CRDT_FORBIDDEN_CALLS = {"open", "input", "print", "exec", "eval"}
+
+FORBIDDEN: dict[str, set[str]] = {
+    "crdt": OURS - {"crdt"},
+    "core": OURS - {"core", "crdt"},
+    "eventstore": {"gateway", "projector", "scheduler", "client", "lab"},
+    "gateway": {"projector", "scheduler", "client", "lab"},
+    "projector": {"gateway", "scheduler", "client", "lab"},
+    "scheduler": {"gateway", "projector", "client", "lab"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_point_inward(package: str) -> None:
+    bad = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in _modules(package)
+        for name in _imports(path) & FORBIDDEN[package]
+    }
+    assert not bad, sorted(bad)
+
+
+def test_crdt_is_pure() -> None:
+    problems: list[str] = []
+    for path in _modules("crdt"):
+        for name in _imports(path) - CRDT_ALLOWED - {"crdt"}:
+            problems.append(f"{path.relative_to(ROOT)} imports {name}")
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in CRDT_FORBIDDEN_CALLS
+            ):
+                problems.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {node.func.id}()")
+    assert not problems, problems
+
+
+def test_the_checker_sees_nested_imports(tmp_path: Path) -> None:
+    sample = tmp_path / "m.py"
+    sample.write_text("def f():\n    import gateway.app\n    from eventstore import x\n")
+    assert _imports(sample) == {"gateway", "eventstore"}

@@ -1,0 +1,87 @@
+"""Settings: every DESIGN.md variable, defaults, and one clear line per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.settings import ENV_NAMES, Settings, SettingsError, load_settings
+
+
+def test_defaults_match_design() -> None:
+    s = load_settings({})
+    assert (s.database_url, s.nats_url) == (None, None)
+    assert (s.host, s.port, s.data_dir) == ("127.0.0.1", 8000, Path(".concord"))
+    assert (s.access_token_ttl, s.refresh_token_ttl, s.auth_grace) == (900, 2_592_000, 300)
+    assert (s.reminder_max_lateness, s.scheduler_sweep_interval) == (86_400, 300)
+
+
+def test_every_design_variable_is_read() -> None:
+    design = {
+        "CONCORD_DATABASE_URL", "CONCORD_NATS_URL", "CONCORD_HOST", "CONCORD_PORT",
+        "CONCORD_DATA_DIR", "CONCORD_SECRET_KEY", "CONCORD_ADMIN_TOKEN",
+        "CONCORD_ACCESS_TOKEN_TTL", "CONCORD_REFRESH_TOKEN_TTL", "CONCORD_AUTH_GRACE",
+        "CONCORD_REMINDER_MAX_LATENESS", "CONCORD_SCHEDULER_SWEEP_INTERVAL",
+    }  # fmt: skip
+    assert design <= set(ENV_NAMES)
+
+
+def test_values_are_parsed() -> None:
+    s = load_settings(
+        {
+            "CONCORD_DATABASE_URL": "postgresql://u@h/db",
+            "CONCORD_NATS_URL": "nats://h:4222",
+            "CONCORD_PORT": "8001",
+            "CONCORD_ACCESS_TOKEN_TTL": "2",
+            "CONCORD_DATA_DIR": "/tmp/x",
+        }
+    )
+    assert s.database_url == "postgresql://u@h/db"
+    assert s.port == 8001
+    assert s.access_token_ttl == 2
+    assert s.data_dir == Path("/tmp/x")
+
+
+def test_overrides_win_over_environment() -> None:
+    s = load_settings({"CONCORD_PORT": "8001"}, overrides={"CONCORD_PORT": "8002"})
+    assert s.port == 8002
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("CONCORD_PORT", "70000", "CONCORD_PORT: 70000 is out of range"),
+        ("CONCORD_PORT", "http", "CONCORD_PORT: 'http' is not an integer"),
+        ("CONCORD_ACCESS_TOKEN_TTL", "0", "CONCORD_ACCESS_TOKEN_TTL: 0 is out of range"),
+        ("CONCORD_DATABASE_URL", "mysql://x", "CONCORD_DATABASE_URL: 'mysql://x' must start"),
+        ("CONCORD_NATS_URL", "http://x", "CONCORD_NATS_URL"),
+        ("CONCORD_SECRET_KEY", "short", "CONCORD_SECRET_KEY: must be at least 32"),
+        ("CONCORD_PRODUCTION", "maybe", "CONCORD_PRODUCTION: 'maybe' is not a boolean"),
+        ("CONCORD_LOG_LEVEL", "loud", "CONCORD_LOG_LEVEL"),
+        ("CONCORD_NATS_PREFIX", "a.b", "CONCORD_NATS_PREFIX"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({name: value})
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_production_requires_secrets_and_urls() -> None:
+    with pytest.raises(SettingsError, match="CONCORD_SECRET_KEY: required"):
+        load_settings({"CONCORD_PRODUCTION": "true"})
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
+
+
+def test_require_secret_key() -> None:
+    with pytest.raises(SettingsError, match="CONCORD_SECRET_KEY"):
+        Settings().require_secret_key()
+    assert Settings(secret_key="k" * 32).require_secret_key() == "k" * 32
