@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -42,12 +43,14 @@ def _flag(env_name: str) -> str:
     return "--" + env_name.removeprefix("CONCORD_").lower().replace("_", "-")
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` one flag per ``CONCORD_*`` variable (``--port`` for CONCORD_PORT)."""
     for name in ENV_NAMES:
         parser.add_argument(_flag(name), dest=name, metavar="VALUE", help=f"overrides ${name}")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the command's flags."""
     overrides = {n: v for n in ENV_NAMES if (v := getattr(args, n, None)) is not None}
     return load_settings(overrides=overrides)
 
@@ -150,14 +153,29 @@ def run_migrations(database_url: str) -> list[int]:
         raise CommandError(f"CONCORD_DATABASE_URL: cannot migrate: {exc}") from None
 
 
-def serve(settings: Settings) -> None:
-    """Run the gateway app (and any in-process workers it assembles) under uvicorn."""
+def plugins() -> list[Any]:
+    """The adapter command modules that exist (``PLUGINS``), imported by name."""
+    found = []
+    for name in PLUGINS:
+        if importlib.util.find_spec(name) is not None:
+            found.append(importlib.import_module(name))
+    return found
+
+
+#: Modules that may add subcommands (``register(subparsers)``) and in-process workers
+#: for ``concord dev`` (``in_process(settings) -> AbstractAsyncContextManager[None]``).
+PLUGINS = ("eventstore.cli", "projector.cli", "scheduler.cli")
+
+
+def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:
+    """Run the gateway app under uvicorn; ``workers`` (async context managers) run
+    inside the app's lifespan, so they start after and stop before its resources."""
     import uvicorn
 
     app_module = importlib.import_module("gateway.app")
     ensure_port_free(settings.host, settings.port)
     config = uvicorn.Config(
-        app_module.create_app(settings),
+        app_module.create_app(settings, workers=list(workers)),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -175,7 +193,7 @@ def serve(settings: Settings) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    settings = _settings(args)
+    settings = settings_from(args)
     data_dir = ensure_data_dir(settings.data_dir)
     settings = with_overrides(settings, data_dir=data_dir)
     ensure_port_free(settings.host, settings.port)
@@ -199,11 +217,12 @@ def cmd_dev(args: argparse.Namespace) -> None:
         # uvicorn handles SIGTERM gracefully and re-raises it once it has stopped; by
         # then the shutdown is orderly, so the re-raised signal must not abort it.
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        serve(resolved)
+        workers = [m.in_process(resolved) for m in plugins() if hasattr(m, "in_process")]
+        serve(resolved, workers=workers)
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
-    settings = _settings(args)
+    settings = settings_from(args)
     if not settings.database_url or not settings.nats_url:
         raise CommandError(
             "CONCORD_DATABASE_URL and CONCORD_NATS_URL are required (or use `concord dev`)"
@@ -215,7 +234,7 @@ def cmd_gateway(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    settings = _settings(args)
+    settings = settings_from(args)
     if settings.database_url:
         applied = run_migrations(settings.database_url)
     else:
@@ -237,21 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concord", description="Concord sync backend")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
-        _add_setting_flags(sub.add_parser(name, help=help_text, description=help_text))
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+        add_setting_flags(sub.add_parser(name, help=help_text, description=help_text))
+    for module in plugins():
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
-
-
-#: Later packages register subcommands here (``audit``, ``projector``, ``scheduler``).
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        configure_logging(_settings(args).log_level)
+        configure_logging(settings_from(args).log_level)
         handler = getattr(args, "handler", None) or COMMANDS[args.command][1]
         handler(args)
     except (SettingsError, CommandError, EmbeddedError) as exc:

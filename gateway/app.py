@@ -7,7 +7,8 @@ module level.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Literal
 
 import asyncpg
@@ -63,10 +64,21 @@ async def readyz(state: State) -> Response[Readiness]:
     return Response(Readiness(status=overall, dependencies=deps), status_code=200)
 
 
-def create_app(settings: Settings) -> Litestar:
-    """The gateway application for ``settings``."""
+def create_app(
+    settings: Settings, *, workers: Sequence[AbstractAsyncContextManager[None]] = ()
+) -> Litestar:
+    """The gateway application for ``settings``; ``workers`` (the projector and scheduler
+    of ``concord dev``) run inside its lifespan, after its resources are up."""
+
+    @contextlib.asynccontextmanager
+    async def _workers(app: Litestar) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker)
+            yield
+
     return Litestar(
         route_handlers=[healthz, readyz],
-        lifespan=[_resources],
+        lifespan=[_resources, _workers],
         state=State({"settings": settings}),
     )

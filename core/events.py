@@ -1,0 +1,86 @@
+"""Payloads on NATS subjects between Concord's own processes (not client wire types).
+
+| subject | payload | from -> to |
+| --- | --- | --- |
+| ``<prefix>.space.<space_id>`` | :class:`SpaceHint` | gateway after COMMIT -> gateways |
+| ``<prefix>.log.<space_id>`` (JS) | ``wire.Event``, id ``<space>:<seq>`` | relay -> projector |
+| ``<prefix>.projection.<space_id>`` | :class:`ProjectionChange` | projector -> anyone |
+| ``<prefix>.reminders.<space_id>`` | :class:`ReminderChange` | projector -> scheduler |
+| ``<prefix>.notifications.<space_id>`` | :class:`NotificationEnvelope` | scheduler -> gateways |
+| ``<prefix>.revocations`` | :class:`Revocation` | gateway -> gateways |
+| ``<prefix>.membership.<space_id>`` | :class:`MembershipChange` | gateway -> gateways |
+
+All are hints: every consumer can recover what it missed from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from core.wire import Notification
+
+
+class _Payload(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class SpaceHint(_Payload, frozen=True, kw_only=True):
+    """Seqs ``first_seq..last_seq`` of ``space_id`` are committed."""
+
+    space_id: str
+    first_seq: int
+    last_seq: int
+
+
+class EntityRef(_Payload, frozen=True, kw_only=True):
+    entity_type: str
+    entity_id: str
+
+
+class ProjectionChange(_Payload, frozen=True, kw_only=True):
+    """The read model of ``space_id`` reflects ``seq``; these entities changed."""
+
+    space_id: str
+    seq: int
+    entities: list[EntityRef]
+
+
+class ReminderChange(_Payload, frozen=True, kw_only=True):
+    """A task's reminder-relevant merged state after ``seq``.
+
+    ``reminder_id`` is the op_id of the winning non-null ``remind_at`` set (None when
+    the field is unset or null); ``remind_at`` its value (RFC 3339, ``Z``)."""
+
+    space_id: str
+    entity_type: str
+    entity_id: str
+    seq: int
+    reminder_id: str | None
+    remind_at: str | None
+    done: bool
+    deleted: bool
+
+
+class NotificationEnvelope(_Payload, frozen=True, kw_only=True):
+    """A fired reminder for the connected devices of the space's members."""
+
+    space_id: str
+    notification: Notification
+
+
+class Revocation(_Payload, frozen=True, kw_only=True):
+    """Sessions revoked (logout, device revocation, refresh reuse): close their sockets."""
+
+    session_ids: list[str]
+
+
+class MembershipChange(_Payload, frozen=True, kw_only=True):
+    """A member's role changed at ``seq`` (``role`` None: removed)."""
+
+    space_id: str
+    user_id: str
+    role: str | None
+    seq: int
+
+
+ENCODER = msgspec.json.Encoder()
