@@ -174,8 +174,22 @@ def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:
 
     app_module = importlib.import_module("gateway.app")
     ensure_port_free(settings.host, settings.port)
+    app = app_module.create_app(settings, workers=list(workers))
+
+    class Server(uvicorn.Server):
+        """uvicorn, but the app's ``before_shutdown`` hooks run first (the WebSocket
+        layer answers pushes in flight and closes its sockets with 1001)."""
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            for hook in getattr(app.state, "before_shutdown", ()):
+                try:
+                    await hook()
+                except Exception as exc:  # shutdown goes on regardless
+                    log.error("shutdown hook failed: %s", exc)
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(
-        app_module.create_app(settings, workers=list(workers)),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -183,7 +197,7 @@ def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:
         ws_max_size=16 * 1024 * 1024,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     server.run()
     if not server.started:
         raise CommandError(f"gateway failed to start on {settings.host}:{settings.port}")

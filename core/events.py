@@ -30,6 +30,8 @@ class SpaceHint(_Payload, frozen=True, kw_only=True):
     space_id: str
     first_seq: int
     last_seq: int
+    #: Epoch seconds of the COMMIT (for ``concord_fanout_seconds``); 0 when unknown.
+    committed_at: float = 0.0
 
 
 class EntityRef(_Payload, frozen=True, kw_only=True):

@@ -1,0 +1,349 @@
+"""One WebSocket connection of PROTOCOL.md section 5: hello, push, subscriptions, renewal.
+
+The connection owns three kinds of task: the receive loop (this object's ``run``),
+one writer draining a bounded queue, and one delivery loop per subscribed space.
+Everything sent goes through the queue, so results and events keep their order; a
+device that lets the queue stay full for ``send_timeout`` seconds is closed 4429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+from litestar import WebSocket
+
+from core.errors import (
+    AuthExpired,
+    BadMessage,
+    ConcordError,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unauthenticated,
+)
+from core.wire import (
+    Auth,
+    AuthExpiring,
+    AuthOk,
+    Error,
+    Hello,
+    NotificationMessage,
+    Ping,
+    Pong,
+    Push,
+    Subscribe,
+    Unsubscribe,
+    decode_client,
+    encode,
+)
+from gateway.tokens import iso_utc
+from gateway.ws.push import handle_push
+from gateway.ws.subscription import Subscription
+
+if TYPE_CHECKING:
+    from core.ports import EventStore
+    from gateway.context import Gateway
+    from gateway.ws.registry import Registry
+
+log = structlog.get_logger("concord.gateway.ws")
+
+CLOSE_BAD_MESSAGES = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NO_HELLO = 4408
+CLOSE_TOO_SLOW = 4429
+CLOSE_GOING_AWAY = 1001
+HELLO_TIMEOUT = 10.0
+#: Malformed messages in a row before the connection is closed 4400.
+MAX_BAD_IN_A_ROW = 10
+
+
+class Closed(Exception):
+    """The connection is closing; unwind the loop that noticed."""
+
+
+class Connection:
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], gw: Gateway, registry: Registry, *, msgpack: bool
+    ) -> None:
+        self.socket = socket
+        self.gw = gw
+        self.registry = registry
+        self.store: EventStore = gw.store
+        self.msgpack = msgpack
+        self.id = uuid.uuid4().hex[:12]
+        self.user_id = ""
+        self.device_id = ""
+        self.session_id = ""
+        self.generation = ""
+        self.expires_at = 0.0
+        self.subs: dict[str, Subscription] = {}
+        self.resumed = asyncio.Event()
+        self.closing = False
+        self.push_lock = asyncio.Lock()
+        self._out: asyncio.Queue[bytes] = asyncio.Queue(maxsize=registry.send_queue)
+        self._send_lock = asyncio.Lock()
+        self._pending_notes: deque[NotificationMessage] = deque(maxlen=100)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._clock: asyncio.Task[None] | None = None
+        self._bad = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve the connection until either side closes it."""
+        self._spawn(self._write_loop(), "ws-writer")
+        try:
+            first = await self._receive(limit=HELLO_TIMEOUT)
+            if first is None:
+                return
+            try:
+                hello = decode_client(first, msgpack=self.msgpack)
+            except BadMessage:
+                hello = None
+            if not isinstance(hello, Hello):
+                await self.close(CLOSE_UNAUTHENTICATED, "the first message must be hello")
+                return
+            await self._hello(hello)
+            while not self.closing:
+                frame = await self._receive()
+                if frame is None:
+                    return
+                await self._handle(frame)
+        except Closed:
+            return
+        finally:
+            await self._cleanup()
+
+    async def _receive(self, limit: float | None = None) -> bytes | str | None:
+        try:
+            message = await asyncio.wait_for(self.socket.receive(), limit)
+        except TimeoutError:
+            await self.close(CLOSE_NO_HELLO, "no hello in time")
+            return None
+        if message["type"] == "websocket.disconnect":
+            self.closing = True
+            return None
+        data = message.get("bytes")
+        if data is None:
+            data = message.get("text")
+        return data if isinstance(data, bytes | str) else b""
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(self._guard(coro), name=f"{name}-{self.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _cleanup(self) -> None:
+        self.closing = True
+        for space_id in list(self.subs):
+            await self.drop_subscription(space_id)
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.registry.remove(self)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close once with ``code``; later calls do nothing."""
+        if self.closing:
+            return
+        self.closing = True
+        async with self._send_lock:
+            with contextlib.suppress(Exception):
+                await self.socket.close(code=code, reason=reason[:120])
+
+    # ------------------------------------------------------------------ sending
+
+    async def enqueue(self, message: msgspec.Struct) -> None:
+        """Queue a message; a device that cannot take it in time is closed 4429."""
+        if self.closing:
+            raise Closed
+        data = encode(message, msgpack=self.msgpack)
+        try:
+            await asyncio.wait_for(self._out.put(data), self.registry.send_timeout)
+        except TimeoutError:
+            await self.close(CLOSE_TOO_SLOW, "too slow: resume with after")
+            raise Closed from None
+
+    async def _write_loop(self) -> None:
+        while True:
+            data = await self._out.get()
+            async with self._send_lock:
+                if self.closing:
+                    return
+                try:
+                    if self.msgpack:
+                        await self.socket.send_bytes(data)
+                    else:
+                        await self.socket.send_text(data.decode())
+                except Exception:  # the peer went away; the receive loop will notice
+                    self.closing = True
+                    return
+
+    async def send_error(self, error: ConcordError, ref: str | None = None) -> None:
+        await self.enqueue(Error(error=error.body(), ref=ref))
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def _handle(self, frame: bytes | str) -> None:
+        try:
+            message = decode_client(frame, msgpack=self.msgpack)
+        except BadMessage as exc:
+            self._bad += 1
+            if self._bad >= MAX_BAD_IN_A_ROW:
+                await self.close(CLOSE_BAD_MESSAGES, "too many malformed messages")
+                raise Closed from None
+            await self.send_error(exc)
+            return
+        self._bad = 0
+        if isinstance(message, Push):
+            async with self.push_lock:
+                await handle_push(self, message, len(frame))
+        elif isinstance(message, Subscribe):
+            await self._subscribe(message.space_id, message.after)
+        elif isinstance(message, Unsubscribe):
+            await self.drop_subscription(message.space_id)
+        elif isinstance(message, Auth):
+            await self._auth(message.token)
+        elif isinstance(message, Ping):
+            await self.enqueue(Pong(nonce=message.nonce))
+        else:  # a second hello
+            await self.send_error(BadMessage("hello was already accepted"))
+
+    # ------------------------------------------------------------------ session
+
+    async def _verify(self, token: str) -> Any:
+        try:
+            claims = self.gw.access.verify(token, now=time.time())
+        except Unauthenticated:
+            await self.close(CLOSE_UNAUTHENTICATED, "invalid token")
+            raise Closed from None
+        if await self.gw.revocations.is_revoked(claims.session_id, claims.generation):
+            await self.close(CLOSE_UNAUTHENTICATED, "session revoked")
+            raise Closed
+        return claims
+
+    async def _hello(self, hello: Hello) -> None:
+        claims = await self._verify(hello.token)
+        if claims.expired:
+            await self.close(CLOSE_UNAUTHENTICATED, "token expired: refresh, then connect")
+            raise Closed
+        self._adopt(claims)
+        self.user_id, self.device_id = claims.user_id, claims.device_id
+        self.registry.add(self)
+        spaces = [m.space_id for m in await self.store.spaces_of(self.user_id)]
+        lamport = await self.store.max_lamport(spaces) if spaces else 0
+        await self.enqueue(self.registry.welcome(self, lamport))
+        for sub in hello.subscriptions:
+            await self._subscribe(sub.space_id, sub.after)
+
+    def _adopt(self, claims: Any) -> None:
+        self.session_id, self.generation = claims.session_id, claims.generation
+        self.expires_at = float(claims.expires_at)
+        self.resumed.set()
+        if self._clock is not None:
+            self._clock.cancel()
+        self._clock = self._spawn(self._auth_clock(), "ws-auth-clock")
+
+    def expired(self) -> bool:
+        return time.time() >= self.expires_at
+
+    async def _auth(self, token: str) -> None:
+        claims = await self._verify(token)
+        if claims.user_id != self.user_id or claims.device_id != self.device_id:
+            await self.close(CLOSE_UNAUTHENTICATED, "token of another user or device")
+            raise Closed
+        if claims.expired:
+            await self.send_error(AuthExpired("this token has expired too"))
+            return
+        self._adopt(claims)
+        await self.enqueue(AuthOk(token_expires_at=iso_utc(self.expires_at)))
+        while self._pending_notes:
+            await self.enqueue(self._pending_notes.popleft())
+
+    async def _auth_clock(self) -> None:
+        """auth_expiring ~60 s before expiry, pause at expiry, 4401 after the grace."""
+        warn_at = self.expires_at - 60
+        if time.time() < self.expires_at:
+            await asyncio.sleep(max(0.0, warn_at - time.time()))
+            await self.enqueue(AuthExpiring(expires_at=iso_utc(self.expires_at)))
+            await asyncio.sleep(max(0.0, self.expires_at - time.time()))
+        self.resumed.clear()
+        grace_end = self.expires_at + self.gw.settings.auth_grace
+        await asyncio.sleep(max(0.0, grace_end - time.time()))
+        await self.close(CLOSE_UNAUTHENTICATED, "access token expired")
+
+    def notify(self, message: NotificationMessage) -> None:
+        """A fired reminder: sent now, or after ``auth_ok`` while delivery is paused."""
+        if self.closing:
+            return
+        if not self.resumed.is_set():
+            self._pending_notes.append(message)
+            return
+        self._spawn(self.enqueue(message), "ws-notify")
+
+    async def _guard(self, coro: Any) -> None:
+        """Run a connection task: Closed ends it quietly; anything else closes the socket."""
+        try:
+            await coro
+        except (Closed, asyncio.CancelledError):
+            return
+        except Exception:
+            log.exception("connection task failed", connection=self.id)
+            await self.close(1011, "internal error")
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def _subscribe(self, space_id: str, after: int) -> None:
+        if after < 0:
+            await self.send_error(BadMessage("after must be >= 0"), ref=space_id)
+            return
+        existing = self.subs.get(space_id)
+        if existing is not None:
+            existing.resume_from(after)
+            return
+        if len(self.subs) >= self.registry.limits.max_subscriptions:
+            await self.send_error(TooLarge("too many subscriptions"), ref=space_id)
+            return
+        if not _is_uuid(space_id) or await self.store.role_of(space_id, self.user_id) is None:
+            await self.send_error(NotFound("no such space"), ref=space_id)
+            return
+        sub = Subscription(self, space_id, after)
+        self.subs[space_id] = sub
+        sub.feed = await self.registry.hub.watch(space_id, sub.wake)
+        sub.task = self._spawn(sub.run(), "ws-sub")
+
+    async def drop_subscription(self, space_id: str, *, cancel: bool = True) -> None:
+        sub = self.subs.pop(space_id, None)
+        if sub is None:
+            return
+        await self.registry.hub.unwatch(space_id, sub.wake)
+        if cancel and sub.task is not None and sub.task is not asyncio.current_task():
+            sub.task.cancel()
+
+    def rate_limit(self) -> RateLimited | None:
+        from gateway.limits import push_allowed
+
+        try:
+            push_allowed(self.gw.push_buckets, self.device_id, time.monotonic())
+        except RateLimited as exc:
+            return exc
+        return None
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

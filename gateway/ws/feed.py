@@ -1,0 +1,183 @@
+"""Live feeds of spaces for the WebSocket connections of one gateway process.
+
+NATS hints (``<prefix>.space.<id>``: "seqs a..b are committed") only say *that* there
+is something new; the events themselves are always read from PostgreSQL, once per
+space per wake-up for every connection of this gateway (a small contiguous cache),
+so a lost, repeated or reordered hint can delay delivery but never corrupt it.
+Because a space's seqs are assigned under its row lock and committed in seq order,
+everything up to a hinted seq is visible when the hint arrives: no reorder buffer is
+needed before reading. A periodic head check (every ``poll_interval`` while NATS is
+down, every ``safety_interval`` while it is up) covers lost hints and NATS outages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+
+from core.events import SpaceHint
+from core.natsbus import NatsBus
+from core.ports import EventStore
+from core.wire import Event
+
+log = structlog.get_logger("concord.gateway.feed")
+
+_HINTS = msgspec.json.Decoder(SpaceHint)
+#: Events kept per space for the connections of this gateway that are caught up.
+CACHE_EVENTS = 2000
+
+
+class SpaceFeed:
+    """One space as seen by this gateway: its known head and a contiguous event cache."""
+
+    def __init__(self, space_id: str, store: EventStore) -> None:
+        self.space_id = space_id
+        self._store = store
+        self.known_head = 0
+        self.committed_at: dict[int, float] = {}
+        self._cache: list[Event] = []
+        self._lock = asyncio.Lock()
+        self.listeners: set[Callable[[], None]] = set()
+        self.nats_token: object | None = None
+
+    def advance(self, head: int, committed_at: float | None = None) -> None:
+        """Learn that ``head`` is committed; wake every listener if it is news."""
+        if committed_at is not None and head > self.known_head:
+            self.committed_at[head] = committed_at
+            if len(self.committed_at) > 256:
+                for seq in sorted(self.committed_at)[:128]:
+                    del self.committed_at[seq]
+        if head > self.known_head:
+            self.known_head = head
+            for wake in list(self.listeners):
+                wake()
+
+    def _from_cache(self, after: int, limit: int) -> list[Event] | None:
+        cache = self._cache
+        if cache and cache[0].seq <= after + 1 <= cache[-1].seq:
+            start = after + 1 - cache[0].seq
+            return cache[start : start + limit]
+        return None
+
+    async def read_after(self, after: int, limit: int) -> list[Event]:
+        """Up to ``limit`` events with seq > ``after``, in order, without gaps."""
+        hit = self._from_cache(after, limit)
+        if hit is not None:
+            return hit
+        if self._cache and after + 1 < self._cache[0].seq:
+            # Behind the cache (an old catch-up): read straight from PostgreSQL.
+            return await self._store.read(self.space_id, after, limit)
+        async with self._lock:
+            # At or past the cache's tail: extend it once for every listener.
+            hit = self._from_cache(after, limit)
+            if hit is not None:
+                return hit
+            tail = self._cache[-1].seq if self._cache else after
+            fresh = await self._store.read(self.space_id, tail, limit)
+            if not fresh:
+                return []
+            self.known_head = max(self.known_head, fresh[-1].seq)
+            self._cache = (self._cache + fresh)[-CACHE_EVENTS:] if self._cache else fresh
+        return self._from_cache(after, limit) or []
+
+
+class FeedHub:
+    """Every watched space of this gateway, with NATS subscriptions while watched."""
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        bus: NatsBus,
+        pool: asyncpg.Pool,
+        poll_interval: float = 1.0,
+        safety_interval: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._pool = pool
+        self.poll_interval = poll_interval
+        self.safety_interval = safety_interval
+        self._feeds: dict[str, SpaceFeed] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._poll_forever(), name="feed-poll")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for feed in list(self._feeds.values()):
+            if feed.nats_token is not None:
+                await self._bus.unsubscribe(feed.nats_token)
+        self._feeds.clear()
+
+    async def watch(self, space_id: str, wake: Callable[[], None]) -> SpaceFeed:
+        """Register ``wake`` for news of ``space_id``; subscribe to its hints if new."""
+        feed = self._feeds.get(space_id)
+        if feed is None:
+            feed = self._feeds[space_id] = SpaceFeed(space_id, self._store)
+            feed.nats_token = await self._bus.subscribe(
+                self._bus.subject("space", space_id), self._on_hint
+            )
+            feed.known_head = await self._store.head(space_id)
+        feed.listeners.add(wake)
+        return feed
+
+    async def unwatch(self, space_id: str, wake: Callable[[], None]) -> None:
+        feed = self._feeds.get(space_id)
+        if feed is None:
+            return
+        feed.listeners.discard(wake)
+        if not feed.listeners:
+            del self._feeds[space_id]
+            if feed.nats_token is not None:
+                await self._bus.unsubscribe(feed.nats_token)
+
+    def local_commit(self, space_id: str, head: int) -> None:
+        """A push on this gateway committed up to ``head``: no need to wait for NATS."""
+        feed = self._feeds.get(space_id)
+        if feed is not None:
+            feed.advance(head, time.time())
+
+    async def _on_hint(self, subject: str, payload: bytes) -> None:
+        try:
+            hint = _HINTS.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("malformed space hint", subject=subject)
+            return
+        feed = self._feeds.get(hint.space_id)
+        if feed is not None:
+            feed.advance(hint.last_seq, hint.committed_at or None)
+
+    async def poll_once(self) -> None:
+        """Read the heads of every watched space in one query and advance the feeds."""
+        if not self._feeds:
+            return
+        ids = list(self._feeds)
+        rows: list[Any] = await self._pool.fetch(
+            "SELECT space_id::text AS space_id, head FROM spaces WHERE space_id = ANY($1::uuid[])",
+            ids,
+        )
+        for row in rows:
+            feed = self._feeds.get(row["space_id"])
+            if feed is not None:
+                feed.advance(int(row["head"]))
+
+    async def _poll_forever(self) -> None:
+        while True:
+            interval = self.safety_interval if self._bus.connected else self.poll_interval
+            await asyncio.sleep(interval)
+            try:
+                await self.poll_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("feed poll failed", error=str(exc))

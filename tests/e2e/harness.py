@@ -1,0 +1,282 @@
+"""Real server processes and real clients for end-to-end tests.
+
+``ServerProcess`` runs ``concord gateway`` (or ``dev``) as a subprocess on a free port
+against this run's PostgreSQL and NATS; ``Device`` is a thin WebSocket client speaking
+PROTOCOL.md section 5 with the ``websockets`` library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from core.embedded import free_port
+from core.settings import Settings
+from tests.conftest import service_env
+
+#: Cheap hashing and loose throttles: tests exercise protocol behaviour, not argon2.
+FAST_OPTIONS = {
+    "argon2_time_cost": 1,
+    "argon2_memory_cost": 1024,
+    "argon2_parallelism": 1,
+    "push_rate": 10_000.0,
+    "push_burst": 10_000,
+    "login_address_attempts": 100_000,
+    "login_account_failures": 100_000,
+}
+
+
+class ServerProcess:
+    """One ``concord gateway`` process; ``stop`` or ``kill`` it, ``start`` it again."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        env: Mapping[str, str] | None = None,
+        options: Mapping[str, Any] | None = None,
+        command: str = "gateway",
+    ) -> None:
+        self.port = free_port()
+        self.env = service_env(settings)
+        self.env["CONCORD_TEST_GATEWAY_OPTIONS"] = json.dumps({**FAST_OPTIONS, **(options or {})})
+        self.env.update(env or {})
+        self.command = command
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = Path(settings.data_dir) / f"{command}-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/sync"
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "core.cli", self.command, "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@dataclass
+class Account:
+    email: str
+    password: str
+    user_id: str
+    device_id: str
+    access_token: str
+    refresh_token: str
+    space_id: str
+
+
+async def register(base: str, email: str | None = None, device: str = "phone") -> Account:
+    email = email or f"u{uuid.uuid4().hex[:12]}@example.com"
+    password = "correct horse battery"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        r = await http.post(
+            "/v1/auth/register",
+            json={"email": email, "password": password, "device_name": device},
+        )
+        assert r.status_code == 201, r.text
+        body = r.json()
+    return Account(
+        email,
+        password,
+        body["user_id"],
+        body["device_id"],
+        body["access_token"],
+        body["refresh_token"],
+        body["personal_space_id"],
+    )
+
+
+async def login(base: str, account: Account, device: str = "laptop") -> Account:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        r = await http.post(
+            "/v1/auth/login",
+            json={"email": account.email, "password": account.password, "device_name": device},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+    return Account(
+        account.email,
+        account.password,
+        body["user_id"],
+        body["device_id"],
+        body["access_token"],
+        body["refresh_token"],
+        account.space_id,
+    )
+
+
+async def refresh(base: str, account: Account) -> Account:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        r = await http.post("/v1/auth/refresh", json={"refresh_token": account.refresh_token})
+        assert r.status_code == 200, r.text
+        body = r.json()
+    account.access_token, account.refresh_token = body["access_token"], body["refresh_token"]
+    return account
+
+
+async def http(base: str, method: str, path: str, token: str, **kw: Any) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        return await client.request(
+            method, path, headers={"authorization": f"Bearer {token}"}, **kw
+        )
+
+
+def op(
+    space_id: str,
+    entity_id: str = "t-1",
+    field_name: str | None = "title",
+    value: Any = "x",
+    *,
+    lamport: int = 1,
+    kind: str = "set",
+    pred: list[str] | None = None,
+    entity_type: str = "task",
+) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "op_id": str(uuid.uuid4()),
+        "space_id": space_id,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "kind": kind,
+        "lamport": lamport,
+    }
+    if field_name is not None:
+        raw["field"] = field_name
+        raw["value"] = value
+    if pred:
+        raw["pred"] = pred
+    return raw
+
+
+@dataclass
+class Device:
+    """A WebSocket client: ``send`` messages, ``recv`` them, track events per space."""
+
+    ws: ClientConnection
+    msgpack: bool = False
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    inbox: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        token: str | None = None,
+        subscriptions: list[dict[str, Any]] | None = None,
+        *,
+        msgpack: bool = False,
+        hello: bool = True,
+    ) -> Device:
+        protocol = "concord.v1.msgpack" if msgpack else "concord.v1.json"
+        ws = await websockets.connect(
+            url, subprotocols=[protocol], max_size=32 * 1024 * 1024, open_timeout=10  # type: ignore[list-item]
+        )
+        device = cls(ws, msgpack)
+        if hello:
+            assert token is not None
+            await device.send({"type": "hello", "token": token, "subscriptions": subscriptions or []})
+            welcome = await device.expect("welcome")
+            assert welcome["limits"]["max_ops_per_push"] > 0
+        return device
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.msgpack:
+            await self.ws.send(msgspec.msgpack.encode(message))
+        else:
+            await self.ws.send(json.dumps(message))
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        message: dict[str, Any] = (
+            msgspec.msgpack.decode(raw) if isinstance(raw, bytes) else json.loads(raw)
+        )
+        if message["type"] == "events":
+            self.events.setdefault(message["space_id"], []).extend(message["events"])
+        return message
+
+    async def expect(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+        """The next message of ``kind``; others are kept in ``inbox``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = await self.recv(max(0.01, deadline - time.monotonic()))
+            if message["type"] == kind:
+                return message
+            self.inbox.append(message)
+
+    async def push(self, ops: list[dict[str, Any]], batch_id: str | None = None) -> dict[str, Any]:
+        batch = batch_id or uuid.uuid4().hex
+        await self.send({"type": "push", "batch_id": batch, "ops": ops})
+        while True:
+            result = await self.expect("push_result", timeout=60)
+            if result["batch_id"] == batch:
+                return result
+
+    async def wait_for_seq(self, space_id: str, seq: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.events.get(space_id) or self.events[space_id][-1]["seq"] < seq:
+            message = await self.recv(max(0.01, deadline - time.monotonic()))
+            if message["type"] not in ("events", "caught_up"):
+                self.inbox.append(message)
+
+    def seqs(self, space_id: str) -> list[int]:
+        return [e["seq"] for e in self.events.get(space_id, [])]
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def assert_contiguous(seqs: list[int], first: int = 1) -> None:
+    """Every seq once, in order, no gap (invariant 6)."""
+    assert seqs == list(range(first, first + len(seqs))), seqs[:50]
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false")
