@@ -198,6 +198,10 @@ def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:
         timeout_graceful_shutdown=10,
     )
     server = Server(config)
+    # uvicorn handles SIGTERM gracefully and re-raises it once it has stopped; by then
+    # the shutdown is orderly, so the re-raised signal must not abort what follows
+    # (stopping embedded services) or turn a clean stop into a "killed" exit status.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     if not server.started:
         raise CommandError(f"gateway failed to start on {settings.host}:{settings.port}")
@@ -228,9 +232,6 @@ def cmd_dev(args: argparse.Namespace) -> None:
             f"(admin token: {resolved.admin_token}; data: {data_dir})",
             flush=True,
         )
-        # uvicorn handles SIGTERM gracefully and re-raises it once it has stopped; by
-        # then the shutdown is orderly, so the re-raised signal must not abort it.
-        signal.signal(signal.SIGTERM, lambda signum, frame: None)
         workers = [m.in_process(resolved) for m in plugins() if hasattr(m, "in_process")]
         serve(resolved, workers=workers)
 

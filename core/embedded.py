@@ -221,8 +221,9 @@ class EmbeddedNats:
             return None
         return pid if str(self.store) in cmdline else None
 
-    def start(self) -> str:
-        """Start (or adopt) the server and return its URL."""
+    def start(self, port: int | None = None) -> str:
+        """Start (or adopt) the server and return its URL; ``port`` pins the port (tests
+        restart a stopped server where its clients expect it)."""
         self.store.mkdir(parents=True, exist_ok=True)
         if self.running_pid() is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -230,7 +231,7 @@ class EmbeddedNats:
                 if wait_for_port("127.0.0.1", port, 5):
                     self.port = port
                     return self.url()
-        port = free_port()
+        port = port or free_port()
         self._proc = subprocess.Popen(
             [
                 str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(port), "-js",

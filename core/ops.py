@@ -19,7 +19,7 @@ from crdt.validate import is_canonical_uuid
 __all__ = ["MAX_CLIENT_TIME", "ParsedOp", "parse_op", "push_space", "result_op_id"]
 
 MAX_CLIENT_TIME = 64
-_MISSING = object()
+_REQUIRED = ("op_id", "space_id", "entity_type", "entity_id", "kind")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +57,6 @@ def push_space(ops: Sequence[Any]) -> str | None:
     return space_id if is_canonical_uuid(space_id) else None
 
 
-def _text(raw: dict[str, Any], name: str, *, optional: bool = False) -> str | Violation | None:
-    value = raw.get(name, _MISSING)
-    if value is _MISSING or value is None:
-        return None if optional else _invalid(f"{name} is required")
-    if not isinstance(value, str):
-        return _invalid(f"{name} must be a string")
-    return value
-
-
 def _plain_text(value: str) -> bool:
     """Storable as PostgreSQL text: no NUL, valid Unicode (no lone surrogates)."""
     if "\x00" in value:
@@ -77,20 +68,54 @@ def _plain_text(value: str) -> bool:
     return True
 
 
-def _client_time(raw: dict[str, Any]) -> str | Violation | None:
-    value = _text(raw, "client_time", optional=True)
-    if isinstance(value, str) and (len(value) > MAX_CLIENT_TIME or not _plain_text(value)):
+def _type_problem(raw: dict[str, Any]) -> Violation:
+    """The violation of an op whose fields have the wrong types (the slow path)."""
+    for name in _REQUIRED:
+        value = raw.get(name)
+        if value is None:
+            return _invalid(f"{name} is required")
+        if not isinstance(value, str):
+            return _invalid(f"{name} must be a string")
+    for name in ("field", "device_id"):
+        if not isinstance(raw.get(name, ""), str | None):
+            return _invalid(f"{name} must be a string")
+    client_time = raw.get("client_time")
+    if client_time is not None and (
+        not isinstance(client_time, str)
+        or len(client_time) > MAX_CLIENT_TIME
+        or not _plain_text(client_time)
+    ):
         return _invalid(f"client_time must be text of at most {MAX_CLIENT_TIME} characters")
-    return value
-
-
-def _pred(raw: dict[str, Any]) -> tuple[str, ...] | Violation:
-    value = raw.get("pred", _MISSING)
-    if value is _MISSING or value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+    pred = raw.get("pred")
+    if pred is not None and (
+        not isinstance(pred, list) or not all(isinstance(p, str) for p in pred)
+    ):
         return _invalid("pred must be a list of op_id strings")
-    return tuple(p.lower() for p in value)
+    return _invalid("lamport must be an integer")
+
+
+def _well_typed(raw: dict[str, Any]) -> bool:
+    """The fast check: every field present with its JSON type (strings are exactly str,
+    as any JSON decoder makes them; bool is not an int)."""
+    get = raw.get
+    for name in _REQUIRED:
+        if type(get(name)) is not str:
+            return False
+    for name in ("field", "device_id"):
+        value = get(name)
+        if value is not None and type(value) is not str:
+            return False
+    client_time = get("client_time")
+    if client_time is not None and (
+        type(client_time) is not str
+        or len(client_time) > MAX_CLIENT_TIME
+        or not _plain_text(client_time)
+    ):
+        return False
+    pred = get("pred")
+    if pred is not None and (type(pred) is not list or any(type(p) is not str for p in pred)):
+        return False
+    return type(get("lamport")) is int
 
 
 def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Violation:
@@ -102,44 +127,27 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
         return _invalid("an operation must be a JSON object")
     if space_id is None:
         return _invalid("the push has no space: the first op needs a valid space_id")
-    texts: dict[str, str | None] = {}
-    for name in ("op_id", "space_id", "entity_type", "entity_id", "kind"):
-        got = _text(raw, name)
-        if isinstance(got, Violation):
-            return got
-        texts[name] = got
-    op_space = str(texts["space_id"]).lower()
+    if not _well_typed(raw):
+        return _type_problem(raw)
+    op_space = raw["space_id"].lower()
     if op_space != space_id:
         return _invalid("every op of a push must name the push's space (the first op's)")
-    field = _text(raw, "field", optional=True)
-    if isinstance(field, Violation):
-        return field
-    sent_device = _text(raw, "device_id", optional=True)
-    if isinstance(sent_device, Violation):
-        return sent_device
-    client_time = _client_time(raw)
-    if isinstance(client_time, Violation):
-        return client_time
-    pred = _pred(raw)
-    if isinstance(pred, Violation):
-        return pred
-    lamport = raw.get("lamport")
-    if not isinstance(lamport, int) or isinstance(lamport, bool):
-        return _invalid("lamport must be an integer")
+    pred = raw.get("pred")
+    sent_device = raw.get("device_id")
     op = Op(
-        op_id=str(texts["op_id"]).lower(),
-        entity_type=str(texts["entity_type"]),
-        entity_id=str(texts["entity_id"]),
-        kind=str(texts["kind"]),
-        field=field,
+        op_id=raw["op_id"].lower(),
+        entity_type=raw["entity_type"],
+        entity_id=raw["entity_id"],
+        kind=raw["kind"],
+        field=raw.get("field"),
         value=raw.get("value"),
-        pred=pred,
-        lamport=lamport,
+        pred=() if not pred else tuple(p.lower() for p in pred),
+        lamport=raw["lamport"],
         device_id=device_id,
     )
     return ParsedOp(
         op=op,
         space_id=op_space,
-        client_time=client_time,
+        client_time=raw.get("client_time"),
         device_id=None if sent_device is None else sent_device.lower(),
     )

@@ -238,12 +238,13 @@ class Connection:
         if claims.expired:
             await self.close(CLOSE_UNAUTHENTICATED, "token expired: refresh, then connect")
             raise Closed
-        self._adopt(claims)
         self.user_id, self.device_id = claims.user_id, claims.device_id
         self.registry.add(self)
         spaces = [m.space_id for m in await self.store.spaces_of(self.user_id)]
         lamport = await self.store.max_lamport(spaces) if spaces else 0
+        self.expires_at = float(claims.expires_at)
         await self.enqueue(self.registry.welcome(self, lamport))
+        self._adopt(claims)  # starts the expiry clock: auth_expiring comes after welcome
         for sub in hello.subscriptions:
             await self._subscribe(sub.space_id, sub.after)
 

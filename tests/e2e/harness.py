@@ -24,6 +24,7 @@ import httpx
 import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
 from core.embedded import free_port
 from core.settings import Settings
@@ -164,9 +165,8 @@ async def refresh(base: str, account: Account) -> Account:
 
 async def http(base: str, method: str, path: str, token: str, **kw: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        return await client.request(
-            method, path, headers={"authorization": f"Bearer {token}"}, **kw
-        )
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return await client.request(method, path, headers=headers, **kw)
 
 
 def op(
@@ -217,12 +217,17 @@ class Device:
     ) -> Device:
         protocol = "concord.v1.msgpack" if msgpack else "concord.v1.json"
         ws = await websockets.connect(
-            url, subprotocols=[protocol], max_size=32 * 1024 * 1024, open_timeout=10  # type: ignore[list-item]
+            url,
+            subprotocols=[Subprotocol(protocol)],
+            max_size=32 * 1024 * 1024,
+            open_timeout=10,
         )
         device = cls(ws, msgpack)
         if hello:
             assert token is not None
-            await device.send({"type": "hello", "token": token, "subscriptions": subscriptions or []})
+            await device.send(
+                {"type": "hello", "token": token, "subscriptions": subscriptions or []}
+            )
             welcome = await device.expect("welcome")
             assert welcome["limits"]["max_ops_per_push"] > 0
         return device
@@ -233,8 +238,8 @@ class Device:
         else:
             await self.ws.send(json.dumps(message))
 
-    async def recv(self, timeout: float = 10) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+    async def recv(self, within: float = 10) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), within)
         message: dict[str, Any] = (
             msgspec.msgpack.decode(raw) if isinstance(raw, bytes) else json.loads(raw)
         )
@@ -242,9 +247,9 @@ class Device:
             self.events.setdefault(message["space_id"], []).extend(message["events"])
         return message
 
-    async def expect(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+    async def expect(self, kind: str, within: float = 10) -> dict[str, Any]:
         """The next message of ``kind``; others are kept in ``inbox``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             message = await self.recv(max(0.01, deadline - time.monotonic()))
             if message["type"] == kind:
@@ -255,16 +260,28 @@ class Device:
         batch = batch_id or uuid.uuid4().hex
         await self.send({"type": "push", "batch_id": batch, "ops": ops})
         while True:
-            result = await self.expect("push_result", timeout=60)
+            result = await self.expect("push_result", within=60)
             if result["batch_id"] == batch:
                 return result
 
-    async def wait_for_seq(self, space_id: str, seq: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for_seq(self, space_id: str, seq: int, within: float = 30) -> None:
+        deadline = time.monotonic() + within
         while not self.events.get(space_id) or self.events[space_id][-1]["seq"] < seq:
             message = await self.recv(max(0.01, deadline - time.monotonic()))
             if message["type"] not in ("events", "caught_up"):
                 self.inbox.append(message)
+
+    async def close_code(self, within: float = 15) -> int:
+        """Read until the server closes the connection; its close code."""
+        deadline = time.monotonic() + within
+        try:
+            while True:
+                await self.recv(max(0.01, deadline - time.monotonic()))
+        except websockets.ConnectionClosed as closed:
+            frame = closed.rcvd
+        if frame is None:
+            raise AssertionError("closed without a close frame")
+        return frame.code
 
     def seqs(self, space_id: str) -> list[int]:
         return [e["seq"] for e in self.events.get(space_id, [])]
