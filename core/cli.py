@@ -164,7 +164,7 @@ def plugins() -> list[Any]:
 
 #: Modules that may add subcommands (``register(subparsers)``) and in-process workers
 #: for ``concord dev`` (``in_process(settings) -> AbstractAsyncContextManager[None]``).
-PLUGINS = ("eventstore.cli", "projector.cli", "scheduler.cli")
+PLUGINS = ("eventstore.cli", "projector.cli", "scheduler.cli", "lab.cli")
 
 
 def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:

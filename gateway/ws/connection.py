@@ -88,7 +88,10 @@ class Connection:
         self.closing = False
         self.push_lock = asyncio.Lock()
         self._out: asyncio.Queue[bytes] = asyncio.Queue(maxsize=registry.send_queue)
-        self._send_lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # set while nothing is queued or being written
+        self._idle.set()
         self._pending_notes: deque[NotificationMessage] = deque(maxlen=100)
         self._tasks: set[asyncio.Task[None]] = set()
         self._clock: asyncio.Task[None] | None = None
@@ -98,7 +101,7 @@ class Connection:
 
     async def run(self) -> None:
         """Serve the connection until either side closes it."""
-        self._spawn(self._write_loop(), "ws-writer")
+        self._writer = self._spawn(self._write_loop(), "ws-writer")
         try:
             first = await self._receive(limit=HELLO_TIMEOUT)
             if first is None:
@@ -153,14 +156,34 @@ class Connection:
                 await task
         self.registry.remove(self)
 
-    async def close(self, code: int, reason: str = "") -> None:
-        """Close once with ``code``; later calls do nothing."""
+    async def close(self, code: int, reason: str = "", *, flush: float = 0.0) -> None:
+        """Close once with ``code``, giving queued messages ``flush`` seconds first.
+
+        The writer is stopped before the close frame goes out, so a writer stuck on a
+        device that reads nothing cannot hold the close back."""
         if self.closing:
             return
         self.closing = True
-        async with self._send_lock:
-            with contextlib.suppress(Exception):
-                await self.socket.close(code=code, reason=reason[:120])
+        if flush > 0 and not self._idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), flush)
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+        # uvicorn sends the close frame only once the socket is writable again (flow
+        # control): for a device that reads nothing that is when it reads, or when the
+        # keepalive ping declares it dead. So the close runs on its own task, and the
+        # caller waits for it only briefly.
+        self._closer = asyncio.create_task(
+            self._send_close(code, reason), name=f"ws-close-{self.id}"
+        )
+        await asyncio.wait({self._closer}, timeout=2.0)
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.socket.close(code=code, reason=reason[:120])
 
     # ------------------------------------------------------------------ sending
 
@@ -170,6 +193,7 @@ class Connection:
             raise Closed
         data = encode(message, msgpack=self.msgpack)
         try:
+            self._idle.clear()
             await asyncio.wait_for(self._out.put(data), self.registry.send_timeout)
         except TimeoutError:
             await self.close(CLOSE_TOO_SLOW, "too slow: resume with after")
@@ -178,17 +202,19 @@ class Connection:
     async def _write_loop(self) -> None:
         while True:
             data = await self._out.get()
-            async with self._send_lock:
-                if self.closing:
-                    return
-                try:
-                    if self.msgpack:
-                        await self.socket.send_bytes(data)
-                    else:
-                        await self.socket.send_text(data.decode())
-                except Exception:  # the peer went away; the receive loop will notice
-                    self.closing = True
-                    return
+            try:
+                # The server's send waits while the socket cannot take more (flow
+                # control): a device that reads nothing stalls this loop, the queue
+                # fills, and enqueue closes it 4429 after send_timeout.
+                if self.msgpack:
+                    await self.socket.send_bytes(data)
+                else:
+                    await self.socket.send_text(data.decode())
+            except Exception:  # the peer went away; the receive loop will notice
+                self.closing = True
+                return
+            if self._out.empty():
+                self._idle.set()
 
     async def send_error(self, error: ConcordError, ref: str | None = None) -> None:
         await self.enqueue(Error(error=error.body(), ref=ref))

@@ -107,7 +107,7 @@ class Registry:
         self.accepting = False
         for conn in list(self.connections):
             async with conn.push_lock:
-                await conn.close(1001, "server going away")
+                await conn.close(1001, "server going away", flush=5.0)
 
     async def close(self) -> None:
         await self.shutdown()

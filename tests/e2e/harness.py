@@ -8,9 +8,12 @@ PROTOCOL.md section 5 with the ``websockets`` library.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -297,3 +300,59 @@ def assert_contiguous(seqs: list[int], first: int = 1) -> None:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0", "false")
+
+
+class StalledDevice:
+    """A raw WebSocket client that can stop reading entirely (client libraries keep
+    reading into their own buffers, which would hide a slow device from the server)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, host: str, port: int, receive_buffer: int = 65536) -> StalledDevice:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=receive_buffer)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /v1/sync HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        status = await reader.readuntil(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 101"), status
+        return cls(reader, writer)
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode()
+        mask = os.urandom(4)
+        size = len(data)
+        if size < 126:
+            head = bytes([0x81, 0x80 | size])
+        elif size < 65536:
+            head = bytes([0x81, 0x80 | 126]) + struct.pack("!H", size)
+        else:
+            head = bytes([0x81, 0x80 | 127]) + struct.pack("!Q", size)
+        self.writer.write(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    async def read_all(self, within: float = 60) -> tuple[list[dict[str, Any]], int | None]:
+        """Every text message until the server's close frame, and the close code."""
+        messages: list[dict[str, Any]] = []
+        async with asyncio.timeout(within):
+            while True:
+                head = await self.reader.readexactly(2)
+                opcode, size = head[0] & 0x0F, head[1] & 0x7F
+                if size == 126:
+                    size = struct.unpack("!H", await self.reader.readexactly(2))[0]
+                elif size == 127:
+                    size = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+                payload = await self.reader.readexactly(size)
+                if opcode == 0x8:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    self.writer.close()
+                    return messages, code
+                if opcode == 0x1:
+                    messages.append(json.loads(payload))

@@ -13,7 +13,16 @@ import websockets
 
 from core.embedded import EmbeddedNats
 from core.settings import Settings
-from tests.e2e.harness import Device, ServerProcess, assert_contiguous, http, login, op, register
+from tests.e2e.harness import (
+    Device,
+    ServerProcess,
+    StalledDevice,
+    assert_contiguous,
+    http,
+    login,
+    op,
+    register,
+)
 
 
 async def _pull_all(base: str, token: str, space_id: str) -> list[dict[str, Any]]:
@@ -150,5 +159,40 @@ async def test_sigterm_answers_pushes_in_flight_then_closes_1001(settings: Setti
         assert {r["status"] for r in result["results"]} == {"applied"}
         assert await device.close_code(within=30) == 1001
         assert gw.proc.wait(30) == 0
+    finally:
+        gw.stop()
+
+
+async def test_device_that_cannot_keep_up_is_closed_4429_and_resumes(settings: Settings) -> None:
+    gw = ServerProcess(settings, options={"ws_send_queue": 2, "ws_send_timeout": 1.0}).start()
+    try:
+        acct = await register(gw.url)
+        writer = await Device.connect(gw.ws_url, acct.access_token)
+        big = "n" * 9000
+        last = 0
+        for n in range(40):  # ~36 MB of events: far more than socket buffers hold
+            ops = [op(acct.space_id, f"t-{n}-{i}", "notes", big, lamport=1) for i in range(100)]
+            last = (await writer.push(ops))["results"][-1]["seq"]
+        slow = await StalledDevice.connect("127.0.0.1", gw.port)
+        slow.send(
+            {
+                "type": "hello",
+                "token": acct.access_token,
+                "subscriptions": [{"space_id": acct.space_id, "after": 0}],
+            }
+        )
+        await asyncio.sleep(5)  # reads nothing meanwhile
+        messages, code = await slow.read_all()
+        assert code == 4429
+        got = [e["seq"] for m in messages if m["type"] == "events" for e in m["events"]]
+        assert got == list(range(1, len(got) + 1))
+        assert got[-1] < last
+        resumed = await Device.connect(
+            gw.ws_url, acct.access_token, [{"space_id": acct.space_id, "after": got[-1]}]
+        )
+        await resumed.wait_for_seq(acct.space_id, last, within=60)
+        assert resumed.seqs(acct.space_id) == list(range(got[-1] + 1, last + 1))
+        await resumed.close()
+        await writer.close()
     finally:
         gw.stop()
