@@ -68,6 +68,10 @@ def _plain_text(value: str) -> bool:
     return True
 
 
+def _client_time_ok(value: object) -> bool:
+    return type(value) is str and len(value) <= MAX_CLIENT_TIME and _plain_text(value)
+
+
 def _type_problem(raw: dict[str, Any]) -> Violation:
     """The violation of an op whose fields have the wrong types (the slow path)."""
     for name in _REQUIRED:
@@ -80,11 +84,7 @@ def _type_problem(raw: dict[str, Any]) -> Violation:
         if not isinstance(raw.get(name, ""), str | None):
             return _invalid(f"{name} must be a string")
     client_time = raw.get("client_time")
-    if client_time is not None and (
-        not isinstance(client_time, str)
-        or len(client_time) > MAX_CLIENT_TIME
-        or not _plain_text(client_time)
-    ):
+    if client_time is not None and not _client_time_ok(client_time):
         return _invalid(f"client_time must be text of at most {MAX_CLIENT_TIME} characters")
     pred = raw.get("pred")
     if pred is not None and (
@@ -92,30 +92,6 @@ def _type_problem(raw: dict[str, Any]) -> Violation:
     ):
         return _invalid("pred must be a list of op_id strings")
     return _invalid("lamport must be an integer")
-
-
-def _well_typed(raw: dict[str, Any]) -> bool:
-    """The fast check: every field present with its JSON type (strings are exactly str,
-    as any JSON decoder makes them; bool is not an int)."""
-    get = raw.get
-    for name in _REQUIRED:
-        if type(get(name)) is not str:
-            return False
-    for name in ("field", "device_id"):
-        value = get(name)
-        if value is not None and type(value) is not str:
-            return False
-    client_time = get("client_time")
-    if client_time is not None and (
-        type(client_time) is not str
-        or len(client_time) > MAX_CLIENT_TIME
-        or not _plain_text(client_time)
-    ):
-        return False
-    pred = get("pred")
-    if pred is not None and (type(pred) is not list or any(type(p) is not str for p in pred)):
-        return False
-    return type(get("lamport")) is int
 
 
 def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Violation:
@@ -127,27 +103,44 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
         return _invalid("an operation must be a JSON object")
     if space_id is None:
         return _invalid("the push has no space: the first op needs a valid space_id")
-    if not _well_typed(raw):
+    get = raw.get
+    op_id, op_space, kind = get("op_id"), get("space_id"), get("kind")
+    entity_type, entity_id, field = get("entity_type"), get("entity_id"), get("field")
+    sent_device, client_time, pred = get("device_id"), get("client_time"), get("pred")
+    lamport = get("lamport")
+    # The fast check: every field present with its JSON type (strings are exactly str,
+    # as JSON decoders make them; bool is not an int). Anything else: the slow path
+    # names the problem.
+    if (
+        type(op_id) is not str
+        or type(op_space) is not str
+        or type(entity_type) is not str
+        or type(entity_id) is not str
+        or type(kind) is not str
+        or type(lamport) is not int
+        or (field is not None and type(field) is not str)
+        or (sent_device is not None and type(sent_device) is not str)
+        or (client_time is not None and not _client_time_ok(client_time))
+        or (pred is not None and (type(pred) is not list or any(type(p) is not str for p in pred)))
+    ):
         return _type_problem(raw)
-    op_space = raw["space_id"].lower()
+    op_space = op_space.lower()
     if op_space != space_id:
         return _invalid("every op of a push must name the push's space (the first op's)")
-    pred = raw.get("pred")
-    sent_device = raw.get("device_id")
     op = Op(
-        op_id=raw["op_id"].lower(),
-        entity_type=raw["entity_type"],
-        entity_id=raw["entity_id"],
-        kind=raw["kind"],
-        field=raw.get("field"),
-        value=raw.get("value"),
-        pred=() if not pred else tuple(p.lower() for p in pred),
-        lamport=raw["lamport"],
+        op_id=op_id.lower(),
+        entity_type=entity_type,
+        entity_id=entity_id,
+        kind=kind,
+        field=field,
+        value=get("value"),
+        pred=tuple([p.lower() for p in pred]) if pred else (),
+        lamport=lamport,
         device_id=device_id,
     )
     return ParsedOp(
         op=op,
         space_id=op_space,
-        client_time=raw.get("client_time"),
+        client_time=client_time,
         device_id=None if sent_device is None else sent_device.lower(),
     )

@@ -1,0 +1,355 @@
+"""Event store write throughput against raw PostgreSQL and the eventsourcing library.
+
+    .venv/bin/python -m bench.eventstore_bench --dsn postgresql://postgres@127.0.0.1:5432/test
+
+Creates a scratch database (dropped at the end), then, from ``--writers`` concurrent
+writers in batches of ``--batch``:
+
+1. ``PostgresEventStore.append`` of ``--ops`` raw client ops (full validation, dedup,
+   hashing, group commit), each writer in its own space (``--shared``: one space);
+2. the very rows ``append`` stored, into a bare copy of the events table (same columns,
+   no index, constraint or trigger) with asyncpg ``executemany``;
+3. the same rows, same bare table, with asyncpg ``copy_records_to_table`` (and, to show
+   what the indexes cost, into a copy of the events table with its three indexes);
+4. the same ops (as JSON state) through eventsourcing's ``PostgresApplicationRecorder``
+   (gapless notification ids, like Concord's seqs), from ``--writers`` threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import asyncpg
+import msgspec
+import psutil
+
+from eventstore import append as append_mod
+from eventstore import postgres as postgres_mod
+from eventstore import writer as writer_mod
+from eventstore.migrations import migrate
+from eventstore.postgres import PostgresEventStore
+from eventstore.rows import EVENT_COLUMNS
+from eventstore.testing import op
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+TIMES: dict[str, float] = defaultdict(float)
+STORES: list[PostgresEventStore] = []
+
+
+def _timed(name: str, fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        start = time.perf_counter()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            TIMES[name] += time.perf_counter() - start
+
+    return wrapper
+
+
+def _timed_sync(name: str, fn: Callable[..., T]) -> Callable[..., T]:
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            TIMES[name] += time.perf_counter() - start
+
+    return wrapper
+
+
+def _wrap(owner: object, name: str, label: str, *, sync: bool = False) -> None:
+    """Replace ``owner.name`` by a timed wrapper (module globals are looked up per call)."""
+    fn = getattr(owner, name)
+    setattr(owner, name, _timed_sync(label, fn) if sync else _timed(label, fn))
+
+
+def instrument() -> None:
+    """Time the phases of the write path."""
+    _wrap(append_mod, "lock_spaces", "lock spaces")
+    _wrap(append_mod, "_load_roles", "roles")
+    _wrap(append_mod, "_load_views", "dedup+pred lookup")
+    _wrap(append_mod, "_load_states", "conflict state")
+    _wrap(append_mod, "_plan_push", "pred+dedup+number+chain (CPU, in txn)", sync=True)
+    _wrap(postgres_mod, "prepare", "parse+check+hash (CPU, caller task)", sync=True)
+    _wrap(writer_mod.Batch, "flush", "COPY+advance")
+    _wrap(postgres_mod, "run_group", "transaction total")
+
+
+def _with_database(dsn: str, name: str) -> str:
+    base, _, query = dsn.partition("?")
+    return f"{base.rpartition('/')[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def make_ops(spaces: Sequence[str], writers: int, total: int, batch: int) -> list[list[list[Any]]]:
+    """Per writer, its batches of raw ops, as a device edits: ten sets of a task's title,
+    each naming the previous one in ``pred`` (so most preds are looked up in the push,
+    some in the database), lamport rising."""
+    per_writer = total // writers
+    plan: list[list[list[Any]]] = []
+    for w in range(writers):
+        space = spaces[w % len(spaces)]
+        ops: list[Any] = []
+        for i in range(per_writer):
+            pred = [ops[-1]["op_id"]] if i % 10 else None
+            title = f"task {i // 10} of writer {w}, edit {i % 10}"
+            ops.append(
+                op(space, entity_id=f"w{w}-t{i // 10}", value=title, lamport=i + 1, pred=pred)
+            )
+        plan.append([ops[i : i + batch] for i in range(0, len(ops), batch)])
+    return plan
+
+
+@dataclass
+class Phase:
+    """One measured path: wall time, this process's CPU, the database backends' CPU."""
+
+    label: str
+    wall: float
+    client_cpu: float
+    server_cpu: float
+
+
+async def _backend_cpu(dsn: str) -> dict[int, float]:
+    """CPU seconds so far of each backend connected to the bench database (local server)."""
+    database = dsn.partition("?")[0].rpartition("/")[2]
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+    finally:
+        await conn.close()
+    used: dict[int, float] = {}
+    for r in rows:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(r["pid"]).cpu_times()
+            used[r["pid"]] = times.user + times.system
+    return used
+
+
+async def measure(label: str, dsn: str, work: Callable[[], Awaitable[None]]) -> Phase:
+    """Run ``work`` and measure it (backends started during it count from zero)."""
+    before = await _backend_cpu(dsn)
+    cpu, wall = time.process_time(), time.perf_counter()
+    await work()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = await _backend_cpu(dsn)
+    server = sum(t - before.get(pid, 0.0) for pid, t in after.items())
+    return Phase(label, wall, cpu, server)
+
+
+async def run_append(
+    pool: asyncpg.Pool,
+    user: str,
+    plan: list[list[list[Any]]],
+    writers: int,
+    max_group_ops: int,
+    spread_ops: int,
+) -> Callable[[], Awaitable[None]]:
+    store = PostgresEventStore(
+        pool,
+        secret_key=secrets.token_hex(16),
+        writers=writers,
+        max_group_ops=max_group_ops,
+        spread_ops=spread_ops,
+    )
+    await store.start()
+    STORES.append(store)
+
+    async def writer(batches: list[list[Any]]) -> None:
+        device = str(uuid.uuid4())
+        for ops in batches:
+            out = await store.append(user_id=user, device_id=device, ops=ops)
+            assert all(r.status == "applied" for r in out.results), out.results[:3]
+
+    async def work() -> None:
+        await asyncio.gather(*(writer(b) for b in plan))
+        await store.close()
+
+    return work
+
+
+async def run_raw(
+    pool: asyncpg.Pool, rows: Rows, writers: int, batch: int, copy: bool, indexed: bool = False
+) -> Callable[[], Awaitable[None]]:
+    table = ("indexed_" if indexed else "bare_") + ("copy" if copy else "executemany")
+    like = "LIKE events INCLUDING INDEXES" if indexed else "LIKE events"
+    await pool.execute(f"CREATE TABLE {table} ({like})")
+    columns = list(EVENT_COLUMNS)
+    insert = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        f"({', '.join(f'${i + 1}' for i in range(len(columns)))})"
+    )
+    shares = [rows[w::writers] for w in range(writers)]
+
+    async def writer(share: Rows) -> None:
+        async with pool.acquire() as conn:
+            for i in range(0, len(share), batch):
+                chunk = share[i : i + batch]
+                if copy:
+                    await conn.copy_records_to_table(table, records=chunk, columns=columns)
+                else:
+                    await conn.executemany(insert, chunk)
+
+    async def work() -> None:
+        await asyncio.gather(*(writer(s) for s in shares))
+
+    return work
+
+
+def eventsourcing_work(
+    dsn: str, plan: list[list[list[Any]]], writers: int
+) -> tuple[Callable[[], Awaitable[None]], Callable[[], None]]:
+    """Writers as threads (the library is synchronous), each its own aggregate."""
+    from eventsourcing.persistence import StoredEvent
+    from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+
+    url = urlparse(dsn)
+    datastore = PostgresDatastore(
+        dbname=url.path.lstrip("/"),
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password or "",
+        pool_size=writers,
+    )
+    recorder = PostgresApplicationRecorder(datastore, events_table_name="es_events")
+    recorder.create_table()
+    encode = msgspec.json.encode
+
+    def writer(batches: list[list[Any]]) -> None:
+        originator = uuid.uuid4()
+        version = 0
+        for ops in batches:
+            events = []
+            for raw in ops:
+                version += 1
+                events.append(StoredEvent(originator, version, "concord:Op", encode(raw)))
+            recorder.insert_events(events)
+
+    def run_all() -> None:
+        threads = [threading.Thread(target=writer, args=(b,)) for b in plan]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    async def work() -> None:
+        run_all()  # blocks the loop on purpose: nothing else runs meanwhile
+
+    return work, datastore.close
+
+
+async def bench(args: argparse.Namespace) -> None:
+    name = f"concord_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(args.dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_database(args.dsn, name)
+    try:
+        conn = await asyncpg.connect(dsn)
+        await migrate(conn)
+        await conn.close()
+        await _bench_in(dsn, args)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _bench_in(dsn: str, args: argparse.Namespace) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=args.writers + 2, max_size=args.writers + 4)
+    phases: list[Phase] = []
+    try:
+        boot = PostgresEventStore(pool, secret_key="bench")
+        user = str(uuid.uuid4())
+        n_spaces = 1 if args.shared else args.writers
+        spaces = [
+            await boot.create_space(name=f"b{i}", creator_user_id=user, personal=False)
+            for i in range(n_spaces)
+        ]
+        plan = make_ops(spaces, args.writers, args.ops, args.batch)
+        total = sum(len(b) for batches in plan for b in batches)
+        if args.profile:
+            instrument()
+        work = await run_append(
+            pool, user, plan, args.store_writers, args.max_group_ops, args.spread_ops
+        )
+        phases.append(await measure("PostgresEventStore.append", dsn, work))
+        rows = [
+            tuple(r)
+            for r in await pool.fetch(
+                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events "
+                "WHERE kind = 'set' ORDER BY space_id, seq"
+            )
+        ]
+        assert len(rows) == total
+        for label, copy, indexed in (
+            ("raw asyncpg executemany (bare table)", False, False),
+            ("raw asyncpg COPY (bare table)", True, False),
+            ("raw asyncpg COPY (events' 3 indexes)", True, True),
+        ):
+            work = await run_raw(pool, rows, args.writers, args.batch, copy, indexed)
+            phases.append(await measure(label, dsn, work))
+        if not args.skip_eventsourcing:
+            work, close = eventsourcing_work(dsn, plan, args.writers)
+            phases.append(await measure("eventsourcing PostgresApplicationRecorder", dsn, work))
+            close()
+    finally:
+        await pool.close()
+    _report(args, total, phases)
+
+
+def _report(args: argparse.Namespace, total: int, phases: list[Phase]) -> None:
+    groups = STORES[-1].committer.groups
+    print(
+        f"{total} ops, {args.writers} writers, batches of {args.batch}, "
+        f"{'one shared space' if args.shared else 'one space per writer'}; "
+        f"{len(groups)} append transactions, {sum(groups) / max(len(groups), 1):.1f} pushes each"
+    )
+    print(
+        f"{'path':<42}{'seconds':>8}{'ops/s':>10}{'append ÷':>10}"
+        f"{'client µs/op':>14}{'server µs/op':>14}"
+    )
+    append_rate = total / phases[0].wall
+    for p in phases:
+        rate = total / p.wall
+        print(
+            f"{p.label:<42}{p.wall:>8.2f}{rate:>10,.0f}{append_rate / rate:>9.2f}x"
+            f"{p.client_cpu / total * 1e6:>14.1f}{p.server_cpu / total * 1e6:>14.1f}"
+        )
+    if TIMES:
+        print("where append's time goes (summed over writer tasks, seconds):")
+        for label, seconds in sorted(TIMES.items(), key=lambda kv: -kv[1]):
+            print(f"  {label:<40}{seconds:>8.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--ops", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--writers", type=int, default=8, help="concurrent client writers")
+    parser.add_argument("--store-writers", type=int, default=4, help="group-commit writers")
+    parser.add_argument("--max-group-ops", type=int, default=2000, help="ops per transaction")
+    parser.add_argument("--spread-ops", type=int, default=400, help="ops across spaces")
+    parser.add_argument("--shared", action="store_true", help="all writers in one space")
+    parser.add_argument("--profile", action="store_true", help="time append's phases")
+    parser.add_argument("--skip-eventsourcing", action="store_true")
+    asyncio.run(bench(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

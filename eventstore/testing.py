@@ -1,0 +1,47 @@
+"""Helpers for tests and benchmarks of the event store: op builders and ids.
+
+Not used by the server. Ops are built as raw wire dicts, exactly as a gateway hands
+them to ``append``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+
+def new_id() -> str:
+    """A fresh lowercase UUID string."""
+    return str(uuid.uuid4())
+
+
+def op(
+    space_id: str,
+    *,
+    entity_id: str = "t-1",
+    kind: str = "set",
+    field: str | None = "title",
+    value: Any = "hello",
+    lamport: int = 1,
+    pred: list[str] | None = None,
+    entity_type: str = "task",
+    op_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A raw client op (wire dict); ``field=None`` leaves the key out, as for delete."""
+    raw: dict[str, Any] = {
+        "op_id": op_id or new_id(),
+        "space_id": space_id,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "kind": kind,
+        "lamport": lamport,
+    }
+    if field is not None:
+        raw["field"] = field
+    if kind not in ("delete", "restore"):
+        raw["value"] = value
+    if pred is not None:
+        raw["pred"] = pred
+    raw.update(extra)
+    return raw

@@ -1,0 +1,266 @@
+"""The write half of a transaction: lock spaces, number and chain new events, flush them.
+
+Every writer (client pushes, member changes, server events) goes through here, so the
+invariants live in one place:
+
+* a space's row is locked ``FOR UPDATE`` before anything of it is read or written, in
+  ascending ``space_id`` order when a transaction takes several, so two transactions
+  never wait on each other in a cycle;
+* seqs continue gaplessly from the locked ``head``, chain hashes from ``chain_tip``;
+* the events, the new heads and the outbox rows are written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from core.canonical import canonical_json
+from core.wire import Event
+from crdt import Op
+from eventstore.chain import chain_hash, payload_digest
+from eventstore.rows import EVENT_COLUMNS, Conn, format_time
+
+# Row locks: https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-ROWS
+# FOR UPDATE blocks every other writer of the same space (they all take this lock) until
+# COMMIT, which makes the space's seqs gapless and commit-ordered, and orders a push
+# against a membership change of the same space. ORDER BY makes PostgreSQL lock the rows
+# in space_id order (the LockRows step runs on the sorted rows), so transactions that
+# lock several spaces cannot deadlock. Under READ COMMITTED, statements issued after
+# this one see everything committed by the previous holder of the lock.
+LOCK_SPACES = """
+SELECT space_id, head, max_lamport, chain_tip
+FROM spaces WHERE space_id = ANY($1::uuid[])
+ORDER BY space_id
+FOR UPDATE
+"""
+
+_ADVANCE = """
+WITH advanced AS (
+    UPDATE spaces AS s
+    SET head = u.head, max_lamport = u.max_lamport, chain_tip = u.chain_tip
+    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bytea[])
+        AS u(space_id, head, max_lamport, chain_tip)
+    WHERE s.space_id = u.space_id
+    RETURNING s.space_id, s.head
+)
+INSERT INTO outbox (space_id, head) SELECT space_id, head FROM advanced
+"""
+
+
+@dataclass
+class SpaceCursor:
+    """The locked state of one space inside a transaction, advanced as events are added."""
+
+    space_id: str
+    head: int
+    max_lamport: int
+    chain_tip: bytes
+    start_head: int = -1
+
+    def __post_init__(self) -> None:
+        if self.start_head < 0:
+            self.start_head = self.head
+
+    @property
+    def changed(self) -> bool:
+        return self.head != self.start_head
+
+
+async def lock_spaces(conn: Conn, space_ids: Sequence[str]) -> dict[str, SpaceCursor]:
+    """Lock the rows of ``space_ids`` (those that exist) in a fixed order; their cursors."""
+    rows = await conn.fetch(LOCK_SPACES, sorted(set(space_ids)))
+    return {
+        str(r["space_id"]): SpaceCursor(
+            str(r["space_id"]), r["head"], r["max_lamport"], bytes(r["chain_tip"])
+        )
+        for r in rows
+    }
+
+
+def server_op_id(secret_key: str, key: str) -> str:
+    """A UUID (version 8, RFC 9562) from HMAC-SHA256(secret_key, key): unguessable ids."""
+    digest = hmac.new(secret_key.encode(), key.encode(), hashlib.sha256).digest()
+    n = int.from_bytes(digest[:16], "big")
+    n &= ~(0xF000 << 64)  # version nibble
+    n |= 0x8000 << 64
+    n &= ~(0xC000 << 48)  # variant bits
+    n |= 0x8000 << 48
+    return str(uuid.UUID(int=n))
+
+
+def _as_stored(value: Any, value_json: bytes) -> Any:
+    """The value as reads return it: decoded from its canonical JSON (``1.0`` becomes
+    ``1``). Strings, integers, booleans and null come back unchanged: skip the decode."""
+    if value is None or type(value) in (str, int, bool):
+        return value
+    return msgspec.json.decode(value_json)
+
+
+@dataclass
+class NewEvent:
+    """One server event to store, before it has a seq."""
+
+    op_id: str
+    entity_type: str
+    entity_id: str
+    kind: str
+    field: str | None
+    value: Any
+    pred: Sequence[str]
+    lamport: int
+    device_id: str
+    user_id: str | None
+
+
+@dataclass
+class Batch:
+    """The rows one transaction will COPY, numbered and chained as they are added."""
+
+    recorded_at: datetime
+    schema_version: int
+    records: list[tuple[Any, ...]] = field(default_factory=list)
+    cursors: dict[str, SpaceCursor] = field(default_factory=dict)
+    recorded: str = ""
+
+    def __post_init__(self) -> None:
+        self.recorded = format_time(self.recorded_at)
+
+    def add_new(self, cursor: SpaceCursor, new: NewEvent) -> Event:
+        """Add a server event (or any :class:`NewEvent`): hashes computed here."""
+        value_json = canonical_json(new.value)
+        digest = payload_digest(
+            new.op_id,
+            cursor.space_id,
+            new.entity_type,
+            new.entity_id,
+            new.kind,
+            new.field,
+            value_json,
+            new.pred,
+            new.lamport,
+        )
+        return self.add(
+            cursor,
+            Op(
+                op_id=new.op_id,
+                entity_type=new.entity_type,
+                entity_id=new.entity_id,
+                kind=new.kind,
+                field=new.field,
+                value=new.value,
+                pred=tuple(new.pred),
+                lamport=new.lamport,
+                device_id=new.device_id,
+            ),
+            new.user_id,
+            None,
+            value_json,
+            digest,
+        )
+
+    def add(
+        self,
+        cursor: SpaceCursor,
+        op: Op,
+        user_id: str | None,
+        client_time: str | None,
+        value_json: bytes,
+        digest: bytes,
+    ) -> Event:
+        """Give ``op`` the next seq of its space and its chain hash; the stored event.
+
+        ``value_json`` is the canonical JSON of ``op.value``, ``digest`` its payload hash
+        (the caller computed both to compare with a stored duplicate)."""
+        self.cursors[cursor.space_id] = cursor
+        seq = cursor.head + 1
+        chained = chain_hash(
+            cursor.chain_tip,
+            digest,
+            seq,
+            op.device_id,
+            user_id,
+            client_time,
+            self.recorded,
+            self.schema_version,
+        )
+        cursor.head = seq
+        cursor.chain_tip = chained
+        if op.lamport > cursor.max_lamport:
+            cursor.max_lamport = op.lamport
+        value = op.value
+        pred = list(op.pred)
+        self.records.append(
+            (
+                cursor.space_id,
+                seq,
+                op.op_id,
+                op.entity_type,
+                op.entity_id,
+                op.kind,
+                op.field,
+                None if value is None else value_json.decode(),
+                pred,
+                op.lamport,
+                op.device_id,
+                user_id,
+                client_time,
+                self.recorded_at,
+                self.schema_version,
+                digest,
+                chained,
+            )
+        )
+        return self._event(cursor.space_id, seq, op, pred, user_id, client_time, value_json)
+
+    def _event(
+        self,
+        space_id: str,
+        seq: int,
+        op: Op,
+        pred: list[str],
+        user_id: str | None,
+        client_time: str | None,
+        value_json: bytes,
+    ) -> Event:
+        """The stored event as reads return it."""
+        return Event(
+            seq=seq,
+            op_id=op.op_id,
+            space_id=space_id,
+            entity_type=op.entity_type,
+            entity_id=op.entity_id,
+            kind=op.kind,
+            field=op.field,
+            value=_as_stored(op.value, value_json),
+            pred=pred,
+            lamport=op.lamport,
+            client_time=client_time,
+            device_id=op.device_id,
+            user_id=user_id,
+            recorded_at=self.recorded,
+            schema_version=self.schema_version,
+        )
+
+    async def flush(self, conn: Conn) -> None:
+        """COPY the rows, then advance every touched space and queue it in the outbox."""
+        if self.records:
+            await conn.copy_records_to_table(
+                "events", records=self.records, columns=list(EVENT_COLUMNS)
+            )
+        moved = [c for c in self.cursors.values() if c.changed]
+        if moved:
+            await conn.execute(
+                _ADVANCE,
+                [c.space_id for c in moved],
+                [c.head for c in moved],
+                [c.max_lamport for c in moved],
+                [c.chain_tip for c in moved],
+            )

@@ -1,0 +1,236 @@
+"""PostgresEventStore on real PostgreSQL: spaces, members, appends, reads, server events."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from core.errors import Conflict, NotFound
+from core.metrics import CONFLICTS, OPS
+from core.wire import SERVER_DEVICE_ID
+from eventstore.postgres import PostgresEventStore
+from eventstore.testing import new_id, op
+from tests.conftest import TEST_SECRET
+
+
+@pytest.fixture
+async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET) as s:
+        yield s
+
+
+async def test_create_space_writes_member_added_as_seq_1(store: PostgresEventStore) -> None:
+    owner = new_id()
+    space = await store.create_space(name="home", creator_user_id=owner, personal=True)
+    assert await store.head(space) == 1
+    [event] = await store.read(space, 0, 10)
+    assert event.seq == 1
+    assert event.kind == "member_added"
+    assert (event.entity_type, event.entity_id) == ("_member", owner)
+    assert event.value == {"user_id": owner, "role": "owner", "previous_role": None, "by": owner}
+    assert event.device_id == SERVER_DEVICE_ID
+    assert event.user_id is None
+    assert event.lamport == 0
+    assert event.recorded_at.endswith("Z")
+    assert await store.role_of(space, owner) == "owner"
+    [membership] = await store.spaces_of(owner)
+    assert (membership.space_id, membership.role, membership.personal) == (space, "owner", True)
+    assert await store.members_of(space) == {owner: "owner"}
+
+
+async def test_change_member_add_rerole_remove(store: PostgresEventStore) -> None:
+    owner, other = new_id(), new_id()
+    space = await store.create_space(name="team", creator_user_id=owner, personal=False)
+    added = await store.change_member(space_id=space, user_id=other, role="reader", by=owner)
+    assert added is not None
+    assert added.kind == "member_added"
+    assert added.seq == 2
+    assert await store.change_member(space_id=space, user_id=other, role="reader", by=owner) is None
+    changed = await store.change_member(space_id=space, user_id=other, role="owner", by=owner)
+    assert changed is not None
+    assert changed.kind == "member_role_changed"
+    assert changed.value == {
+        "user_id": other,
+        "role": "owner",
+        "previous_role": "reader",
+        "by": owner,
+    }
+    removed = await store.change_member(space_id=space, user_id=owner, role=None, by=other)
+    assert removed is not None
+    assert removed.kind == "member_removed"
+    assert removed.value["role"] is None
+    assert removed.value["previous_role"] == "owner"
+    assert await store.members_of(space) == {other: "owner"}
+    assert await store.spaces_of(owner) == []
+    assert await store.change_member(space_id=space, user_id=owner, role=None, by=other) is None
+    assert [e.seq for e in await store.read(space, 0, 100)] == [1, 2, 3, 4]
+
+
+async def test_last_owner_cannot_leave_or_be_demoted(store: PostgresEventStore) -> None:
+    owner = new_id()
+    space = await store.create_space(name="solo", creator_user_id=owner, personal=False)
+    with pytest.raises(Conflict):
+        await store.change_member(space_id=space, user_id=owner, role=None, by=owner)
+    with pytest.raises(Conflict):
+        await store.change_member(space_id=space, user_id=owner, role="editor", by=owner)
+    assert await store.head(space) == 1
+
+
+async def test_unknown_space(store: PostgresEventStore) -> None:
+    with pytest.raises(NotFound):
+        await store.change_member(space_id=new_id(), user_id=new_id(), role="reader", by=new_id())
+    assert await store.head(new_id()) == 0
+    assert await store.head("not-a-uuid") == 0
+    assert await store.role_of("nope", new_id()) is None
+    assert await store.read(new_id(), 0, 10) == []
+    assert await store.max_lamport([new_id(), "junk"]) == 0
+
+
+async def test_append_then_duplicate_then_conflict(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="s", creator_user_id=user, personal=True)
+    first = op(space, lamport=5, client_time="yesterday")
+    out = await store.append(user_id=user, device_id=device, ops=[first])
+    assert [(r.status, r.seq) for r in out.results] == [("applied", 2)]
+    assert (out.server_lamport, out.head, out.space_id) == (5, 2, space)
+    [event] = out.events
+    assert (event.user_id, event.device_id, event.client_time) == (user, device, "yesterday")
+    assert await store.read(space, 1, 10) == [event]
+
+    again = await store.append(
+        user_id=user, device_id=new_id(), ops=[first, {**first, "value": "x"}]
+    )
+    assert [(r.status, r.seq) for r in again.results] == [("duplicate", 2), ("rejected", None)]
+    assert again.results[1].error is not None
+    assert again.results[1].error.code == "op_id_conflict"
+    assert again.events == []
+    assert again.head == 2
+    assert await store.head(space) == 2
+
+
+async def test_same_op_id_twice_in_one_push(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="s", creator_user_id=user, personal=True)
+    one = op(space)
+    out = await store.append(user_id=user, device_id=device, ops=[one, one, {**one, "value": "y"}])
+    statuses = [(r.status, r.seq, r.error and r.error.code) for r in out.results]
+    assert statuses == [
+        ("applied", 2, None),
+        ("duplicate", 2, None),
+        ("rejected", None, "op_id_conflict"),
+    ]
+    assert len(out.events) == 1
+
+
+async def test_uppercase_ids_are_the_same_op(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="s", creator_user_id=user, personal=True)
+    one = op(space)
+    upper = {**one, "op_id": one["op_id"].upper(), "space_id": space.upper()}
+    out = await store.append(user_id=user, device_id=device, ops=[one, upper])
+    assert [r.status for r in out.results] == ["applied", "duplicate"]
+    assert out.results[1].op_id == upper["op_id"]  # echoed as sent
+
+
+async def test_pred_may_name_an_earlier_op_of_the_same_push(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="s", creator_user_id=user, personal=True)
+    a = op(space, lamport=1, value="a")
+    b = op(space, lamport=2, value="b", pred=[a["op_id"]])
+    late = op(space, lamport=4, value="d", pred=[new_id()])
+    out = await store.append(user_id=user, device_id=device, ops=[b, a, late])
+    codes = [r.error.code if r.error else r.status for r in out.results]
+    assert codes == ["invalid_op", "applied", "invalid_op"]  # b named a before a came
+    out = await store.append(user_id=user, device_id=device, ops=[a, b])
+    assert [r.status for r in out.results] == ["duplicate", "applied"]
+    state, seq = await store.replay_entity(space, "task", "t-1")
+    assert state is not None
+    assert seq == 3
+    assert state.view().fields["title"].value == "b"
+
+
+async def test_conflicts_are_counted_at_append_time(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="s", creator_user_id=user, personal=True)
+    before = CONFLICTS.labels(entity_type="task", field="notes")._value.get()
+    applied_before = OPS.labels(status="applied")._value.get()
+    a = op(space, field="notes", value="a", lamport=1)
+    b = op(space, field="notes", value="b", lamport=1)  # concurrent: no pred
+    await store.append(user_id=user, device_id=device, ops=[a])
+    await store.append(user_id=user, device_id=device, ops=[b])
+    assert CONFLICTS.labels(entity_type="task", field="notes")._value.get() == before + 1
+    resolve = op(space, field="notes", value="c", lamport=2, pred=[a["op_id"], b["op_id"]])
+    await store.append(user_id=user, device_id=device, ops=[resolve])
+    assert CONFLICTS.labels(entity_type="task", field="notes")._value.get() == before + 1
+    assert OPS.labels(status="applied")._value.get() == applied_before + 3
+
+
+async def test_server_events(store: PostgresEventStore) -> None:
+    user = new_id()
+    space = await store.create_space(name="s", creator_user_id=user, personal=True)
+    await store.append(user_id=user, device_id=new_id(), ops=[op(space, lamport=7)])
+    value = {"reminder_id": new_id(), "fire_at": "2030-01-01T00:00:00Z"}
+    first = await store.append_server_event(
+        space_id=space,
+        kind="reminder_fired",
+        entity_type="task",
+        entity_id="t-1",
+        value=value,
+        key="fired:r1",
+    )
+    assert not first.duplicate
+    assert (first.event.seq, first.event.lamport, first.event.user_id) == (3, 7, None)
+    assert first.event.device_id == SERVER_DEVICE_ID
+    assert first.event.field is None
+    again = await store.append_server_event(
+        space_id=space,
+        kind="reminder_fired",
+        entity_type="task",
+        entity_id="t-1",
+        value=value,
+        key="fired:r1",
+    )
+    assert again.duplicate
+    assert again.event == first.event
+    assert await store.head(space) == 3
+    with pytest.raises(NotFound):
+        await store.append_server_event(
+            space_id=new_id(),
+            kind="reminder_fired",
+            entity_type="task",
+            entity_id="t",
+            value=None,
+            key="k",
+        )
+
+
+async def test_reads_and_streams(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="s", creator_user_id=user, personal=True)
+    ops = [op(space, entity_id=f"t-{i % 3}", lamport=i + 1, value=f"v{i}") for i in range(30)]
+    await store.append(user_id=user, device_id=device, ops=ops)
+    assert [e.seq for e in await store.read(space, 10, 5)] == [11, 12, 13, 14, 15]
+    async with contextlib.aclosing(store.iter_events(space, 5, 20, prefetch=4)) as it:
+        assert [e.seq async for e in it] == list(range(6, 21))
+    history = await store.entity_events(space, "task", "t-1", 0, 100)
+    assert [e.value for e in history] == [f"v{i}" for i in range(1, 30, 3)]
+    assert await store.max_lamport([space]) == 30
+    states, seq = await store.replay_space(space)
+    assert seq == 31
+    assert len(states) == 4
+    assert await store.verify(space) is None
+
+
+async def test_outbox_rows_follow_heads(store: PostgresEventStore, pool: asyncpg.Pool) -> None:
+    user = new_id()
+    space = await store.create_space(name="s", creator_user_id=user, personal=True)
+    await store.append(user_id=user, device_id=new_id(), ops=[op(space), op(space)])
+    heads = await pool.fetch("SELECT head FROM outbox WHERE space_id = $1 ORDER BY head", space)
+    assert [r["head"] for r in heads] == [1, 3]
+    assert (
+        await pool.fetchval("SELECT published_seq FROM outbox_cursors WHERE space_id = $1", space)
+        == 0
+    )

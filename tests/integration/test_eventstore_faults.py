@@ -1,0 +1,115 @@
+"""Fault injection: a connection killed between COPY and COMMIT leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from core.errors import Unavailable
+from eventstore.postgres import PostgresEventStore
+from eventstore.rows import Conn
+from eventstore.testing import new_id, op
+from tests.conftest import TEST_SECRET
+
+
+def _killer(database_url: str, *, times: int = 1, delay: float = 0.0) -> tuple[list[int], object]:
+    """A fault hook terminating the appending backend the first ``times`` transactions."""
+    killed: list[int] = []
+
+    async def hook(conn: Conn) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        if len(killed) >= times:
+            return
+        pid = conn.get_server_pid()
+        admin = await asyncpg.connect(database_url)
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        killed.append(pid)
+
+    return killed, hook
+
+
+async def test_killed_append_leaves_no_partial_batch(pool: asyncpg.Pool, database_url: str) -> None:
+    killed, hook = _killer(database_url)
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="f", creator_user_id=user, personal=True)
+        ops = [op(space, entity_id=f"t{i}", lamport=i + 1) for i in range(50)]
+        store.fault_hook = hook  # type: ignore[assignment]
+        with pytest.raises(Unavailable) as failure:
+            await store.append(user_id=user, device_id=device, ops=ops)
+        assert failure.value.retryable
+        assert len(killed) == 1
+        assert await store.head(space) == 1
+        assert await pool.fetchval("SELECT count(*) FROM events WHERE space_id = $1", space) == 1
+        assert await pool.fetchval("SELECT count(*) FROM outbox WHERE space_id = $1", space) == 1
+
+        retried = await store.append(user_id=user, device_id=device, ops=ops)
+        assert [r.status for r in retried.results] == ["applied"] * 50
+        assert [r.seq for r in retried.results] == list(range(2, 52))
+        again = await store.append(user_id=user, device_id=device, ops=ops)
+        assert [r.status for r in again.results] == ["duplicate"] * 50
+        assert [r.seq for r in again.results] == [r.seq for r in retried.results]
+        assert await store.verify(space) is None
+
+
+async def test_a_failed_group_answers_every_push_unavailable(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    # One writer: the first transaction stalls in the hook while the others queue up and
+    # then share the second transaction, which is killed.
+    killed, kill = _killer(database_url)
+    calls = 0
+
+    async def hook(conn: Conn) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.3)
+        else:
+            await kill(conn)  # type: ignore[operator]
+
+    async with PostgresEventStore(
+        pool, secret_key=TEST_SECRET, writers=1, fault_hook=hook
+    ) as store:
+        user = new_id()
+        spaces = [
+            await store.create_space(name=f"g{i}", creator_user_id=user, personal=False)
+            for i in range(4)
+        ]
+        first = asyncio.create_task(
+            store.append(user_id=user, device_id=new_id(), ops=[op(spaces[0])])
+        )
+        await asyncio.sleep(0.1)
+        rest = [store.append(user_id=user, device_id=new_id(), ops=[op(s), op(s)]) for s in spaces]
+        outcomes = await asyncio.gather(*rest, return_exceptions=True)
+        assert (await first).results[0].status == "applied"
+        assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+        assert store.committer.groups == [1]
+        assert len(killed) == 1
+        assert [await store.head(s) for s in spaces] == [2, 1, 1, 1]
+
+
+async def test_close_drains_then_refuses(pool: asyncpg.Pool) -> None:
+    store = PostgresEventStore(pool, secret_key=TEST_SECRET)
+    user = new_id()
+    space = await store.create_space(name="c", creator_user_id=user, personal=True)
+    pending = [
+        asyncio.create_task(store.append(user_id=user, device_id=new_id(), ops=[op(space)]))
+        for _ in range(5)
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    outcomes = await asyncio.gather(*pending)
+    assert sorted(o.results[0].seq or 0 for o in outcomes) == [2, 3, 4, 5, 6]
+    with pytest.raises(Unavailable):
+        await store.append(user_id=user, device_id=new_id(), ops=[op(space)])
+    with pytest.raises(ValueError, match="device_id"):
+        await PostgresEventStore(pool, secret_key=TEST_SECRET).append(
+            user_id=user, device_id="phone", ops=[op(space)]
+        )

@@ -1,0 +1,204 @@
+"""Per-op validation through ``append``: every code of PROTOCOL section 4 an op can get."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from core.errors import Unavailable
+from core.wire import DEFAULT_LIMITS
+from eventstore.postgres import PostgresEventStore
+from eventstore.testing import new_id, op
+from tests.conftest import TEST_SECRET
+
+Raw = dict[str, Any]
+
+
+@pytest.fixture
+async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET) as s:
+        yield s
+
+
+def _without(key: str) -> Callable[[Raw], Raw]:
+    return lambda raw: {k: v for k, v in raw.items() if k != key}
+
+
+def _with(**changes: Any) -> Callable[[Raw], Raw]:
+    return lambda raw: {**raw, **changes}
+
+
+CASES: list[tuple[str, Callable[[Raw], Any], str]] = [
+    ("non-object", lambda raw: [raw], "invalid_op"),
+    ("bad op_id", _with(op_id="not-a-uuid"), "invalid_op"),
+    ("op_id not a string", _with(op_id=7), "invalid_op"),
+    ("no op_id", _without("op_id"), "invalid_op"),
+    ("no entity_id", _without("entity_id"), "invalid_op"),
+    ("bad entity_id", _with(entity_id="has space"), "invalid_op"),
+    ("unknown kind", _with(kind="frob"), "invalid_op"),
+    ("lamport 0", _with(lamport=0), "invalid_op"),
+    ("lamport float", _with(lamport=1.0), "invalid_op"),
+    ("lamport bool", _with(lamport=True), "invalid_op"),
+    ("lamport too big", _with(lamport=2**53), "invalid_op"),
+    ("lamport beyond headroom", _with(lamport=DEFAULT_LIMITS.lamport_headroom + 10), "invalid_op"),
+    ("pred unknown", _with(pred=["5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01"]), "invalid_op"),
+    ("pred not a list", _with(pred="x"), "invalid_op"),
+    ("pred not uuids", _with(pred=["x"]), "invalid_op"),
+    ("other space", _with(space_id="5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01"), "invalid_op"),
+    ("client_time too long", _with(client_time="x" * 65), "invalid_op"),
+    ("client_time NUL", _with(client_time="a\x00b"), "invalid_op"),
+    ("client_time not text", _with(client_time=5), "invalid_op"),
+    ("non-finite value", _with(value=float("nan")), "invalid_op"),
+    ("other device", _with(device_id="5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01"), "device_mismatch"),
+    ("unknown entity type", _with(entity_type="boat"), "unknown_entity_type"),
+    ("member entity type", _with(entity_type="_member"), "unknown_entity_type"),
+    ("unknown field", _with(field="colour"), "unknown_field"),
+    ("wrong type", _with(value=5), "type_mismatch"),
+    ("kind not allowed", _with(kind="inc", value=1), "type_mismatch"),
+    (
+        "timestamp without Z",
+        _with(field="due_at", value="2030-01-01T00:00:00+01:00"),
+        "type_mismatch",
+    ),
+    ("title too long", _with(value="x" * 501), "too_large"),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate", "code"), CASES, ids=[c[0] for c in CASES])
+async def test_rejected_op_gets_its_code(
+    store: PostgresEventStore, name: str, mutate: Callable[[Raw], Any], code: str
+) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="v", creator_user_id=user, personal=True)
+    good = op(space, entity_id="ok", lamport=1)
+    bad = mutate(op(space, lamport=2))
+    out = await store.append(user_id=user, device_id=device, ops=[good, bad])
+    assert out.results[0].status == "applied"
+    result = out.results[1]
+    assert result.status == "rejected", name
+    assert result.error is not None
+    assert result.error.code == code, result.error
+    assert result.error.retryable is False
+    assert await store.head(space) == 2  # only the good op
+
+
+async def test_own_device_id_is_accepted(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="v", creator_user_id=user, personal=True)
+    out = await store.append(
+        user_id=user, device_id=device, ops=[op(space, device_id=device.upper())]
+    )
+    assert out.results[0].status == "applied"
+
+
+async def test_nul_in_a_value_is_stored_and_read_back(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="v", creator_user_id=user, personal=True)
+    out = await store.append(user_id=user, device_id=device, ops=[op(space, value="a\x00b")])
+    assert out.results[0].status == "applied"
+    [event] = await store.read(space, 1, 10)
+    assert event.value == "a\x00b"
+    assert await store.verify(space) is None
+
+
+async def test_op_id_conflict_is_about_the_payload(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="v", creator_user_id=user, personal=True)
+    first = op(space, lamport=3, client_time="a")
+    await store.append(user_id=user, device_id=device, ops=[first])
+    # client_time and device_id are not payload: same op; lamport is: conflict.
+    out = await store.append(
+        user_id=user,
+        device_id=device,
+        ops=[{**first, "client_time": "b"}, {**first, "lamport": 4}, {**first, "pred": []}],
+    )
+    assert [r.status for r in out.results] == ["duplicate", "rejected", "duplicate"]
+    assert out.results[1].error is not None
+    assert out.results[1].error.code == "op_id_conflict"
+
+
+async def test_push_without_space(store: PostgresEventStore) -> None:
+    user = new_id()
+    space = await store.create_space(name="v", creator_user_id=user, personal=True)
+    for ops in ([5, op(space)], [op("junk"), op(space)], [{"space_id": 3}]):
+        out = await store.append(user_id=user, device_id=new_id(), ops=ops)
+        assert out.space_id is None
+        assert out.server_lamport == 0
+        assert {r.error.code for r in out.results if r.error} == {"invalid_op"}
+        assert all(r.status == "rejected" for r in out.results)
+    assert await store.head(space) == 1
+
+
+async def test_reader_is_forbidden_and_stranger_not_found(store: PostgresEventStore) -> None:
+    owner, reader, stranger = new_id(), new_id(), new_id()
+    space = await store.create_space(name="v", creator_user_id=owner, personal=False)
+    await store.change_member(space_id=space, user_id=reader, role="reader", by=owner)
+    await store.append(user_id=owner, device_id=new_id(), ops=[op(space, lamport=9)])
+    ops = [op(space, lamport=10), op(space, kind="frob"), 17]
+    as_reader = await store.append(user_id=reader, device_id=new_id(), ops=ops)
+    assert [r.error.code for r in as_reader.results if r.error] == ["forbidden"] * 3
+    assert as_reader.server_lamport == 9
+    as_stranger = await store.append(user_id=stranger, device_id=new_id(), ops=ops)
+    assert [r.error.code for r in as_stranger.results if r.error] == ["not_found"] * 3
+    assert as_stranger.server_lamport == 0
+    assert as_stranger.head == 0
+    unknown = await store.append(user_id=owner, device_id=new_id(), ops=[op(new_id())])
+    assert [r.error.code for r in unknown.results if r.error] == ["not_found"]
+    assert await store.head(space) == 3
+
+
+async def test_dead_pool_is_unavailable(database_url: str) -> None:
+    dead = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    async with PostgresEventStore(dead, secret_key=TEST_SECRET) as store:
+        user = new_id()
+        space = await store.create_space(name="v", creator_user_id=user, personal=True)
+        await dead.close()
+        with pytest.raises(Unavailable):
+            await store.append(user_id=user, device_id=new_id(), ops=[op(space)])
+        with pytest.raises(Unavailable):
+            await store.read(space, 0, 10)
+        with pytest.raises(Unavailable):
+            await store.create_space(name="x", creator_user_id=user, personal=False)
+    unreachable = await asyncpg.create_pool(
+        "postgresql://postgres@127.0.0.1:1/none", min_size=0, max_size=1
+    )
+    async with PostgresEventStore(unreachable, secret_key=TEST_SECRET) as store:
+        with pytest.raises(Unavailable):
+            await store.append(user_id=new_id(), device_id=new_id(), ops=[op(new_id())])
+        with pytest.raises(Unavailable):
+            await store.head(new_id())
+    await unreachable.close()
+
+
+async def test_reused_op_id_with_a_higher_lamport_is_a_conflict(
+    store: PostgresEventStore,
+) -> None:
+    # An op_id above the space's highest lamport is not looked up (it cannot be a
+    # duplicate); reusing a stored op_id that way is caught by UNIQUE and rerun.
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="v", creator_user_id=user, personal=True)
+    first = op(space, lamport=1)
+    await store.append(user_id=user, device_id=device, ops=[first])
+    out = await store.append(
+        user_id=user, device_id=device, ops=[op(space, lamport=2), {**first, "lamport": 50}]
+    )
+    assert out.results[0].status == "applied"
+    assert out.results[1].error is not None
+    assert out.results[1].error.code == "op_id_conflict"
+    assert await store.head(space) == 3
+
+
+async def test_pred_naming_a_stored_op_reused_in_the_push(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="v", creator_user_id=user, personal=True)
+    first = op(space, lamport=1)
+    await store.append(user_id=user, device_id=device, ops=[first])
+    reused = {**first, "lamport": 10, "field": "colour"}  # invalid, same op_id
+    follow = op(space, lamport=5, pred=[first["op_id"]])
+    out = await store.append(user_id=user, device_id=device, ops=[reused, follow])
+    assert out.results[0].error is not None
+    assert out.results[0].error.code == "unknown_field"
+    assert out.results[1].status == "applied"  # its pred names the stored op

@@ -1,0 +1,116 @@
+"""The fast canonical JSON path is byte-for-byte RFC 8785, and so is the payload encoding."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.canonical import CanonicalError, canonical_json
+from eventstore.chain import chain_hash, payload_bytes
+from eventstore.writer import server_op_id
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(JSON)
+def test_canonical_json_is_rfc8785(value: Any) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize(
+    "value", [1.0, -0.0, 1e21, 1e-7, {"\ue000": 1, "\U0001f600": 2}, [2**53 - 1, 0.5]]
+)
+def test_tricky_values(value: Any) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 2**60, "\ud800", {1: 2}, object()])
+def test_values_without_canonical_form(value: Any) -> None:
+    with pytest.raises(CanonicalError):
+        canonical_json(value)
+
+
+@settings(max_examples=100)
+@given(
+    value=JSON,
+    pred=st.lists(st.uuids().map(str), max_size=3),
+    field=st.none() | st.text(max_size=8),
+    lamport=st.integers(1, 2**53 - 1),
+)
+def test_payload_bytes_is_rfc8785_of_the_payload(
+    value: Any, pred: list[str], field: str | None, lamport: int
+) -> None:
+    payload = {
+        "op_id": str(uuid.uuid4()),
+        "space_id": str(uuid.uuid4()),
+        "entity_type": "task",
+        "entity_id": "t-1",
+        "kind": "set",
+        "field": field,
+        "value": value,
+        "pred": pred,
+        "lamport": lamport,
+    }
+    encoded = payload_bytes(
+        payload["op_id"],
+        payload["space_id"],
+        "task",
+        "t-1",
+        "set",
+        field,
+        canonical_json(value),
+        pred,
+        lamport,
+    )
+    assert encoded == rfc8785.dumps(payload)
+
+
+def test_chain_hash_depends_on_every_part() -> None:
+    base: dict[str, Any] = {
+        "seq": 3,
+        "device_id": "d",
+        "user_id": "u",
+        "client_time": None,
+        "recorded_at": "2026-01-01T00:00:00.000000Z",
+        "schema_version": 1,
+    }
+    digest = hashlib.sha256(b"payload").digest()
+    reference = chain_hash(bytes(32), digest, *base.values())
+    assert chain_hash(bytes(32), digest, *base.values()) == reference
+    assert chain_hash(b"\x01" * 32, digest, *base.values()) != reference
+    assert chain_hash(bytes(32), bytes(32), *base.values()) != reference
+    for key, other in [
+        ("seq", 4),
+        ("device_id", "e"),
+        ("user_id", None),
+        ("client_time", "x"),
+        ("recorded_at", "2026-01-01T00:00:00.000001Z"),
+        ("schema_version", 2),
+    ]:
+        assert chain_hash(bytes(32), digest, *{**base, key: other}.values()) != reference
+
+
+def test_server_op_ids_are_keyed_canonical_uuids() -> None:
+    a = server_op_id("secret", "member:x:1")
+    assert a == server_op_id("secret", "member:x:1")
+    assert a != server_op_id("other secret", "member:x:1")
+    assert a != server_op_id("secret", "member:x:2")
+    parsed = uuid.UUID(a)
+    assert str(parsed) == a
+    assert parsed.version == 8
+    assert parsed.variant == uuid.RFC_4122
