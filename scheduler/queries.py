@@ -1,0 +1,223 @@
+"""Read functions for the gateway: the reminders of a space, and diagnostics.
+
+``GET /v1/spaces/{space_id}/reminders`` is :func:`list_reminders` (after the gateway
+checked membership); ``/v1/diagnostics`` uses :func:`reminder_counts`,
+:func:`dead_reminders` and :func:`recent_job_runs`. Diagnostics show counts, ids and
+errors, never field values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import msgspec
+
+from core.errors import BadMessage
+from core.wire import ReminderInfo, ReminderStatus
+from eventstore.errors import translated
+from scheduler.clock import format_time
+
+STATUSES: tuple[ReminderStatus, ...] = (
+    "scheduled",
+    "fired",
+    "cancelled",
+    "retrying",
+    "dead",
+    "skipped",
+)
+MAX_LIMIT = 1000
+
+_LIST = """
+SELECT reminder_id, entity_type, entity_id, fire_at, status, attempts, lateness_ms,
+       last_error
+FROM reminders
+WHERE space_id = $1 AND ($2::text IS NULL OR status = $2) {after}
+ORDER BY fire_at, reminder_id
+LIMIT $3
+"""
+
+
+class DeadReminder(msgspec.Struct, frozen=True, kw_only=True):
+    reminder_id: str
+    space_id: str
+    entity_type: str
+    entity_id: str
+    fire_at: str
+    attempts: int
+    last_error: str | None
+    since: str
+
+
+class JobRun(msgspec.Struct, frozen=True, kw_only=True):
+    job: str
+    instance: str
+    started_at: str
+    finished_at: str | None
+    outcome: str
+    error: str | None
+    items: int
+
+
+class ReminderCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Reminders per status, and the backlog: due but not fired, oldest first."""
+
+    by_status: dict[str, int]
+    due_unfired: int
+    backlog_age_seconds: float
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_cursor(fire_at: datetime, reminder_id: str) -> str:
+    """An opaque cursor naming the last row of a page: (fire_at in µs, reminder_id)."""
+    delta = fire_at.astimezone(UTC) - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    raw = f"{micros}:{reminder_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (fire_at, reminder_id) a cursor names; 400 ``bad_message`` when malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        micros, _, rid = raw.partition(":")
+        return _EPOCH + timedelta(microseconds=int(micros)), str(uuid.UUID(rid))
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
+        raise BadMessage("after: not a cursor returned by this route") from None
+
+
+def _valid_status(status: str | None) -> str | None:
+    if status is not None and status not in STATUSES:
+        raise BadMessage(f"status: one of {', '.join(STATUSES)}")
+    return status
+
+
+async def list_reminders(
+    pool: asyncpg.Pool, space_id: str, status: str | None, limit: int, after: str | None
+) -> tuple[list[ReminderInfo], str | None]:
+    """One page of a space's reminders, whatever their status (or only ``status``),
+    ordered by (fire_at, reminder_id); the cursor of the next page, or None at the end.
+
+    ``limit`` is clamped to 1..1000. A malformed ``status`` or ``after`` is 400
+    ``bad_message``; a ``space_id`` that is not a UUID names nothing (an empty page)."""
+    wanted = _valid_status(status)
+    try:
+        sid = str(uuid.UUID(space_id))
+    except (ValueError, AttributeError, TypeError):
+        return [], None
+    size = max(1, min(limit, MAX_LIMIT))
+    args: list[object] = [sid, wanted, size + 1]
+    clause = ""
+    if after is not None:
+        at, rid = decode_cursor(after)
+        clause = "AND (fire_at, reminder_id) > ($4, $5::uuid)"
+        args += [at, rid]
+    with translated():  # driver errors become core.errors (Unavailable when transient)
+        rows = await pool.fetch(_LIST.format(after=clause), *args)
+    page = [
+        ReminderInfo(
+            reminder_id=str(r["reminder_id"]),
+            entity_type=r["entity_type"],
+            entity_id=r["entity_id"],
+            fire_at=format_time(r["fire_at"]),
+            status=r["status"],
+            attempts=r["attempts"],
+            lateness_ms=r["lateness_ms"],
+            last_error=r["last_error"],
+        )
+        for r in rows[:size]
+    ]
+    if len(rows) <= size:
+        return page, None
+    last = rows[size - 1]
+    return page, encode_cursor(last["fire_at"], str(last["reminder_id"]))
+
+
+async def dead_reminders(pool: asyncpg.Pool, limit: int = 100) -> list[DeadReminder]:
+    """Reminders whose delivery ran out of attempts (or that could not fire), newest first."""
+    with translated():
+        rows = await pool.fetch(
+            "SELECT reminder_id, space_id, entity_type, entity_id, fire_at, attempts, "
+            "last_error, updated_at FROM reminders WHERE status = 'dead' "
+            "ORDER BY updated_at DESC LIMIT $1",
+            max(1, min(limit, MAX_LIMIT)),
+        )
+    return [
+        DeadReminder(
+            reminder_id=str(r["reminder_id"]),
+            space_id=str(r["space_id"]),
+            entity_type=r["entity_type"],
+            entity_id=r["entity_id"],
+            fire_at=format_time(r["fire_at"]),
+            attempts=r["attempts"],
+            last_error=r["last_error"],
+            since=format_time(r["updated_at"]),
+        )
+        for r in rows
+    ]
+
+
+async def recent_job_runs(
+    pool: asyncpg.Pool, limit: int = 100, job: str | None = None
+) -> list[JobRun]:
+    """The latest job runs (of every job, or of ``job``), newest first."""
+    with translated():
+        rows = await pool.fetch(
+            "SELECT job, instance, started_at, finished_at, outcome, error, items FROM job_runs "
+            "WHERE $2::text IS NULL OR job = $2 ORDER BY started_at DESC, run_id DESC LIMIT $1",
+            max(1, min(limit, MAX_LIMIT)),
+            job,
+        )
+    return [
+        JobRun(
+            job=r["job"],
+            instance=r["instance"],
+            started_at=format_time(r["started_at"]),
+            finished_at=None if r["finished_at"] is None else format_time(r["finished_at"]),
+            outcome=r["outcome"],
+            error=r["error"],
+            items=r["items"],
+        )
+        for r in rows
+    ]
+
+
+async def reminder_counts(pool: asyncpg.Pool, now: datetime | None = None) -> ReminderCounts:
+    """Reminders per status and the due-but-unfired backlog (count and oldest age)."""
+    at = now or datetime.now(UTC)
+    with translated():
+        rows = await pool.fetch("SELECT status, count(*) AS n FROM reminders GROUP BY status")
+        backlog = await pool.fetchrow(
+            "SELECT count(*) AS n, min(fire_at) AS oldest FROM reminders "
+            "WHERE status = 'scheduled' AND fire_at <= $1",
+            at,
+        )
+    assert backlog is not None
+    oldest: datetime | None = backlog["oldest"]
+    return ReminderCounts(
+        by_status={s: 0 for s in STATUSES} | {r["status"]: r["n"] for r in rows},
+        due_unfired=backlog["n"],
+        backlog_age_seconds=0.0 if oldest is None else max(0.0, (at - oldest).total_seconds()),
+    )
+
+
+class SchedulerDiagnostics(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything ``/v1/diagnostics`` shows of missed background work, in one value."""
+
+    reminders: ReminderCounts
+    dead: list[DeadReminder]
+    job_runs: list[JobRun]
+
+
+async def scheduler_diagnostics(pool: asyncpg.Pool, limit: int = 20) -> SchedulerDiagnostics:
+    """Reminder counts and backlog, the latest dead reminders and the latest job runs."""
+    return SchedulerDiagnostics(
+        reminders=await reminder_counts(pool),
+        dead=await dead_reminders(pool, limit),
+        job_runs=await recent_job_runs(pool, limit),
+    )

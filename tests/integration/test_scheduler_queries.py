@@ -1,0 +1,172 @@
+"""What the gateway reads (the reminders route, diagnostics) and the retention job.
+
+Reminders are made by the engine on an injected clock from tasks written through the
+event store and projected with the projector's apply step (the ``world`` fixture of the
+engine tests); a few rows for retention are inserted directly, as said in each test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+import pytest
+
+from core.errors import BadMessage
+from scheduler.jobs import Job, JobRunner
+from scheduler.options import SchedulerOptions
+from scheduler.queries import list_reminders, recent_job_runs, reminder_counts
+from scheduler.retention import run_retention
+from tests.integration.test_scheduler_engine import T0, World, iso, open_world
+
+
+@pytest.fixture
+async def world(fresh_database: Callable[..., Awaitable[str]]) -> AsyncIterator[World]:
+    async with open_world(await fresh_database()) as opened:
+        yield opened
+
+
+#: When the retention job runs (defaults: reminders 30 days, runs 14, tokens 30).
+LATER = T0 + timedelta(days=31)
+
+
+async def test_list_reminders_pages_filters_and_reports_every_status(world: World) -> None:
+    engine, w = world.make_engine(max_lateness=60), await world.writer()
+    ids = {}
+    for i in range(5):
+        ids[f"t{i}"] = await w.task(f"t{i}", iso(10 * (i + 1)))
+    ids["done"] = await w.task("done", iso(5))
+    ids["old"] = await w.task("old", iso(-600))
+    await engine.apply_changes(await world.project(w))
+    await w.set("done", "done", True)
+    await engine.apply_changes(await world.project(w))
+    world.clock.set(T0 + timedelta(seconds=25))
+    await engine.drain_due()
+
+    pages, cursor = [], None
+    while True:
+        page, cursor = await list_reminders(world.pool, w.space_id, None, 3, cursor)
+        pages.append(page)
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [3, 3, 1]
+    listed = [r for p in pages for r in p]
+    assert [r.entity_id for r in listed] == ["old", "done", "t0", "t1", "t2", "t3", "t4"]
+    by_entity = {r.entity_id: r for r in listed}
+    assert by_entity["old"].status == "skipped"
+    assert by_entity["old"].lateness_ms == 625_000
+    assert by_entity["done"].status == "cancelled"
+    assert (by_entity["t0"].status, by_entity["t0"].attempts, by_entity["t0"].lateness_ms) == (
+        "fired",
+        1,
+        15_000,
+    )
+    assert by_entity["t4"].status == "scheduled"
+    assert by_entity["t4"].fire_at == iso(50)
+    assert by_entity["t4"].reminder_id == ids["t4"]
+
+    fired, cursor = await list_reminders(world.pool, w.space_id, "fired", 100, None)
+    assert ([r.entity_id for r in fired], cursor) == (["t0", "t1"], None)
+    assert await list_reminders(world.pool, str(uuid.uuid4()), None, 10, None) == ([], None)
+    assert await list_reminders(world.pool, "not-a-uuid", None, 10, None) == ([], None)
+    with pytest.raises(BadMessage):
+        await list_reminders(world.pool, w.space_id, "exploded", 10, None)
+    with pytest.raises(BadMessage):
+        await list_reminders(world.pool, w.space_id, None, 10, "garbage")
+
+    counts = await reminder_counts(world.pool, world.clock.now())
+    assert counts.by_status == {
+        "scheduled": 3,
+        "fired": 2,
+        "cancelled": 1,
+        "retrying": 0,
+        "dead": 0,
+        "skipped": 1,
+    }
+    world.clock.set(T0 + timedelta(seconds=45))  # t2 (30 s) and t3 (40 s) are overdue
+    counts = await reminder_counts(world.pool, world.clock.now())
+    assert (counts.due_unfired, counts.backlog_age_seconds) == (2, 15.0)
+    assert await engine.backlog_age() == 15.0
+
+
+async def test_job_runner_records_outcomes_and_the_next_run_still_happens(world: World) -> None:
+    runner = JobRunner(world.pool, instance="i1", clock=world.clock)
+    state = {"n": 0}
+
+    async def flaky() -> int:
+        state["n"] += 1
+        if state["n"] == 1:
+            raise ValueError("first run breaks")
+        return 7
+
+    runner.register(Job("flaky", 1, 5, flaky))
+    assert await runner.run("flaky") == "failed"
+    assert await runner.run("flaky") == "ok"
+    runs = await recent_job_runs(world.pool, 10, job="flaky")
+    assert [(r.outcome, r.error, r.items) for r in runs] == [
+        ("ok", None, 7),
+        ("failed", "ValueError: first run breaks", 0),
+    ]
+    with pytest.raises(ValueError, match="twice"):
+        runner.register(Job("flaky", 1, 5, flaky))
+
+
+async def test_retention_keeps_what_is_still_needed(world: World) -> None:
+    engine, w = world.make_engine(), await world.writer()
+    superseded = await w.task("t1", iso(10))
+    await engine.apply_changes(await world.project(w))
+    world.clock.set(T0 + timedelta(seconds=11))
+    await engine.drain_due()
+    current = await w.set("t1", "remind_at", iso(20))  # supersedes the fired one
+    await engine.apply_changes(await world.project(w))
+    world.clock.set(T0 + timedelta(seconds=21))
+    await engine.drain_due()
+    # Job runs and refresh tokens inserted directly (this test owns the database).
+    await world.pool.execute(
+        "INSERT INTO job_runs (job, instance, started_at, outcome) VALUES "
+        "('old', 'x', $1, 'ok'), ('new', 'x', $2, 'ok')",
+        LATER - timedelta(days=15),
+        LATER - timedelta(days=13),
+    )
+    user, device, session = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await world.pool.execute(
+        "INSERT INTO users (user_id, email, password_hash) VALUES ($1, 'a@b.test', 'x')", user
+    )
+    await world.pool.execute(
+        "INSERT INTO devices (device_id, user_id, name) VALUES ($1, $2, 'd')", device, user
+    )
+    await world.pool.execute(
+        "INSERT INTO auth_sessions (session_id, user_id, device_id) VALUES ($1, $2, $3)",
+        session,
+        user,
+        device,
+    )
+    tokens = {
+        "old_spent_expired": (LATER - timedelta(days=60), LATER - timedelta(days=40)),
+        "recent_spent": (LATER - timedelta(days=1), LATER + timedelta(days=29)),
+        "old_spent_unexpired": (LATER - timedelta(days=60), LATER + timedelta(days=1)),
+        "unspent_expired": (None, LATER - timedelta(days=40)),
+    }
+    token_ids = {name: uuid.uuid4() for name in tokens}
+    for name, (spent, expires) in tokens.items():
+        await world.pool.execute(
+            "INSERT INTO refresh_tokens (token_id, token_hash, session_id, expires_at, spent_at) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            token_ids[name],
+            name.encode(),
+            session,
+            expires,
+            spent,
+        )
+
+    deleted = await run_retention(world.pool, LATER, SchedulerOptions())
+    assert deleted == 3  # the superseded reminder, the old run, the old spent token
+    remaining = {str(r[0]) for r in await world.pool.fetch("SELECT reminder_id FROM reminders")}
+    assert remaining == {current}
+    assert superseded not in remaining
+    jobs = {r[0] for r in await world.pool.fetch("SELECT job FROM job_runs")}
+    assert jobs == {"new"}
+    kept = {r[0] for r in await world.pool.fetch("SELECT token_id FROM refresh_tokens")}
+    assert kept == {token_ids[n] for n in tokens if n != "old_spent_expired"}
+    assert await run_retention(world.pool, LATER, SchedulerOptions()) == 0
