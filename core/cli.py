@@ -28,31 +28,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from core.command import CommandError, add_setting_flags, settings_from
 from core.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
 from core.logs import configure_logging
-from core.settings import ENV_NAMES, Settings, SettingsError, load_settings, with_overrides
+from core.settings import Settings, SettingsError, with_overrides
 
 log = logging.getLogger("concord")
-
-
-class CommandError(Exception):
-    """A one-line, user-facing reason the command cannot go on (exit status 2)."""
-
-
-def _flag(env_name: str) -> str:
-    return "--" + env_name.removeprefix("CONCORD_").lower().replace("_", "-")
-
-
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """Give ``parser`` one flag per ``CONCORD_*`` variable (``--port`` for CONCORD_PORT)."""
-    for name in ENV_NAMES:
-        parser.add_argument(_flag(name), dest=name, metavar="VALUE", help=f"overrides ${name}")
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Settings from the environment, overridden by the command's flags."""
-    overrides = {n: v for n in ENV_NAMES if (v := getattr(args, n, None)) is not None}
-    return load_settings(overrides=overrides)
 
 
 # --------------------------------------------------------------------------- checks
