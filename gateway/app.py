@@ -1,12 +1,15 @@
 """App assembly: ``create_app(settings)`` is the only place the gateway is wired together.
 
-The asyncpg pool and the NATS connection live in lifespan context managers, never at
-module level.
+The asyncpg pool, the NATS connection, the event store and every other resource live
+in lifespan context managers, never at module level. Routes by responsibility:
+``auth`` (accounts and sessions), ``devices``, ``spaces`` (membership), ``sync_http``
+(push and pull), ``reads``, ``operator``; ``errors`` renders every failure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Literal
@@ -14,39 +17,165 @@ from typing import Literal
 import asyncpg
 from litestar import Litestar, get
 from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import ResponseSpec
 from litestar.response import Response
 
 from core.natsbus import NatsBus
 from core.settings import Settings
 from core.wire import DependencyState, Readiness
+from crdt import DEFAULT_SCHEMA
+from eventstore.postgres import PostgresEventStore
+from gateway.auth import auth_router
+from gateway.context import Gateway, provide_gateway
+from gateway.devices import devices_router
+from gateway.errors import EXCEPTION_HANDLERS
+from gateway.hints import Hints
+from gateway.limits import LoginThrottle, TokenBuckets
+from gateway.openapi import openapi_config
+from gateway.operator import operator_router
+from gateway.options import GatewayOptions, options_from_env
+from gateway.passwords import Passwords
+from gateway.reads import read_schema, spaces_reads_router
+from gateway.requestlog import before_send, request_id_middleware
+from gateway.revocation import RevocationCache
+from gateway.sessions import Sessions
+from gateway.spaces import spaces_router
+from gateway.sync_http import sync_router
+from gateway.tokens import AccessTokens
+from gateway.ws.registry import Registry, running
+from gateway.ws.route import sync_socket
 
 
-@contextlib.asynccontextmanager
-async def _resources(app: Litestar) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+async def _connect(
+    stack: contextlib.AsyncExitStack, settings: Settings, options: GatewayOptions
+) -> tuple[asyncpg.Pool, NatsBus, PostgresEventStore]:
+    """PostgreSQL, NATS and the event store, each closed by ``stack`` in reverse order."""
     assert settings.database_url, "URLs are resolved before create_app"
     assert settings.nats_url, "URLs are resolved before create_app"
     pool = await asyncpg.create_pool(
         settings.database_url, min_size=1, max_size=10, command_timeout=30
     )
+    stack.push_async_callback(pool.close)
     bus = NatsBus(settings.nats_url, prefix=settings.nats_prefix, name="concord-gateway")
     await bus.start()
+    stack.push_async_callback(bus.close)
+    store = PostgresEventStore(
+        pool,
+        schema=DEFAULT_SCHEMA,
+        secret_key=settings.require_secret_key(),
+        limits=options.limits,
+    )
+    await store.start()
+    stack.push_async_callback(store.close)
+    return pool, bus, store
+
+
+async def _security(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    options: GatewayOptions,
+    pool: asyncpg.Pool,
+    bus: NatsBus,
+) -> tuple[Passwords, RevocationCache]:
+    """The password hasher pool and the revocation cache."""
+    passwords = Passwords(
+        workers=options.hash_workers,
+        queue=options.hash_queue,
+        time_cost=options.argon2_time_cost,
+        memory_cost=options.argon2_memory_cost,
+        parallelism=options.argon2_parallelism,
+    )
+    stack.callback(passwords.close)
+    await passwords.warm()
+    revocations = RevocationCache(
+        pool,
+        bus,
+        f"{settings.nats_prefix}.revocations",
+        horizon_seconds=settings.access_token_ttl + 60,
+        refresh_seconds=options.revocation_refresh_seconds,
+    )
+    await revocations.start()
+    stack.push_async_callback(revocations.close)
+    return passwords, revocations
+
+
+async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
+    settings: Settings = app.state.settings
+    options: GatewayOptions = app.state.options
+    pool, bus, store = await _connect(stack, settings, options)
+    passwords, revocations = await _security(stack, settings, options, pool, bus)
+    access = AccessTokens(settings.require_secret_key(), settings.access_token_ttl)
+    hints = Hints(bus, settings.nats_prefix)
+    sessions = Sessions(
+        pool=pool,
+        store=store,
+        passwords=passwords,
+        access=access,
+        revocations=revocations,
+        hints=hints,
+        refresh_ttl=settings.refresh_token_ttl,
+        grace_seconds=options.refresh_grace_seconds,
+    )
     app.state.pool = pool
     app.state.bus = bus
-    try:
+    throttle = LoginThrottle(
+        account_failures=options.login_account_failures,
+        account_window=options.login_account_window,
+        address_attempts=options.login_address_attempts,
+        address_window=options.login_address_window,
+    )
+    return Gateway(
+        settings=settings,
+        options=options,
+        pool=pool,
+        bus=bus,
+        store=store,
+        schema=DEFAULT_SCHEMA,
+        access=access,
+        passwords=passwords,
+        revocations=revocations,
+        sessions=sessions,
+        login_throttle=throttle,
+        push_buckets=TokenBuckets(options.push_rate, options.push_burst),
+        hints=hints,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _resources(app: Litestar) -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        app.state.gateway = await _build(stack, app)
         yield
-    finally:
-        await bus.close()
-        await pool.close()
 
 
-@get("/healthz", include_in_schema=True, sync_to_thread=False)
+@contextlib.asynccontextmanager
+async def _websockets(app: Litestar) -> AsyncIterator[None]:
+    """The WebSocket layer: its registry of connections and feeds (gateway/ws/)."""
+    gw: Gateway = app.state.gateway
+    registry = Registry(
+        gw,
+        limits=gw.options.limits,
+        send_queue=gw.options.ws_send_queue,
+        send_timeout=gw.options.ws_send_timeout,
+    )
+    app.state.ws_registry = registry
+    app.state.before_shutdown = [registry.shutdown]
+    async with running(registry):
+        yield
+
+
+@get("/healthz", sync_to_thread=False, tags=["health"])
 def healthz() -> dict[str, str]:
     """Process up: answers 200 at once, touches no dependency."""
     return {"status": "ok"}
 
 
-@get("/readyz")
+@get(
+    "/readyz",
+    tags=["health"],
+    responses={503: ResponseSpec(Readiness, description="PostgreSQL does not answer")},
+)
 async def readyz(state: State) -> Response[Readiness]:
     """200 while PostgreSQL answers (``degraded`` when NATS is down), 503 otherwise."""
     deps: dict[str, DependencyState] = {}
@@ -65,10 +194,15 @@ async def readyz(state: State) -> Response[Readiness]:
 
 
 def create_app(
-    settings: Settings, *, workers: Sequence[AbstractAsyncContextManager[None]] = ()
+    settings: Settings,
+    *,
+    workers: Sequence[AbstractAsyncContextManager[None]] = (),
+    options: GatewayOptions | None = None,
 ) -> Litestar:
     """The gateway application for ``settings``; ``workers`` (the projector and scheduler
-    of ``concord dev``) run inside its lifespan, after its resources are up."""
+    of ``concord dev``) run inside its lifespan, after its resources are up. ``options``
+    default to ``CONCORD_TEST_GATEWAY_OPTIONS`` or the built-in values."""
+    chosen = options if options is not None else options_from_env(os.environ)
 
     @contextlib.asynccontextmanager
     async def _workers(app: Litestar) -> AsyncIterator[None]:
@@ -78,7 +212,25 @@ def create_app(
             yield
 
     return Litestar(
-        route_handlers=[healthz, readyz],
-        lifespan=[_resources, _workers],
-        state=State({"settings": settings}),
+        route_handlers=[
+            healthz,
+            readyz,
+            auth_router,
+            devices_router,
+            spaces_router,
+            spaces_reads_router,
+            sync_router,
+            read_schema,
+            operator_router,
+            sync_socket,
+        ],
+        lifespan=[_resources, _websockets, _workers],
+        state=State({"settings": settings, "options": chosen}),
+        dependencies={"gw": Provide(provide_gateway, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_id_middleware],
+        before_send=[before_send],
+        request_max_body_size=chosen.limits.max_message_bytes,
+        openapi_config=openapi_config(),
+        logging_config=None,
     )

@@ -1,0 +1,60 @@
+"""Hints on core NATS after COMMIT (core/events.py): best effort, never fail the caller.
+
+Consumers never trust them for completeness (DESIGN step 7): a lost hint only delays a
+delivery until the next hint or a read from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import structlog
+
+from core.events import ENCODER, MembershipChange, SpaceHint
+from core.ports import Bus
+from core.wire import Event
+
+log = structlog.get_logger("concord.gateway.hints")
+
+
+class Hints:
+    """Publishes this deployment's hints (subjects ``<prefix>.<kind>.<space_id>``)."""
+
+    def __init__(self, bus: Bus, prefix: str) -> None:
+        self.bus = bus
+        self.prefix = prefix
+
+    async def space(self, space_id: str | None, events: list[Event]) -> None:
+        """``<prefix>.space.<space_id>``: seqs first..last of the space are committed."""
+        if space_id is None or not events:
+            return
+        hint = SpaceHint(
+            space_id=space_id,
+            first_seq=events[0].seq,
+            last_seq=events[-1].seq,
+            committed_at=time.time(),  # just after COMMIT returned: close enough for fanout
+        )
+        await self._publish(f"{self.prefix}.space.{space_id}", hint)
+
+    async def membership(self, event: Event | None) -> None:
+        """After a member change: the space hint of its event, and the membership change
+        (``<prefix>.membership.<space_id>``) so gateways stop a removed member at once."""
+        if event is None:
+            return
+        await self.space(event.space_id, [event])
+        value = event.value if isinstance(event.value, dict) else {}
+        role = value.get("role")
+        change = MembershipChange(
+            space_id=event.space_id,
+            user_id=event.entity_id,
+            role=role if isinstance(role, str) else None,
+            seq=event.seq,
+        )
+        await self._publish(f"{self.prefix}.membership.{event.space_id}", change)
+
+    async def _publish(self, subject: str, payload: msgspec.Struct) -> None:
+        try:
+            await self.bus.publish(subject, ENCODER.encode(payload))
+        except Exception as exc:  # the bus swallows broker trouble; belt and braces
+            log.warning("hint not published", subject=subject, error=str(exc))

@@ -1,0 +1,170 @@
+"""Operator routes: ``/metrics``, ``/v1/diagnostics`` (JSON), ``/diagnostics`` (HTML).
+
+They need ``Authorization: Bearer <CONCORD_ADMIN_TOKEN>`` (compared in constant time);
+user access tokens are refused with 401. They show counts and ids, never field values.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, get
+from litestar.di import NamedDependency, Provide
+from prometheus_client.metrics import MetricWrapperBase
+
+from core.errors import Unauthenticated
+from core.metrics import (
+    AUTH_FAILURES,
+    CONFLICTS,
+    IDEMPOTENCY_HITS,
+    JOB_RUNS,
+    OPS,
+    OUTBOX_LAG,
+    PROJECTOR_LAG,
+    PUSH_SECONDS,
+    REMINDER_BACKLOG_AGE,
+    REMINDERS,
+    WS_CONNECTIONS,
+    render_metrics,
+)
+from gateway.context import Gateway, GatewayDep
+from gateway.openapi import ADMIN_SECURITY, errors
+
+#: Litestar appends ``; charset=utf-8`` to text types.
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+
+class PushFigures(msgspec.Struct, frozen=True, kw_only=True):
+    count: int
+    seconds_total: float
+
+
+class BusFigures(msgspec.Struct, frozen=True, kw_only=True):
+    connected: bool
+    dropped_publishes: int
+
+
+class Diagnostics(msgspec.Struct, frozen=True, kw_only=True):
+    """Figures for each failure mode of DESIGN.md: counts only, never values."""
+
+    ops_by_status: dict[str, int]
+    idempotency_hits_by_route: dict[str, int]
+    conflicts_by_field: dict[str, int]
+    auth_failures_by_reason: dict[str, int]
+    ws_connections: int
+    pushes: PushFigures
+    reminders_by_outcome: dict[str, int]
+    reminder_backlog_age_seconds: float
+    scheduler_job_runs: dict[str, int]
+    projector_lag_events: int
+    outbox_lag_events: int
+    bus: BusFigures
+
+
+def _samples(metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
+    found = []
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith(suffix):
+                found.append((sample.labels, sample.value))
+    return found
+
+
+def _by(metric: MetricWrapperBase, *labels: str, suffix: str = "_total") -> dict[str, int]:
+    out: dict[str, int] = {}
+    for sample_labels, value in _samples(metric, suffix):
+        key = ".".join(sample_labels.get(label, "") for label in labels)
+        out[key] = out.get(key, 0) + int(value)
+    return out
+
+
+def _gauge(metric: MetricWrapperBase) -> float:
+    values = [value for _, value in _samples(metric, "")]
+    return max(values) if values else 0.0
+
+
+def diagnostics(gw: Gateway) -> Diagnostics:
+    """The figures of this process, read from its Prometheus registry."""
+    return Diagnostics(
+        ops_by_status=_by(OPS, "status"),
+        idempotency_hits_by_route=_by(IDEMPOTENCY_HITS, "route"),
+        conflicts_by_field=_by(CONFLICTS, "entity_type", "field"),
+        auth_failures_by_reason=_by(AUTH_FAILURES, "reason"),
+        ws_connections=int(_gauge(WS_CONNECTIONS)),
+        pushes=PushFigures(
+            count=sum(_by(PUSH_SECONDS, suffix="_count").values()),
+            seconds_total=sum(v for _, v in _samples(PUSH_SECONDS, "_sum")),
+        ),
+        reminders_by_outcome=_by(REMINDERS, "outcome"),
+        reminder_backlog_age_seconds=_gauge(REMINDER_BACKLOG_AGE),
+        scheduler_job_runs=_by(JOB_RUNS, "job", "outcome"),
+        projector_lag_events=int(_gauge(PROJECTOR_LAG)),
+        outbox_lag_events=int(_gauge(OUTBOX_LAG)),
+        bus=BusFigures(connected=gw.bus.connected, dropped_publishes=gw.bus.dropped),
+    )
+
+
+async def require_admin(request: Request[Any, Any, Any], gw: GatewayDep) -> None:
+    """The ``admin`` dependency: the operator's bearer token, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = gw.settings.admin_token
+    ok = (
+        expected is not None
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(token.strip().encode(), expected.encode())
+    )
+    if not ok:
+        raise Unauthenticated("operator routes need the admin token")
+
+
+@get("/metrics", responses=errors(401, 405), summary="Prometheus metrics")
+async def metrics(admin: NamedDependency[None]) -> Response[bytes]:
+    """The Prometheus text exposition (format 0.0.4)."""
+    return Response(content=render_metrics(), media_type=PROMETHEUS_TEXT)
+
+
+@get("/v1/diagnostics", responses=errors(401, 405), summary="Failure-mode figures (JSON)")
+async def diagnostics_json(admin: NamedDependency[None], gw: GatewayDep) -> Diagnostics:
+    """Counts for each failure mode: ops by status, idempotency hits, conflicts, auth
+    failures, connections, reminders, lags."""
+    return diagnostics(gw)
+
+
+def _rows(title: str, values: dict[str, Any]) -> str:
+    cells = "".join(
+        f"<tr><td>{html.escape(str(k) or '-')}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in sorted(values.items())
+    )
+    return f"<h2>{html.escape(title)}</h2><table>{cells or '<tr><td>none</td></tr>'}</table>"
+
+
+@get(
+    "/diagnostics",
+    media_type="text/html",
+    responses=errors(401, 405),
+    summary="The diagnostics page",
+)
+async def diagnostics_page(admin: NamedDependency[None], gw: GatewayDep) -> str:
+    """A plain HTML view of ``/v1/diagnostics``."""
+    figures = msgspec.to_builtins(diagnostics(gw))
+    scalars = {k: v for k, v in figures.items() if not isinstance(v, dict)}
+    sections = [_rows("Overview", scalars)]
+    sections += [_rows(k.replace("_", " "), v) for k, v in figures.items() if isinstance(v, dict)]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Concord diagnostics</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 12px}</style></head>"
+        "<body><h1>Concord diagnostics</h1>" + "".join(sections) + "</body></html>"
+    )
+
+
+operator_router = Router(
+    path="/",
+    route_handlers=[metrics, diagnostics_json, diagnostics_page],
+    dependencies={"admin": Provide(require_admin)},
+    security=ADMIN_SECURITY,
+    tags=["operator"],
+)

@@ -1,0 +1,193 @@
+"""Reads: merged entity states, one entity (optionally as of a seq), its history, the
+schema, and a space's reminders.
+
+Until the projector's read models land these fold from the log through the store's
+replay functions; the answers are the same either way (DESIGN invariant 4). Entity
+types outside the schema, ``_member`` included, are not readable: 404 in paths, 400 as
+a ``type`` filter.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Router, get
+from litestar.di import Provide
+from litestar.params import FromPath, QueryParameter
+
+from core.errors import BadMessage, NotFound
+from core.wire import (
+    EntityList,
+    EntityResponse,
+    FieldState,
+    HistoryResponse,
+    ReminderList,
+    ReminderStatus,
+)
+from crdt import EntityState, EntityTypeSpec, Schema
+from gateway.auth import PrincipalDep, provide_principal
+from gateway.context import Gateway, GatewayDep
+from gateway.examples import ENTITY_ANSWER, ok
+from gateway.openapi import SPACE, USER_SECURITY, errors
+from gateway.params import MAX_SEQ, PageAfter, PageLimit, page_size, path_entity_id, uuid_path
+from gateway.spaces import require_member
+
+_FIELDS = msgspec.json.Decoder(dict[str, FieldState])
+_ENCODER = msgspec.json.Encoder()
+
+
+def entity_spec(schema: Schema, entity_type: str) -> EntityTypeSpec | None:
+    return None if entity_type.startswith("_") else schema.entity_types.get(entity_type)
+
+
+def entity_response(state: EntityState, spec: EntityTypeSpec, seq: int) -> EntityResponse:
+    view = state.view(spec)
+    return EntityResponse(
+        entity_type=view.entity_type,
+        entity_id=view.entity_id,
+        seq=seq,
+        deleted=view.deleted,
+        edited_while_deleted=view.edited_while_deleted,
+        fields=_FIELDS.decode(_ENCODER.encode(view.fields)),
+    )
+
+
+def _readable(gw: Gateway, entity_type: str, entity_id: str) -> tuple[EntityTypeSpec, str]:
+    spec = entity_spec(gw.schema, entity_type)
+    if spec is None:
+        raise NotFound("no such entity type")
+    return spec, path_entity_id(entity_id)
+
+
+def _list_cursor(entity_type: str, entity_id: str) -> str:
+    return f"{entity_type}/{entity_id}"
+
+
+def _page_entities(
+    states: dict[tuple[str, str], EntityState],
+    gw: GatewayDep,
+    entity_type: str | None,
+    include_deleted: bool,
+    after: str | None,
+) -> list[tuple[str, str, EntityState, EntityTypeSpec]]:
+    chosen = []
+    for (etype, eid), state in sorted(states.items()):
+        spec = entity_spec(gw.schema, etype)
+        if spec is None or (entity_type is not None and etype != entity_type):
+            continue
+        if after is not None and _list_cursor(etype, eid) <= after:
+            continue
+        if not state.has_client_events or (not include_deleted and state.deleted_by()):
+            continue
+        chosen.append((etype, eid, state, spec))
+    return chosen
+
+
+@get(
+    "/{space_id:str}/entities",
+    responses=errors(*SPACE),
+    summary="Merged current states of a space's entities",
+)
+async def list_entities(
+    space_id: Annotated[str, uuid_path("the space")],
+    principal: PrincipalDep,
+    gw: GatewayDep,
+    type: Annotated[str | None, QueryParameter(description="only this entity type")] = None,
+    include_deleted: Annotated[bool, QueryParameter(description="also deleted entities")] = False,
+    limit: PageLimit = None,
+    after: PageAfter = None,
+) -> EntityList:
+    """Ordered by (entity_type, entity_id); every state reflects the same ``seq``."""
+    target, _ = await require_member(gw, principal, space_id)
+    if type is not None and entity_spec(gw.schema, type) is None:
+        raise BadMessage("type: not an entity type of the schema")
+    size = page_size(limit)
+    states, seq = await gw.store.replay_space(target)
+    chosen = _page_entities(states, gw, type, include_deleted, after)
+    page = chosen[:size]
+    entities = [entity_response(state, spec, seq) for _, _, state, spec in page]
+    more = len(chosen) > size
+    return EntityList(
+        entities=entities, seq=seq, next=_list_cursor(*page[-1][:2]) if more else None
+    )
+
+
+@get(
+    "/{space_id:str}/entities/{entity_type:str}/{entity_id:str}",
+    responses={**ok(200, EntityResponse, "merged state", ENTITY_ANSWER), **errors(*SPACE)},
+    summary="One entity's merged state",
+)
+async def read_entity(
+    space_id: Annotated[str, uuid_path("the space")],
+    entity_type: FromPath[str],
+    entity_id: FromPath[str],
+    principal: PrincipalDep,
+    gw: GatewayDep,
+    as_of_seq: Annotated[
+        int | None, QueryParameter(ge=0, le=MAX_SEQ, description="replay the log up to this seq")
+    ] = None,
+) -> EntityResponse:
+    """404 when the entity has no client event (up to ``as_of_seq``)."""
+    target, _ = await require_member(gw, principal, space_id)
+    spec, eid = _readable(gw, entity_type, entity_id)
+    state, seq = await gw.store.replay_entity(target, entity_type, eid, as_of_seq)
+    if state is None or not state.has_client_events:
+        raise NotFound("no such entity")
+    return entity_response(state, spec, seq)
+
+
+@get(
+    "/{space_id:str}/entities/{entity_type:str}/{entity_id:str}/history",
+    responses=errors(*SPACE),
+    summary="One entity's events in seq order",
+)
+async def entity_history(
+    space_id: Annotated[str, uuid_path("the space")],
+    entity_type: FromPath[str],
+    entity_id: FromPath[str],
+    principal: PrincipalDep,
+    gw: GatewayDep,
+    limit: PageLimit = None,
+    after: Annotated[int, QueryParameter(ge=0, le=MAX_SEQ, description="a seq (`next`)")] = 0,
+) -> HistoryResponse:
+    """Client and server events of the entity; empty for an entity never written."""
+    target, _ = await require_member(gw, principal, space_id)
+    _, eid = _readable(gw, entity_type, entity_id)
+    size = page_size(limit)
+    events = await gw.store.entity_events(target, entity_type, eid, after, size + 1)
+    page = events[:size]
+    return HistoryResponse(events=page, next=str(page[-1].seq) if len(events) > size else None)
+
+
+@get(
+    "/{space_id:str}/reminders",
+    responses=errors(*SPACE),
+    summary="Every reminder of a space, whatever its status",
+)
+async def list_reminders(
+    space_id: Annotated[str, uuid_path("the space")],
+    principal: PrincipalDep,
+    gw: GatewayDep,
+    status: Annotated[ReminderStatus | None, QueryParameter(description="only this status")] = None,
+    limit: PageLimit = None,
+    after: PageAfter = None,
+) -> ReminderList:
+    """Empty until the scheduler keeps reminders (the route and its shape are final)."""
+    await require_member(gw, principal, space_id)
+    return ReminderList(reminders=[], next=None)
+
+
+spaces_reads_router = Router(
+    path="/v1/spaces",
+    route_handlers=[list_entities, read_entity, entity_history, list_reminders],
+    dependencies={"principal": Provide(provide_principal)},
+    security=USER_SECURITY,
+    tags=["reads"],
+)
+
+
+@get("/v1/schema", responses=errors(405), tags=["reads"], summary="The schema and its version")
+async def read_schema(gw: GatewayDep) -> Schema:
+    """Entity types, their fields, merge rules and limits (PROTOCOL section 3)."""
+    return gw.schema

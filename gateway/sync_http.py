@@ -1,0 +1,113 @@
+"""``POST /v1/sync/push`` and ``GET /v1/sync/pull``: sync without a WebSocket.
+
+A push is checked in PROTOCOL order: authentication (an expired token is 401
+``auth_expired`` for the whole request), size (413), the device's rate (429), the
+caller's role in the push's space (over HTTP a non-member's push is answered 404 and a
+reader's 403 as a whole, nothing stored), then each op by the store. The answer comes
+after COMMIT; then a hint goes out on ``<prefix>.space.<space_id>`` (best effort).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from litestar import Router, get, post
+from litestar.di import Provide
+from litestar.params import QueryParameter
+
+from core.errors import BadMessage, Forbidden, NotFound, TooLarge
+from core.metrics import IDEMPOTENCY_HITS, PUSH_SECONDS
+from core.ops import push_space
+from core.ports import AppendOutcome
+from core.wire import PullResponse, PushRequest, PushResponse
+from gateway.auth import PrincipalDep, provide_principal
+from gateway.context import GatewayDep
+from gateway.examples import PULL_ANSWER, PUSH_ANSWER, PUSH_BODY, ok
+from gateway.limits import push_allowed
+from gateway.openapi import SPACE, USER_SECURITY, errors
+from gateway.params import BATCH_ID_MAX, MAX_SEQ, page_size, uuid_query
+from gateway.spaces import require_member
+
+DEFAULT_PULL = 500
+
+
+def _refused_as_a_whole(outcome: AppendOutcome) -> None:
+    """The store re-checks the role under the space lock; if it refused every op for the
+    role (a removal that raced the pre-check), answer the request as a whole."""
+    codes = {r.error.code if r.error else None for r in outcome.results}
+    if outcome.results and codes == {"not_found"}:
+        raise NotFound("no such space")
+    if outcome.results and codes == {"forbidden"}:
+        raise Forbidden("readers may not push")
+
+
+@post(
+    "/push",
+    status_code=200,
+    responses={
+        **ok(200, PushResponse, "one result per op", PUSH_ANSWER),
+        **errors(*SPACE, 403, 413, 429),
+    },
+    summary="Push a batch of operations",
+)
+async def push(
+    data: Annotated[PushRequest, PUSH_BODY], principal: PrincipalDep, gw: GatewayDep
+) -> PushResponse:
+    """One result per op, in the order sent, after COMMIT (PROTOCOL section 4)."""
+    started = time.perf_counter()
+    limits = gw.options.limits
+    if len(data.ops) > limits.max_ops_per_push:
+        raise TooLarge(f"more than max_ops_per_push ({limits.max_ops_per_push}) ops")
+    if len(data.batch_id) > BATCH_ID_MAX:
+        raise BadMessage(f"batch_id: at most {BATCH_ID_MAX} characters")
+    push_allowed(gw.push_buckets, principal.device_id, time.monotonic())
+    space_id = push_space(data.ops)
+    if space_id is not None:
+        _, role = await require_member(gw, principal, space_id)
+        if role == "reader":
+            raise Forbidden("readers may not push")
+    outcome = await gw.store.append(
+        user_id=principal.user_id, device_id=principal.device_id, ops=data.ops
+    )
+    _refused_as_a_whole(outcome)
+    duplicates = sum(1 for r in outcome.results if r.status == "duplicate")
+    if duplicates:
+        IDEMPOTENCY_HITS.labels(route="http").inc(duplicates)
+    await gw.hints.space(outcome.space_id, outcome.events)
+    PUSH_SECONDS.observe(time.perf_counter() - started)
+    return PushResponse(
+        batch_id=data.batch_id, server_lamport=outcome.server_lamport, results=outcome.results
+    )
+
+
+@get(
+    "/pull",
+    responses={**ok(200, PullResponse, "events and the head", PULL_ANSWER), **errors(*SPACE)},
+    summary="Read a space's events after a seq",
+)
+async def pull(
+    principal: PrincipalDep,
+    gw: GatewayDep,
+    space_id: Annotated[str, uuid_query("the space")],
+    after: Annotated[int, QueryParameter(ge=0, le=MAX_SEQ, description="the last seq held")] = 0,
+    limit: Annotated[
+        int | None, QueryParameter(ge=1, description="default 500, clamped to max_pull_limit")
+    ] = None,
+) -> PullResponse:
+    """Events after ``after`` in seq order, and the head; read on until the last seq is
+    the head."""
+    target, _ = await require_member(gw, principal, space_id)
+    size = page_size(limit, default=DEFAULT_PULL, cap=gw.options.limits.max_pull_limit)
+    events = await gw.store.read(target, after, size)
+    head = await gw.store.head(target)  # read after the events: head >= their last seq
+    return PullResponse(events=events, head=max(head, events[-1].seq if events else 0))
+
+
+sync_router = Router(
+    path="/v1/sync",
+    route_handlers=[push, pull],
+    dependencies={"principal": Provide(provide_principal)},
+    security=USER_SECURITY,
+    tags=["sync"],
+)

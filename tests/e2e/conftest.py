@@ -1,0 +1,251 @@
+"""A real gateway process on a free port, on this run's PostgreSQL and NATS.
+
+``gateway`` is the session's server (``python -m core.cli gateway``) with light argon2
+parameters and loose address throttles, so the suite stays fast on two cores; the
+protocol's defaults (the 30 s refresh grace window, per-account login throttling) are
+kept. ``start_gateway(options)`` starts another one with other options (a short grace
+window, a small push bucket) for the tests that need them. ``Api`` wraps httpx with the
+few steps every test repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import pytest
+
+from core.embedded import free_port
+from core.settings import Settings
+from tests.conftest import service_env
+
+#: Fast hashing and no address throttle: tests register many users from 127.0.0.1.
+BASE_OPTIONS: dict[str, Any] = {
+    "argon2_time_cost": 1,
+    "argon2_memory_cost": 8192,
+    "argon2_parallelism": 1,
+    "login_address_attempts": 1_000_000,
+    "push_rate": 1000.0,
+    "push_burst": 1000,
+}
+
+
+@dataclass
+class GatewayProcess:
+    """One ``concord gateway`` subprocess."""
+
+    settings: Settings
+    options: dict[str, Any]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60, attempts: int = 3) -> None:
+        """Start and wait for ``/readyz``; a port taken meanwhile is retried on another."""
+        for _ in range(attempts):
+            if self._start_once(timeout):
+                return
+            self.port = free_port()
+        raise AssertionError(f"no free port after {attempts} attempts:\n{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+    def _start_once(self, timeout: float) -> bool:
+        env = service_env(self.settings)
+        env["CONCORD_TEST_GATEWAY_OPTIONS"] = json.dumps(self.options)
+        env["CONCORD_LOG_LEVEL"] = "warning"
+        env.update(self.env)
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "core.cli", "gateway", "--port", str(self.port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                if "already in use" in self._log_tail():
+                    return False
+                raise AssertionError(f"gateway exited:\n{self._log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gateway not ready in {timeout}s:\n{self._log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class StartGateway(Protocol):
+    def __call__(
+        self, options: dict[str, Any], env: dict[str, str] | None = None
+    ) -> GatewayProcess: ...
+
+
+@pytest.fixture(scope="session")
+def start_gateway(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StartGateway]:
+    """Start gateway processes with extra options (and environment); all are stopped at
+    the end of the session."""
+    started: list[GatewayProcess] = []
+    logs = tmp_path_factory.mktemp("gateway-logs")
+
+    def start(options: dict[str, Any], env: dict[str, str] | None = None) -> GatewayProcess:
+        process = GatewayProcess(
+            settings,
+            {**BASE_OPTIONS, **options},
+            logs / f"gateway-{len(started)}.log",
+            env=dict(env or {}),
+        )
+        started.append(process)
+        process.start()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(start_gateway: StartGateway) -> GatewayProcess:
+    return start_gateway({})
+
+
+# --------------------------------------------------------------------------- client helpers
+
+
+@dataclass
+class Session:
+    """A signed-in device as the tests see it."""
+
+    email: str
+    password: str
+    user_id: str
+    device_id: str
+    access_token: str
+    refresh_token: str
+    personal_space_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+    def update(self, body: dict[str, Any]) -> Session:
+        self.access_token = body["access_token"]
+        self.refresh_token = body["refresh_token"]
+        self.device_id = body["device_id"]
+        return self
+
+
+class Api:
+    """httpx against one gateway, plus the steps tests repeat."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def register(self, *, device_name: str = "laptop", password: str = "correct horse") -> Session:
+        email = f"user-{uuid.uuid4().hex[:12]}@example.test"
+        r = self.http.post(
+            "/v1/auth/register",
+            json={"email": email, "password": password, "device_name": device_name},
+        )
+        assert r.status_code == 201, r.text
+        body = r.json()
+        return Session(email=email, password=password, **_session_fields(body))
+
+    def login(self, user: Session, *, device_id: str | None = None, name: str = "phone") -> Session:
+        payload: dict[str, Any] = {"email": user.email, "password": user.password}
+        payload["device_name"] = name
+        if device_id is not None:
+            payload["device_id"] = device_id
+        r = self.http.post("/v1/auth/login", json=payload)
+        assert r.status_code == 200, r.text
+        return Session(email=user.email, password=user.password, **_session_fields(r.json()))
+
+    def refresh(self, token: str) -> httpx.Response:
+        return self.http.post("/v1/auth/refresh", json={"refresh_token": token})
+
+    def create_space(self, user: Session, name: str = "shared") -> str:
+        r = self.http.post("/v1/spaces", json={"name": name}, headers=user.headers)
+        assert r.status_code == 201, r.text
+        space_id: str = r.json()["space_id"]
+        return space_id
+
+    def add_member(self, owner: Session, space_id: str, email: str, role: str) -> None:
+        r = self.http.post(
+            f"/v1/spaces/{space_id}/members",
+            json={"email": email, "role": role},
+            headers=owner.headers,
+        )
+        assert r.status_code == 202, r.text
+
+    def push(self, user: Session, ops: list[Any], batch_id: str | None = None) -> httpx.Response:
+        return self.http.post(
+            "/v1/sync/push",
+            json={"batch_id": batch_id or uuid.uuid4().hex, "ops": ops},
+            headers=user.headers,
+        )
+
+
+def _session_fields(body: dict[str, Any]) -> dict[str, str]:
+    keys = ("user_id", "device_id", "access_token", "refresh_token", "personal_space_id")
+    return {k: body[k] for k in keys}
+
+
+def set_op(
+    space_id: str,
+    entity_id: str,
+    value: Any,
+    *,
+    field: str = "title",
+    lamport: int = 1,
+    pred: list[str] | None = None,
+    op_id: str | None = None,
+) -> dict[str, Any]:
+    """A ``set`` of a task field (a valid op unless the arguments make it invalid)."""
+    return {
+        "op_id": op_id or str(uuid.uuid4()),
+        "space_id": space_id,
+        "entity_type": "task",
+        "entity_id": entity_id,
+        "kind": "set",
+        "field": field,
+        "value": value,
+        "pred": pred or [],
+        "lamport": lamport,
+    }
+
+
+@pytest.fixture
+def api(gateway: GatewayProcess) -> Iterator[Api]:
+    client = Api(gateway.base_url)
+    yield client
+    client.close()

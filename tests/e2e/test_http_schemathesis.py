@@ -1,0 +1,182 @@
+"""Schemathesis against ``/schema/openapi.json`` of a real gateway, authenticated.
+
+The document is built at collection time from ``create_app`` (the same code the server
+runs; ``test_served_document_is_the_tested_one`` checks that the server serves exactly
+it). Hypothesis is driven directly from schemathesis strategies, one pytest test per
+operation and generation mode: schemathesis's own pytest integration neither works with
+pytest 9 (lazy loading) nor under xdist (``make test`` runs ``-n 2``).
+
+Every operation gets up to ``EXAMPLES`` cases of positive and of negative data, and
+each answer goes through ``CHECKS``. Half of the positive cases that name a space point
+at a space the caller owns, so member paths are exercised too, not only the 404 of
+unknown spaces. ``test_case_count`` (last in this module) asserts the total.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    ignored_auth,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from core.settings import Settings
+from gateway.app import create_app
+from gateway.options import GatewayOptions
+from tests.e2e.conftest import Api, GatewayProcess, Session
+
+#: What "conforms" means here: no 5xx, and every answer as documented (status, content
+#: type, headers, body schema), auth enforced. (Undeclared methods: 405 with ``Allow``,
+#: checked by ``test_undocumented_methods_are_405_with_allow``.)
+#: Not run: ``positive_data_acceptance`` (opaque cursors and checks JSON Schema cannot
+#: state, like email syntax, are documented 400s) and ``negative_data_rejection``
+#: (unknown query parameters are ignored on purpose, for forward compatibility).
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    ignored_auth,
+]
+EXAMPLES = 35
+MINIMUM_CASES = 1000
+_cases: list[str] = []
+
+
+class Caller:
+    """The authenticated user of the run and a throwaway one for logout."""
+
+    def __init__(self, base_url: str) -> None:
+        api = Api(base_url)
+        try:
+            self.user: Session = api.register(device_name="schemathesis")
+            self.spare: Session = api.register(device_name="spare")
+        finally:
+            api.close()
+        self.base_url = base_url
+
+    def fresh_token(self) -> str:
+        """A new session of the spare user (logout cases revoke theirs)."""
+        r = httpx.post(
+            f"{self.base_url}/v1/auth/login",
+            json={"email": self.spare.email, "password": self.spare.password, "device_name": "s"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        token: str = r.json()["access_token"]
+        return token
+
+
+@pytest.fixture(scope="module")
+def caller(gateway: GatewayProcess) -> Caller:
+    return Caller(gateway.base_url)
+
+
+def _document() -> dict[str, Any]:
+    app = create_app(Settings(secret_key="x" * 32), options=GatewayOptions())
+    document: dict[str, Any] = app.openapi_schema.to_schema()
+    return document
+
+
+DOCUMENT = _document()
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+
+
+def test_served_document_is_the_tested_one(gateway: GatewayProcess) -> None:
+    served = httpx.get(f"{gateway.base_url}/schema/openapi.json", timeout=30)
+    assert served.status_code == 200
+    assert served.json() == json.loads(json.dumps(DOCUMENT))
+
+
+def _aim_at_own_space(case: Any, space_id: str, rng: random.Random) -> None:
+    """Half of the positive cases name the caller's own space instead of a random UUID."""
+    if not case.meta.generation.mode.is_positive or rng.random() < 0.5:
+        return
+    if case.path_parameters and "space_id" in case.path_parameters:
+        case.path_parameters["space_id"] = space_id
+    if isinstance(case.query, dict) and "space_id" in case.query:
+        case.query["space_id"] = space_id
+
+
+#: Every operation of the document, as ``"METHOD /path"``.
+OPERATIONS = sorted(
+    f"{method.upper()} {path}" for path, item in DOCUMENT["paths"].items() for method in item
+)
+MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+
+
+def _has_inputs(label: str) -> bool:
+    """Negative data needs something to break: parameters or a body."""
+    method, path = label.split(" ", 1)
+    spec = DOCUMENT["paths"][path][method.lower()]
+    return bool(spec.get("parameters") or spec.get("requestBody"))
+
+
+@pytest.mark.parametrize("mode", MODES, ids=[m.value for m in MODES])
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_api_conforms(label: str, mode: GenerationMode, caller: Caller) -> None:
+    if mode is GenerationMode.NEGATIVE and not _has_inputs(label):
+        pytest.skip("nothing to generate negatively")
+    operation = schema.find_operation_by_label(label)
+    assert operation is not None
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(case: Any) -> None:
+        rng = random.Random(len(_cases))
+        _aim_at_own_space(case, caller.user.personal_space_id, rng)
+        token = caller.user.access_token
+        if case.operation.path == "/v1/auth/logout":
+            token = caller.fresh_token()
+        _cases.append(label)
+        case.call_and_validate(
+            base_url=caller.base_url, headers={"Authorization": f"Bearer {token}"}, checks=CHECKS
+        )
+
+    run()
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+@pytest.mark.parametrize("path", sorted(DOCUMENT["paths"]))
+def test_undocumented_methods_are_405_with_allow(path: str, caller: Caller) -> None:
+    documented = {m.upper() for m in DOCUMENT["paths"][path]}
+    concrete = path.format(
+        space_id=caller.user.personal_space_id,
+        user_id=caller.user.user_id,
+        device_id=caller.user.device_id,
+        entity_type="task",
+        entity_id="t-1",
+    )
+    headers = {"Authorization": f"Bearer {caller.user.access_token}"}
+    for method in sorted(set(_METHODS) - documented):
+        r = httpx.request(method, caller.base_url + concrete, headers=headers, timeout=30)
+        _cases.append(f"{method} {path}")
+        assert r.status_code == 405, (method, path, r.text)
+        assert r.json()["error"]["code"] == "bad_message"
+        assert documented <= {m.strip() for m in r.headers["allow"].split(",")}
+
+
+def test_case_count() -> None:
+    """Runs after the generated tests of this module: enough cases, over every route."""
+    assert len(_cases) >= MINIMUM_CASES, len(_cases)
+    print(f"schemathesis: {len(_cases)} cases over {len(set(_cases))} operations")
