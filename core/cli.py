@@ -177,6 +177,7 @@ def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:
         lifespan="on",
         ws_max_size=16 * 1024 * 1024,
         timeout_graceful_shutdown=10,
+        access_log=False,  # the gateway logs one structured line per request itself
     )
     server = Server(config)
     # uvicorn handles SIGTERM gracefully and re-raises it once it has stopped; by then

@@ -74,6 +74,8 @@ class Revocation(_Payload, frozen=True, kw_only=True):
     """Sessions revoked (logout, device revocation, refresh reuse): close their sockets."""
 
     session_ids: list[str]
+    #: Token generations (refresh tokens) revoked without their whole session.
+    token_ids: list[str] = msgspec.field(default_factory=list)
 
 
 class MembershipChange(_Payload, frozen=True, kw_only=True):

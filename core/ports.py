@@ -100,6 +100,12 @@ class EventStore(Protocol):
         seq the state reflects. None when the entity has no event."""
         ...
 
+    async def replay_space(
+        self, space_id: str, as_of_seq: int | None = None
+    ) -> tuple[dict[tuple[str, str], EntityState], int]:
+        """Every entity of the space folded from the log up to ``as_of_seq``, and that seq."""
+        ...
+
     async def verify(self, space_id: str) -> int | None:
         """Recompute the hash chain; the first broken seq, or None when intact."""
         ...

@@ -28,6 +28,7 @@ from core.errors import (
     TooLarge,
     Unauthenticated,
 )
+from core.metrics import AUTH_FAILURES
 from core.wire import (
     Auth,
     AuthExpiring,
@@ -252,9 +253,11 @@ class Connection:
         try:
             claims = self.gw.access.verify(token, now=time.time())
         except Unauthenticated:
+            AUTH_FAILURES.labels(reason="invalid_token").inc()
             await self.close(CLOSE_UNAUTHENTICATED, "invalid token")
             raise Closed from None
         if await self.gw.revocations.is_revoked(claims.session_id, claims.generation):
+            AUTH_FAILURES.labels(reason="revoked").inc()
             await self.close(CLOSE_UNAUTHENTICATED, "session revoked")
             raise Closed
         return claims
@@ -262,6 +265,7 @@ class Connection:
     async def _hello(self, hello: Hello) -> None:
         claims = await self._verify(hello.token)
         if claims.expired:
+            AUTH_FAILURES.labels(reason="expired").inc()
             await self.close(CLOSE_UNAUTHENTICATED, "token expired: refresh, then connect")
             raise Closed
         self.user_id, self.device_id = claims.user_id, claims.device_id
@@ -288,9 +292,11 @@ class Connection:
     async def _auth(self, token: str) -> None:
         claims = await self._verify(token)
         if claims.user_id != self.user_id or claims.device_id != self.device_id:
+            AUTH_FAILURES.labels(reason="wrong_device").inc()
             await self.close(CLOSE_UNAUTHENTICATED, "token of another user or device")
             raise Closed
         if claims.expired:
+            AUTH_FAILURES.labels(reason="expired").inc()
             await self.send_error(AuthExpired("this token has expired too"))
             return
         self._adopt(claims)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from core.errors import AuthExpired, ConcordError, TooLarge, Unavailable
-from core.metrics import PUSH_SECONDS
+from core.metrics import AUTH_FAILURES, OPS, PUSH_SECONDS
 from core.wire import OpResult, Push, PushResult
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ async def handle_push(conn: Connection, push: Push, size: int) -> None:
     lamport, events_head, space_id = 0, 0, None
     refusal: ConcordError | None = None
     if conn.expired():
+        AUTH_FAILURES.labels(reason="expired").inc()
+        OPS.labels(status="rejected").inc(len(push.ops))
         refusal = AuthExpired("access token expired: renew with auth, then resend")
     else:
         refusal = conn.rate_limit()
