@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,18 @@ def _with_database(dsn: str, database: str) -> str:
     base, _, query = dsn.partition("?")
     head, _, _ = base.rpartition("/")
     return f"{head}/{database}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A private directory outside pytest's basetemp, for embedded PostgreSQL data.
+
+    As root, PostgreSQL runs as user ``pgserver``, which must traverse the path; pytest
+    resets ``/tmp/pytest-of-<user>`` to mode 0700 whenever any pytest process starts,
+    which would lock a running server out of its own data directory."""
+    path = Path(tempfile.mkdtemp(prefix="concord-scratch-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

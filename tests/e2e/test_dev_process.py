@@ -74,8 +74,8 @@ class DevProcess:
 
 
 @pytest.fixture
-def dev(tmp_path: Path) -> Iterator[DevProcess]:
-    process = DevProcess(tmp_path / "data")
+def dev(scratch_dir: Path) -> Iterator[DevProcess]:
+    process = DevProcess(scratch_dir / "data")
     yield process
     if process.proc is not None and process.proc.poll() is None:
         process.stop()
@@ -146,14 +146,14 @@ def test_invalid_port_is_one_line() -> None:
     assert "CONCORD_PORT: 70000 is out of range" in _one_line_error(["dev", "--port", "70000"])
 
 
-def test_taken_port_is_one_line(tmp_path: Path) -> None:
+def test_taken_port_is_one_line(scratch_dir: Path) -> None:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        line = _one_line_error(["dev", "--port", str(port), "--data-dir", str(tmp_path / "d")])
+        line = _one_line_error(["dev", "--port", str(port), "--data-dir", str(scratch_dir / "d")])
     assert f"port {port} on 127.0.0.1 is already in use" in line
 
 

@@ -27,14 +27,14 @@ async def _wait_for(
     raise AssertionError(f"/readyz never became {status} {overall}: {body}")
 
 
-async def test_readyz_follows_its_dependencies(tmp_path: Path) -> None:
-    pg, nats = EmbeddedPostgres(tmp_path), EmbeddedNats(tmp_path)
+async def test_readyz_follows_its_dependencies(scratch_dir: Path) -> None:
+    pg, nats = EmbeddedPostgres(scratch_dir), EmbeddedNats(scratch_dir)
     settings = Settings(
         database_url=await asyncio.to_thread(pg.start),
         nats_url=await asyncio.to_thread(nats.start),
         secret_key=TEST_SECRET,
         admin_token=TEST_ADMIN_TOKEN,
-        data_dir=tmp_path,
+        data_dir=scratch_dir,
     )
     try:
         async with AsyncTestClient(create_app(settings)) as client:
