@@ -1,0 +1,255 @@
+"""The diagnostics page: ``GET /diagnostics`` (static HTML, CSS, JavaScript; no build step)
+and ``GET /v1/diagnostics/activity`` (the recent activity it shows beside the counters of
+``GET /v1/diagnostics``).
+
+Every route needs the admin token (``Authorization: Bearer <CONCORD_ADMIN_TOKEN>``),
+except the static assets. The page takes the token from ``?token=`` (then drops it from
+the address bar) or from its sign-in box (a browser without the token gets the page as
+a 401 showing that box), keeps it in the tab's ``sessionStorage`` only, and calls the
+JSON routes with it. Counts and ids only: no field value ever leaves these routes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+from litestar import Request, Response, Router, get
+from litestar.di import NamedDependency, Provide
+
+from core.errors import NotFound, Unauthenticated
+from gateway.context import GatewayDep
+from gateway.openapi import ADMIN_SECURITY, errors
+from gateway.operator import require_admin
+
+STATIC = Path(__file__).with_name("static")
+ASSETS = {"diagnostics.js": "text/javascript", "diagnostics.css": "text/css"}
+#: The page talks only to its own origin and runs only its own script.
+PAGE_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+}
+RECENT = 20
+#: Recent events come from this window of the log only (a bounded scan; see
+#: docs/observability.md on the index that keeps it cheap on large logs).
+EVENT_WINDOW = "1 hour"
+QUERY_TIMEOUT = 2.0
+
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+class EventRow(msgspec.Struct, frozen=True, kw_only=True):
+    space_id: str
+    seq: int
+    op_id: str
+    kind: str
+    entity_type: str
+    entity_id: str
+    field: str | None
+    device_id: str
+    recorded_at: str
+
+
+class JobRunRow(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: int
+    job: str
+    instance: str
+    outcome: str
+    started_at: str
+    duration_ms: int | None
+    items: int
+
+
+class DeadReminder(msgspec.Struct, frozen=True, kw_only=True):
+    reminder_id: str
+    space_id: str
+    entity_type: str
+    entity_id: str
+    attempts: int
+    updated_at: str
+
+
+class DueBacklog(msgspec.Struct, frozen=True, kw_only=True):
+    count: int
+    oldest_age_seconds: float
+
+
+class Activity(msgspec.Struct, frozen=True, kw_only=True):
+    """What happened lately, from PostgreSQL (so it covers every process)."""
+
+    latest_events: list[EventRow]
+    latest_job_runs: list[JobRunRow]
+    reminders_by_status: dict[str, int]
+    dead_reminders: list[DeadReminder]
+    due_backlog: DueBacklog
+
+
+def _iso(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+async def _events(conn: Conn) -> list[EventRow]:
+    rows = await conn.fetch(
+        "SELECT space_id, seq, op_id, kind, entity_type, entity_id, field, device_id, "
+        f"recorded_at FROM events WHERE recorded_at > now() - interval '{EVENT_WINDOW}' "
+        "ORDER BY recorded_at DESC, seq DESC LIMIT $1",
+        RECENT,
+        timeout=QUERY_TIMEOUT,
+    )
+    return [
+        EventRow(
+            space_id=str(r["space_id"]),
+            seq=r["seq"],
+            op_id=str(r["op_id"]),
+            kind=r["kind"],
+            entity_type=r["entity_type"],
+            entity_id=r["entity_id"],
+            field=r["field"],
+            device_id=str(r["device_id"]),
+            recorded_at=_iso(r["recorded_at"]),
+        )
+        for r in rows
+    ]
+
+
+async def _job_runs(conn: Conn) -> list[JobRunRow]:
+    rows = await conn.fetch(
+        "SELECT run_id, job, instance, outcome, started_at, finished_at, items FROM job_runs "
+        "ORDER BY started_at DESC LIMIT $1",
+        RECENT,
+        timeout=QUERY_TIMEOUT,
+    )
+    return [
+        JobRunRow(
+            run_id=r["run_id"],
+            job=r["job"],
+            instance=r["instance"],
+            outcome=r["outcome"],
+            started_at=_iso(r["started_at"]),
+            duration_ms=None
+            if r["finished_at"] is None
+            else round((r["finished_at"] - r["started_at"]).total_seconds() * 1000),
+            items=r["items"],
+        )
+        for r in rows
+    ]
+
+
+async def _reminders(
+    conn: Conn,
+) -> tuple[dict[str, int], list[DeadReminder], DueBacklog]:
+    counts = await conn.fetch(
+        "SELECT status, count(*) AS n FROM reminders GROUP BY status", timeout=QUERY_TIMEOUT
+    )
+    dead = await conn.fetch(
+        "SELECT reminder_id, space_id, entity_type, entity_id, attempts, updated_at "
+        "FROM reminders WHERE status = 'dead' ORDER BY updated_at DESC LIMIT $1",
+        RECENT,
+        timeout=QUERY_TIMEOUT,
+    )
+    due = await conn.fetchrow(
+        "SELECT count(*) AS n, extract(epoch FROM now() - min(fire_at)) AS age "
+        "FROM reminders WHERE status = 'scheduled' AND fire_at <= now()",
+        timeout=QUERY_TIMEOUT,
+    )
+    dead_rows = [
+        DeadReminder(
+            reminder_id=str(r["reminder_id"]),
+            space_id=str(r["space_id"]),
+            entity_type=r["entity_type"],
+            entity_id=r["entity_id"],
+            attempts=r["attempts"],
+            updated_at=_iso(r["updated_at"]),
+        )
+        for r in dead
+    ]
+    backlog = DueBacklog(
+        count=due["n"] if due else 0,
+        oldest_age_seconds=float(due["age"]) if due and due["age"] is not None else 0.0,
+    )
+    return {r["status"]: r["n"] for r in counts}, dead_rows, backlog
+
+
+async def activity(pool: asyncpg.Pool) -> Activity:
+    """Recent events (ids only), job runs, and the reminders' state, from PostgreSQL."""
+    async with pool.acquire() as conn:
+        events = await _events(conn)
+        runs = await _job_runs(conn)
+        by_status, dead, backlog = await _reminders(conn)
+    return Activity(
+        latest_events=events,
+        latest_job_runs=runs,
+        reminders_by_status=by_status,
+        dead_reminders=dead,
+        due_backlog=backlog,
+    )
+
+
+@functools.cache
+def _read(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
+
+
+def _admin_token_in(request: Request[Any, Any, Any], expected: str | None) -> bool:
+    """True when the request carries the admin token (bearer header or ``?token=``)."""
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    candidates = [request.query_params.get("token", "")]
+    if scheme.lower() == "bearer":
+        candidates.append(bearer.strip())
+    return expected is not None and any(
+        c and hmac.compare_digest(c.encode(), expected.encode()) for c in candidates
+    )
+
+
+@get("/diagnostics", media_type="text/html", include_in_schema=False)
+async def diagnostics_page(request: Request[Any, Any, Any], gw: GatewayDep) -> Response[bytes]:
+    """The page shell: 200 with the admin token (header or ``?token=``). Without it a
+    browser gets the same shell as a 401, showing the sign-in box; other clients get
+    the usual 401 ``unauthenticated``. The shell holds no data either way."""
+    allowed = _admin_token_in(request, gw.settings.admin_token)
+    if not allowed and "text/html" not in request.headers.get("accept", ""):
+        raise Unauthenticated("operator routes need the admin token")
+    return Response(
+        _read("diagnostics.html"),
+        status_code=200 if allowed else 401,
+        media_type="text/html",
+        headers=PAGE_HEADERS,
+    )
+
+
+@get("/diagnostics/assets/{name:str}", include_in_schema=False)
+async def diagnostics_asset(name: str) -> Response[bytes]:
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise NotFound("no such asset")
+    return Response(_read(name), media_type=media_type, headers={"cache-control": "no-cache"})
+
+
+@get(
+    "/v1/diagnostics/activity",
+    responses=errors(401, 405),
+    summary="Recent events (ids only), job runs and reminder states",
+    dependencies={"admin": Provide(require_admin)},
+    security=ADMIN_SECURITY,
+)
+async def diagnostics_activity(admin: NamedDependency[None], gw: GatewayDep) -> Activity:
+    """What the diagnostics page lists beside the counters of ``/v1/diagnostics``."""
+    return await activity(gw.pool)
+
+
+panel_router = Router(
+    path="/",
+    route_handlers=[diagnostics_page, diagnostics_asset, diagnostics_activity],
+    tags=["operator"],
+)
