@@ -35,6 +35,7 @@ from gateway.limits import LoginThrottle, TokenBuckets
 from gateway.openapi import openapi_config
 from gateway.operator import operator_router
 from gateway.options import GatewayOptions, options_from_env
+from gateway.panel import panel_router
 from gateway.passwords import Passwords
 from gateway.reads import read_schema, spaces_reads_router
 from gateway.requestlog import before_send, request_id_middleware
@@ -223,6 +224,7 @@ def create_app(
             read_schema,
             operator_router,
             sync_socket,
+            panel_router,
         ],
         lifespan=[_resources, _websockets, _workers],
         state=State({"settings": settings, "options": chosen}),

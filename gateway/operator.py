@@ -7,7 +7,6 @@ user access tokens are refused with 401. They show counts and ids, never field v
 from __future__ import annotations
 
 import hmac
-import html
 from typing import Any
 
 import msgspec
@@ -32,6 +31,7 @@ from core.metrics import (
 )
 from gateway.context import Gateway, GatewayDep
 from gateway.openapi import ADMIN_SECURITY, errors
+from scheduler.queries import SchedulerDiagnostics, scheduler_diagnostics
 
 #: Litestar appends ``; charset=utf-8`` to text types.
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
@@ -62,6 +62,10 @@ class Diagnostics(msgspec.Struct, frozen=True, kw_only=True):
     projector_lag_events: int
     outbox_lag_events: int
     bus: BusFigures
+    #: From PostgreSQL, so right whichever process runs the scheduler: reminders by
+    #: status, the due backlog and its age, dead reminders with their last error, and
+    #: the latest job runs.
+    scheduler: SchedulerDiagnostics | None = None
 
 
 def _samples(metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
@@ -86,8 +90,9 @@ def _gauge(metric: MetricWrapperBase) -> float:
     return max(values) if values else 0.0
 
 
-def diagnostics(gw: Gateway) -> Diagnostics:
-    """The figures of this process, read from its Prometheus registry."""
+async def diagnostics(gw: Gateway) -> Diagnostics:
+    """The figures of this process (its Prometheus registry), plus the scheduler's
+    state read from PostgreSQL."""
     return Diagnostics(
         ops_by_status=_by(OPS, "status"),
         idempotency_hits_by_route=_by(IDEMPOTENCY_HITS, "route"),
@@ -104,6 +109,7 @@ def diagnostics(gw: Gateway) -> Diagnostics:
         projector_lag_events=int(_gauge(PROJECTOR_LAG)),
         outbox_lag_events=int(_gauge(OUTBOX_LAG)),
         bus=BusFigures(connected=gw.bus.connected, dropped_publishes=gw.bus.dropped),
+        scheduler=await scheduler_diagnostics(gw.pool),
     )
 
 
@@ -131,39 +137,12 @@ async def metrics(admin: NamedDependency[None]) -> Response[bytes]:
 async def diagnostics_json(admin: NamedDependency[None], gw: GatewayDep) -> Diagnostics:
     """Counts for each failure mode: ops by status, idempotency hits, conflicts, auth
     failures, connections, reminders, lags."""
-    return diagnostics(gw)
-
-
-def _rows(title: str, values: dict[str, Any]) -> str:
-    cells = "".join(
-        f"<tr><td>{html.escape(str(k) or '-')}</td><td>{html.escape(str(v))}</td></tr>"
-        for k, v in sorted(values.items())
-    )
-    return f"<h2>{html.escape(title)}</h2><table>{cells or '<tr><td>none</td></tr>'}</table>"
-
-
-@get(
-    "/diagnostics",
-    media_type="text/html",
-    responses=errors(401, 405),
-    summary="The diagnostics page",
-)
-async def diagnostics_page(admin: NamedDependency[None], gw: GatewayDep) -> str:
-    """A plain HTML view of ``/v1/diagnostics``."""
-    figures = msgspec.to_builtins(diagnostics(gw))
-    scalars = {k: v for k, v in figures.items() if not isinstance(v, dict)}
-    sections = [_rows("Overview", scalars)]
-    sections += [_rows(k.replace("_", " "), v) for k, v in figures.items() if isinstance(v, dict)]
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Concord diagnostics</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 12px}</style></head>"
-        "<body><h1>Concord diagnostics</h1>" + "".join(sections) + "</body></html>"
-    )
+    return await diagnostics(gw)
 
 
 operator_router = Router(
     path="/",
-    route_handlers=[metrics, diagnostics_json, diagnostics_page],
+    route_handlers=[metrics, diagnostics_json],
     dependencies={"admin": Provide(require_admin)},
     security=ADMIN_SECURITY,
     tags=["operator"],

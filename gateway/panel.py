@@ -22,6 +22,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 from litestar import Request, Response, Router, get
 from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath
 
 from core.errors import NotFound, Unauthenticated
 from gateway.context import GatewayDep
@@ -229,7 +230,7 @@ async def diagnostics_page(request: Request[Any, Any, Any], gw: GatewayDep) -> R
 
 
 @get("/diagnostics/assets/{name:str}", include_in_schema=False)
-async def diagnostics_asset(name: str) -> Response[bytes]:
+async def diagnostics_asset(name: FromPath[str]) -> Response[bytes]:
     media_type = ASSETS.get(name)
     if media_type is None:
         raise NotFound("no such asset")

@@ -16,6 +16,7 @@ from litestar import Router, get
 from litestar.di import Provide
 from litestar.params import FromPath, QueryParameter
 
+import scheduler.queries as reminder_queries
 from core.errors import BadMessage, NotFound
 from core.wire import (
     EntityList,
@@ -173,10 +174,16 @@ async def list_reminders(
     limit: PageLimit = None,
     after: PageAfter = None,
 ) -> ReminderList:
-    """Empty until the scheduler keeps reminders (the route and its shape are final)."""
+    """The scheduler's rows for the space (scheduled, fired, cancelled, retrying, dead,
+    skipped), ordered by due time, paged."""
     await require_member(gw, principal, space_id)
-    return ReminderList(reminders=[], next=None)
+    page, cursor = await reminder_queries.list_reminders(
+        gw.pool, space_id, status, limit or DEFAULT_REMINDER_PAGE, after
+    )
+    return ReminderList(reminders=page, next=cursor)
 
+
+DEFAULT_REMINDER_PAGE = 100
 
 spaces_reads_router = Router(
     path="/v1/spaces",
