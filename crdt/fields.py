@@ -1,0 +1,123 @@
+"""Per-field merge structures and the state-based merge of each (PROTOCOL section 3).
+
+A head (or live add) survives a merge unless the other side superseded it: the other side
+has seen it and no longer holds it, or holds it as `pending` in the same scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+__all__ = [
+    "Counter",
+    "ORSet",
+    "Scope",
+    "Side",
+    "merge_counters",
+    "merge_heads",
+    "merge_orsets",
+    "merge_pending",
+]
+
+Scope = tuple[str, str | None]
+"""Who named a pending op_id: ("set", field), ("remove", field) or ("life", None)."""
+
+Side = tuple[set[str], dict[str, set[Scope]]]
+"""One side of a merge: the op_ids it holds and its pending op_ids with their scopes."""
+
+V = TypeVar("V")
+_MISSING: Any = object()
+
+
+class Counter:
+    """A counter field: each inc's delta by op_id (merge needs them) and their running sum."""
+
+    __slots__ = ("deltas", "total")
+
+    def __init__(self, deltas: dict[str, Any] | None = None) -> None:
+        self.deltas: dict[str, Any] = {} if deltas is None else deltas
+        self.total: Any = sum(self.deltas.values())
+
+
+class ORSet:
+    """An add-wins set field: live adds (op_id -> element) and how many are live per element."""
+
+    __slots__ = ("counts", "live")
+
+    def __init__(self, live: Mapping[str, Any] | None = None) -> None:
+        self.live: dict[str, Any] = {}
+        self.counts: dict[Any, int] = {}
+        for op_id, element in (live or {}).items():
+            self.add_live(op_id, element)
+
+    def add_live(self, op_id: str, element: Any) -> None:
+        """Hold the add `op_id` of `element` as live."""
+        self.live[op_id] = element
+        self.counts[element] = self.counts.get(element, 0) + 1
+
+    def cancel(self, op_id: str) -> bool:
+        """Drop a live add; False when `op_id` is no live add here."""
+        element = self.live.pop(op_id, _MISSING)
+        if element is _MISSING:
+            return False
+        left = self.counts[element] - 1
+        if left:
+            self.counts[element] = left
+        else:
+            del self.counts[element]
+        return True
+
+
+def _superseded(op_id: str, side: Side, scope: Scope) -> bool:
+    """Did `side` supersede `op_id` (which it does not hold as a head)?"""
+    seen, pending = side
+    return op_id in seen or scope in pending.get(op_id, ())
+
+
+def merge_heads(
+    mine: Mapping[str, V], a: Side, theirs: Mapping[str, V], b: Side, scope: Scope
+) -> dict[str, V]:
+    """Merge two head maps (op_id -> head) of one field of one entity."""
+    out = {k: v for k, v in mine.items() if k in theirs or not _superseded(k, b, scope)}
+    for k, v in theirs.items():
+        if k not in mine and not _superseded(k, a, scope):
+            out[k] = v
+    return out
+
+
+def merge_orsets(mine: ORSet | None, a: Side, theirs: ORSet | None, b: Side, field: str) -> ORSet:
+    """Keep each live add that neither side has cancelled."""
+    live = merge_heads(
+        {} if mine is None else mine.live,
+        a,
+        {} if theirs is None else theirs.live,
+        b,
+        ("remove", field),
+    )
+    return ORSet(live)
+
+
+def merge_counters(mine: Counter | None, theirs: Counter) -> Counter:
+    """Count every inc once: the union of the per-op deltas."""
+    if mine is None:
+        return Counter(theirs.deltas.copy())
+    merged = Counter.__new__(Counter)
+    merged.deltas = mine.deltas.copy()
+    merged.total = mine.total
+    for op_id, delta in theirs.deltas.items():
+        if op_id not in merged.deltas:
+            merged.deltas[op_id] = delta
+            merged.total += delta
+    return merged
+
+
+def merge_pending(
+    mine: Mapping[str, set[Scope]], theirs: Mapping[str, set[Scope]], seen: set[str]
+) -> dict[str, set[Scope]]:
+    """Union the pending op_ids of both sides, dropping those now held."""
+    out = {k: set(v) for k, v in mine.items() if k not in seen}
+    for k, v in theirs.items():
+        if k not in seen:
+            out.setdefault(k, set()).update(v)
+    return out

@@ -1,0 +1,162 @@
+"""Reads of the read model, for the gateway's entity routes and diagnostics.
+
+Every answer carries the seq it reflects: the space's checkpoint, read in the same
+snapshot as the states (a batch writes both in one transaction, so they always agree).
+``as_of_seq`` reads are not served here: the event store's replay does them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from crdt import EntityState, decode_state
+
+_GET = """
+SELECT c.seq, e.state, e.has_client_events
+FROM (SELECT $1::uuid AS space_id) AS q
+LEFT JOIN projector_checkpoints AS c ON c.space_id = q.space_id
+LEFT JOIN entity_states AS e
+    ON e.space_id = q.space_id AND e.entity_type = $2 AND e.entity_id = $3
+"""
+
+_SEQ = "SELECT seq FROM projector_checkpoints WHERE space_id = $1"
+
+# Keyset pagination on the primary key: (entity_type, entity_id) > the cursor's.
+# Entities that only server events touched (reads answer 404) and the hidden `_member`
+# type are never listed.
+_LIST = """
+SELECT entity_type, entity_id, state FROM entity_states
+WHERE space_id = $1 AND has_client_events AND entity_type NOT LIKE '\\_%'
+  AND ($2 OR NOT deleted) AND (entity_type, entity_id) > ($3, $4) {typed}
+ORDER BY entity_type, entity_id
+LIMIT $5
+"""
+_LIST_ALL = _LIST.format(typed="")
+_LIST_TYPE = _LIST.format(typed="AND entity_type = $6")
+
+_LAG = """
+SELECT s.space_id::text, s.head, coalesce(c.seq, 0) AS projected,
+       coalesce(o.published_seq, 0) AS published
+FROM spaces AS s
+LEFT JOIN projector_checkpoints AS c USING (space_id)
+LEFT JOIN outbox_cursors AS o USING (space_id)
+WHERE s.head > coalesce(c.seq, 0) OR s.head > coalesce(o.published_seq, 0)
+ORDER BY greatest(s.head - coalesce(c.seq, 0), s.head - coalesce(o.published_seq, 0)) DESC,
+         s.space_id
+LIMIT $1
+"""
+
+_TOTALS = """
+SELECT coalesce(sum(s.head - coalesce(c.seq, 0)), 0)::bigint,
+       coalesce(sum(s.head - coalesce(o.published_seq, 0)), 0)::bigint
+FROM spaces AS s
+LEFT JOIN projector_checkpoints AS c USING (space_id)
+LEFT JOIN outbox_cursors AS o USING (space_id)
+"""
+
+
+class InvalidCursor(ValueError):
+    """A ``after`` cursor of ``list_entities`` that it did not hand out."""
+
+
+class SpaceLag(msgspec.Struct, frozen=True, kw_only=True):
+    """How far behind the head of one space the read model and the relay are."""
+
+    space_id: str
+    head: int
+    projected_seq: int
+    published_seq: int
+    projector_lag: int
+    outbox_lag: int
+
+
+def _space(space_id: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(space_id)
+    except ValueError:
+        return None
+
+
+def encode_cursor(entity_type: str, entity_id: str) -> str:
+    """An opaque-looking ``after`` cursor: type names never contain ``:``."""
+    return f"{entity_type}:{entity_id}"
+
+
+def decode_cursor(after: str) -> tuple[str, str]:
+    entity_type, sep, entity_id = after.partition(":")
+    if not sep or not entity_type:
+        raise InvalidCursor(f"not a cursor of this listing: {after!r}")
+    return entity_type, entity_id
+
+
+async def get_entity(
+    pool: asyncpg.Pool, space_id: str, entity_type: str, entity_id: str
+) -> tuple[EntityState | None, int]:
+    """The entity's merged state and the seq it reflects; None (answer 404) when the
+    entity does not exist, has only server events, or is of the hidden ``_member`` type."""
+    sid = _space(space_id)
+    if sid is None:
+        return None, 0
+    row = await pool.fetchrow(_GET, sid, entity_type, entity_id)
+    assert row is not None  # the LEFT JOINs always yield one row
+    seq: int = row[0] or 0
+    if row[1] is None or not row[2] or entity_type.startswith("_"):
+        return None, seq
+    return decode_state(bytes(row[1])), seq
+
+
+async def list_entities(
+    pool: asyncpg.Pool,
+    space_id: str,
+    entity_type: str | None,
+    include_deleted: bool,
+    limit: int,
+    after: str | None,
+) -> tuple[list[EntityState], int, str | None]:
+    """One page of the space's entities in (type, id) order, the seq they reflect, and
+    the cursor of the next page (None on the last). Raises InvalidCursor."""
+    start = ("", "") if after is None else decode_cursor(after)
+    sid = _space(space_id)
+    if sid is None or limit <= 0:
+        return [], 0, None
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        seq: int = await conn.fetchval(_SEQ, sid) or 0
+        if entity_type is None:
+            rows = await conn.fetch(_LIST_ALL, sid, include_deleted, *start, limit + 1)
+        else:
+            rows = await conn.fetch(
+                _LIST_TYPE, sid, include_deleted, *start, limit + 1, entity_type
+            )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    states = [decode_state(bytes(r[2])) for r in rows]
+    cursor = encode_cursor(rows[-1][0], rows[-1][1]) if more else None
+    return states, seq, cursor
+
+
+async def lag_by_space(pool: asyncpg.Pool, limit: int = 100) -> list[SpaceLag]:
+    """The spaces whose read model or relay is behind their head, worst first."""
+    rows = await pool.fetch(_LAG, limit)
+    return [_lag(r) for r in rows]
+
+
+def _lag(r: Any) -> SpaceLag:
+    return SpaceLag(
+        space_id=r[0],
+        head=r[1],
+        projected_seq=r[2],
+        published_seq=r[3],
+        projector_lag=r[1] - r[2],
+        outbox_lag=r[1] - r[3],
+    )
+
+
+async def lag_totals(pool: asyncpg.Pool) -> tuple[int, int]:
+    """(events not yet projected, events not yet relayed), over every space."""
+    row = await pool.fetchrow(_TOTALS)
+    assert row is not None
+    return int(row[0]), int(row[1])

@@ -1,0 +1,146 @@
+"""The JetStream stream of the log: names derived from the NATS prefix, and its config.
+
+Every subject, the stream name and the consumer names derive from ``settings.nats_prefix``
+so that deployments (and test runs) sharing one NATS server never see each other.
+
+| what | name |
+| --- | --- |
+| stream | ``<prefix>_LOG`` |
+| subjects | ``<prefix>.log.<space_id>``: one ``wire.Event`` (JSON), id ``<space_id>:<seq>`` |
+| projector consumer | durable ``projector_<slot>`` (one per instance slot, see docs/projector.md) |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from core.natsbus import NatsBus
+
+log = logging.getLogger("concord.projector")
+
+#: JetStream drops a message whose id it stored within this window. The relay can publish
+#: an event twice only when it crashed (or lost NATS) after publishing and before
+#: advancing its cursor: such an outage up to this long leaves no repeat in the stream.
+#: Longer ones may; consumers then drop the repeat by seq (the checkpoint). The server
+#: keeps every id of the window in memory: about 100 bytes x message rate x window.
+DUPLICATE_WINDOW_S = 10 * 60.0
+#: The stream is a fast path only (PostgreSQL is the log), so it keeps one day.
+MAX_AGE_S = 24 * 3600.0
+MAX_BYTES = 1 << 30
+#: A projector slot's durable consumer disappears after an hour without a fetch.
+CONSUMER_INACTIVE_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Names:
+    """Stream, subjects and consumers of one deployment (one NATS prefix)."""
+
+    prefix: str
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}_LOG"
+
+    @property
+    def log_wildcard(self) -> str:
+        return f"{self.prefix}.log.*"
+
+    def log_subject(self, space_id: str) -> str:
+        return f"{self.prefix}.log.{space_id}"
+
+    def projection_subject(self, space_id: str) -> str:
+        return f"{self.prefix}.projection.{space_id}"
+
+    def reminders_subject(self, space_id: str) -> str:
+        return f"{self.prefix}.reminders.{space_id}"
+
+    def durable(self, slot: int) -> str:
+        return f"projector_{slot}"
+
+    @staticmethod
+    def msg_id(space_id: str, seq: int) -> str:
+        """The JetStream message id of an event: a repeat of it is dropped by the server."""
+        return f"{space_id}:{seq}"
+
+
+def stream_config(names: Names, *, duplicate_window: float = DUPLICATE_WINDOW_S) -> StreamConfig:
+    return StreamConfig(
+        name=names.stream,
+        subjects=[names.log_wildcard],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=MAX_AGE_S,
+        max_bytes=MAX_BYTES,
+        duplicate_window=duplicate_window,
+    )
+
+
+def consumer_config(names: Names, slot: int) -> ConsumerConfig:
+    """A slot's durable pull consumer. A new one starts at new messages: whatever was
+    published before is read from PostgreSQL by the projector's catch-up at start."""
+    return ConsumerConfig(
+        durable_name=names.durable(slot),
+        deliver_policy=DeliverPolicy.NEW,
+        ack_policy=AckPolicy.ALL,
+        ack_wait=30.0,
+        max_ack_pending=50_000,
+        inactive_threshold=CONSUMER_INACTIVE_S,
+        filter_subject=names.log_wildcard,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, names: Names) -> None:
+    """Create the stream, or bring an existing one's config up to date."""
+    config = stream_config(names)
+    try:
+        await js.stream_info(names.stream)
+    except nats.js.errors.NotFoundError:
+        try:
+            await js.add_stream(config)
+            log.info("created JetStream stream %s", names.stream)
+            return
+        except nats.js.errors.BadRequestError:  # created concurrently by a twin
+            pass
+    await js.update_stream(config)
+
+
+class JetStream:
+    """The JetStream context of a ``NatsBus``, made once: each context owns reply
+    subscriptions (``publish_async``), so one must not be made per call."""
+
+    def __init__(self, bus: NatsBus) -> None:
+        self.bus = bus
+        self._js: JetStreamContext | None = None
+
+    def get(self) -> JetStreamContext | None:
+        """The context, or None while NATS is not connected."""
+        if not self.bus.connected:
+            return None
+        if self._js is None:
+            self._js = self.bus.jetstream()
+        return self._js
+
+
+def honour_cancellation() -> None:
+    """Raise CancelledError if this task was cancelled. A cancellation can be swallowed
+    on its way: nats-py turns some into timeouts or its own errors, and Python 3.11's
+    ``asyncio.wait_for`` drops one that races with the awaited result. A loop that
+    carries on after that would never stop, so every service loop checks here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -1,0 +1,236 @@
+"""The read model on real PostgreSQL and NATS: batches, reads, downstream changes, and the
+property that it always equals a replay of the log (DESIGN invariant 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import msgspec
+import nats
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from core.events import ProjectionChange, ReminderChange
+from core.settings import Settings
+from crdt import encode_state
+from eventstore.postgres import PostgresEventStore
+from eventstore.testing import new_id, op
+from projector.apply import apply_space
+from projector.readmodel import (
+    InvalidCursor,
+    get_entity,
+    lag_by_space,
+    lag_totals,
+    list_entities,
+)
+from projector.runner import Running, running
+from projector.service import ProjectorOptions
+from projector.stream import Names
+from tests.conftest import TEST_SECRET
+from tests.integration.test_projector_support import (
+    assert_matches_replay,
+    caught_up,
+    delete_stream,
+    histories,
+    new_space,
+    push,
+    wire,
+)
+
+
+@pytest.fixture(scope="module")
+async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+async def service(settings: Settings) -> AsyncIterator[Running]:
+    options = ProjectorOptions(tick_interval=0.3)
+    async with running(settings, options=options, relay_interval=0.05) as parts:
+        yield parts
+    await delete_stream(settings.nats_url or "", Names(settings.nats_prefix))
+
+
+async def test_batch_updates_states_and_checkpoint_together(
+    pool: asyncpg.Pool, store: PostgresEventStore, service: Running
+) -> None:
+    space, owner = await new_space(store)
+    device = new_id()
+    title = op(space, entity_id="t-1", field="title", value="Buy milk", lamport=1)
+    await push(
+        store,
+        owner,
+        device,
+        [title, op(space, entity_id="t-1", field="done", value=False, lamport=2)],
+    )
+    await caught_up(pool, [space])
+    state, seq = await get_entity(pool, space, "task", "t-1")
+    assert seq == 3
+    assert state is not None
+    assert state.view().fields["title"].value == "Buy milk"
+    row = await pool.fetchrow(
+        "SELECT applied_seq, title, done, has_client_events FROM entity_states "
+        "WHERE space_id = $1 AND entity_id = 't-1'",
+        space,
+    )
+    assert row is not None
+    assert tuple(row) == (3, "Buy milk", False, True)
+    assert await get_entity(pool, space, "task", "nope") == (None, 3)
+    # The creator's member_added is projected, but `_member` is never readable.
+    assert (await get_entity(pool, space, "_member", owner))[0] is None
+    await assert_matches_replay(pool, store, [space])
+
+
+async def test_gap_is_read_from_postgres(fresh_database: Callable[..., Awaitable[str]]) -> None:
+    """On a database no service projects: deliver seq 1, then seq 5 alone (a gap)."""
+    scratch = await asyncpg.create_pool(await fresh_database(), min_size=1, max_size=3)
+    try:
+        async with PostgresEventStore(scratch, secret_key=TEST_SECRET) as own:
+            space, owner = await new_space(own)
+            ops = [
+                op(space, entity_id="t-1", kind="inc", field="pomodoros", value=2, lamport=i + 1)
+                for i in range(4)
+            ]
+            await push(own, owner, new_id(), ops)
+            events = await own.read(space, 0, 100)
+            async with scratch.acquire() as conn:
+                first = await apply_space(conn, space, delivered=events[:1])
+                assert first is not None
+                assert (first.seq, first.count) == (1, 1)
+                applied = await apply_space(conn, space, delivered=events[4:])
+                assert applied is not None
+                assert (applied.seq, applied.count) == (5, 4)
+                assert await apply_space(conn, space, delivered=events) is None  # repeats
+                assert await apply_space(conn, space) is None  # nothing new in the log
+            state, seq = await get_entity(scratch, space, "task", "t-1")
+            assert seq == 5
+            assert state is not None
+            assert state.view().fields["pomodoros"].value == 8
+            await assert_matches_replay(scratch, own, [space])
+    finally:
+        await scratch.close()
+
+
+async def test_downstream_changes_are_published(
+    pool: asyncpg.Pool, store: PostgresEventStore, service: Running, settings: Settings
+) -> None:
+    space, owner = await new_space(store)
+    names = Names(settings.nats_prefix)
+    nc = await nats.connect(settings.nats_url or "")
+    got: dict[str, list[bytes]] = {"projection": [], "reminders": []}
+
+    async def collect(msg: Any) -> None:
+        got[msg.subject.split(".")[1]].append(msg.data)
+
+    await nc.subscribe(names.projection_subject(space), cb=collect)
+    await nc.subscribe(names.reminders_subject(space), cb=collect)
+    await nc.flush()
+    try:
+        device = new_id()
+        remind = op(
+            space, entity_id="t-9", field="remind_at", value="2030-01-01T09:00:00Z", lamport=1
+        )
+        await push(
+            store,
+            owner,
+            device,
+            [remind, op(space, entity_id="t-9", field="title", value="x", lamport=2)],
+        )
+        await caught_up(pool, [space])
+        await push(
+            store, owner, device, [op(space, entity_id="t-9", field="done", value=True, lamport=3)]
+        )
+        await caught_up(pool, [space])
+        await push(
+            store, owner, device, [op(space, entity_id="t-9", field="title", value="y", lamport=4)]
+        )
+        await caught_up(pool, [space])
+        await asyncio.sleep(0.3)
+    finally:
+        await nc.close()
+    changes = [msgspec.json.decode(d, type=ProjectionChange) for d in got["projection"]]
+    assert changes[-1].seq == 5
+    assert changes[-1].entities[0].entity_id == "t-9"
+    reminders = [msgspec.json.decode(d, type=ReminderChange) for d in got["reminders"]]
+    # Setting remind_at made one; done made another; the title-only edit made none.
+    assert [(r.reminder_id, r.remind_at, r.done) for r in reminders] == [
+        (remind["op_id"], "2030-01-01T09:00:00Z", False),
+        (remind["op_id"], "2030-01-01T09:00:00Z", True),
+    ]
+    row = await pool.fetchrow(
+        "SELECT remind_at_op_id::text, remind_at, done FROM entity_states "
+        "WHERE space_id = $1 AND entity_id = 't-9'",
+        space,
+    )
+    assert row is not None
+    assert row[0] == remind["op_id"]
+    assert row[1].year == 2030
+    assert row[2] is True
+
+
+async def test_list_entities_pages_and_filters(
+    pool: asyncpg.Pool, store: PostgresEventStore, service: Running
+) -> None:
+    space, owner = await new_space(store)
+    device = new_id()
+    ops = [
+        op(space, entity_id=f"t-{i:02}", field="title", value=str(i), lamport=i + 1)
+        for i in range(7)
+    ]
+    ops.append(
+        op(space, entity_type="list", entity_id="l-1", field="name", value="home", lamport=20)
+    )
+    ops.append(op(space, entity_id="t-03", kind="delete", field=None, lamport=21))
+    await push(store, owner, device, ops)
+    await caught_up(pool, [space])
+    seen: list[str] = []
+    after = None
+    for _ in range(10):
+        page, seq, after = await list_entities(pool, space, "task", False, 2, after)
+        assert seq == 10
+        seen.extend(s.entity_id for s in page)
+        if after is None:
+            break
+    assert seen == [f"t-{i:02}" for i in range(7) if i != 3]
+    everything, _, more = await list_entities(pool, space, None, True, 100, None)
+    assert more is None
+    assert [(s.entity_type, s.entity_id) for s in everything][:2] == [
+        ("list", "l-1"),
+        ("task", "t-00"),
+    ]
+    assert len(everything) == 8
+    with pytest.raises(InvalidCursor):
+        await list_entities(pool, space, None, True, 10, "garbage")
+    assert await lag_totals(pool) >= (0, 0)
+    assert all(lag.space_id != space for lag in await lag_by_space(pool))
+
+
+# --------------------------------------------------------------------------- property
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(history=histories())
+async def test_read_model_equals_replay(
+    pool: asyncpg.Pool, store: PostgresEventStore, service: Running, history: list[Any]
+) -> None:
+    space, owner = await new_space(store)
+    # One push per run of consecutive ops of a device, in log order (preds stay valid).
+    for device, run in itertools.groupby(history, key=lambda o: o.device_id):
+        await push(store, owner, device, [wire(space, o) for o in run])
+    await caught_up(pool, [space])
+    await assert_matches_replay(pool, store, [space])
+    replayed, _ = await store.replay_space(space)
+    for key, state in replayed.items():
+        got, _ = await get_entity(pool, space, *key)
+        if state.has_client_events and not key[0].startswith("_"):
+            assert got is not None
+            assert encode_state(got) == encode_state(state)

@@ -1,0 +1,94 @@
+"""Two ways in, one answer: op-based apply and state-based merge; merge is a semilattice join."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdt import EntityState, decode_state, encode_state, fold
+from tests.property.adversarial import valid_histories
+from tests.property.helpers import States, assert_same, merged, singletons
+from tests.property.model import entity_read, view_as_read
+from tests.property.strategies import History
+
+
+def _subset(data: st.DataObject, history: History, label: str) -> States:
+    """Fold a random subset of the history's ops, in a random order."""
+    chosen = data.draw(
+        st.lists(st.sampled_from(history.ops), unique_by=lambda o: o.op_id)
+        if history.ops
+        else st.just([]),
+        label=label,
+    )
+    return fold(chosen)
+
+
+@given(valid_histories(), st.data())
+def test_apply_and_merge_agree(history: History, data: st.DataObject) -> None:
+    """Merging one-op states in any order equals applying every op."""
+    parts = singletons(history.ops)
+    order = data.draw(st.permutations(range(len(parts))))
+    assert_same(merged(parts[i] for i in order), fold(history.ops), history.schema)
+
+
+@given(valid_histories(), st.data())
+def test_merge_is_commutative_associative_idempotent(history: History, data: st.DataObject) -> None:
+    a, b, c = (_subset(data, history, name) for name in "abc")
+    schema = history.schema
+    assert_same(merged([a, b]), merged([b, a]), schema)
+    assert_same(merged([merged([a, b]), c]), merged([a, merged([b, c])]), schema)
+    assert_same(merged([a, a]), a, schema)
+    for key, state in a.items():
+        alone = state.copy()
+        alone.merge(alone)
+        assert alone == state, key
+
+
+@given(valid_histories(), st.data())
+def test_merge_then_apply_equals_apply(history: History, data: st.DataObject) -> None:
+    """A merged replica keeps applying ops as if it had applied everything itself."""
+    ops = history.ops
+    cut = data.draw(st.integers(0, len(ops)))
+    left = merged([fold(ops[:cut]), fold(ops[cut // 2 : cut])])
+    for op in ops[cut:]:
+        key = (op.entity_type, op.entity_id)
+        left.setdefault(key, EntityState.new(*key)).apply(op)
+    assert_same(left, fold(ops), history.schema)
+
+
+@given(valid_histories())
+def test_encoding_round_trips(history: History) -> None:
+    for key, state in fold(history.ops).items():
+        data = encode_state(state)
+        back = decode_state(data)
+        assert back == state, key
+        assert encode_state(back) == data
+        spec = history.schema.entity_types.get(key[0])
+        assert back.view(spec) == state.view(spec)
+
+
+@given(valid_histories())
+def test_reads_match_the_reference_model(history: History) -> None:
+    """Each read equals PROTOCOL section 3 evaluated literally on the entity's ops."""
+    for key, state in fold(history.ops).items():
+        spec = history.schema.entity_types[key[0]]
+        ops = [op for op in history.ops if (op.entity_type, op.entity_id) == key]
+        assert view_as_read(state.view(spec)) == entity_read(ops, spec), key
+
+
+@given(valid_histories())
+def test_apply_reports_conflicts_as_reads_show_them(history: History) -> None:
+    states: States = {}
+    for op in history.ops:
+        key = (op.entity_type, op.entity_id)
+        state = states.setdefault(key, EntityState.new(*key))
+        result = state.apply(op)
+        assert result.applied
+        if op.kind == "set":
+            assert op.field is not None
+            assert result.conflicted == (len(state.field_heads(op.field)) > 1)
+            view = state.view(history.schema.entity_types[key[0]]).fields.get(op.field)
+            assert view is not None
+            assert view.conflicted == result.conflicted
+        else:
+            assert not result.conflicted
