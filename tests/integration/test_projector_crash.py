@@ -76,6 +76,7 @@ async def scratch(
             yield Scratch(with_overrides(settings, database_url=dsn), own, store)
     finally:
         await own.close()
+        await delete_stream(settings.nats_url or "", Names(settings.nats_prefix))
 
 
 async def _assert_moves_tile(pool: asyncpg.Pool, space: str, head: int) -> None:
@@ -180,4 +181,3 @@ async def test_sigkill_at_random_points_never_applies_twice(
         assert counters == sums
         await _assert_moves_tile(pool, space, await head(pool, space))
     await assert_matches_replay(pool, store, [s for s, _ in spaces])
-    await delete_stream(settings.nats_url or "", Names(settings.nats_prefix))
