@@ -31,6 +31,7 @@ from core.metrics import (
 )
 from gateway.context import Gateway, GatewayDep
 from gateway.openapi import ADMIN_SECURITY, errors
+from projector.readmodel import SpaceLag, lag_by_space, lag_totals
 from scheduler.queries import SchedulerDiagnostics, scheduler_diagnostics
 
 #: Litestar appends ``; charset=utf-8`` to text types.
@@ -66,6 +67,8 @@ class Diagnostics(msgspec.Struct, frozen=True, kw_only=True):
     #: status, the due backlog and its age, dead reminders with their last error, and
     #: the latest job runs.
     scheduler: SchedulerDiagnostics | None = None
+    #: Spaces whose read model or relay is behind their head, worst first (PostgreSQL).
+    lag_by_space: list[SpaceLag] = msgspec.field(default_factory=list)
 
 
 def _samples(metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
@@ -93,6 +96,7 @@ def _gauge(metric: MetricWrapperBase) -> float:
 async def diagnostics(gw: Gateway) -> Diagnostics:
     """The figures of this process (its Prometheus registry), plus the scheduler's
     state read from PostgreSQL."""
+    projector_lag, outbox_lag = await lag_totals(gw.pool)
     return Diagnostics(
         ops_by_status=_by(OPS, "status"),
         idempotency_hits_by_route=_by(IDEMPOTENCY_HITS, "route"),
@@ -106,10 +110,11 @@ async def diagnostics(gw: Gateway) -> Diagnostics:
         reminders_by_outcome=_by(REMINDERS, "outcome"),
         reminder_backlog_age_seconds=_gauge(REMINDER_BACKLOG_AGE),
         scheduler_job_runs=_by(JOB_RUNS, "job", "outcome"),
-        projector_lag_events=int(_gauge(PROJECTOR_LAG)),
-        outbox_lag_events=int(_gauge(OUTBOX_LAG)),
+        projector_lag_events=max(projector_lag, int(_gauge(PROJECTOR_LAG))),
+        outbox_lag_events=max(outbox_lag, int(_gauge(OUTBOX_LAG))),
         bus=BusFigures(connected=gw.bus.connected, dropped_publishes=gw.bus.dropped),
         scheduler=await scheduler_diagnostics(gw.pool),
+        lag_by_space=await lag_by_space(gw.pool, limit=20),
     )
 
 

@@ -16,6 +16,7 @@ from litestar import Router, get
 from litestar.di import Provide
 from litestar.params import FromPath, QueryParameter
 
+import projector.readmodel as readmodel
 import scheduler.queries as reminder_queries
 from core.errors import BadMessage, NotFound
 from core.wire import (
@@ -27,6 +28,7 @@ from core.wire import (
     ReminderStatus,
 )
 from crdt import EntityState, EntityTypeSpec, Schema
+from eventstore.reads import op_from_event
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import Gateway, GatewayDep
 from gateway.examples import ENTITY_ANSWER, ok
@@ -85,6 +87,58 @@ def _page_entities(
     return chosen
 
 
+async def _from_read_model(
+    gw: Gateway, space_id: str, entity_type: str | None, deleted: bool, size: int, after: str | None
+) -> EntityList | None:
+    """The page from the projector's read model when it reflects the space's head;
+    None when the projector lags (or is not running), and the log must be folded."""
+    head = await gw.store.head(space_id)
+    try:
+        states, seq, cursor = await readmodel.list_entities(
+            gw.pool,
+            space_id,
+            entity_type,
+            deleted,
+            size,
+            None if after is None else after.replace("/", ":", 1),
+        )
+    except readmodel.InvalidCursor:
+        raise BadMessage("after: not a cursor of this listing") from None
+    if seq < head:
+        return None
+    entities = []
+    for state in states:
+        spec = entity_spec(gw.schema, state.entity_type)
+        if spec is not None:
+            entities.append(entity_response(state, spec, seq))
+    return EntityList(
+        entities=entities, seq=seq, next=None if cursor is None else cursor.replace(":", "/", 1)
+    )
+
+
+async def _current_entity(
+    gw: Gateway, space_id: str, entity_type: str, entity_id: str
+) -> tuple[EntityState | None, int]:
+    """The entity from the read model, brought up to the space's head with the log's tail
+    (read-your-writes even while the projector catches up or is not running)."""
+    state, seq = await readmodel.get_entity(gw.pool, space_id, entity_type, entity_id)
+    head = await gw.store.head(space_id)
+    while seq < head:
+        tail = await gw.store.entity_events(space_id, entity_type, entity_id, seq, _TAIL_PAGE)
+        if state is None and tail:
+            state = EntityState.new(entity_type, entity_id)
+        for event in tail:
+            assert state is not None
+            state.apply(op_from_event(event))
+        if len(tail) < _TAIL_PAGE:
+            break
+        seq = tail[-1].seq
+    return state, max(seq, head)
+
+
+_TAIL_PAGE = 1000
+
+
 @get(
     "/{space_id:str}/entities",
     responses=errors(*SPACE),
@@ -104,6 +158,9 @@ async def list_entities(
     if type is not None and entity_spec(gw.schema, type) is None:
         raise BadMessage("type: not an entity type of the schema")
     size = page_size(limit)
+    current = await _from_read_model(gw, target, type, include_deleted, size, after)
+    if current is not None:
+        return current
     states, seq = await gw.store.replay_space(target)
     chosen = _page_entities(states, gw, type, include_deleted, after)
     page = chosen[:size]
@@ -132,7 +189,10 @@ async def read_entity(
     """404 when the entity has no client event (up to ``as_of_seq``)."""
     target, _ = await require_member(gw, principal, space_id)
     spec, eid = _readable(gw, entity_type, entity_id)
-    state, seq = await gw.store.replay_entity(target, entity_type, eid, as_of_seq)
+    if as_of_seq is None:
+        state, seq = await _current_entity(gw, target, entity_type, eid)
+    else:
+        state, seq = await gw.store.replay_entity(target, entity_type, eid, as_of_seq)
     if state is None or not state.has_client_events:
         raise NotFound("no such entity")
     return entity_response(state, spec, seq)

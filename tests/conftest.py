@@ -9,6 +9,8 @@ other's data.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -18,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import nats
+import nats.js.errors
 import pytest
 
 from core.embedded import EmbeddedNats, EmbeddedPostgres
 from core.settings import Settings
 from eventstore.migrations import migrate
+from projector.stream import Names
 
 TEST_SECRET = "test-secret-key-0123456789abcdef-0123456789"
 TEST_ADMIN_TOKEN = "test-admin-token"
@@ -69,11 +74,26 @@ def services() -> Iterator[Services]:
         nats = EmbeddedNats(scratch)
         nats_url = nats.start()
         started.append(nats)
+    prefix = f"ct{secrets.token_hex(4)}"
     try:
-        yield Services(server_dsn, nats_url, f"ct{secrets.token_hex(4)}")
+        yield Services(server_dsn, nats_url, prefix)
     finally:
+        asyncio.run(_delete_stream(nats_url, Names(prefix).stream))
         for service in reversed(started):
             service.stop()
+
+
+async def _delete_stream(nats_url: str, stream: str) -> None:
+    """Leave nothing of this run on a shared NATS server (the projector's log stream)."""
+    try:
+        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+    except Exception:  # the server is gone: nothing to clean
+        return
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
 
 
 async def create_database(server_dsn: str, *, migrated: bool = True) -> str:

@@ -92,6 +92,17 @@ class ServerProcess:
             time.sleep(0.1)
         raise AssertionError(f"server not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
 
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """Start a command that serves no HTTP (``projector``, ``scheduler``)."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "core.cli", self.command],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return self.proc
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode

@@ -57,3 +57,14 @@ async def test_least_privilege_role(fresh_database: Factory, services: Services)
             await admin.execute(f"DROP ROLE IF EXISTS {role}")
         finally:
             await admin.close()
+
+
+async def test_every_table_has_grants(pool: asyncpg.Pool) -> None:
+    """A migration that adds a table must give the application role its privileges."""
+    from eventstore.roles import GRANTS
+
+    tables = {
+        r["tablename"]
+        for r in await pool.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    }
+    assert tables - set(GRANTS) == set()
