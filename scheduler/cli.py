@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from core.cli import CommandError, add_setting_flags, settings_from
+from core.command import CommandError, add_setting_flags, settings_from
 from core.settings import Settings
 from scheduler.service import SchedulerService
 
