@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,12 +121,33 @@ def test_second_start_reuses_the_data(dev: DevProcess) -> None:
 
 def test_sigkill_then_restart_adopts_and_loses_nothing(dev: DevProcess) -> None:
     dev.start()
-    _sql(dev.database_url(), "CREATE TABLE acked (x int); INSERT INTO acked VALUES (7)")
+    account = httpx.post(
+        dev.url("/v1/auth/register"),
+        json={"email": "kill@example.com", "password": "correct horse", "device_name": "d"},
+        timeout=30,
+    ).json()
+    auth = {"authorization": f"Bearer {account['access_token']}"}
+    space = account["personal_space_id"]
+    ops = [
+        {"op_id": str(uuid.uuid4()), "space_id": space, "entity_type": "task",
+         "entity_id": f"t-{i}", "kind": "set", "field": "title", "value": "x", "lamport": 1}
+        for i in range(20)
+    ]  # fmt: skip
+    pushed = httpx.post(
+        dev.url("/v1/sync/push"), json={"batch_id": "b", "ops": ops}, headers=auth, timeout=30
+    ).json()
+    assert {r["status"] for r in pushed["results"]} == {"applied"}
     dev.stop(signal.SIGKILL)
     orphans = _leftovers(dev.data_dir)
     assert orphans, "SIGKILL orphans the embedded servers: the next start must adopt them"
     dev.start()
-    assert _sql(dev.database_url(), "SELECT x FROM acked") == 7
+    # The same access token still works (dev secrets persist) and every acked op is there.
+    pulled = httpx.get(
+        dev.url("/v1/sync/pull"), params={"space_id": space}, headers=auth, timeout=30
+    )
+    assert pulled.status_code == 200, pulled.text
+    stored = {e["op_id"] for e in pulled.json()["events"]}
+    assert {o["op_id"] for o in ops} <= stored
     assert dev.stop(signal.SIGTERM) == 0
     assert _leftovers(dev.data_dir) == []
 
