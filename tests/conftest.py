@@ -28,6 +28,7 @@ from core.embedded import EmbeddedNats, EmbeddedPostgres
 from core.settings import Settings
 from eventstore.migrations import migrate
 from projector.stream import Names
+from tests.property import profiles  # noqa: F401  (registers `ci`/`thorough` for any run)
 
 TEST_SECRET = "test-secret-key-0123456789abcdef-0123456789"
 TEST_ADMIN_TOKEN = "test-admin-token"
