@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from client.store import StateRow
+from core.ops import op_from_event
 from core.wire import Event, Operation
 from crdt import (
     DEFAULT_SCHEMA,
@@ -43,21 +44,6 @@ def op_of(op: Operation, device_id: str) -> Op:
         pred=tuple(op.pred),
         lamport=op.lamport,
         device_id=op.device_id or device_id,
-    )
-
-
-def event_op(event: Event) -> Op:
-    """The merge view of a stored event (server kinds included: they change no field)."""
-    return Op(
-        op_id=event.op_id,
-        entity_type=event.entity_type,
-        entity_id=event.entity_id,
-        kind=event.kind,
-        field=event.field,
-        value=event.value,
-        pred=tuple(event.pred),
-        lamport=event.lamport,
-        device_id=event.device_id,
     )
 
 
@@ -199,7 +185,7 @@ class Replica:
         touched: set[Key] = set()
         for event in events:
             key = (event.space_id, event.entity_type, event.entity_id)
-            op = event_op(event)
+            op = op_from_event(event)
             self._confirmed(key).apply(op)
             self._local(key).apply(op)
             self.clock.observe(event.lamport)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.wire import Event
 from crdt import Op, Violation
 from crdt.validate import is_canonical_uuid
 
@@ -143,4 +144,19 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
         space_id=op_space,
         client_time=client_time,
         device_id=None if sent_device is None else sent_device.lower(),
+    )
+
+
+def op_from_event(event: Event) -> Op:
+    """The merge view of a stored event (server kinds included: they change no field)."""
+    return Op(
+        op_id=event.op_id,
+        entity_type=event.entity_type,
+        entity_id=event.entity_id,
+        kind=event.kind,
+        field=event.field,
+        value=event.value,
+        pred=tuple(event.pred),
+        lamport=event.lamport,
+        device_id=event.device_id,
     )

@@ -10,28 +10,13 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from core.wire import Event
-from crdt import EntityState, Op, fold
+from core.ops import op_from_event
+from crdt import EntityState, fold
 from eventstore.chain import GENESIS, chain_hash, payload_digest
 from eventstore.rows import READ_COLUMNS, Conn, event_from_row, format_time
 
 BIG = 2**62
 """An ``up_to`` beyond any seq."""
-
-
-def op_from_event(event: Event) -> Op:
-    """The merge-relevant part of a stored event."""
-    return Op(
-        op_id=event.op_id,
-        entity_type=event.entity_type,
-        entity_id=event.entity_id,
-        kind=event.kind,
-        field=event.field,
-        value=event.value,
-        pred=tuple(event.pred),
-        lamport=event.lamport,
-        device_id=event.device_id,
-    )
 
 
 async def stream(
