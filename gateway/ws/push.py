@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from core.errors import AuthExpired, ConcordError, TooLarge, Unavailable
-from core.metrics import AUTH_FAILURES, OPS, PUSH_SECONDS
+from core.metrics import AUTH_FAILURES, IDEMPOTENCY_HITS, OPS, PUSH_SECONDS
 from core.wire import OpResult, Push, PushResult
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ async def handle_push(conn: Connection, push: Push, size: int) -> None:
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
+    if counts.get("duplicate"):
+        IDEMPOTENCY_HITS.labels(route="ws").inc(counts["duplicate"])
     log.info(
         "push",
         connection=conn.id,
