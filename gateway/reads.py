@@ -19,6 +19,7 @@ from litestar.params import FromPath, QueryParameter
 import projector.readmodel as readmodel
 import scheduler.queries as reminder_queries
 from core.errors import BadMessage, NotFound
+from core.ops import op_from_event
 from core.wire import (
     EntityList,
     EntityResponse,
@@ -28,7 +29,6 @@ from core.wire import (
     ReminderStatus,
 )
 from crdt import EntityState, EntityTypeSpec, Schema
-from eventstore.reads import op_from_event
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import Gateway, GatewayDep
 from gateway.examples import ENTITY_ANSWER, ok

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.events import ReminderChange
+from core.ops import op_from_event
 from core.wire import Event
 from crdt import EntityState, Op, decode_state, encode_state
-from eventstore.reads import op_from_event
 from eventstore.rows import Conn
 from projector.tables import LIVE, READ_EVENTS, Tables, columns_of, op_from_row
 from projector.typed import TASK, ReminderKey, derive, reminder_key
