@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-fast lint typecheck check bench lab clean
+.PHONY: help dev test test-fast coverage-crdt lint typecheck check bench lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(STAMP) ## set up, then run the whole test suite (embedded services unles
 test-fast: $(STAMP) ## unit and property tests only (no services)
 	$(BIN)/pytest -p no:cacheprovider tests/unit tests/property $(PYTEST_ARGS)
 
+coverage-crdt: $(STAMP) ## crdt/ must stay at 100% line and branch coverage
+	$(BIN)/pytest -n 2 -p no:cacheprovider -q tests/unit/test_crdt_*.py tests/property \
+		--cov=crdt --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
+
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -38,7 +42,7 @@ lint: $(STAMP) ## ruff check and format check
 typecheck: $(STAMP) ## mypy --strict
 	$(BIN)/mypy
 
-check: lint typecheck test ## what CI runs
+check: lint typecheck test coverage-crdt ## what CI runs
 
 bench: $(BENCH_STAMP) ## run the benchmarks (results: docs/benchmarks.md)
 	$(BIN)/python -m bench.crdt_bench
