@@ -41,14 +41,10 @@ class LabServer:
         return False
 
     async def stop_backend(self) -> None:
-        raise RuntimeError(
-            "only the lab's own server can be stopped, not an --against one"
-        )
+        raise RuntimeError("only the lab's own server can be stopped, not an --against one")
 
     async def start_backend(self) -> None:
-        raise RuntimeError(
-            "only the lab's own server can be started, not an --against one"
-        )
+        raise RuntimeError("only the lab's own server can be started, not an --against one")
 
     async def close(self) -> None:
         """Nothing to do for a server the lab did not start."""
