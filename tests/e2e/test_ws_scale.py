@@ -43,7 +43,8 @@ async def test_thousand_connections_all_receive_a_broadcast(server: ServerProces
 
     reply = await devices[0].push([op(acct.space_id, "broadcast", lamport=1)])
     seq = reply["results"][0]["seq"]
-    await asyncio.gather(*(d.wait_for_seq(acct.space_id, seq, within=60) for d in devices))
+    # Generous: 1,000 clients share one Python process with the test on a 2-core machine.
+    await asyncio.gather(*(d.wait_for_seq(acct.space_id, seq, within=150) for d in devices))
     assert all(d.seqs(acct.space_id)[-1] == seq for d in devices)
     assert len(gateway.children()) == 0 or gateway.is_running()
     await asyncio.gather(*(d.close() for d in devices))
