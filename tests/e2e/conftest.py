@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import pytest
 from core.embedded import free_port
 from core.settings import Settings
 from tests.conftest import service_env
+from tests.e2e.harness import wait_ready
 
 #: Fast hashing and no address throttle: tests register many users from 127.0.0.1.
 BASE_OPTIONS: dict[str, Any] = {
@@ -76,19 +76,11 @@ class GatewayProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                if "already in use" in self._log_tail():
-                    return False
-                raise AssertionError(f"gateway exited:\n{self._log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"gateway not ready in {timeout}s:\n{self._log_tail()}")
+        if wait_ready(self.base_url, self.proc, timeout):
+            return True
+        if "already in use" in self._log_tail():
+            return False
+        raise AssertionError(f"gateway exited:\n{self._log_tail()}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -43,6 +44,20 @@ FAST_OPTIONS = {
     "login_address_attempts": 100_000,
     "login_account_failures": 100_000,
 }
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Poll ``/readyz`` until it answers 200 (True) or the process exits (False); raise
+    AssertionError after ``timeout`` seconds. The one readiness wait of every harness."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                return True
+        time.sleep(0.1)
+    raise AssertionError(f"{base_url} not ready in {timeout}s")
 
 
 class ServerProcess:
@@ -80,17 +95,9 @@ class ServerProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited early:\n{self.log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+        if not wait_ready(self.url, self.proc, timeout):
+            raise AssertionError(f"server exited early:\n{self.log.read_text()[-4000:]}")
+        return self
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """Start a command that serves no HTTP (``projector``, ``scheduler``)."""

@@ -135,8 +135,9 @@ async def test_a_device_killed_mid_drain_resends_and_nothing_is_stored_twice(
     args = (base, path, account.email, account.password)
     async with DeviceProcess(*args, "trickle", "100") as first:
         ready = await first.until("ready")
-        while (await first.until("pending"))["pending"] > 60:
-            pass
+        pending = (await first.until("pending"))["pending"]
+        while pending > 60:  # wait until some pushes have been answered
+            pending = (await first.until("pending"))["pending"]
         await first.sigkill()  # some pushes answered, one maybe in flight
     queued = set(ready["ready"])
     async with DeviceProcess(*args, "drain", "0") as second:

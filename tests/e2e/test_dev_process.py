@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import psutil
 import pytest
 
 from core.embedded import free_port
+from tests.e2e.harness import wait_ready
 
 
 def _env() -> dict[str, str]:
@@ -50,16 +50,8 @@ class DevProcess:
                  "--data-dir", str(self.data_dir)],
                 env=_env(), stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url("/readyz"), timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"concord dev not ready in {timeout}s:\n{self.log.read_text()}")
+        if not wait_ready(self.url(""), self.proc, timeout):
+            raise AssertionError(f"concord dev exited:\n{self.log.read_text()}")
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
