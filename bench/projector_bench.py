@@ -8,7 +8,8 @@ Creates a scratch database (dropped at the end), then:
 1. appends ``--events`` events through ``PostgresEventStore.append`` (tasks with titles,
    done flags, tags, reminders and many counter increments) over ``--spaces`` spaces;
 2. starts the live projector (in process) and times its catch-up from zero;
-3. times a raw ordered SELECT of every event (the projector's columns, and the full
+3. times a raw ordered SELECT of every event, in a process of its own like the rebuild
+   (the projector's columns, and the full
    event columns) through the same chunked cursor the rebuild uses;
 4. rebuilds the read model while a writer keeps appending and readers keep reading
    (``get_entity``, ``list_entities``), counting failed reads and the slowest one;
@@ -127,14 +128,36 @@ async def fill(store: PostgresEventStore, spaces: int, events: int) -> list[tupl
     return made
 
 
-async def raw_read(pool: asyncpg.Pool, query: str) -> Read:
-    """(rows, seconds) of reading ``query`` through the rebuild's chunked cursor."""
-    rows = 0
-    started = time.perf_counter()
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        async for chunk in chunks(conn, query):
-            rows += len(chunk)
-    return rows, time.perf_counter() - started
+#: The raw reads: the projector's columns (what the rebuild reads), every column.
+RAW_QUERIES = {"proj": ALL_EVENTS, "full": RAW_FULL}
+
+
+async def raw_read_here(dsn: str, which: str) -> Read:
+    """(rows, seconds) of reading a raw query through the rebuild's chunked cursor."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = 0
+        started = time.perf_counter()
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            async for chunk in chunks(conn, RAW_QUERIES[which]):
+                rows += len(chunk)
+        return rows, time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def raw_read(dsn: str, which: str) -> Read:
+    """A raw read in its own process, like the rebuild: this process's event loop is
+    busy with the live load, which would slow the read and flatter the ratio."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.projector_bench", "--dsn", dsn, "--raw-read", which,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"raw read failed: {err.decode()[-2000:]}")
+    rows, seconds = out.split()
+    return int(rows), float(seconds)
 
 
 async def writer(store: PostgresEventStore, spaces: list[tuple[str, str]], live: Live) -> None:
@@ -344,13 +367,20 @@ async def run_phases(
             asyncio.create_task(reader(pool, spaces, live)),
         ]
         try:
-            before = [await raw_read(pool, ALL_EVENTS), await raw_read(pool, RAW_FULL)]
+            dsn = settings.database_url
+            before = [await raw_read(dsn, "proj"), await raw_read(dsn, "full")]
+            cpu, wall = time.process_time(), time.perf_counter()
             rebuilt = await rebuild_process(settings.database_url, workers)
-            after = [await raw_read(pool, ALL_EVENTS), await raw_read(pool, RAW_FULL)]
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            after = [await raw_read(dsn, "proj"), await raw_read(dsn, "full")]
         finally:
             live.stop.set()
             await asyncio.gather(*side)
         compare(rebuilt, before, after)
+        print(
+            f"  this process (writer, readers, live projector and relay) used {cpu:.2f} s "
+            f"of CPU during the rebuild's {wall:.2f} s"
+        )
         print(
             f"  meanwhile: {live.written:,} events appended, {live.reads:,} reads "
             f"({live.failed} failed, slowest {live.slowest * 1000:.0f} ms)"
@@ -382,8 +412,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--spaces", type=int, default=20)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--raw-read", choices=sorted(RAW_QUERIES), help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    arguments = parse()
+    if arguments.raw_read:  # one raw read (a child of the bench): rows and seconds
+        print(*asyncio.run(raw_read_here(arguments.dsn, arguments.raw_read)))
+    else:
+        asyncio.run(main(arguments))

@@ -1,8 +1,10 @@
 """The rebuild's bulk phase: fold the log from seq 1 into the shadow tables.
 
 Merging runs in Python, so one process is bound by one core. With ``workers > 1`` the
-spaces are split (balanced by event count) across worker processes (``python -m
-projector.bulk``), each folding its spaces in its own snapshot and COPYing them. A
+spaces are split into contiguous ranges of space_id (balanced by event count) across
+worker processes (``python -m projector.bulk``), each folding its range in its own
+snapshot and COPYing it. A range reads as one scan of the primary key, in its order; a
+list of ids (``space_id = ANY(...)``) would make PostgreSQL scan and sort the table. A
 space is folded by exactly one worker, and its shadow checkpoint is the last seq that
 worker folded, so the shadow is consistent space by space whatever the snapshots; what
 was appended meanwhile is caught up afterwards (``projector.rebuild``).
@@ -31,7 +33,11 @@ from projector.tables import SHADOW, STATE_COLUMNS
 from projector.typed import derive
 
 _FLUSH_ENTITIES = 5000
-SOME_EVENTS = ALL_EVENTS.replace(" ORDER BY", " WHERE e.space_id = ANY($1::uuid[]) ORDER BY")
+SOME_EVENTS = ALL_EVENTS.replace(
+    " ORDER BY", " WHERE e.space_id BETWEEN $1::uuid AND $2::uuid ORDER BY"
+)
+#: The first and last space_id of a worker's range.
+Range = tuple[uuid.UUID, uuid.UUID]
 
 
 @dataclass
@@ -89,14 +95,14 @@ class ShadowWriter:
 async def fold_into_shadow(
     reader: Conn,
     writer_conn: Conn,
-    space_ids: list[uuid.UUID] | None,
+    space_range: Range | None,
     on_events: Callable[[int], None],
 ) -> Counts:
-    """Fold the given spaces (all when None) in one REPEATABLE READ snapshot of
-    ``reader`` and write them to the shadow tables through ``writer_conn``."""
+    """Fold the spaces of ``space_range`` (all when None) in one REPEATABLE READ snapshot
+    of ``reader`` and write them to the shadow tables through ``writer_conn``."""
     counts = Counts()
     writer = ShadowWriter(writer_conn)
-    query, args = (ALL_EVENTS, ()) if space_ids is None else (SOME_EVENTS, (space_ids,))
+    query, args = (ALL_EVENTS, ()) if space_range is None else (SOME_EVENTS, space_range)
     try:
         async with (
             reader.transaction(isolation="repeatable_read", readonly=True),
@@ -128,18 +134,28 @@ async def _gc_paused() -> AsyncIterator[None]:
             gc.enable()
 
 
-def plan(spaces: list[tuple[uuid.UUID, int]], workers: int) -> list[list[uuid.UUID]]:
-    """Split spaces into ``workers`` groups of about equal event counts (largest first)."""
-    groups: list[list[uuid.UUID]] = [[] for _ in range(workers)]
-    loads = [0] * workers
-    for space_id, head in sorted(spaces, key=lambda s: -s[1]):
-        lightest = loads.index(min(loads))
-        groups[lightest].append(space_id)
-        loads[lightest] += head
-    return [g for g in groups if g]
+def plan(spaces: list[tuple[uuid.UUID, int]], workers: int) -> list[Range]:
+    """Cut the spaces, in space_id order, into at most ``workers`` contiguous ranges of
+    about equal event counts: range k ends near k/workers of all events, before or after
+    the space that crosses that mark, whichever lands closer to it."""
+    ordered = sorted(spaces)
+    total = sum(head for _, head in ordered)
+    ranges: list[Range] = []
+    first, previous = ordered[0][0], ordered[0][0]
+    load = 0
+    for space_id, head in ordered:
+        mark = total * (len(ranges) + 1) / workers
+        closing = len(ranges) < workers - 1
+        if closing and load and load + head > mark and mark - load < load + head - mark:
+            ranges.append((first, previous))  # ends before this space
+            first = space_id
+        load += head
+        previous = space_id
+    ranges.append((first, previous))
+    return ranges
 
 
-async def _run_worker(dsn: str, group: list[uuid.UUID], on_events: Callable[[int], None]) -> Counts:
+async def _run_worker(dsn: str, space_range: Range, on_events: Callable[[int], None]) -> Counts:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "projector.bulk", dsn,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -150,7 +166,7 @@ async def _run_worker(dsn: str, group: list[uuid.UUID], on_events: Callable[[int
     assert proc.stderr is not None
     counts = Counts()
     try:
-        proc.stdin.write(json.dumps([str(s) for s in group]).encode())
+        proc.stdin.write(json.dumps([str(s) for s in space_range]).encode())
         proc.stdin.close()
         errors = asyncio.ensure_future(proc.stderr.read())
         async for line in proc.stdout:
@@ -168,13 +184,28 @@ async def _run_worker(dsn: str, group: list[uuid.UUID], on_events: Callable[[int
             await proc.wait()
 
 
-async def fold_in_workers(
-    dsn: str, spaces: list[tuple[uuid.UUID, int]], workers: int, on_events: Callable[[int], None]
+async def _fold_here(
+    pool: asyncpg.Pool, space_range: Range, on_events: Callable[[int], None]
 ) -> Counts:
-    """Run the bulk fold in worker processes; their counts added up."""
+    async with pool.acquire() as reader, pool.acquire() as writer:
+        return await fold_into_shadow(reader, writer, space_range, on_events)
+
+
+async def fold_in_workers(
+    pool: asyncpg.Pool,
+    dsn: str,
+    spaces: list[tuple[uuid.UUID, int]],
+    workers: int,
+    on_events: Callable[[int], None],
+) -> Counts:
+    """Run the bulk fold in ``workers`` processes: this one (the first range, while the
+    others start) and worker processes; their counts added up."""
+    here, *elsewhere = plan(spaces, workers)
     # A TaskGroup: when one worker fails, the others are cancelled (and killed).
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(_run_worker(dsn, g, on_events)) for g in plan(spaces, workers)]
+        tasks = [group.create_task(_run_worker(dsn, r, on_events)) for r in elsewhere]
+        await asyncio.sleep(0)  # let the workers' processes be spawned first
+        tasks.append(group.create_task(_fold_here(pool, here, on_events)))
     results = [t.result() for t in tasks]
     return Counts(
         events=sum(r.events for r in results),
@@ -183,12 +214,12 @@ async def fold_in_workers(
     )
 
 
-async def _worker(dsn: str, space_ids: list[uuid.UUID]) -> None:
+async def _worker(dsn: str, space_range: Range) -> None:
     reader = await asyncpg.connect(dsn)
     writer = await asyncpg.connect(dsn)
     try:
         counts = await fold_into_shadow(
-            reader, writer, space_ids, lambda n: print(f"p {n}", flush=True)
+            reader, writer, space_range, lambda n: print(f"p {n}", flush=True)
         )
         print(f"r {counts.events} {counts.spaces} {counts.entities}", flush=True)
     finally:
@@ -198,4 +229,5 @@ async def _worker(dsn: str, space_ids: list[uuid.UUID]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_worker(sys.argv[1], [uuid.UUID(s) for s in json.loads(sys.stdin.read())]))
+    first, last = (uuid.UUID(s) for s in json.loads(sys.stdin.read()))
+    asyncio.run(_worker(sys.argv[1], (first, last)))

@@ -102,7 +102,7 @@ async def bulk_load(
 
     progress("rebuild", 0, total)
     if workers > 1 and dsn is not None and len(spaces) > 1:
-        counts = await fold_in_workers(dsn, spaces, workers, advance)
+        counts = await fold_in_workers(pool, dsn, spaces, workers, advance)
     else:
         async with pool.acquire() as reader, pool.acquire() as writer:
             counts = await fold_into_shadow(reader, writer, None, advance)

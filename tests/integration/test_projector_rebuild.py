@@ -120,10 +120,13 @@ async def test_rebuild_while_writing_and_reading(scratch: Scratch) -> None:
     assert reads["ok"] > 0
     assert await _index_names(pool) == indexes
     await assert_matches_replay(pool, store, [s for s, _ in spaces])
-    # A second rebuild (on the swapped-in tables) works the same way.
-    again = await rebuild(pool)
+    # A second rebuild (on the swapped-in tables), in three processes, works the same way.
+    dsn = scratch.settings.database_url
+    again = await rebuild(pool, dsn=dsn, workers=3)
     assert again.events >= report.events
+    assert again.spaces == 4
     assert await verify(pool) == []
+    await assert_matches_replay(pool, store, [s for s, _ in spaces])
 
 
 async def test_only_one_rebuild_at_a_time(scratch: Scratch) -> None:
