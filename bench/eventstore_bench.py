@@ -34,6 +34,7 @@ import asyncpg
 import msgspec
 import psutil
 
+from core.runtime import tune_gc
 from eventstore import append as append_mod
 from eventstore import postgres as postgres_mod
 from eventstore import writer as writer_mod
@@ -348,7 +349,11 @@ def main() -> None:
     parser.add_argument("--shared", action="store_true", help="all writers in one space")
     parser.add_argument("--profile", action="store_true", help="time append's phases")
     parser.add_argument("--skip-eventsourcing", action="store_true")
-    asyncio.run(bench(parser.parse_args()))
+    args = parser.parse_args()
+    # The garbage-collector tuning every concord process applies at start (core/runtime.py);
+    # CONCORD_GC_THRESHOLD=700,10,10 measures with CPython's defaults.
+    print(f"GC thresholds {tune_gc()} (as in every concord process)")
+    asyncio.run(bench(args))
 
 
 if __name__ == "__main__":

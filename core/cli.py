@@ -31,6 +31,7 @@ from typing import Any
 from core.command import CommandError, add_setting_flags, settings_from
 from core.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
 from core.logs import configure_logging
+from core.runtime import RuntimeSettingError, tune_gc
 from core.settings import Settings, SettingsError, with_overrides
 
 log = logging.getLogger("concord")
@@ -265,9 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         configure_logging(settings_from(args).log_level)
+        tune_gc()
         handler = getattr(args, "handler", None) or COMMANDS[args.command][1]
         handler(args)
-    except (SettingsError, CommandError, EmbeddedError) as exc:
+    except (SettingsError, CommandError, EmbeddedError, RuntimeSettingError) as exc:
         print(f"concord: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from core.wire import Event
 from crdt import Op, Violation
 from crdt.validate import is_canonical_uuid
@@ -95,6 +97,26 @@ def _type_problem(raw: dict[str, Any]) -> Violation:
     return _invalid("lamport must be an integer")
 
 
+class _WireOp(msgspec.Struct, kw_only=True):
+    """The fields of a pushed op with their exact JSON types (strings are exactly str, bool
+    is not an int); other keys are ignored. ``msgspec.convert`` checks them all in C."""
+
+    op_id: str
+    space_id: str
+    entity_type: str
+    entity_id: str
+    kind: str
+    lamport: int
+    field: str | None = None
+    value: Any = None
+    pred: list[str] | None = None
+    device_id: str | None = None
+    client_time: str | None = None
+
+
+_convert = msgspec.convert
+
+
 def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Violation:
     """Type-check one raw op of a push whose space is ``space_id`` (None: no space).
 
@@ -104,39 +126,27 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
         return _invalid("an operation must be a JSON object")
     if space_id is None:
         return _invalid("the push has no space: the first op needs a valid space_id")
-    get = raw.get
-    op_id, op_space, kind = get("op_id"), get("space_id"), get("kind")
-    entity_type, entity_id, field = get("entity_type"), get("entity_id"), get("field")
-    sent_device, client_time, pred = get("device_id"), get("client_time"), get("pred")
-    lamport = get("lamport")
-    # The fast check: every field present with its JSON type (strings are exactly str,
-    # as JSON decoders make them; bool is not an int). Anything else: the slow path
-    # names the problem.
-    if (
-        type(op_id) is not str
-        or type(op_space) is not str
-        or type(entity_type) is not str
-        or type(entity_id) is not str
-        or type(kind) is not str
-        or type(lamport) is not int
-        or (field is not None and type(field) is not str)
-        or (sent_device is not None and type(sent_device) is not str)
-        or (client_time is not None and not _client_time_ok(client_time))
-        or (pred is not None and (type(pred) is not list or any(type(p) is not str for p in pred)))
-    ):
+    try:
+        wire = _convert(raw, _WireOp)
+    except msgspec.ValidationError:
+        return _type_problem(raw)  # the slow path names the problem
+    client_time = wire.client_time
+    if client_time is not None and not _client_time_ok(client_time):
         return _type_problem(raw)
-    op_space = op_space.lower()
+    op_space = wire.space_id.lower()
     if op_space != space_id:
         return _invalid("every op of a push must name the push's space (the first op's)")
+    pred = wire.pred
+    sent_device = wire.device_id
     op = Op(
-        op_id=op_id.lower(),
-        entity_type=entity_type,
-        entity_id=entity_id,
-        kind=kind,
-        field=field,
-        value=get("value"),
+        op_id=wire.op_id.lower(),
+        entity_type=wire.entity_type,
+        entity_id=wire.entity_id,
+        kind=wire.kind,
+        field=wire.field,
+        value=wire.value,
         pred=tuple([p.lower() for p in pred]) if pred else (),
-        lamport=lamport,
+        lamport=wire.lamport,
         device_id=device_id,
     )
     return ParsedOp(

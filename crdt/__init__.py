@@ -42,6 +42,7 @@ from crdt.state import (
 )
 from crdt.validate import (
     PredTarget,
+    Target,
     Violation,
     canonical_op,
     canonical_value,
@@ -76,6 +77,7 @@ __all__ = [
     "Schema",
     "SchemaError",
     "SchemaFile",
+    "Target",
     "ValueKind",
     "Violation",
     "canonical_op",

@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -20,6 +20,7 @@ from crdt.schema import FieldSpec, Schema
 
 __all__ = [
     "PredTarget",
+    "Target",
     "Violation",
     "canonical_op",
     "canonical_value",
@@ -45,6 +46,26 @@ class Violation(msgspec.Struct, frozen=True, kw_only=True):
 
     code: str
     message: str
+
+
+class Target(Protocol):
+    """What `check_preds` reads of an op named in a `pred`: a `PredTarget`, or any record
+    with these attributes (the event store passes the events it just numbered)."""
+
+    @property
+    def op_id(self) -> str: ...
+    @property
+    def entity_type(self) -> str: ...
+    @property
+    def entity_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def field(self) -> str | None: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def lamport(self) -> int: ...
 
 
 class PredTarget(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,11 +149,66 @@ def _pred_problem(op: Op) -> str | None:
     return None
 
 
-def check_shape(op: Op) -> Violation | None:
-    """Check the section-2 rules that need nothing stored: ids, kind, field, numbers, pred."""
+def _shape_problem(op: Op) -> str | None:
+    """The first section-2 rule ``op`` breaks that needs nothing stored, or None."""
     problem = _ids_problem(op) or _number_problem(op.value) or _pred_problem(op)
     if problem is None and (not _is_int(op.lamport) or not 1 <= op.lamport <= MAX_LAMPORT):
         problem = "lamport must be an integer in 1..2^53-1"
+    return problem
+
+
+_uuid_match = _UUID_RE.fullmatch
+_entity_id_match = _ENTITY_ID_RE.fullmatch
+
+
+def _plainly_valid(op: Op) -> bool:
+    """True for an op that certainly passes ``_shape_problem``: exact types, a scalar
+    value, well-formed pred. Others (floats, nested values, anything odd) go the long way,
+    which also names the problem. Every op this accepts, ``_shape_problem`` accepts."""
+    kind, value, pred, lamport = op.kind, op.value, op.pred, op.lamport
+    vtype = type(value)
+    return (
+        type(op.op_id) is str
+        and _uuid_match(op.op_id) is not None
+        and type(op.entity_type) is str
+        and type(op.entity_id) is str
+        and _entity_id_match(op.entity_id) is not None
+        and (
+            type(op.field) is str
+            if kind in FIELD_KINDS
+            else kind in LIFECYCLE_KINDS and op.field is None and value is None
+        )
+        and (
+            value is None
+            or vtype is str
+            or vtype is bool
+            or (vtype is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT)
+        )
+        and type(lamport) is int
+        and 1 <= lamport <= MAX_LAMPORT
+        and type(pred) is tuple
+        and (not pred or _plain_pred(op.op_id, kind, pred))
+    )
+
+
+def _plain_pred(op_id: str, kind: str, pred: tuple[str, ...]) -> bool:
+    """A non-empty pred of distinct canonical UUIDs, not the op's own, on a kind that
+    takes one (one entry, the usual case, without building a set)."""
+    if kind == "add" or kind == "inc" or len(pred) > MAX_PRED or op_id in pred:
+        return False
+    if len(pred) == 1:
+        p = pred[0]
+        return type(p) is str and _uuid_match(p) is not None
+    return all(type(p) is str and _uuid_match(p) is not None for p in pred) and len(
+        set(pred)
+    ) == len(pred)
+
+
+def check_shape(op: Op) -> Violation | None:
+    """Check the section-2 rules that need nothing stored: ids, kind, field, numbers, pred."""
+    if _plainly_valid(op):  # the common case, without building a message
+        return None
+    problem = _shape_problem(op)
     return None if problem is None else _invalid(problem)
 
 
@@ -153,7 +229,7 @@ def _same_value(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _target_problem(op: Op, t: PredTarget) -> str | None:
+def _target_problem(op: Op, t: Target) -> str | None:
     """Why the stored op `t` may not appear in `op`'s pred (None when it may)."""
     if t.entity_type != op.entity_type or t.entity_id != op.entity_id:
         return "names an op of another entity"
@@ -174,7 +250,7 @@ def _target_problem(op: Op, t: PredTarget) -> str | None:
     return None
 
 
-def check_preds(op: Op, targets: Mapping[str, PredTarget]) -> Violation | None:
+def check_preds(op: Op, targets: Mapping[str, Target]) -> Violation | None:
     """Check every pred entry names a fitting op with a lower lamport.
 
     `targets` maps op_ids to the stored ops, or the earlier valid ops of the same push,
@@ -266,7 +342,7 @@ def check_schema(op: Op, schema: Schema) -> Violation | None:
 def validate(
     op: Op,
     schema: Schema,
-    targets: Mapping[str, PredTarget],
+    targets: Mapping[str, Target],
     space_max_lamport: int,
     headroom: int = DEFAULT_LAMPORT_HEADROOM,
 ) -> Violation | None:

@@ -24,6 +24,7 @@ from crdt import (
     Op,
     PredTarget,
     Schema,
+    Target,
     Violation,
     check_lamport_headroom,
     check_preds,
@@ -66,7 +67,7 @@ ORDER BY e.space_id, e.seq
 class SpaceView:
     """What the transaction knows of one locked space's stored ops."""
 
-    targets: dict[str, PredTarget] = field(default_factory=dict)
+    targets: dict[str, Target] = field(default_factory=dict)
     stored: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # seq, payload hash
     #: op_ids not looked up (see _probe_keys).
     skipped: set[str] = field(default_factory=set)
@@ -207,15 +208,7 @@ def _store_op(
         cursor, op, user_id, item.parsed.client_time, item.value_json, item.digest
     )
     view.stored[op.op_id] = (event.seq, item.digest)
-    view.targets[op.op_id] = PredTarget(
-        op_id=op.op_id,
-        entity_type=op.entity_type,
-        entity_id=op.entity_id,
-        kind=op.kind,
-        field=op.field,
-        value=event.value,
-        lamport=op.lamport,
-    )
+    view.targets[op.op_id] = event  # a later pred names it: its value as stored
     if op.kind == "set" and op.field is not None:
         key = (cursor.space_id, op.entity_type, op.entity_id)
         state = ctx.states.get(key)

@@ -179,59 +179,27 @@ class Batch:
 
         ``value_json`` is the canonical JSON of ``op.value``, ``digest`` its payload hash
         (the caller computed both to compare with a stored duplicate)."""
-        self.cursors[cursor.space_id] = cursor
+        space_id = cursor.space_id
+        self.cursors[space_id] = cursor
         seq = cursor.head + 1
+        recorded, schema_version = self.recorded, self.schema_version
+        device_id, lamport, value = op.device_id, op.lamport, op.value
         chained = chain_hash(
-            cursor.chain_tip,
-            digest,
-            seq,
-            op.device_id,
-            user_id,
-            client_time,
-            self.recorded,
-            self.schema_version,
+            cursor.chain_tip, digest, seq, device_id, user_id, client_time, recorded, schema_version
         )
         cursor.head = seq
         cursor.chain_tip = chained
-        if op.lamport > cursor.max_lamport:
-            cursor.max_lamport = op.lamport
-        value = op.value
+        if lamport > cursor.max_lamport:
+            cursor.max_lamport = lamport
         pred = list(op.pred)
-        self.records.append(
-            (
-                cursor.space_id,
-                seq,
-                op.op_id,
-                op.entity_type,
-                op.entity_id,
-                op.kind,
-                op.field,
-                None if value is None else value_json.decode(),
-                pred,
-                op.lamport,
-                op.device_id,
-                user_id,
-                client_time,
-                self.recorded_at,
-                self.schema_version,
-                digest,
-                chained,
-            )
-        )
-        return self._event(cursor.space_id, seq, op, pred, user_id, client_time, value_json)
-
-    def _event(
-        self,
-        space_id: str,
-        seq: int,
-        op: Op,
-        pred: list[str],
-        user_id: str | None,
-        client_time: str | None,
-        value_json: bytes,
-    ) -> Event:
-        """The stored event as reads return it."""
-        return Event(
+        # fmt: off
+        self.records.append((
+            space_id, seq, op.op_id, op.entity_type, op.entity_id, op.kind, op.field,
+            None if value is None else value_json.decode(), pred, lamport, device_id,
+            user_id, client_time, self.recorded_at, schema_version, digest, chained,
+        ))  # the order of EVENT_COLUMNS
+        # fmt: on
+        return Event(  # the stored event as reads return it
             seq=seq,
             op_id=op.op_id,
             space_id=space_id,
@@ -239,14 +207,14 @@ class Batch:
             entity_id=op.entity_id,
             kind=op.kind,
             field=op.field,
-            value=_as_stored(op.value, value_json),
+            value=_as_stored(value, value_json),
             pred=pred,
-            lamport=op.lamport,
+            lamport=lamport,
             client_time=client_time,
-            device_id=op.device_id,
+            device_id=device_id,
             user_id=user_id,
-            recorded_at=self.recorded,
-            schema_version=self.schema_version,
+            recorded_at=recorded,
+            schema_version=schema_version,
         )
 
     async def flush(self, conn: Conn) -> None:
