@@ -10,7 +10,6 @@ lowercased"); the formats themselves, kinds, numbers and ``pred`` rules are chec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -25,10 +24,10 @@ MAX_CLIENT_TIME = 64
 _REQUIRED = ("op_id", "space_id", "entity_type", "entity_id", "kind")
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedOp:
+class ParsedOp(msgspec.Struct, frozen=True):
     """A well-typed op of the push's space; ``op`` carries lowercased ids and the pushing
-    device; ``device_id`` is the one the op named (lowercased), if any."""
+    device; ``device_id`` is the one the op named (lowercased), if any. (A Struct: made
+    once per pushed op, and cheaper to build than a frozen dataclass.)"""
 
     op: Op
     space_id: str

@@ -117,18 +117,25 @@ def _probe_keys(
     retried; either way the group reruns with ``probe_all`` (see run_group).
     """
     keys: set[tuple[str, str]] = set()
+    add = keys.add
+    named: list[ParsedOp] = []  # the ops with a pred, of locked spaces
     for p in ops:
-        cursor = cursors.get(p.space_id)
+        space_id = p.space_id
+        cursor = cursors.get(space_id)
         if cursor is None:
             continue
-        if probe_all or p.op.lamport <= cursor.max_lamport:
-            keys.add((p.space_id, p.op.op_id))
+        op = p.op
+        if probe_all or op.lamport <= cursor.max_lamport:
+            add((space_id, op.op_id))
         else:
-            views[p.space_id].skipped.add(p.op.op_id)
-    for p in ops:
-        if p.space_id in cursors:
-            skipped = views[p.space_id].skipped
-            keys.update((p.space_id, r) for r in p.op.pred if r not in skipped)
+            views[space_id].skipped.add(op.op_id)
+        if op.pred:
+            named.append(p)
+    for p in named:  # once every skipped op_id is known: a pred may name a later op
+        skipped = views[p.space_id].skipped
+        for r in p.op.pred:
+            if r not in skipped:
+                add((p.space_id, r))
     return keys
 
 

@@ -149,30 +149,51 @@ class GroupCommitter:
     async def _worker(self) -> None:
         while True:
             group = await self._next_group()
-            self._busy += 1
+            # One connection for as long as groups keep coming: a busy writer does not
+            # pay the pool's release (a reset round trip) and acquire between groups.
             try:
-                await self._commit(group)
-            except asyncio.CancelledError:  # closing: nothing of the group is acknowledged
-                _fail(group, ConnectionError("event store closed"))
-                raise
-            except Exception as exc:  # never let a writer die: answer and go on
-                log.exception("group commit failed")
-                _fail(group, exc)
+                conn = await self._pool.acquire()
+            except Exception:  # no connection: the group's own attempt reports why
+                await self._serve(None, group)
+                continue
+            try:
+                while True:
+                    await self._serve(conn, group)
+                    if _gone(conn):
+                        break  # the pool replaces it
+                    group = self._take()
+                    if not group:
+                        break
             finally:
-                self._busy -= 1
-                self._in_flight -= {w.push.space_id for w in group}
-                self._wake.set()  # its spaces may have queued pushes
+                with contextlib.suppress(Exception):  # a closed pool: nothing to give back
+                    await self._pool.release(conn)
 
-    async def _commit(self, group: list[_Waiting]) -> None:
+    async def _serve(self, conn: Conn | None, group: list[_Waiting]) -> None:
+        """Commit one group on ``conn`` (None: a connection from the pool)."""
+        self._busy += 1
         try:
-            result = await self._attempt([w.push for w in group])
+            await self._commit(conn, group)
+        except asyncio.CancelledError:  # closing: nothing of the group is acknowledged
+            _fail(group, ConnectionError("event store closed"))
+            raise
+        except Exception as exc:  # never let a writer die: answer and go on
+            log.exception("group commit failed")
+            _fail(group, exc)
+        finally:
+            self._busy -= 1
+            self._in_flight -= {w.push.space_id for w in group}
+            self._wake.set()  # its spaces may have queued pushes
+
+    async def _commit(self, conn: Conn | None, group: list[_Waiting]) -> None:
+        try:
+            result = await self._attempt(conn, [w.push for w in group])
         except Exception as exc:
             if is_transient(exc) or len(group) == 1:
                 _fail(group, exc)
                 return
             log.warning("group of %d failed (%r); retrying push by push", len(group), exc)
             for waiting in group:
-                await self._commit([waiting])
+                await self._commit(None, [waiting])
             return
         self.groups.append(len(group))
         _count(result)
@@ -180,17 +201,30 @@ class GroupCommitter:
             if not waiting.future.done():
                 waiting.future.set_result(outcome)
 
-    async def _attempt(self, pushes: list[Push]) -> GroupResult:
-        async with self._pool.acquire() as conn:
-            try:
-                return await self._run(conn, pushes)
-            except Exception as exc:
-                # A backend killed mid-transaction can surface as any client error (even
-                # InternalClientError). The push is not acknowledged; whether or not COMMIT
-                # reached the server, the client's retry is safe (duplicates are detected).
-                if conn.is_closed() and not is_transient(exc):
-                    raise Unavailable("event store connection lost") from exc
-                raise
+    async def _attempt(self, conn: Conn | None, pushes: list[Push]) -> GroupResult:
+        if conn is None or _gone(conn):
+            async with self._pool.acquire() as fresh:
+                return await self._attempt_on(fresh, pushes)
+        return await self._attempt_on(conn, pushes)
+
+    async def _attempt_on(self, conn: Conn, pushes: list[Push]) -> GroupResult:
+        try:
+            return await self._run(conn, pushes)
+        except Exception as exc:
+            # A backend killed mid-transaction can surface as any client error (even
+            # InternalClientError). The push is not acknowledged; whether or not COMMIT
+            # reached the server, the client's retry is safe (duplicates are detected).
+            if conn.is_closed() and not is_transient(exc):
+                raise Unavailable("event store connection lost") from exc
+            raise
+
+
+def _gone(conn: Conn) -> bool:
+    """True once ``conn`` is closed, or no longer ours (the pool was closed under us)."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
 
 
 def _fail(group: list[_Waiting], exc: BaseException) -> None:

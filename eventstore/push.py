@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from core.canonical import CanonicalError, canonical_json
 from core.errors import ErrorBody
 from core.ops import ParsedOp, parse_op, push_space, result_op_id
@@ -23,9 +25,9 @@ from crdt import Schema, Violation, check_schema, check_shape
 from eventstore.chain import payload_digest
 
 
-@dataclass(slots=True)
-class Checked:
-    """An op that passed every check needing nothing stored (``late`` aside)."""
+class Checked(msgspec.Struct):
+    """An op that passed every check needing nothing stored (``late`` aside). (A Struct:
+    made once per pushed op, and cheaper to build than a dataclass.)"""
 
     parsed: ParsedOp
     #: The schema's verdict, reported after the headroom and pred checks.
