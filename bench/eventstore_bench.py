@@ -381,6 +381,8 @@ def main() -> None:
     )
     parser.add_argument("--skip-eventsourcing", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     # The garbage-collector tuning every concord process applies at start (core/runtime.py);
     # CONCORD_GC_THRESHOLD=700,10,10 measures with CPython's defaults.
     print(f"GC thresholds {tune_gc()} (as in every concord process)")

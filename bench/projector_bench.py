@@ -9,8 +9,8 @@ Creates a scratch database (dropped at the end), then:
    done flags, tags, reminders and many counter increments) over ``--spaces`` spaces;
 2. starts the live projector (in process) and times its catch-up from zero;
 3. times a raw ordered SELECT of every event, in a process of its own like the rebuild
-   (the projector's columns, and the full
-   event columns) through the same chunked cursor the rebuild uses;
+   (the projector's columns, and the full event columns) through the same chunked
+   cursor the rebuild uses;
 4. rebuilds the read model while a writer keeps appending and readers keep reading
    (``get_entity``, ``list_entities``), counting failed reads and the slowest one;
 5. checks that, after the swap, the read model equals a replay of the log (verify);

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from core.wire import Event
+from core.wire import Event, Operation
 from crdt import Op, Violation
 from crdt.validate import is_canonical_uuid
 
@@ -96,21 +96,12 @@ def _type_problem(raw: dict[str, Any]) -> Violation:
     return _invalid("lamport must be an integer")
 
 
-class _WireOp(msgspec.Struct, kw_only=True):
-    """The fields of a pushed op with their exact JSON types (strings are exactly str, bool
-    is not an int); other keys are ignored. ``msgspec.convert`` checks them all in C."""
+class _PushedOp(Operation, frozen=True, kw_only=True):
+    """``core.wire.Operation`` as a push is checked against it, in C by ``msgspec.convert``
+    (strings exactly str, bool no int, other keys ignored), except that ``pred: null`` is
+    taken as no pred, as it always was."""
 
-    op_id: str
-    space_id: str
-    entity_type: str
-    entity_id: str
-    kind: str
-    lamport: int
-    field: str | None = None
-    value: Any = None
-    pred: list[str] | None = None
-    device_id: str | None = None
-    client_time: str | None = None
+    pred: list[str] | None = None  # type: ignore[assignment]
 
 
 _convert = msgspec.convert
@@ -126,7 +117,7 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
     if space_id is None:
         return _invalid("the push has no space: the first op needs a valid space_id")
     try:
-        wire = _convert(raw, _WireOp)
+        wire = _convert(raw, _PushedOp)
     except msgspec.ValidationError:
         return _type_problem(raw)  # the slow path names the problem
     client_time = wire.client_time

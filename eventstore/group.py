@@ -202,7 +202,7 @@ class GroupCommitter:
                 waiting.future.set_result(outcome)
 
     async def _attempt(self, conn: Conn | None, pushes: list[Push]) -> GroupResult:
-        if conn is None or _gone(conn):
+        if conn is None:
             async with self._pool.acquire() as fresh:
                 return await self._attempt_on(fresh, pushes)
         return await self._attempt_on(conn, pushes)
@@ -214,7 +214,7 @@ class GroupCommitter:
             # A backend killed mid-transaction can surface as any client error (even
             # InternalClientError). The push is not acknowledged; whether or not COMMIT
             # reached the server, the client's retry is safe (duplicates are detected).
-            if conn.is_closed() and not is_transient(exc):
+            if _gone(conn) and not is_transient(exc):
                 raise Unavailable("event store connection lost") from exc
             raise
 
