@@ -107,7 +107,7 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
     pool, bus, store = await _connect(stack, settings, options)
     passwords, revocations = await _security(stack, settings, options, pool, bus)
     access = AccessTokens(settings.require_secret_key(), settings.access_token_ttl)
-    hints = Hints(bus, settings.nats_prefix)
+    hints = Hints(bus, settings.nats_prefix, publish_space=options.publish_hints)
     sessions = Sessions(
         pool=pool,
         store=store,

@@ -21,13 +21,14 @@ log = structlog.get_logger("concord.gateway.hints")
 class Hints:
     """Publishes this deployment's hints (subjects ``<prefix>.<kind>.<space_id>``)."""
 
-    def __init__(self, bus: Bus, prefix: str) -> None:
+    def __init__(self, bus: Bus, prefix: str, *, publish_space: bool = True) -> None:
         self.bus = bus
         self.prefix = prefix
+        self.publish_space = publish_space  # False only as a test fault hook
 
     async def space(self, space_id: str | None, events: list[Event]) -> None:
         """``<prefix>.space.<space_id>``: seqs first..last of the space are committed."""
-        if space_id is None or not events:
+        if space_id is None or not events or not self.publish_space:
             return
         hint = SpaceHint(
             space_id=space_id,

@@ -44,6 +44,10 @@ class GatewayOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: full before the device is closed 4429 (docs/websocket.md).
     ws_send_queue: int = 256
     ws_send_timeout: float = 10.0
+    #: Fault hook for tests: False makes the gateway behave as if it died after every
+    #: COMMIT and before publishing the space hint (the relay and the feed's head check
+    #: must still deliver). Always True in production.
+    publish_hints: bool = True
     #: Published limits (``welcome.limits``), enforced here and by the store.
     limits: Limits = DEFAULT_LIMITS
 

@@ -13,6 +13,7 @@ import websockets
 
 from core.embedded import EmbeddedNats
 from core.settings import Settings
+from projector.stream import Names
 from tests.e2e.harness import (
     Device,
     ServerProcess,
@@ -23,6 +24,7 @@ from tests.e2e.harness import (
     op,
     register,
 )
+from tests.integration.test_projector_support import eventually, stream_seqs
 
 
 async def _pull_all(base: str, token: str, space_id: str) -> list[dict[str, Any]]:
@@ -196,3 +198,44 @@ async def test_device_that_cannot_keep_up_is_closed_4429_and_resumes(settings: S
         await writer.close()
     finally:
         gw.stop()
+
+
+async def test_gateway_dead_between_commit_and_hint_still_delivers(settings: Settings) -> None:
+    """The fault hook drops every space hint after COMMIT, as a gateway killed right then
+    would: the relay still publishes the events to the log stream within its interval,
+    and a subscribed device still receives every event once, in order."""
+    gw = ServerProcess(settings, options={"publish_hints": False}).start()
+    relay = ServerProcess(settings, command="projector")
+    relay.start_worker()
+    try:
+        acct = await register(gw.url)
+        other = await login(gw.url, acct, "laptop")
+        a = await Device.connect(gw.ws_url, acct.access_token)
+        b = await Device.connect(
+            gw.ws_url, other.access_token, [{"space_id": acct.space_id, "after": 0}]
+        )
+        await b.expect("caught_up")
+        last = 0
+        for i in range(10):
+            reply = await a.push([op(acct.space_id, f"lost-hint-{i}", lamport=i + 1)])
+            assert reply["results"][0]["status"] == "applied"
+            last = reply["results"][0]["seq"]
+        await b.wait_for_seq(acct.space_id, last, within=20)
+        assert_contiguous(b.seqs(acct.space_id))
+        names = Names(settings.nats_prefix)
+        expected = list(range(1, last + 1))
+
+        async def relayed() -> bool:
+            with contextlib.suppress(Exception):  # the stream may not exist yet
+                return (
+                    await stream_seqs(settings.nats_url or "", names, acct.space_id, last)
+                    == expected
+                )
+            return False
+
+        await eventually(relayed, within=20)
+        await a.close()
+        await b.close()
+    finally:
+        gw.stop(signal.SIGTERM)
+        relay.stop(signal.SIGTERM)
