@@ -84,9 +84,7 @@ def _wrap(owner: object, name: str, label: str, *, sync: bool = False) -> None:
 def instrument() -> None:
     """Time the phases of the write path."""
     _wrap(append_mod, "lock_spaces", "lock spaces")
-    _wrap(append_mod, "_load_roles", "roles")
-    _wrap(append_mod, "_load_views", "dedup+pred lookup")
-    _wrap(append_mod, "_load_states", "conflict state")
+    _wrap(append_mod, "_look_up", "roles+dedup+pred+heads lookup")
     _wrap(append_mod, "_plan_push", "pred+dedup+number+chain (CPU, in txn)", sync=True)
     _wrap(postgres_mod, "prepare", "parse+check+hash (CPU, caller task)", sync=True)
     _wrap(writer_mod.Batch, "flush", "COPY+advance")
@@ -373,7 +371,7 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=8, help="concurrent client writers")
     parser.add_argument("--store-writers", type=int, default=4, help="group-commit writers")
     parser.add_argument("--max-group-ops", type=int, default=2000, help="ops per transaction")
-    parser.add_argument("--spread-ops", type=int, default=400, help="ops across spaces")
+    parser.add_argument("--spread-ops", type=int, default=200, help="ops across spaces")
     parser.add_argument("--shared", action="store_true", help="all writers in one space")
     parser.add_argument("--profile", action="store_true", help="time append's phases")
     parser.add_argument(

@@ -18,7 +18,14 @@ from core.wire import Event, Operation
 from crdt import Op, Violation
 from crdt.validate import is_canonical_uuid
 
-__all__ = ["MAX_CLIENT_TIME", "ParsedOp", "parse_op", "push_space", "result_op_id"]
+__all__ = [
+    "MAX_CLIENT_TIME",
+    "ParsedOp",
+    "client_time_ok",
+    "parse_op",
+    "push_space",
+    "result_op_id",
+]
 
 MAX_CLIENT_TIME = 64
 _REQUIRED = ("op_id", "space_id", "entity_type", "entity_id", "kind")
@@ -70,7 +77,8 @@ def _plain_text(value: str) -> bool:
     return True
 
 
-def _client_time_ok(value: object) -> bool:
+def client_time_ok(value: object) -> bool:
+    """A storable ``client_time``: text of at most MAX_CLIENT_TIME characters."""
     return type(value) is str and len(value) <= MAX_CLIENT_TIME and _plain_text(value)
 
 
@@ -86,7 +94,7 @@ def _type_problem(raw: dict[str, Any]) -> Violation:
         if not isinstance(raw.get(name, ""), str | None):
             return _invalid(f"{name} must be a string")
     client_time = raw.get("client_time")
-    if client_time is not None and not _client_time_ok(client_time):
+    if client_time is not None and not client_time_ok(client_time):
         return _invalid(f"client_time must be text of at most {MAX_CLIENT_TIME} characters")
     pred = raw.get("pred")
     if pred is not None and (
@@ -121,7 +129,7 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
     except msgspec.ValidationError:
         return _type_problem(raw)  # the slow path names the problem
     client_time = wire.client_time
-    if client_time is not None and not _client_time_ok(client_time):
+    if client_time is not None and not client_time_ok(client_time):
         return _type_problem(raw)
     op_space = wire.space_id.lower()
     if op_space != space_id:

@@ -10,57 +10,62 @@ validity (type, device, ``crdt.validate``), then idempotency.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
-from core.ops import ParsedOp
 from core.ports import AppendOutcome
 from core.wire import Event, OpResult
 from crdt import (
-    EntityState,
-    Op,
     PredTarget,
     Schema,
     Target,
-    Violation,
     check_lamport_headroom,
     check_preds,
 )
 from crdt.validate import is_canonical_uuid
-from eventstore.push import Checked, Item, Push, refuse_all, rejected
+from eventstore.push import Checked, Push, refuse_all, rejected
 from eventstore.rows import Conn, decode_value
 from eventstore.writer import Batch, SpaceCursor, lock_spaces
 
 FaultHook = Callable[[Conn], Awaitable[None]]
 
-_ROLES = """
-SELECT m.space_id, m.user_id, m.role
+# Everything the group's checks need of the database, in one round trip after the space
+# locks (so, under READ COMMITTED, from a snapshot taken after the previous holder of each
+# lock committed). Three parts, told apart by ``part``:
+#   0. the pushers' current roles (user_id in op_id, role in kind);
+#   1. idempotency and pred targets: every stored event of the group's spaces named by an
+#      op_id or a pred entry of the group;
+#   2. the stored sets of every field a pushed set touches: enough to know the field's
+#      heads, so that concord_conflicts_total counts a set after which its field has
+#      several.
+_LOOKUP = """
+SELECT 0 AS part, m.space_id, m.user_id AS op_id, NULL::bigint AS seq,
+       NULL::text AS entity_type, NULL::text AS entity_id, m.role AS kind,
+       NULL::text AS field, NULL::json AS value, NULL::bigint AS lamport,
+       NULL::bytea AS payload_hash, NULL::uuid[] AS pred
 FROM unnest($1::uuid[], $2::uuid[]) AS k(space_id, user_id)
 JOIN members m ON m.space_id = k.space_id AND m.user_id = k.user_id
-"""
-
-# Idempotency and pred targets in one round trip: every stored event of the group's
-# spaces named by an op_id or a pred entry of the group.
-_LOOKUP = """
-SELECT e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, e.kind, e.field, e.value,
-       e.lamport, e.payload_hash
-FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::uuid[])) AS k(space_id, op_id)
+UNION ALL
+SELECT 1, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, e.kind, e.field, e.value,
+       e.lamport, e.payload_hash, NULL
+FROM (SELECT DISTINCT * FROM unnest($3::uuid[], $4::uuid[])) AS k(space_id, op_id)
 JOIN events e ON e.space_id = k.space_id AND e.op_id = k.op_id
-"""
-
-# The stored sets of every field a pushed set touches: enough to know the field's heads,
-# so that concord_conflicts_total counts a set after which its field has several.
-_FIELD_SETS = """
-SELECT e.space_id, e.entity_type, e.entity_id, e.field, e.op_id, e.pred, e.lamport
-FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]))
+UNION ALL
+SELECT 2, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, NULL, e.field, NULL,
+       NULL, NULL, e.pred
+FROM (SELECT DISTINCT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[]))
     AS k(space_id, entity_type, entity_id, field)
 JOIN events e ON e.space_id = k.space_id AND e.entity_type = k.entity_type
     AND e.entity_id = k.entity_id AND e.field = k.field AND e.kind = 'set'
-ORDER BY e.space_id, e.seq
 """
+
+#: A field of an entity of a space: (space_id, entity_type, entity_id, field).
+FieldKey = tuple[str, str, str, str]
 
 
 @dataclass
@@ -83,32 +88,23 @@ class GroupResult:
     conflicts: list[tuple[str, str]]
 
 
-def _ops_of(pushes: Sequence[Push]) -> list[ParsedOp]:
-    return [c.parsed for push in pushes for c in push.items if isinstance(c, Checked)]
+@dataclass
+class _Known:
+    """What the lookup found: roles, each space's view, the heads of the fields set."""
 
-
-async def _load_roles(
-    conn: Conn, pushes: Sequence[Push], cursors: dict[str, SpaceCursor]
-) -> dict[tuple[str, str], str]:
-    """Current roles of the pushers, read after the space locks are held."""
-    pairs = {
-        (p.space_id, p.user_id)
-        for p in pushes
-        if p.space_id in cursors and is_canonical_uuid(p.user_id)
-    }
-    if not pairs:
-        return {}
-    rows = await conn.fetch(_ROLES, [s for s, _ in pairs], [u for _, u in pairs])
-    return {(str(r["space_id"]), str(r["user_id"])): r["role"] for r in rows}
+    roles: dict[tuple[str, str], str]
+    views: dict[str, SpaceView]
+    heads: dict[FieldKey, set[str]]
 
 
 def _probe_keys(
-    ops: Sequence[ParsedOp],
+    pushes: Sequence[Push],
     cursors: dict[str, SpaceCursor],
     views: dict[str, SpaceView],
     probe_all: bool,
-) -> set[tuple[str, str]]:
-    """The (space, op_id)s to look up: the group's op_ids and pred entries.
+) -> tuple[set[tuple[str, str]], set[FieldKey]]:
+    """The (space, op_id)s to look up (the group's op_ids and pred entries) and the
+    fields its sets touch, for the pushes of locked spaces.
 
     Unless ``probe_all``, an op_id whose lamport is above its space's highest stored
     lamport is not looked up: no stored event has that payload, so it can only be new
@@ -117,83 +113,82 @@ def _probe_keys(
     retried; either way the group reruns with ``probe_all`` (see run_group).
     """
     keys: set[tuple[str, str]] = set()
+    fields: set[FieldKey] = set()
     add = keys.add
-    named: list[ParsedOp] = []  # the ops with a pred, of locked spaces
-    for p in ops:
-        space_id = p.space_id
-        cursor = cursors.get(space_id)
-        if cursor is None:
+    named: list[tuple[str, tuple[str, ...]]] = []  # pred entries, once skipped are known
+    for push in pushes:
+        space_id = push.space_id
+        cursor = cursors.get(space_id or "")
+        if space_id is None or cursor is None:
             continue
-        op = p.op
-        if probe_all or op.lamport <= cursor.max_lamport:
-            add((space_id, op.op_id))
-        else:
-            views[space_id].skipped.add(op.op_id)
-        if op.pred:
-            named.append(p)
-    for p in named:  # once every skipped op_id is known: a pred may name a later op
-        skipped = views[p.space_id].skipped
-        for r in p.op.pred:
+        top = cursor.max_lamport
+        skipped = views[space_id].skipped
+        for item in push.items:
+            if not isinstance(item, Checked):
+                continue
+            op = item.op
+            if probe_all or op.lamport <= top:
+                add((space_id, op.op_id))
+            else:
+                skipped.add(op.op_id)
+            if op.pred:
+                named.append((space_id, op.pred))
+            if op.kind == "set" and op.field is not None:
+                fields.add((space_id, op.entity_type, op.entity_id, op.field))
+    for space_id, pred in named:  # a pred may name a later op of the group
+        skipped = views[space_id].skipped
+        for r in pred:
             if r not in skipped:
-                add((p.space_id, r))
-    return keys
+                add((space_id, r))
+    return keys, fields
 
 
-async def _load_views(
-    conn: Conn, ops: Sequence[ParsedOp], cursors: dict[str, SpaceCursor], probe_all: bool
-) -> dict[str, SpaceView]:
-    """Stored events the group names (op_ids for idempotency, pred entries as targets)."""
-    views = {sid: SpaceView() for sid in cursors}
-    keys = _probe_keys(ops, cursors, views, probe_all)
-    if not keys:
-        return views
-    rows = await conn.fetch(_LOOKUP, [s for s, _ in keys], [o for _, o in keys])
-    for r in rows:
-        view = views[str(r["space_id"])]
-        op_id = str(r["op_id"])
-        view.stored[op_id] = (r["seq"], bytes(r["payload_hash"]))
-        view.targets[op_id] = PredTarget(
-            op_id=op_id,
-            entity_type=r["entity_type"],
-            entity_id=r["entity_id"],
-            kind=r["kind"],
-            field=r["field"],
-            value=decode_value(r["value"]),
-            lamport=r["lamport"],
-        )
-    return views
+def _columns(keys: set[Any], width: int) -> list[list[Any]]:
+    """The keys as ``width`` parallel lists (``unnest`` arguments)."""
+    return [list(c) for c in zip(*keys, strict=True)] if keys else [[] for _ in range(width)]
 
 
-async def _load_states(
-    conn: Conn, ops: Sequence[ParsedOp], cursors: dict[str, SpaceCursor]
-) -> dict[tuple[str, str, str], EntityState]:
-    keys = {
-        (p.space_id, p.op.entity_type, p.op.entity_id, p.op.field)
-        for p in ops
-        if p.op.kind == "set" and isinstance(p.op.field, str) and p.space_id in cursors
+async def _look_up(
+    conn: Conn, pushes: Sequence[Push], cursors: dict[str, SpaceCursor], probe_all: bool
+) -> _Known:
+    """Roles, stored events named by the group and field heads: one round trip."""
+    pairs = {
+        (p.space_id, p.user_id)
+        for p in pushes
+        if p.space_id in cursors and is_canonical_uuid(p.user_id)
     }
-    states: dict[tuple[str, str, str], EntityState] = {}
-    if not keys:
-        return states
-    cols = list(zip(*keys, strict=True))
-    for r in await conn.fetch(_FIELD_SETS, *cols):
-        key = (str(r["space_id"]), r["entity_type"], r["entity_id"])
-        state = states.get(key)
-        if state is None:
-            state = states[key] = EntityState.new(key[1], key[2])
-        pred = tuple(str(p) for p in r["pred"])
-        state.apply(
-            Op(
-                op_id=str(r["op_id"]),
-                entity_type=key[1],
-                entity_id=key[2],
-                kind="set",
+    known = _Known({}, {sid: SpaceView() for sid in cursors}, {})
+    if not pairs:  # nobody may push: every push is refused, nothing to look up
+        return known
+    keys, fields = _probe_keys(pushes, cursors, known.views, probe_all)
+    rows = await conn.fetch(_LOOKUP, *_columns(pairs, 2), *_columns(keys, 2), *_columns(fields, 4))
+    sets: list[asyncpg.Record] = []
+    for r in rows:
+        part = r["part"]
+        if part == 0:
+            known.roles[(str(r["space_id"]), str(r["op_id"]))] = r["kind"]
+        elif part == 1:
+            view = known.views[str(r["space_id"])]
+            op_id = str(r["op_id"])
+            view.stored[op_id] = (r["seq"], bytes(r["payload_hash"]))
+            view.targets[op_id] = PredTarget(
+                op_id=op_id,
+                entity_type=r["entity_type"],
+                entity_id=r["entity_id"],
+                kind=r["kind"],
                 field=r["field"],
-                pred=pred,
+                value=decode_value(r["value"]),
                 lamport=r["lamport"],
             )
-        )
-    return states
+        else:
+            sets.append(r)
+    sets.sort(key=lambda r: r["seq"])
+    for r in sets:  # in seq order: a set supersedes the heads it names
+        key = (str(r["space_id"]), r["entity_type"], r["entity_id"], r["field"])
+        heads = known.heads.setdefault(key, set())
+        heads.difference_update(str(p) for p in r["pred"])
+        heads.add(str(r["op_id"]))
+    return known
 
 
 @dataclass
@@ -202,62 +197,17 @@ class _Context:
 
     headroom: int
     batch: Batch
-    states: dict[tuple[str, str, str], EntityState]
+    #: Heads of every field the group sets (stored, then as the group's sets land).
+    heads: dict[FieldKey, set[str]]
     conflicts: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _store_op(
-    item: Checked, user_id: str, cursor: SpaceCursor, view: SpaceView, ctx: _Context
-) -> Event:
-    """Number and chain a valid new op; make it visible to the rest of the group."""
-    op = item.parsed.op
-    event = ctx.batch.add(
-        cursor, op, user_id, item.parsed.client_time, item.value_json, item.digest
-    )
-    view.stored[op.op_id] = (event.seq, item.digest)
-    view.targets[op.op_id] = event  # a later pred names it: its value as stored
-    if op.kind == "set" and op.field is not None:
-        key = (cursor.space_id, op.entity_type, op.entity_id)
-        state = ctx.states.get(key)
-        if state is None:
-            state = ctx.states[key] = EntityState.new(op.entity_type, op.entity_id)
-        if state.apply(op).conflicted:
-            ctx.conflicts.append((op.entity_type, op.field))
-    return event
-
-
-def _plan_op(
-    echo: str | None,
-    item: Item,
-    push: Push,
-    cursor: SpaceCursor,
-    view: SpaceView,
-    lamport_before: int,
-    ctx: _Context,
-) -> tuple[OpResult, Event | None]:
-    """The result of one op: the checks needing the log (PROTOCOL order: lamport
-    headroom, pred, then the schema's verdict from ``prepare``), then idempotency."""
-    if isinstance(item, Violation):
-        return rejected(echo, item.code, item.message), None
-    op = item.parsed.op
-    violation = check_lamport_headroom(op.lamport, lamport_before, ctx.headroom)
-    if violation is None:
-        violation = check_preds(op, view.targets)
-        targets = view.targets
-        if violation is not None and any(r in view.skipped and r not in targets for r in op.pred):
-            raise _ProbeAgain(op.op_id)
-        violation = violation or item.late
-    if violation is not None:
-        return rejected(echo, violation.code, violation.message), None
-    known = view.stored.get(op.op_id)
-    if known is not None:
-        seq, stored_digest = known
-        if stored_digest == item.digest:
-            return OpResult(op_id=echo, status="duplicate", seq=seq), None
-        message = "op_id already stored in this space with a different payload"
-        return rejected(echo, "op_id_conflict", message), None
-    event = _store_op(item, push.user_id, cursor, view, ctx)
-    return OpResult(op_id=echo, status="applied", seq=event.seq), event
+def _duplicate_or_conflict(echo: str | None, known: tuple[int, bytes], digest: bytes) -> OpResult:
+    seq, stored_digest = known
+    if stored_digest == digest:
+        return OpResult(op_id=echo, status="duplicate", seq=seq)
+    message = "op_id already stored in this space with a different payload"
+    return rejected(echo, "op_id_conflict", message)
 
 
 def _plan_push(
@@ -267,27 +217,69 @@ def _plan_push(
     views: dict[str, SpaceView],
     ctx: _Context,
 ) -> AppendOutcome:
-    """One push's results, as if it ran alone after the group's earlier pushes."""
-    assert push.space_id is not None
-    cursor = cursors.get(push.space_id)
-    role = roles.get((push.space_id, push.user_id))
+    """One push's results, as if it ran alone after the group's earlier pushes.
+
+    Per op, in PROTOCOL order: the checks needing the log (lamport headroom, pred), the
+    schema's verdict from ``prepare``, then idempotency; a new op is numbered, chained,
+    and becomes visible to the rest of the group (as a pred target, a duplicate, a
+    field head). One loop with the state in locals: it runs for every pushed op."""
+    space_id = push.space_id
+    assert space_id is not None
+    cursor = cursors.get(space_id)
+    role = roles.get((space_id, push.user_id))
     if cursor is None or role is None:
         return refuse_all(push, "not_found", "no such space", 0, 0)
     if role not in ("owner", "editor"):
         return refuse_all(
             push, "forbidden", f"a {role} may not push", cursor.max_lamport, cursor.head
         )
-    view = views[push.space_id]
-    lamport_before = cursor.max_lamport
+    view = views[space_id]
+    targets, stored, skipped = view.targets, view.stored, view.skipped
+    lamport_before, headroom = cursor.max_lamport, ctx.headroom
+    cap = lamport_before + headroom
+    add, heads, user_id = ctx.batch.add, ctx.heads, push.user_id
     results: list[OpResult] = []
     events: list[Event] = []
     for echo, item in zip(push.echo_ids, push.items, strict=True):
-        result, event = _plan_op(echo, item, push, cursor, view, lamport_before, ctx)
-        results.append(result)
-        if event is not None:
-            events.append(event)
+        if not isinstance(item, Checked):
+            results.append(rejected(echo, item.code, item.message))
+            continue
+        op = item.op
+        pred = op.pred
+        if op.lamport > cap:
+            violation = check_lamport_headroom(op.lamport, lamport_before, headroom)
+        elif pred:
+            violation = check_preds(op, targets)
+            if violation is not None and any(r in skipped and r not in targets for r in pred):
+                raise _ProbeAgain(op.op_id)
+        else:
+            violation = None
+        violation = violation or item.late
+        if violation is not None:
+            results.append(rejected(echo, violation.code, violation.message))
+            continue
+        op_id = op.op_id
+        seen = stored.get(op_id)
+        if seen is not None:
+            results.append(_duplicate_or_conflict(echo, seen, item.digest))
+            continue
+        event = add(cursor, op, user_id, item.client_time, item.value_json, item.digest)
+        stored[op_id] = (event.seq, item.digest)
+        targets[op_id] = event  # a later pred names it: its value as stored
+        if op.kind == "set" and op.field is not None:
+            key = (space_id, op.entity_type, op.entity_id, op.field)
+            field_heads = heads.get(key)
+            if field_heads is None:
+                heads[key] = {op_id}
+            else:
+                field_heads.difference_update(pred)
+                field_heads.add(op_id)
+                if len(field_heads) > 1:
+                    ctx.conflicts.append((op.entity_type, op.field))
+        results.append(OpResult(op_id=echo, status="applied", seq=event.seq))
+        events.append(event)
     return AppendOutcome(
-        space_id=push.space_id,
+        space_id=space_id,
         results=results,
         server_lamport=cursor.max_lamport,
         events=events,
@@ -320,19 +312,26 @@ async def _transaction(
     *,
     probe_all: bool,
 ) -> GroupResult:
-    async with conn.transaction():
+    # BEGIN and COMMIT by hand: the last statement and COMMIT share one round trip.
+    await conn.execute("BEGIN")
+    try:
         cursors = await lock_spaces(conn, [p.space_id for p in pushes if p.space_id])
-        roles = await _load_roles(conn, pushes, cursors)
-        writable = [
-            p for p in pushes if roles.get((p.space_id or "", p.user_id)) in ("owner", "editor")
-        ]
-        ops = _ops_of(writable)
-        views = await _load_views(conn, ops, cursors, probe_all)
-        states = await _load_states(conn, ops, cursors)
+        known = await _look_up(conn, pushes, cursors, probe_all)
         # Taken under the locks, so recorded_at follows seq order within a space.
-        ctx = _Context(headroom, Batch(datetime.now(UTC), schema.version), states)
-        outcomes = [_plan_push(p, cursors, roles, views, ctx) for p in pushes]
-        await ctx.batch.flush(conn)
+        ctx = _Context(headroom, Batch(datetime.now(UTC), schema.version), known.heads)
+        outcomes = [_plan_push(p, cursors, known.roles, known.views, ctx) for p in pushes]
+        await ctx.batch.copy(conn)
         if fault_hook is not None:
             await fault_hook(conn)
+        await conn.execute(ctx.batch.advance_sql() + "COMMIT")
+    except BaseException:
+        await _roll_back(conn)
+        raise
     return GroupResult(outcomes, ctx.conflicts)
+
+
+async def _roll_back(conn: Conn) -> None:
+    """End a failed transaction; a broken connection is left for the pool to replace."""
+    with contextlib.suppress(Exception):  # closed, or no longer ours: nothing to end
+        if not conn.is_closed():
+            await conn.execute("ROLLBACK")

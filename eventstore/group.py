@@ -62,7 +62,7 @@ class GroupCommitter:
         run: RunGroup,
         writers: int = 4,
         max_group_ops: int = 2000,
-        spread_ops: int = 400,
+        spread_ops: int = 200,
     ) -> None:
         self._pool = pool
         self._run = run

@@ -44,7 +44,7 @@ class PostgresEventStore:
         limits: Limits = DEFAULT_LIMITS,
         writers: int = 4,
         max_group_ops: int = 2000,
-        spread_ops: int = 400,
+        spread_ops: int = 200,
         fault_hook: FaultHook | None = None,
     ) -> None:
         if not secret_key:

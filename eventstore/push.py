@@ -18,10 +18,10 @@ import msgspec
 
 from core.canonical import CanonicalError, canonical_json
 from core.errors import ErrorBody
-from core.ops import ParsedOp, parse_op, push_space, result_op_id
+from core.ops import ParsedOp, client_time_ok, parse_op, push_space, result_op_id
 from core.ports import AppendOutcome
 from core.wire import OpResult
-from crdt import Schema, Violation, check_schema, check_shape
+from crdt import Op, Schema, Violation, check_schema, check_shape
 from eventstore.chain import payload_digest
 
 
@@ -29,7 +29,9 @@ class Checked(msgspec.Struct):
     """An op that passed every check needing nothing stored (``late`` aside). (A Struct:
     made once per pushed op, and cheaper to build than a dataclass.)"""
 
-    parsed: ParsedOp
+    #: Ids lowercased, ``device_id`` the pushing device's; of the push's space.
+    op: Op
+    client_time: str | None
     #: The schema's verdict, reported after the headroom and pred checks.
     late: Violation | None
     #: Canonical JSON of the value, and the payload hash (for duplicates and the chain).
@@ -51,7 +53,25 @@ class Push:
     items: list[Item]
 
 
+def _checked(
+    op: Op, space_id: str, client_time: str | None, value_json: bytes, schema: Schema
+) -> Checked:
+    digest = payload_digest(
+        op.op_id,
+        space_id,
+        op.entity_type,
+        op.entity_id,
+        op.kind,
+        op.field,
+        value_json,
+        op.pred,
+        op.lamport,
+    )
+    return Checked(op, client_time, check_schema(op, schema), value_json, digest)
+
+
 def _check(parsed: ParsedOp | Violation, device_id: str, schema: Schema) -> Item:
+    """Every check of an op, in PROTOCOL order, naming the first problem (the long way)."""
     if isinstance(parsed, Violation):
         return parsed
     op = parsed.op
@@ -64,30 +84,64 @@ def _check(parsed: ParsedOp | Violation, device_id: str, schema: Schema) -> Item
         value_json = canonical_json(op.value)
     except CanonicalError as exc:
         return Violation(code="invalid_op", message=str(exc))
-    digest = payload_digest(
-        op.op_id,
-        parsed.space_id,
-        op.entity_type,
-        op.entity_id,
-        op.kind,
-        op.field,
-        value_json,
-        op.pred,
-        op.lamport,
-    )
-    return Checked(parsed, check_schema(op, schema), value_json, digest)
+    return _checked(op, parsed.space_id, parsed.client_time, value_json, schema)
+
+
+_convert = msgspec.convert
+_replace = msgspec.structs.replace
+_ENCODE_SCALAR = msgspec.json.encode
+#: Value types msgspec writes as RFC 8785 does (integers: check_shape bounds them).
+_SCALARS = (str, int, bool)
+
+
+def _check_plain(raw: Any, space_id: str, device_id: str, schema: Schema) -> Checked | None:
+    """The common op in few steps, or None to take the long way (which names problems).
+
+    Accepts only what the long way accepts, with the same result: a dict naming the
+    push's space exactly and no device, whose fields ``msgspec.convert`` types straight
+    into ``crdt.Op`` (the types of ``core.wire.Operation``), that passes ``check_shape``
+    as sent (so its ids are already lowercase) and has a scalar value (whose JSON
+    msgspec writes canonically). tests/property/test_push_fast_path.py holds the two
+    ways to the same answers."""
+    if type(raw) is not dict or raw.get("space_id") != space_id or "device_id" in raw:
+        return None
+    client_time = raw.get("client_time")
+    if client_time is not None and not client_time_ok(client_time):
+        return None
+    try:
+        op = _convert(raw, Op)
+    except msgspec.ValidationError:
+        return None
+    value = op.value
+    if (value is not None and type(value) not in _SCALARS) or check_shape(op) is not None:
+        return None  # floats and containers: canonical_json decides, the long way
+    try:
+        value_json = _ENCODE_SCALAR(value)
+    except UnicodeEncodeError:  # a lone surrogate: no canonical form
+        return None
+    return _checked(_replace(op, device_id=device_id), space_id, client_time, value_json, schema)
 
 
 def prepare(user_id: str, device_id: str, ops: Sequence[Any], schema: Schema) -> Push:
     """Parse, check and hash every raw op of a push (CPU only; no database)."""
     space_id = push_space(ops)
     device = device_id.lower()
+    echo_ids: list[str | None] = []
+    items: list[Item] = []
+    for raw in ops:
+        item = None if space_id is None else _check_plain(raw, space_id, device, schema)
+        if item is None:
+            echo_ids.append(result_op_id(raw))
+            items.append(_check(parse_op(raw, space_id, device), device, schema))
+        else:
+            echo_ids.append(raw["op_id"])
+            items.append(item)
     return Push(
         user_id=user_id.lower(),
         device_id=device,
         space_id=space_id,
-        echo_ids=[result_op_id(raw) for raw in ops],
-        items=[_check(parse_op(raw, space_id, device), device, schema) for raw in ops],
+        echo_ids=echo_ids,
+        items=items,
     )
 
 

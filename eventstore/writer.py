@@ -42,16 +42,18 @@ ORDER BY space_id
 FOR UPDATE
 """
 
+# Advancing the spaces a transaction wrote to, and queueing them for the relay, as one
+# statement of literals (uuids, integers and hex, all made here, never client text): sent
+# with the simple query protocol it can share a round trip with COMMIT.
 _ADVANCE = """
 WITH advanced AS (
     UPDATE spaces AS s
     SET head = u.head, max_lamport = u.max_lamport, chain_tip = u.chain_tip
-    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bytea[])
-        AS u(space_id, head, max_lamport, chain_tip)
+    FROM (VALUES {values}) AS u(space_id, head, max_lamport, chain_tip)
     WHERE s.space_id = u.space_id
     RETURNING s.space_id, s.head
 )
-INSERT INTO outbox (space_id, head) SELECT space_id, head FROM advanced
+INSERT INTO outbox (space_id, head) SELECT space_id, head FROM advanced;
 """
 
 
@@ -217,18 +219,29 @@ class Batch:
             schema_version=schema_version,
         )
 
-    async def flush(self, conn: Conn) -> None:
-        """COPY the rows, then advance every touched space and queue it in the outbox."""
+    async def copy(self, conn: Conn) -> None:
+        """COPY the rows (one round trip for any number)."""
         if self.records:
             await conn.copy_records_to_table(
                 "events", records=self.records, columns=list(EVENT_COLUMNS)
             )
+
+    def advance_sql(self) -> str:
+        """The statement advancing every touched space and queueing it in the outbox
+        ("" when no space moved)."""
         moved = [c for c in self.cursors.values() if c.changed]
-        if moved:
-            await conn.execute(
-                _ADVANCE,
-                [c.space_id for c in moved],
-                [c.head for c in moved],
-                [c.max_lamport for c in moved],
-                [c.chain_tip for c in moved],
-            )
+        if not moved:
+            return ""
+        values = ", ".join(
+            f"('{uuid.UUID(c.space_id)}'::uuid, {int(c.head)}::bigint, "
+            f"{int(c.max_lamport)}::bigint, decode('{c.chain_tip.hex()}', 'hex'))"
+            for c in moved
+        )
+        return _ADVANCE.format(values=values)
+
+    async def flush(self, conn: Conn) -> None:
+        """COPY the rows, then advance every touched space and queue it in the outbox."""
+        await self.copy(conn)
+        advance = self.advance_sql()
+        if advance:
+            await conn.execute(advance)

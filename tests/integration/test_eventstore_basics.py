@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 
 from core.errors import Conflict, NotFound
 from core.metrics import CONFLICTS, OPS
+from core.ops import op_from_event
 from core.wire import SERVER_DEVICE_ID
+from crdt import EntityState
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
 from tests.conftest import TEST_SECRET
@@ -166,6 +171,48 @@ async def test_conflicts_are_counted_at_append_time(store: PostgresEventStore) -
     await store.append(user_id=user, device_id=device, ops=[resolve])
     assert CONFLICTS.labels(entity_type="task", field="notes")._value.get() == before + 1
     assert OPS.labels(status="applied")._value.get() == applied_before + 3
+
+
+async def test_conflicts_counted_as_entity_state_counts_them(store: PostgresEventStore) -> None:
+    """Random histories of sets (preds naming some of a field's heads, several pushes
+    racing into shared groups): the counter moves exactly as ``crdt.EntityState`` says
+    a field is left with several heads, set after set in seq order."""
+    rng = random.Random(7)
+    user = new_id()
+    space = await store.create_space(name="c", creator_user_id=user, personal=False)
+    field_names = ("notes", "title")
+    heads: dict[tuple[str, str], list[str]] = {}
+    lamport = 0
+    pushes: list[list[dict[str, Any]]] = []
+    for _ in range(12):
+        push = []
+        for _ in range(rng.randint(1, 12)):
+            entity, name = f"t{rng.randint(1, 3)}", rng.choice(field_names)
+            current = heads.setdefault((entity, name), [])
+            pred = rng.sample(current, rng.randint(0, len(current)))
+            lamport += 1
+            raw = op(space, entity_id=entity, field=name, value=f"v{lamport}", lamport=lamport)
+            raw["pred"] = pred
+            push.append(raw)
+            current[:] = [h for h in current if h not in pred] + [raw["op_id"]]
+        pushes.append(push)
+    before = {n: CONFLICTS.labels(entity_type="task", field=n)._value.get() for n in field_names}
+    # One by one (heads come from stored sets), then racing (pushes of one space share
+    # a group, in queue order: heads also come from the group's earlier pushes).
+    outcomes = [await store.append(user_id=user, device_id=new_id(), ops=p) for p in pushes[:6]]
+    outcomes += await asyncio.gather(
+        *(store.append(user_id=user, device_id=new_id(), ops=p) for p in pushes[6:])
+    )
+    assert all(r.status == "applied" for o in outcomes for r in o.results)
+    expected = dict.fromkeys(field_names, 0)
+    states: dict[str, EntityState] = {}
+    for event in await store.read(space, 1, 1000):
+        state = states.setdefault(event.entity_id, EntityState.new("task", event.entity_id))
+        if state.apply(op_from_event(event)).conflicted:
+            expected[event.field or ""] += 1
+    assert sum(expected.values()) > 0
+    after = {n: CONFLICTS.labels(entity_type="task", field=n)._value.get() for n in field_names}
+    assert {n: after[n] - before[n] for n in field_names} == expected
 
 
 async def test_server_events(store: PostgresEventStore) -> None:
