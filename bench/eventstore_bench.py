@@ -87,7 +87,7 @@ def instrument() -> None:
     _wrap(append_mod, "_look_up", "roles+dedup+pred+heads lookup")
     _wrap(append_mod, "_plan_push", "pred+dedup+number+chain (CPU, in txn)", sync=True)
     _wrap(postgres_mod, "prepare", "parse+check+hash (CPU, caller task)", sync=True)
-    _wrap(writer_mod.Batch, "flush", "COPY+advance")
+    _wrap(writer_mod.Batch, "copy", "COPY")
     _wrap(postgres_mod, "run_group", "transaction total")
 
 
