@@ -31,7 +31,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlparse
 
 import asyncpg
@@ -155,21 +155,22 @@ async def measure(label: str, dsn: str, work: Callable[[], Awaitable[None]]) -> 
     return Phase(label, wall, cpu, server)
 
 
+class Tuning(TypedDict, total=False):
+    """Group-commit settings of ``PostgresEventStore``."""
+
+    writers: int
+    max_group_ops: int
+    spread_ops: int
+
+
 async def run_append(
     pool: asyncpg.Pool,
     user: str,
     plan: list[list[list[Any]]],
-    writers: int,
-    max_group_ops: int,
-    spread_ops: int,
+    tuning: Tuning,
 ) -> Callable[[], Awaitable[None]]:
-    store = PostgresEventStore(
-        pool,
-        secret_key=secrets.token_hex(16),
-        writers=writers,
-        max_group_ops=max_group_ops,
-        spread_ops=spread_ops,
-    )
+    """``tuning``: group-commit settings given on the command line (else the store's)."""
+    store = PostgresEventStore(pool, secret_key=secrets.token_hex(16), **tuning)
     await store.start()
     STORES.append(store)
 
@@ -311,9 +312,14 @@ async def _round(
     total = sum(len(b) for batches in plan for b in batches)
     if args.profile and number == 0:
         instrument()
-    work = await run_append(
-        pool, user, plan, args.store_writers, args.max_group_ops, args.spread_ops
-    )
+    tuning = Tuning()
+    if args.store_writers is not None:
+        tuning["writers"] = args.store_writers
+    if args.max_group_ops is not None:
+        tuning["max_group_ops"] = args.max_group_ops
+    if args.spread_ops is not None:
+        tuning["spread_ops"] = args.spread_ops
+    work = await run_append(pool, user, plan, tuning)
     phases.append(await measure("PostgresEventStore.append", dsn, work))
     rows = [
         tuple(r)
@@ -369,9 +375,10 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--writers", type=int, default=8, help="concurrent client writers")
-    parser.add_argument("--store-writers", type=int, default=4, help="group-commit writers")
-    parser.add_argument("--max-group-ops", type=int, default=2000, help="ops per transaction")
-    parser.add_argument("--spread-ops", type=int, default=200, help="ops across spaces")
+    # Group commit: the store's own defaults unless given (docs/eventstore.md).
+    parser.add_argument("--store-writers", type=int, help="group-commit writers")
+    parser.add_argument("--max-group-ops", type=int, help="ops per transaction, one space")
+    parser.add_argument("--spread-ops", type=int, help="ops per transaction across spaces")
     parser.add_argument("--shared", action="store_true", help="all writers in one space")
     parser.add_argument("--profile", action="store_true", help="time append's phases")
     parser.add_argument(

@@ -50,6 +50,7 @@ from crdt.validate import (
     check_preds,
     check_schema,
     check_shape,
+    plainly_valid,
     validate,
 )
 
@@ -93,6 +94,7 @@ __all__ = [
     "load_schema",
     "order_key",
     "parse_schema",
+    "plainly_valid",
     "schema_problems",
     "schema_to_json",
     "validate",

@@ -30,6 +30,7 @@ __all__ = [
     "check_shape",
     "is_canonical_uuid",
     "is_rfc3339_utc",
+    "plainly_valid",
     "validate",
 ]
 
@@ -161,10 +162,11 @@ _uuid_match = _UUID_RE.fullmatch
 _entity_id_match = _ENTITY_ID_RE.fullmatch
 
 
-def _plainly_valid(op: Op) -> bool:
-    """True for an op that certainly passes ``_shape_problem``: exact types, a scalar
-    value, well-formed pred. Others (floats, nested values, anything odd) go the long way,
-    which also names the problem. Every op this accepts, ``_shape_problem`` accepts."""
+def plainly_valid(op: Op) -> bool:
+    """True for an op that certainly passes `check_shape`: exact types, a scalar value
+    (null, a string, a boolean or an integer within ±(2^53-1)), well-formed pred. Others
+    (floats, nested values, anything odd) go the long way, which also names the problem.
+    Every op this accepts, `_shape_problem` accepts."""
     kind, value, pred, lamport = op.kind, op.value, op.pred, op.lamport
     vtype = type(value)
     return (
@@ -206,7 +208,7 @@ def _plain_pred(op_id: str, kind: str, pred: tuple[str, ...]) -> bool:
 
 def check_shape(op: Op) -> Violation | None:
     """Check the section-2 rules that need nothing stored: ids, kind, field, numbers, pred."""
-    if _plainly_valid(op):  # the common case, without building a message
+    if plainly_valid(op):  # the common case, without building a message
         return None
     problem = _shape_problem(op)
     return None if problem is None else _invalid(problem)

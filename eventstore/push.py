@@ -21,7 +21,7 @@ from core.errors import ErrorBody
 from core.ops import ParsedOp, client_time_ok, parse_op, push_space, result_op_id
 from core.ports import AppendOutcome
 from core.wire import OpResult
-from crdt import Op, Schema, Violation, check_schema, check_shape
+from crdt import Op, Schema, Violation, check_schema, check_shape, plainly_valid
 from eventstore.chain import payload_digest
 
 
@@ -89,9 +89,8 @@ def _check(parsed: ParsedOp | Violation, device_id: str, schema: Schema) -> Item
 
 _convert = msgspec.convert
 _replace = msgspec.structs.replace
+#: msgspec writes the scalars ``plainly_valid`` allows as RFC 8785 does.
 _ENCODE_SCALAR = msgspec.json.encode
-#: Value types msgspec writes as RFC 8785 does (integers: check_shape bounds them).
-_SCALARS = (str, int, bool)
 
 
 def _check_plain(raw: Any, space_id: str, device_id: str, schema: Schema) -> Checked | None:
@@ -99,10 +98,10 @@ def _check_plain(raw: Any, space_id: str, device_id: str, schema: Schema) -> Che
 
     Accepts only what the long way accepts, with the same result: a dict naming the
     push's space exactly and no device, whose fields ``msgspec.convert`` types straight
-    into ``crdt.Op`` (the types of ``core.wire.Operation``), that passes ``check_shape``
-    as sent (so its ids are already lowercase) and has a scalar value (whose JSON
-    msgspec writes canonically). tests/property/test_push_fast_path.py holds the two
-    ways to the same answers."""
+    into ``crdt.Op`` (the types of ``core.wire.Operation``), and that is
+    ``crdt.plainly_valid`` as sent (so its ids are already lowercase and its value a
+    scalar, whose JSON msgspec writes canonically). tests/property/test_push_fast_path.py
+    holds the two ways to the same answers."""
     if type(raw) is not dict or raw.get("space_id") != space_id or "device_id" in raw:
         return None
     client_time = raw.get("client_time")
@@ -112,11 +111,10 @@ def _check_plain(raw: Any, space_id: str, device_id: str, schema: Schema) -> Che
         op = _convert(raw, Op)
     except msgspec.ValidationError:
         return None
-    value = op.value
-    if (value is not None and type(value) not in _SCALARS) or check_shape(op) is not None:
-        return None  # floats and containers: canonical_json decides, the long way
+    if not plainly_valid(op):
+        return None  # floats, containers, anything odd: the long way
     try:
-        value_json = _ENCODE_SCALAR(value)
+        value_json = _ENCODE_SCALAR(op.value)
     except UnicodeEncodeError:  # a lone surrogate: no canonical form
         return None
     return _checked(_replace(op, device_id=device_id), space_id, client_time, value_json, schema)

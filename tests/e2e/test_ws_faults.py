@@ -15,6 +15,7 @@ from core.embedded import EmbeddedNats
 from core.settings import Settings
 from projector.stream import Names
 from tests.e2e.harness import (
+    Account,
     Device,
     ServerProcess,
     StalledDevice,
@@ -25,6 +26,19 @@ from tests.e2e.harness import (
     register,
 )
 from tests.integration.test_projector_support import eventually, stream_seqs
+
+
+async def _writer_and_watcher(gw: ServerProcess) -> tuple[Account, Device, Device]:
+    """A new account's phone (``a``, the writer) and laptop (``b``), the laptop subscribed
+    to the personal space from seq 0 and caught up."""
+    acct = await register(gw.url)
+    other = await login(gw.url, acct, "laptop")
+    a = await Device.connect(gw.ws_url, acct.access_token)
+    b = await Device.connect(
+        gw.ws_url, other.access_token, [{"space_id": acct.space_id, "after": 0}]
+    )
+    await b.expect("caught_up")
+    return acct, a, b
 
 
 async def _pull_all(base: str, token: str, space_id: str) -> list[dict[str, Any]]:
@@ -103,13 +117,7 @@ async def test_nats_outage_keeps_writes_and_exact_delivery(
     own = msgspec.structs.replace(settings, nats_url=url)
     gw = ServerProcess(own).start()
     try:
-        acct = await register(gw.url)
-        other = await login(gw.url, acct, "laptop")
-        a = await Device.connect(gw.ws_url, acct.access_token)
-        b = await Device.connect(
-            gw.ws_url, other.access_token, [{"space_id": acct.space_id, "after": 0}]
-        )
-        await b.expect("caught_up")
+        acct, a, b = await _writer_and_watcher(gw)
         lamport = 0
 
         async def push_some(tag: str, n: int) -> int:
@@ -208,13 +216,7 @@ async def test_gateway_dead_between_commit_and_hint_still_delivers(settings: Set
     relay = ServerProcess(settings, command="projector")
     relay.start_worker()
     try:
-        acct = await register(gw.url)
-        other = await login(gw.url, acct, "laptop")
-        a = await Device.connect(gw.ws_url, acct.access_token)
-        b = await Device.connect(
-            gw.ws_url, other.access_token, [{"space_id": acct.space_id, "after": 0}]
-        )
-        await b.expect("caught_up")
+        acct, a, b = await _writer_and_watcher(gw)
         last = 0
         for i in range(10):
             reply = await a.push([op(acct.space_id, f"lost-hint-{i}", lamport=i + 1)])

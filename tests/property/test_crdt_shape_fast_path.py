@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from crdt import MAX_SAFE_INT, Op
 from crdt.order import MAX_PRED
-from crdt.validate import _plainly_valid, _shape_problem, check_shape
+from crdt.validate import _shape_problem, check_shape, plainly_valid
 
 A = "0b6f3c2e-8d4a-4f1e-9c3b-2a1d5e6f7a8b"
 B = "1c7a4d3f-9e5b-4a2f-8d4c-3b2e6f7a8b9c"
@@ -52,7 +52,7 @@ def ops(draw: st.DrawFn) -> Op:
 
 @given(ops())
 def test_fast_path_accepts_only_what_the_rules_accept(op: Op) -> None:
-    if _plainly_valid(op):
+    if plainly_valid(op):
         assert _shape_problem(op) is None
     expected = _shape_problem(op)
     got = check_shape(op)
@@ -65,6 +65,6 @@ def test_fast_path_accepts_only_what_the_rules_accept(op: Op) -> None:
 def test_fast_path_takes_the_plain_ops() -> None:
     plain = Op(op_id=C, entity_type="task", entity_id="t-1", kind="set", field="title",
                value="x", pred=(A, B), lamport=3)  # fmt: skip
-    assert _plainly_valid(plain)
+    assert plainly_valid(plain)
     lifecycle = Op(op_id=C, entity_type="task", entity_id="t-1", kind="delete", lamport=3)
-    assert _plainly_valid(lifecycle)
+    assert plainly_valid(lifecycle)
