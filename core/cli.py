@@ -92,15 +92,17 @@ def dev_secrets(data_dir: Path) -> dict[str, str]:
 def embedded_services(settings: Settings) -> Iterator[Settings]:
     """Start what the settings leave unset (PostgreSQL, NATS); stop it all on the way out."""
     started: list[EmbeddedPostgres | EmbeddedNats] = []
+    # The HTTP port is bound only once the services run: keep them off it.
+    avoid = (settings.port,)
     try:
         database_url, nats_url = settings.database_url, settings.nats_url
         if database_url is None:
-            pg = EmbeddedPostgres(settings.data_dir)
+            pg = EmbeddedPostgres(settings.data_dir, avoid=avoid)
             started.append(pg)
             database_url = pg.start()
             log.info("embedded PostgreSQL at %s (data: %s)", database_url, pg.pgdata)
         if nats_url is None:
-            nats = EmbeddedNats(settings.data_dir)
+            nats = EmbeddedNats(settings.data_dir, avoid=avoid)
             started.append(nats)
             nats_url = nats.start()
             log.info("embedded nats-server at %s (data: %s)", nats_url, nats.store)

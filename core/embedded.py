@@ -20,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import psutil
@@ -29,11 +30,15 @@ class EmbeddedError(Exception):
     """An embedded service could not be started (message: one line)."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    """A TCP port nobody listens on right now, other than ``avoid``: ports the caller
+    will bind itself later (``concord dev``'s HTTP port), which are still free now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
@@ -88,7 +93,9 @@ def _open_prefix(path: Path) -> None:
 class EmbeddedPostgres:
     """One PostgreSQL cluster under ``<data_dir>/postgres``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, avoid: Collection[int] = ()) -> None:
+        """``avoid``: ports not to listen on (see :func:`free_port`)."""
+        self.avoid = avoid
         self.pgdata = (data_dir / "postgres").resolve()
         self.log = data_dir.resolve() / "postgres.log"
         self.user = _as_service_user()
@@ -156,7 +163,7 @@ class EmbeddedPostgres:
         if info is not None and _alive(info[0]) and wait_for_port("127.0.0.1", info[1], 5):
             self.port = info[1]
             return self.dsn()
-        port = free_port()
+        port = free_port(avoid=self.avoid)
         self._run(
             "pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-l", str(self.log),
             "-o", f"-h 127.0.0.1 -p {port} -k {self.pgdata}", "start",
@@ -199,7 +206,9 @@ def nats_server_binary() -> Path:
 class EmbeddedNats:
     """One nats-server with JetStream under ``<data_dir>/nats``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, avoid: Collection[int] = ()) -> None:
+        """``avoid``: ports not to listen on (see :func:`free_port`)."""
+        self.avoid = avoid
         self.root = data_dir.resolve()
         self.store = self.root / "nats"
         self.pid_file = self.root / "nats.pid"
@@ -231,7 +240,7 @@ class EmbeddedNats:
                 if wait_for_port("127.0.0.1", port, 5):
                     self.port = port
                     return self.url()
-        port = port or free_port()
+        port = port or free_port(avoid=self.avoid)
         self._proc = subprocess.Popen(
             [
                 str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(port), "-js",

@@ -113,7 +113,7 @@ async def test_nats_outage_loses_nothing(
             assert (lag.projector_lag, lag.outbox_lag) == (0, 200)
             # Restart on the same port (the clients reconnect to the URL they know).
             port = nats_server.port
-            monkeypatch.setattr(core.embedded, "free_port", lambda host="": port)
+            monkeypatch.setattr(core.embedded, "free_port", lambda *_, **__: port)
             assert nats_server.start() == url
             await eventually(lambda: _outbox_empty(pool, space), within=20)
             assert service.bus.connected
