@@ -16,7 +16,9 @@ writers in batches of ``--batch``:
 
 All of it ``--rounds`` times (fresh spaces and tables each round; ``events`` keeps
 growing, which only slows ``append``), reporting each path's best round: the machine is
-shared and its speed drifts by tens of percent from one minute to the next.
+shared and its speed drifts by tens of percent from one minute to the next. Then the
+ratios round by round (every path of a round runs within the same minute) and their
+median.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import secrets
+import statistics
 import threading
 import time
 import uuid
@@ -294,6 +297,7 @@ async def _bench_in(dsn: str, args: argparse.Namespace) -> None:
     finally:
         await pool.close()
     _report(args, total, [min(same, key=lambda p: p.wall) for same in zip(*rounds, strict=True)])
+    _report_rounds(rounds)
 
 
 async def _round(
@@ -367,6 +371,16 @@ def _report(args: argparse.Namespace, total: int, phases: list[Phase]) -> None:
         print("where append's time goes (summed over writer tasks, seconds):")
         for label, seconds in sorted(TIMES.items(), key=lambda kv: -kv[1]):
             print(f"  {label:<40}{seconds:>8.2f}")
+
+
+def _report_rounds(rounds: list[list[Phase]]) -> None:
+    """``append``'s rate divided by each path's, round by round (both measured in the same
+    minute, so less exposed to the machine's drift than the best rounds), and the median."""
+    print("append ÷ path, round by round (median):")
+    for column in list(zip(*rounds, strict=True))[1:]:
+        ratios = [p.wall / r[0].wall for p, r in zip(column, rounds, strict=True)]
+        shown = ", ".join(f"{x:.2f}x" for x in ratios)
+        print(f"  {column[0].label:<42}{shown} ({statistics.median(ratios):.2f}x)")
 
 
 def main() -> None:
