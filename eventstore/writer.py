@@ -57,6 +57,10 @@ INSERT INTO outbox (space_id, head) SELECT space_id, head FROM advanced;
 """
 
 
+#: COPY's column list (asyncpg wants a list), made once.
+_COPY_COLUMNS = list(EVENT_COLUMNS)
+
+
 @dataclass
 class SpaceCursor:
     """The locked state of one space inside a transaction, advanced as events are added."""
@@ -222,9 +226,7 @@ class Batch:
     async def copy(self, conn: Conn) -> None:
         """COPY the rows (one round trip for any number)."""
         if self.records:
-            await conn.copy_records_to_table(
-                "events", records=self.records, columns=list(EVENT_COLUMNS)
-            )
+            await conn.copy_records_to_table("events", records=self.records, columns=_COPY_COLUMNS)
 
     def advance_sql(self) -> str:
         """The statement advancing every touched space and queueing it in the outbox

@@ -184,9 +184,11 @@ async def _run_worker(dsn: str, space_range: Range, on_events: Callable[[int], N
             await proc.wait()
 
 
-async def _fold_here(
-    pool: asyncpg.Pool, space_range: Range, on_events: Callable[[int], None]
+async def fold_here(
+    pool: asyncpg.Pool, space_range: Range | None, on_events: Callable[[int], None]
 ) -> Counts:
+    """Fold the spaces of ``space_range`` (all when None) in this process, on two of the
+    pool's connections (a snapshot to read, one to write the shadow)."""
     async with pool.acquire() as reader, pool.acquire() as writer:
         return await fold_into_shadow(reader, writer, space_range, on_events)
 
@@ -205,7 +207,7 @@ async def fold_in_workers(
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(_run_worker(dsn, r, on_events)) for r in elsewhere]
         await asyncio.sleep(0)  # let the workers' processes be spawned first
-        tasks.append(group.create_task(_fold_here(pool, here, on_events)))
+        tasks.append(group.create_task(fold_here(pool, here, on_events)))
     results = [t.result() for t in tasks]
     return Counts(
         events=sum(r.events for r in results),

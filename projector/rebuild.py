@@ -24,7 +24,7 @@ import asyncpg
 
 from eventstore.rows import Conn
 from projector.apply import apply_space
-from projector.bulk import fold_in_workers, fold_into_shadow
+from projector.bulk import fold_here, fold_in_workers
 from projector.tables import LIVE, SHADOW, Tables
 
 #: progress(phase, done, total): phases "rebuild" then "catch-up".
@@ -104,8 +104,7 @@ async def bulk_load(
     if workers > 1 and dsn is not None and len(spaces) > 1:
         counts = await fold_in_workers(pool, dsn, spaces, workers, advance)
     else:
-        async with pool.acquire() as reader, pool.acquire() as writer:
-            counts = await fold_into_shadow(reader, writer, None, advance)
+        counts = await fold_here(pool, None, advance)
     report.events, report.spaces, report.entities = counts.events, counts.spaces, counts.entities
     report.bulk_seconds = time.perf_counter() - started
 
