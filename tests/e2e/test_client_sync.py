@@ -180,7 +180,10 @@ async def test_a_queue_drains_across_token_expiries(
     short_ttl: ServerProcess, tmp_path: Path, proactive: bool
 ) -> None:
     account = await register(short_ttl.url)
-    config = DeviceConfig(batch_size=10, push_interval=0.25)
+    # 12 pushes 0.5 s apart take about 6 s, twice the 3 s token life: the queue meets an
+    # expiry whatever the token's age when the link comes up (at 0.25 s apart the drain
+    # took about as long as one token life, and sometimes ended before it).
+    config = DeviceConfig(batch_size=10, push_interval=0.5)
     flaky = FlakyLink(proactive_refresh=proactive)
     async with Device.open(
         short_ttl.url,
