@@ -46,7 +46,12 @@ class Registry:
         self.send_queue = send_queue
         self.send_timeout = send_timeout
         self.revocation_interval = revocation_interval
-        self.hub = FeedHub(store=gw.store, bus=gw.bus, pool=gw.pool)
+        self.hub = FeedHub(
+            store=gw.store,
+            bus=gw.bus,
+            pool=gw.pool,
+            safety_interval=gw.options.feed_safety_interval,
+        )
         self.connections: set[Connection] = set()
         self.accepting = True
         self._tasks: list[asyncio.Task[None]] = []
