@@ -55,10 +55,16 @@ def ensure_data_dir(path: Path) -> Path:
 
 
 def ensure_port_free(host: str, port: int) -> None:
-    """Fail early and clearly when the listening address is taken or unusable."""
+    """Fail early and clearly when the listening address is taken or unusable.
+
+    It listens the way uvicorn will, with ``SO_REUSEADDR``: connections of a stopped or
+    crashed run lingering in TIME_WAIT or FIN_WAIT_2 must not block a restart (they did
+    for up to two minutes); only a live listener makes the port taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            sock.listen(1)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise CommandError(
