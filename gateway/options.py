@@ -44,13 +44,13 @@ class GatewayOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: full before the device is closed 4429 (docs/websocket.md).
     ws_send_queue: int = 256
     ws_send_timeout: float = 10.0
-    #: WebSocket feeds re-read the heads of watched spaces this often while NATS is up,
-    #: catching lost space hints (tests stretch it to prove hints alone deliver).
-    feed_safety_interval: float = 5.0
     #: Fault hook for tests: False makes the gateway behave as if it died after every
     #: COMMIT and before publishing the space hint (the relay and the feed's head check
     #: must still deliver). Always True in production.
     publish_hints: bool = True
+    #: Seconds between the feed's head checks while NATS is up (the safety net for lost
+    #: hints; while NATS is down the feed checks every second).
+    feed_safety_interval: float = 5.0
     #: Published limits (``welcome.limits``), enforced here and by the store.
     limits: Limits = DEFAULT_LIMITS
 
