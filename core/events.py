@@ -2,7 +2,7 @@
 
 | subject | payload | from -> to |
 | --- | --- | --- |
-| ``<prefix>.space.<space_id>`` | :class:`SpaceHint` | gateway after COMMIT -> gateways |
+| ``<prefix>.space.<space_id>`` | :class:`SpaceHint` | gateway, scheduler after COMMIT -> gateways |
 | ``<prefix>.log.<space_id>`` (JS) | ``wire.Event``, id ``<space>:<seq>`` | relay -> projector |
 | ``<prefix>.projection.<space_id>`` | :class:`ProjectionChange` | projector -> anyone |
 | ``<prefix>.reminders.<space_id>`` | :class:`ReminderChange` | projector -> scheduler |
@@ -10,14 +10,26 @@
 | ``<prefix>.revocations`` | :class:`Revocation` | gateway -> gateways |
 | ``<prefix>.membership.<space_id>`` | :class:`MembershipChange` | gateway -> gateways |
 
-All are hints: every consumer can recover what it missed from PostgreSQL.
+All are hints: every consumer can recover what it missed from PostgreSQL. Every
+process that commits events (the gateway for pushes and member changes, the scheduler
+for ``reminder_fired`` / ``reminder_skipped``) announces them with
+:func:`publish_space_hint`, the one place a space hint is built and published.
 """
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 import msgspec
+import structlog
 
 from core.wire import Notification
+
+if TYPE_CHECKING:
+    from core.ports import Bus
+
+log = structlog.get_logger("concord.hints")
 
 
 class _Payload(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,3 +100,28 @@ class MembershipChange(_Payload, frozen=True, kw_only=True):
 
 
 ENCODER = msgspec.json.Encoder()
+
+
+def space_subject(prefix: str, space_id: str) -> str:
+    """``<prefix>.space.<space_id>``: where :class:`SpaceHint` messages of a space go."""
+    return f"{prefix}.space.{space_id}"
+
+
+async def publish_space_hint(
+    bus: Bus, prefix: str, space_id: str, first_seq: int, last_seq: int
+) -> None:
+    """Announce that seqs ``first_seq..last_seq`` of ``space_id`` are committed.
+
+    Call it only after COMMIT returned. Best effort: a lost hint delays delivery until
+    the gateways' next head check, so broker trouble is logged and never raised."""
+    hint = SpaceHint(
+        space_id=space_id,
+        first_seq=first_seq,
+        last_seq=last_seq,
+        committed_at=time.time(),  # just after COMMIT returned: close enough for fanout
+    )
+    subject = space_subject(prefix, space_id)
+    try:
+        await bus.publish(subject, ENCODER.encode(hint))
+    except Exception as exc:  # the bus swallows broker trouble; belt and braces
+        log.warning("hint not published", subject=subject, error=str(exc))

@@ -1,4 +1,9 @@
-"""Logging setup: structlog, JSON lines in production, readable lines in a terminal."""
+"""Logging setup: structlog, JSON lines in production, readable lines in a terminal.
+
+Every line with an exception carries its traceback: ``log.exception(...)`` (or
+``exc_info=True``) from structlog and from stdlib loggers alike. In JSON it is the
+``exception`` string (``format_exc_info``); the console renderer prints it itself.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,13 @@ import structlog
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Route stdlib and structlog records through one renderer at ``level``."""
     as_json = (not sys.stderr.isatty()) if json is None else json
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    # Without format_exc_info the JSON renderer printed `"exc_info": true` and dropped
+    # the traceback. It runs in the formatter, inside the logging call, so `exc_info=True`
+    # still finds the exception being handled.
+    rendering: list[structlog.typing.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        if as_json
+        else [structlog.dev.ConsoleRenderer()]
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -28,7 +38,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer,
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering,
         ])
     )  # fmt: skip
     root = logging.getLogger()

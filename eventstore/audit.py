@@ -1,4 +1,4 @@
-"""Audit tooling behind ``concord audit export|verify|replay`` (the CLI lives in core/cli.py).
+"""Audit tooling behind ``concord audit export|verify|replay`` (the CLI: eventstore/cli.py).
 
 Everything streams through server-side cursors, so a space of any size is handled in
 flat memory; each function reads one consistent snapshot (REPEATABLE READ, read only).
@@ -82,6 +82,15 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.broken
+
+
+async def verify(pool: asyncpg.Pool, space_id: str) -> int | None:
+    """Recompute the hash chain of one space: its first broken seq, or None when intact.
+    A space that does not exist is :class:`NotFound`, as for export and replay (an
+    unknown or mistyped id must never read as a verified chain)."""
+    async with _snapshot(pool) as conn:
+        sid, _ = await _head(conn, space_id)
+        return await reads.verify(conn, sid)
 
 
 async def verify_all(pool: asyncpg.Pool, progress: bool = False) -> VerifyReport:

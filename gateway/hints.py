@@ -6,12 +6,10 @@ delivery until the next hint or a read from PostgreSQL.
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 import structlog
 
-from core.events import ENCODER, MembershipChange, SpaceHint
+from core.events import ENCODER, MembershipChange, publish_space_hint
 from core.ports import Bus
 from core.wire import Event
 
@@ -30,13 +28,7 @@ class Hints:
         """``<prefix>.space.<space_id>``: seqs first..last of the space are committed."""
         if space_id is None or not events or not self.publish_space:
             return
-        hint = SpaceHint(
-            space_id=space_id,
-            first_seq=events[0].seq,
-            last_seq=events[-1].seq,
-            committed_at=time.time(),  # just after COMMIT returned: close enough for fanout
-        )
-        await self._publish(f"{self.prefix}.space.{space_id}", hint)
+        await publish_space_hint(self.bus, self.prefix, space_id, events[0].seq, events[-1].seq)
 
     async def membership(self, event: Event | None) -> None:
         """After a member change: the space hint of its event, and the membership change

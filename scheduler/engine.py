@@ -13,7 +13,9 @@ Exactly once (DESIGN invariant 7), by three facts:
    the row. The skip-or-fire decision is stored by the first claim, so a retry cannot
    turn a crashed firing into a ``reminder_skipped`` (or the other way round).
 
-The notification is published after the row commits, by the one firing that changed it.
+After the row commits, the firing that changed it publishes the space hint of its
+event (gateways deliver ``reminder_fired`` / ``reminder_skipped`` to subscribed devices
+at once, as they do for a push) and then the notification.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import asyncpg
 
 from core.errors import ConcordError
-from core.events import ENCODER, NotificationEnvelope, ReminderChange
+from core.events import ENCODER, NotificationEnvelope, ReminderChange, publish_space_hint
 from core.metrics import REMINDER_BACKLOG_AGE, REMINDER_LATENESS, REMINDERS
 from core.ports import Bus, EventStore, ServerAppend
 from core.wire import Notification
@@ -54,6 +56,8 @@ class Firing:
     fired_at: datetime | None
     lateness_ms: int
     duplicate: bool
+    #: The seq of its ``reminder_fired`` / ``reminder_skipped`` event (0: none, dead).
+    seq: int = 0
 
 
 def notification_of(firing: Firing) -> Notification:
@@ -264,7 +268,7 @@ class ReminderEngine:
             fired_at if self.webhook_enabled else None,
             now,
         )
-        return self._firing(row, "fired", fired_at, lateness, appended.duplicate)
+        return self._firing(row, "fired", fired_at, lateness, appended)
 
     async def _skip(self, conn: store.Conn, row: asyncpg.Record) -> Firing:
         rid, fire_at, now = str(row["reminder_id"]), row["fire_at"], self.clock.now()
@@ -289,7 +293,7 @@ class ReminderEngine:
             appended.event.seq,
             now,
         )
-        return self._firing(row, "skipped", None, lateness, appended.duplicate)
+        return self._firing(row, "skipped", None, lateness, appended)
 
     async def _dead(self, conn: store.Conn, row: asyncpg.Record, error: str) -> Firing:
         log.error("reminder %s cannot fire: %s", row["reminder_id"], error)
@@ -300,11 +304,15 @@ class ReminderEngine:
             error,
             self.clock.now(),
         )
-        return self._firing(row, "dead", None, 0, False)
+        return self._firing(row, "dead", None, 0, None)
 
     @staticmethod
     def _firing(
-        row: asyncpg.Record, outcome: str, fired_at: datetime | None, lateness: int, dup: bool
+        row: asyncpg.Record,
+        outcome: str,
+        fired_at: datetime | None,
+        lateness: int,
+        appended: ServerAppend | None,
     ) -> Firing:
         return Firing(
             reminder_id=str(row["reminder_id"]),
@@ -315,7 +323,8 @@ class ReminderEngine:
             fire_at=row["fire_at"],
             fired_at=fired_at,
             lateness_ms=lateness,
-            duplicate=dup,
+            duplicate=appended is not None and appended.duplicate,
+            seq=0 if appended is None else appended.event.seq,
         )
 
     def _account(self, firing: Firing) -> None:
@@ -326,8 +335,15 @@ class ReminderEngine:
             REMINDERS.labels(outcome="duplicate").inc()
 
     async def _publish(self, firing: Firing) -> None:
-        """The in-app channel: a NotificationEnvelope for the space's gateways."""
-        if firing.outcome != "fired" or self.bus is None:
+        """The space hint of the firing's event, then the in-app channel: a
+        NotificationEnvelope for the space's gateways."""
+        if self.bus is None:
+            return
+        if firing.seq:
+            # Also after a duplicate append: the firing that stored the event may have
+            # crashed before hinting it, and a repeated hint costs nothing.
+            await publish_space_hint(self.bus, self.prefix, firing.space_id, firing.seq, firing.seq)
+        if firing.outcome != "fired":
             return
         envelope = NotificationEnvelope(
             space_id=firing.space_id, notification=notification_of(firing)

@@ -4,7 +4,8 @@ It owns the feed hub, delivers fired reminders (``<prefix>.notifications.<space>
 the connected devices of the space's members, closes connections whose session was
 revoked (checked every ``revocation_interval``; the revocation cache itself learns
 from NATS at once and re-reads PostgreSQL within a second), and on shutdown lets
-pushes in flight finish before closing every socket with 1001.
+pushes in flight finish before closing every socket with 1001, all at once and within
+``DRAIN_SECONDS``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("concord.gateway.ws")
 _NOTES = msgspec.json.Decoder(NotificationEnvelope)
+#: The whole shutdown drain: pushes in flight answer, queued messages go out and the
+#: 1001 closes are sent within this, however many devices are connected and whether or
+#: not they read (a stop must stay well under two seconds; docs/operations.md).
+DRAIN_SECONDS = 1.0
+#: Once its push (if any) is answered, how long a connection's queued messages may
+#: take to go out, and then its close frame: a device that reads nothing is given up
+#: on after both (a device that reads takes milliseconds).
+FLUSH_SECONDS = 0.2
+CLOSE_SECONDS = 0.1
 
 
 class Registry:
@@ -46,7 +56,12 @@ class Registry:
         self.send_queue = send_queue
         self.send_timeout = send_timeout
         self.revocation_interval = revocation_interval
-        self.hub = FeedHub(store=gw.store, bus=gw.bus, pool=gw.pool)
+        self.hub = FeedHub(
+            store=gw.store,
+            bus=gw.bus,
+            pool=gw.pool,
+            safety_interval=gw.options.feed_safety_interval,
+        )
         self.connections: set[Connection] = set()
         self.accepting = True
         self._tasks: list[asyncio.Task[None]] = []
@@ -102,12 +117,39 @@ class Registry:
                 if revoked:
                     await conn.close(4401, "session revoked")
 
-    async def shutdown(self) -> None:
-        """Stop taking connections, let pushes in flight answer, close all with 1001."""
+    async def shutdown(self, deadline: float = DRAIN_SECONDS) -> None:
+        """Stop taking connections, let pushes in flight answer, close all with 1001.
+
+        Every connection is closed concurrently and the whole drain ends after
+        ``deadline`` seconds at most: one device that reads nothing (its close frame
+        waits on flow control) or a slow push must not hold the others, nor the stop.
+        What is left then is dropped by the server's own shutdown."""
         self.accepting = False
-        for conn in list(self.connections):
-            async with conn.push_lock:
-                await conn.close(1001, "server going away", flush=5.0)
+        conns = [c for c in self.connections if not c.closing]
+        if not conns:
+            return
+        tasks = [asyncio.create_task(self._drain(c), name=f"ws-drain-{c.id}") for c in conns]
+        done, late = await asyncio.wait(tasks, timeout=deadline)
+        for task in late:
+            task.cancel()
+        closed = [t for t in done if not t.cancelled() and t.exception() is None and t.result()]
+        if len(closed) < len(tasks):
+            log.warning(
+                "devices dropped at shutdown", late=len(late), unclosed=len(done) - len(closed)
+            )
+
+    async def _drain(self, conn: Connection) -> bool:
+        """Answer the connection's push in flight, then close it 1001; False when the
+        close did not finish in time (the device reads nothing)."""
+        async with conn.push_lock:  # a push in flight gets its push_result first
+            closing = asyncio.create_task(
+                conn.close(1001, "server going away", flush=FLUSH_SECONDS),
+                name=f"ws-close-1001-{conn.id}",
+            )
+            # asyncio.wait, not wait_for: a close stuck on flow control is left behind
+            # (the server drops its socket), never waited for.
+            done, _ = await asyncio.wait({closing}, timeout=FLUSH_SECONDS + CLOSE_SECONDS)
+            return bool(done)
 
     async def close(self) -> None:
         await self.shutdown()

@@ -1,17 +1,29 @@
-"""``GET /v1/sync``: the WebSocket endpoint; it only accepts and hands over to Connection."""
+"""``GET /v1/sync``: the WebSocket endpoint; it only accepts and hands over to Connection.
+
+No exception leaves the handler: Litestar would close such a socket 4500 and, with its
+logging off, log nothing. A failure closes 1011 with the traceback in the log instead.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+import structlog
 from litestar import WebSocket, websocket
 from litestar.datastructures import State
 
 from gateway.ws.connection import Connection
 from gateway.ws.registry import Registry
 
+log = structlog.get_logger("concord.gateway.ws")
+
 JSON_PROTOCOL = "concord.v1.json"
 MSGPACK_PROTOCOL = "concord.v1.msgpack"
+CLOSE_INTERNAL_ERROR = 1011
+#: How long the 1011 close may wait on a device that reads nothing (flow control).
+CLOSE_WAIT = 2.0
 
 
 def choose_subprotocol(offered: list[str]) -> str | None:
@@ -36,4 +48,11 @@ async def sync_socket(socket: WebSocket[Any, Any, Any], state: State) -> None:
         return
     await socket.accept(subprotocols=chosen)
     conn = Connection(socket, state.gateway, registry, msgpack=chosen == MSGPACK_PROTOCOL)
-    await conn.run()
+    try:
+        await conn.run()
+    except Exception:  # a storage failure or a bug; run() has already cleaned up
+        log.exception("websocket connection failed", connection=conn.id, user_id=conn.user_id)
+        with contextlib.suppress(Exception):  # already closed, or the device is gone
+            await asyncio.wait_for(
+                socket.close(code=CLOSE_INTERNAL_ERROR, reason="internal error"), CLOSE_WAIT
+            )

@@ -85,6 +85,8 @@ async def test_bad_input_is_one_line(fresh_database: Factory) -> None:
     dsn = await fresh_database()
     for args, fragment in (
         (("export", new_id()), "no such space"),
+        (("verify", new_id()), "no such space"),
+        (("verify", "not-a-space"), "no such space"),
         (("replay", new_id(), "--entity", "nope"), "--entity"),
         (("replay", new_id(), "--as-of", "yesterday"), "--as-of"),
     ):
@@ -92,3 +94,4 @@ async def test_bad_input_is_one_line(fresh_database: Factory) -> None:
         assert result.returncode == 2, result.stderr
         assert fragment in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "OK" not in result.stdout
