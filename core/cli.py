@@ -194,6 +194,11 @@ def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:
         # int but hands it to asyncio.timeout, which takes any number of seconds.
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,  # type: ignore[arg-type]
         access_log=False,  # the gateway logs one structured line per request itself
+        # X-Forwarded-For/-Proto are believed only from CONCORD_TRUSTED_PROXIES (none by
+        # default): uvicorn's own default trusts any loopback peer, which would let a
+        # local client pick the address the login limits count (docs/operations.md).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
     )
     server = Server(config)
     # uvicorn handles SIGTERM gracefully and re-raises it once it has stopped; by then

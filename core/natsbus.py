@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from core.ports import Handler
+from core.settings import redact_url
 
 log = logging.getLogger("concord.bus")
 
@@ -69,7 +70,7 @@ class NatsBus:
                     error_cb=self._on_error,
                 )
             except Exception as exc:  # any failure to connect: retry with backoff
-                log.warning("nats connect to %s failed: %s", self.url, exc)
+                log.warning("nats connect to %s failed: %s", self.safe_url, self._scrub(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -78,8 +79,19 @@ class NatsBus:
             self._ready.set()
             return
 
+    @property
+    def safe_url(self) -> str:
+        """The URL as log lines may show it: credentials replaced by ``***``."""
+        return redact_url(self.url)
+
+    def _scrub(self, exc: BaseException) -> str:
+        """An exception's text with the URL's credentials taken out, should it quote them."""
+        text = str(exc).replace(self.url, self.safe_url)
+        credentials = self.url.partition("://")[2].rpartition("@")[0]
+        return text.replace(credentials, "***") if credentials else text
+
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats error: %s", exc)
+        log.debug("nats error: %s", self._scrub(exc))
 
     async def _raw_subscribe(self, subject: str, handler: Handler) -> Any:
         assert self._nc is not None

@@ -6,10 +6,12 @@ variable and what was wrong; the ``concord`` command prints it and exits 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -40,6 +42,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_prefix: str = "concord"
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    #: Peers whose ``X-Forwarded-For`` is believed (addresses and networks, normalised);
+    #: empty: none, the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
 
     def require_secret_key(self) -> str:
         """The signing key; settings loading guarantees it in production and dev fills it."""
@@ -67,11 +72,60 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name}: {raw!r} is not a boolean (use true or false)")
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its credentials (``user:password@``, ``token@``) replaced by ``***@``,
+    for log lines and error messages. Everything before the last ``@`` goes, so a
+    password with an unescaped ``/`` or ``@`` in it cannot leak either."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
+        return url
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
+
+
 def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     if not raw.startswith(tuple(f"{s}://" for s in schemes)):
         allowed = ", ".join(f"{s}://" for s in schemes)
-        raise SettingsError(f"{name}: {raw!r} must start with one of {allowed}")
+        raise SettingsError(f"{name}: {redact_url(raw)!r} must start with one of {allowed}")
     return raw
+
+
+def _nats_url(name: str, raw: str) -> str:
+    """A ``nats://`` or ``tls://`` URL whose host and port parse (the client would fail
+    on them later, over and over, instead of stopping the start)."""
+    _url(name, raw, ("nats", "tls"))
+    try:
+        parts = urlsplit(raw)
+        valid = bool(parts.hostname) and (parts.port is None or parts.port >= 0)
+    except ValueError:  # a port that is not a number, or out of range
+        valid = False
+    if not valid:
+        raise SettingsError(f"{name}: {redact_url(raw)!r} has no valid host and port")
+    return raw
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of addresses and CIDR networks, normalised."""
+    found: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            raise SettingsError(
+                f"{name}: '*' would let any client choose its address; "
+                "list the proxies' addresses or networks"
+            )
+        try:
+            network = ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            raise SettingsError(
+                f"{name}: {item!r} is not an IP address or CIDR network ({exc})"
+            ) from None
+        text = str(network.network_address) if network.num_addresses == 1 else str(network)
+        if text not in found:
+            found.append(text)
+    return tuple(found)
 
 
 _POSITIVE = {"lo": 1, "hi": 10**9}
@@ -81,7 +135,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
         "database_url",
         lambda n, v: _url(n, v, ("postgres", "postgresql")),
     ),
-    "CONCORD_NATS_URL": ("nats_url", lambda n, v: _url(n, v, ("nats", "tls"))),
+    "CONCORD_NATS_URL": ("nats_url", _nats_url),
     "CONCORD_HOST": ("host", lambda n, v: v),
     "CONCORD_PORT": ("port", lambda n, v: _int(n, v, lo=0, hi=65535)),
     "CONCORD_DATA_DIR": ("data_dir", lambda n, v: Path(v)),
@@ -103,6 +157,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "CONCORD_NATS_PREFIX": ("nats_prefix", lambda n, v: _subject_token(n, v)),
     "CONCORD_WEBHOOK_URL": ("webhook_url", lambda n, v: _url(n, v, ("http", "https"))),
     "CONCORD_WEBHOOK_SECRET": ("webhook_secret", lambda n, v: v),
+    "CONCORD_TRUSTED_PROXIES": ("trusted_proxies", _networks),
 }
 
 #: The flags of ``concord`` commands, each overriding the variable of the same name.
@@ -144,6 +199,12 @@ def load_settings(
         ):
             if not getattr(settings, attr):
                 raise SettingsError(f"{name}: required when CONCORD_PRODUCTION is true")
+        if settings.webhook_url and not settings.webhook_secret:
+            raise SettingsError(
+                "CONCORD_WEBHOOK_SECRET: required when CONCORD_WEBHOOK_URL is set and "
+                "CONCORD_PRODUCTION is true (receivers could not tell Concord's requests "
+                "from forgeries)"
+            )
     if settings.secret_key is not None and len(settings.secret_key) < 32:
         raise SettingsError("CONCORD_SECRET_KEY: must be at least 32 characters")
     return settings

@@ -16,7 +16,14 @@ from core.errors import Conflict, NotFound
 from core.ports import ServerAppend
 from core.wire import SERVER_DEVICE_ID, Event, Role
 from eventstore.rows import READ_COLUMNS, Conn, event_from_row
-from eventstore.writer import Batch, NewEvent, SpaceCursor, lock_spaces, server_op_id
+from eventstore.writer import (
+    Batch,
+    NewEvent,
+    SpaceCursor,
+    legacy_server_op_id,
+    lock_spaces,
+    server_op_id,
+)
 
 MEMBER_ENTITY = "_member"
 
@@ -161,12 +168,17 @@ async def append_server_event(
     if sid is None:
         raise NotFound(f"no such space: {space_id!r}")
     op_id = server_op_id(secret_key, key)
+    # Also the op_id of before the key separation: its event may be stored already.
+    known = [op_id, legacy_server_op_id(secret_key, key)]
     async with conn.transaction():
         cursor = (await lock_spaces(conn, [sid])).get(sid)
         if cursor is None:
             raise NotFound(f"no such space: {space_id}")
         row = await conn.fetchrow(
-            f"SELECT {READ_COLUMNS} FROM events WHERE space_id = $1 AND op_id = $2", sid, op_id
+            f"SELECT {READ_COLUMNS} FROM events WHERE space_id = $1 AND op_id = ANY($2::uuid[])"
+            " ORDER BY seq LIMIT 1",
+            sid,
+            known,
         )
         if row is not None:
             return ServerAppend(event=event_from_row(row), duplicate=True)

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from core.canonical import canonical_json
+from core.keys import Purpose, derive
 from core.wire import Event
 from crdt import Op
 from eventstore.chain import chain_hash, payload_digest
@@ -92,9 +93,21 @@ async def lock_spaces(conn: Conn, space_ids: Sequence[str]) -> dict[str, SpaceCu
 
 
 def server_op_id(secret_key: str, key: str) -> str:
-    """A UUID (version 8, RFC 9562) from HMAC-SHA256(secret_key, key): unguessable ids."""
-    digest = hmac.new(secret_key.encode(), key.encode(), hashlib.sha256).digest()
-    n = int.from_bytes(digest[:16], "big")
+    """A UUID (version 8, RFC 9562) from HMAC-SHA256 of ``key`` under the server-op-id
+    key derived from the root ``secret_key`` (core.keys): unguessable ids."""
+    return _uuid8(hmac.new(derive(secret_key, Purpose.SERVER_OP_ID), key.encode(), hashlib.sha256))
+
+
+def legacy_server_op_id(secret_key: str, key: str) -> str:
+    """The op_id ``key`` had before keys were separated (HMAC under the root secret).
+
+    Only ever looked up, never written: a firing that committed its event before an
+    upgrade and is retried after it must find that event, not append a second one."""
+    return _uuid8(hmac.new(secret_key.encode(), key.encode(), hashlib.sha256))
+
+
+def _uuid8(mac: hmac.HMAC) -> str:
+    n = int.from_bytes(mac.digest()[:16], "big")
     n &= ~(0xF000 << 64)  # version nibble
     n |= 0x8000 << 64
     n &= ~(0xC000 << 48)  # variant bits

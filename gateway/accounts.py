@@ -36,6 +36,19 @@ class TokenRow(msgspec.Struct, frozen=True, kw_only=True):
     expired: bool
 
 
+class IssuedToken(msgspec.Struct, frozen=True, kw_only=True):
+    """A refresh token as issued: enough to make its pair again, byte for byte.
+
+    ``access_iat``/``access_exp`` are the times of the access token issued with it;
+    None for tokens issued before they were recorded (migration 0007)."""
+
+    token_id: str
+    spent: bool
+    revoked: bool
+    access_iat: int | None
+    access_exp: int | None
+
+
 class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     user_id: str
@@ -197,17 +210,29 @@ async def insert_session(conn: Conn, user_id: str, device_id: str) -> str:
     return session_id
 
 
-async def insert_refresh(conn: Conn, session_id: str, digest: bytes, ttl_seconds: int) -> str:
-    token_id = new_id()
+async def insert_refresh(
+    conn: Conn,
+    *,
+    token_id: str,
+    session_id: str,
+    digest: bytes,
+    ttl_seconds: int,
+    access_iat: int,
+    access_exp: int,
+) -> None:
+    """Store a refresh token (its digest) with the times of the access token beside it."""
     await conn.execute(
-        "INSERT INTO refresh_tokens (token_id, token_hash, session_id, expires_at)"
-        " VALUES ($1::uuid, $2, $3::uuid, clock_timestamp() + make_interval(secs => $4))",
+        "INSERT INTO refresh_tokens"
+        " (token_id, token_hash, session_id, expires_at, access_iat, access_exp)"
+        " VALUES ($1::uuid, $2, $3::uuid, clock_timestamp() + make_interval(secs => $4),"
+        " $5, $6)",
         token_id,
         digest,
         session_id,
         float(ttl_seconds),
+        access_iat,
+        access_exp,
     )
-    return token_id
 
 
 async def session_of_digest(conn: Conn, digest: bytes) -> str | None:
@@ -242,34 +267,26 @@ async def token_by_digest(conn: Conn, digest: bytes, grace_seconds: float) -> To
     return None if row is None else TokenRow(**dict(row))
 
 
-async def token_state(conn: Conn, token_id: str) -> tuple[bool, bool]:
-    """(spent, revoked) of one refresh token."""
+async def issued_token(conn: Conn, token_id: str) -> IssuedToken | None:
+    """The refresh token ``token_id`` as issued, and whether it is spent or revoked
+    (None once retention has deleted it)."""
     row = await conn.fetchrow(
-        "SELECT spent_at IS NOT NULL AS spent, revoked_at IS NOT NULL AS revoked"
+        "SELECT token_id::text AS token_id, spent_at IS NOT NULL AS spent,"
+        " revoked_at IS NOT NULL AS revoked, access_iat, access_exp"
         " FROM refresh_tokens WHERE token_id = $1::uuid",
         token_id,
     )
-    assert row is not None
-    return bool(row["spent"]), bool(row["revoked"])
+    return None if row is None else IssuedToken(**dict(row))
 
 
 async def mark_spent(conn: Conn, token_id: str, replaced_by: str) -> None:
-    """Rotate: the first rotation time is kept, so the grace window never extends."""
+    """Rotate: a token is spent once, and its rotation time is the grace window's start."""
     await conn.execute(
-        "UPDATE refresh_tokens SET spent_at = coalesce(spent_at, clock_timestamp()),"
-        " replaced_by = $2::uuid WHERE token_id = $1::uuid",
+        "UPDATE refresh_tokens SET spent_at = clock_timestamp(), replaced_by = $2::uuid"
+        " WHERE token_id = $1::uuid AND spent_at IS NULL",
         token_id,
         replaced_by,
     )
-
-
-async def revoke_token(conn: Conn, token_id: str) -> None:
-    await conn.execute(
-        "UPDATE refresh_tokens SET revoked_at = clock_timestamp()"
-        " WHERE token_id = $1::uuid AND revoked_at IS NULL",
-        token_id,
-    )
-    await record_revocations(conn, "token", [token_id])
 
 
 async def revoke_sessions(

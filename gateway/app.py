@@ -21,6 +21,7 @@ from litestar.di import Provide
 from litestar.openapi import ResponseSpec
 from litestar.response import Response
 
+from core.keys import Purpose, derive
 from core.natsbus import NatsBus
 from core.settings import Settings
 from core.wire import DependencyState, Readiness
@@ -43,7 +44,7 @@ from gateway.revocation import RevocationCache
 from gateway.sessions import Sessions
 from gateway.spaces import spaces_router
 from gateway.sync_http import sync_router
-from gateway.tokens import AccessTokens
+from gateway.tokens import AccessTokens, RefreshTokens
 from gateway.ws.registry import Registry, running
 from gateway.ws.route import sync_socket
 
@@ -106,13 +107,19 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
     options: GatewayOptions = app.state.options
     pool, bus, store = await _connect(stack, settings, options)
     passwords, revocations = await _security(stack, settings, options, pool, bus)
-    access = AccessTokens(settings.require_secret_key(), settings.access_token_ttl)
+    secret = settings.require_secret_key()
+    access = AccessTokens(
+        derive(secret, Purpose.ACCESS_TOKEN),
+        settings.access_token_ttl,
+        legacy_key=secret.encode(),
+    )
     hints = Hints(bus, settings.nats_prefix, publish_space=options.publish_hints)
     sessions = Sessions(
         pool=pool,
         store=store,
         passwords=passwords,
         access=access,
+        refresh_tokens=RefreshTokens(derive(secret, Purpose.REFRESH_TOKEN)),
         revocations=revocations,
         hints=hints,
         refresh_ttl=settings.refresh_token_ttl,
@@ -121,10 +128,14 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
     app.state.pool = pool
     app.state.bus = bus
     throttle = LoginThrottle(
-        account_failures=options.login_account_failures,
-        account_window=options.login_account_window,
         address_attempts=options.login_address_attempts,
         address_window=options.login_address_window,
+        pair_failures=options.login_pair_failures,
+        pair_window=options.login_pair_window,
+        account_failures=options.login_account_failures,
+        account_window=options.login_account_window,
+        delay_base=options.login_delay_base_seconds,
+        delay_max=options.login_delay_max_seconds,
     )
     return Gateway(
         settings=settings,

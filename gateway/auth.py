@@ -7,6 +7,7 @@ revocation of its session or generation (401 ``unauthenticated``), expiry (401
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any, TypeAlias
 
@@ -19,6 +20,7 @@ from core.metrics import AUTH_FAILURES
 from core.wire import AuthResponse, LoginRequest, RefreshRequest, RegisterRequest
 from gateway.context import Gateway, GatewayDep
 from gateway.examples import AUTH_ANSWER, LOGIN_BODY, REFRESH_BODY, REGISTER_BODY, ok
+from gateway.limits import address_key
 from gateway.openapi import USER_SECURITY, errors
 from gateway.params import (
     canonical_uuid,
@@ -82,7 +84,9 @@ async def provide_principal(request: Request[Any, Any, Any], gw: GatewayDep) -> 
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
+    """The address the login limits count: the TCP peer, or the client a trusted proxy
+    names (uvicorn applies ``X-Forwarded-For`` only from CONCORD_TRUSTED_PROXIES)."""
+    return address_key(request.client.host if request.client else "")
 
 
 @post(
@@ -122,14 +126,18 @@ async def login(
     password = valid_password(data.password, registering=False)
     name = valid_name(data.device_name, "device_name", default=_DEFAULT_DEVICE_NAME)
     device_id = canonical_uuid(data.device_id) if data.device_id else None
-    throttle = gw.login_throttle
-    throttle.attempt(email=email, address=client_address(request), now=time.monotonic())
+    throttle, address = gw.login_throttle, client_address(request)
+    wait = throttle.attempt(email=email, address=address, now=time.monotonic())
+    if wait > 0:
+        # The account-wide slow-down: a wait, never a refusal, so the owner's right
+        # password is checked at most login_delay_max_seconds later (docs/auth.md).
+        await asyncio.sleep(wait)
     user = await gw.sessions.authenticate_password(email, password)
     if user is None:
-        throttle.failed(email, time.monotonic())
+        throttle.failed(email, address, time.monotonic())
         AUTH_FAILURES.labels(reason="bad_credentials").inc()
         raise Unauthenticated("wrong email or password")
-    throttle.succeeded(email)
+    throttle.succeeded(email, address)
     return await gw.sessions.login(user, name, device_id)
 
 

@@ -1,4 +1,4 @@
-"""In-process rate limits: a sliding window (logins) and token buckets (pushes).
+"""In-process rate limits: sliding windows (logins) and token buckets (pushes).
 
 Both are per gateway process and keyed by strings; time is passed in (``now``, a
 monotonic clock in seconds), so they are plain data structures that unit tests drive
@@ -8,6 +8,7 @@ directly. Memory is bounded: keys with nothing left to remember are swept, and p
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import deque
 
@@ -55,6 +56,11 @@ class SlidingWindow:
         while len(hits) > self.limit:
             hits.popleft()
 
+    def count(self, key: str, now: float) -> int:
+        """Hits of ``key`` within the window (at most ``limit``: older ones are dropped)."""
+        hits = self._live(key, now)
+        return 0 if hits is None else len(hits)
+
     def reset(self, key: str) -> None:
         self._hits.pop(key, None)
 
@@ -94,35 +100,88 @@ class TokenBuckets:
             del self._buckets[next(iter(self._buckets))]
 
 
+def address_key(host: str) -> str:
+    """The client address as the login limits count it: an IPv4 address as such (also
+    when IPv4-mapped), an IPv6 address as its /64, which one subscriber usually holds
+    whole (counting single IPv6 addresses would give one client 2^64 allowances)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
 class LoginThrottle:
-    """Failed logins per account and attempts per client address (docs/auth.md)."""
+    """The login rules of docs/auth.md, "Throttling":
+
+    * per client address, at most ``address_attempts`` login and register attempts per
+      ``address_window``, then 429;
+    * per (account, address), at most ``pair_failures`` failed logins per
+      ``pair_window``, then 429 for that pair only (even with the right password, so
+      the answer never tells a guess was right);
+    * per account, from any address: the first ``account_failures`` failures within
+      ``account_window`` cost nothing; then every attempt waits ``delay_base`` *
+      2^(failures - ``account_failures``) seconds, at most ``delay_max``, before its
+      password is checked. Never a 429: the owner's right password is checked, at
+      worst ``delay_max`` later, however many addresses guess wrong.
+    """
 
     def __init__(
         self,
         *,
-        account_failures: int,
-        account_window: float,
         address_attempts: int,
         address_window: float,
+        pair_failures: int,
+        pair_window: float,
+        account_failures: int,
+        account_window: float,
+        delay_base: float,
+        delay_max: float,
     ) -> None:
-        self.accounts = SlidingWindow(account_failures, account_window)
         self.addresses = SlidingWindow(address_attempts, address_window)
+        self.pairs = SlidingWindow(pair_failures, pair_window)
+        self.free_failures = account_failures
+        self.delay_base = delay_base
+        self.delay_max = delay_max
+        # Enough failures are remembered to reach the cap; more would change nothing.
+        doublings = math.ceil(math.log2(max(delay_max / delay_base, 1.0))) if delay_base else 0
+        self.accounts = SlidingWindow(account_failures + doublings + 1, account_window)
 
-    def attempt(self, *, email: str | None, address: str, now: float) -> None:
-        """Count one attempt from ``address``; raise 429 when either limit is reached."""
+    @staticmethod
+    def _pair(email: str, address: str) -> str:
+        return f"{email}\x00{address}"
+
+    def attempt(self, *, email: str | None, address: str, now: float) -> float:
+        """Count one attempt from ``address``: 429 when the address or the (account,
+        address) pair is over its limit; else the seconds to wait before checking."""
         waits = [self.addresses.retry_after(address, now)]
         if email is not None:
-            waits.append(self.accounts.retry_after(email, now))
+            waits.append(self.pairs.retry_after(self._pair(email, address), now))
         wait = max((w for w in waits if w is not None), default=None)
         if wait is not None:
             raise RateLimited("too many attempts; slow down", retry_after_ms=_retry_ms(wait))
         self.addresses.hit(address, now)
+        return 0.0 if email is None else self.delay(email, now)
 
-    def failed(self, email: str, now: float) -> None:
+    def delay(self, email: str, now: float) -> float:
+        """The account-wide slow-down: seconds an attempt on ``email`` waits now."""
+        excess = self.accounts.count(email, now) - self.free_failures
+        if excess < 0 or self.delay_base <= 0:
+            return 0.0
+        return float(min(self.delay_max, self.delay_base * 2.0**excess))
+
+    def failed(self, email: str, address: str, now: float) -> None:
+        self.pairs.hit(self._pair(email, address), now)
         self.accounts.hit(email, now)
 
-    def succeeded(self, email: str) -> None:
-        self.accounts.reset(email)
+    def succeeded(self, email: str, address: str) -> None:
+        """The right password clears its pair's failures. The account-wide count stays:
+        an attack from elsewhere goes on being slowed down, and it ages out by itself."""
+        self.pairs.reset(self._pair(email, address))
 
 
 def push_allowed(buckets: TokenBuckets, device_id: str, now: float) -> None:

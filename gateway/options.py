@@ -23,9 +23,17 @@ class GatewayOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     #: PROTOCOL section 6: a just-spent refresh token may be presented again this long.
     refresh_grace_seconds: float = 30.0
-    #: Failed logins allowed per account within the window, then 429.
-    login_account_failures: int = 10
+    #: Login throttling (docs/auth.md, "Throttling"). Failed logins per account and
+    #: client address within the window, then 429 for that pair only.
+    login_pair_failures: int = 10
+    login_pair_window: float = 900.0
+    #: Failed logins per account, from any address, that cost nothing within the window;
+    #: past them every attempt on the account first waits base * 2^(failures - free)
+    #: seconds, capped (never a 429: the owner gets in at most the cap later).
+    login_account_failures: int = 5
     login_account_window: float = 900.0
+    login_delay_base_seconds: float = 0.25
+    login_delay_max_seconds: float = 3.0
     #: Login and register attempts allowed per client address within the window, then 429.
     login_address_attempts: int = 30
     login_address_window: float = 60.0

@@ -25,8 +25,8 @@ from gateway.passwords import Passwords
 from gateway.revocation import RevocationCache
 from gateway.tokens import (
     AccessTokens,
+    RefreshTokens,
     iso_utc,
-    new_refresh_token,
     plausible_refresh_token,
     refresh_digest,
 )
@@ -37,18 +37,21 @@ PERSONAL_SPACE_NAME = "Personal"
 
 
 class _Issued(msgspec.Struct, frozen=True, kw_only=True):
+    """A pair as issued: the refresh token and the claims of its access token."""
+
     user_id: str
     device_id: str
     session_id: str
     token_id: str
     refresh_token: str
+    access_iat: int
+    access_exp: int
 
 
 class _RefreshOutcome(msgspec.Struct, frozen=True, kw_only=True):
     verdict: Literal["ok", "unauthenticated", "reused"]
     issued: _Issued | None = None
     revoked_sessions: list[str] = msgspec.field(default_factory=list)
-    revoked_tokens: list[str] = msgspec.field(default_factory=list)
 
 
 class Sessions:
@@ -61,6 +64,7 @@ class Sessions:
         store: EventStore,
         passwords: Passwords,
         access: AccessTokens,
+        refresh_tokens: RefreshTokens,
         revocations: RevocationCache,
         hints: Hints,
         refresh_ttl: int,
@@ -70,6 +74,7 @@ class Sessions:
         self.store = store
         self.passwords = passwords
         self.access = access
+        self.refresh_tokens = refresh_tokens
         self.revocations = revocations
         self.hints = hints
         self.refresh_ttl = refresh_ttl
@@ -78,14 +83,29 @@ class Sessions:
     # ----------------------------------------------------------------------- issuing
 
     async def _issue(self, conn: accounts.Conn, session: accounts.SessionRow) -> _Issued:
-        token, digest = new_refresh_token()
-        token_id = await accounts.insert_refresh(conn, session.session_id, digest, self.refresh_ttl)
+        """A new pair of ``session``: its refresh token stored (as a digest), with the
+        times of the access token that goes with it, so the pair can be answered again."""
+        token_id = accounts.new_id()
+        token = self.refresh_tokens.token(token_id)
+        iat = int(time.time())
+        exp = iat + self.access.ttl
+        await accounts.insert_refresh(
+            conn,
+            token_id=token_id,
+            session_id=session.session_id,
+            digest=refresh_digest(token),
+            ttl_seconds=self.refresh_ttl,
+            access_iat=iat,
+            access_exp=exp,
+        )
         return _Issued(
             user_id=session.user_id,
             device_id=session.device_id,
             session_id=session.session_id,
             token_id=token_id,
             refresh_token=token,
+            access_iat=iat,
+            access_exp=exp,
         )
 
     async def _new_session(self, conn: accounts.Conn, user_id: str, device_id: str) -> _Issued:
@@ -96,19 +116,20 @@ class Sessions:
         return await self._issue(conn, row)
 
     def _answer(self, issued: _Issued, personal_space_id: str) -> AuthResponse:
-        access, exp = self.access.issue(
+        access = self.access.sign(
             user_id=issued.user_id,
             device_id=issued.device_id,
             session_id=issued.session_id,
             generation=issued.token_id,
-            now=time.time(),
+            issued_at=issued.access_iat,
+            expires_at=issued.access_exp,
         )
         return AuthResponse(
             user_id=issued.user_id,
             device_id=issued.device_id,
             access_token=access,
             refresh_token=issued.refresh_token,
-            access_expires_at=iso_utc(exp),
+            access_expires_at=iso_utc(issued.access_exp),
             personal_space_id=personal_space_id,
         )
 
@@ -200,7 +221,7 @@ class Sessions:
             AUTH_FAILURES.labels(reason="refresh_unknown").inc()
             raise Unauthenticated("unknown refresh token")
         outcome = await self._rotate(refresh_digest(token))
-        await self.revocations.announce(outcome.revoked_sessions, outcome.revoked_tokens)
+        await self.revocations.announce(outcome.revoked_sessions)
         if outcome.verdict == "reused":
             AUTH_FAILURES.labels(reason="refresh_reused").inc()
             raise RefreshReused("this refresh token was already used; the session is revoked")
@@ -214,6 +235,14 @@ class Sessions:
         return self._answer(outcome.issued, space_id)
 
     async def _rotate(self, digest: bytes) -> _RefreshOutcome:
+        """Decide one presentation of a refresh token (docs/auth.md, "Refresh").
+
+        Spent tokens form a chain T -> C (``replaced_by``). Presenting a spent T again is
+        the retry of a lost answer only while C, the token T's rotation issued, is itself
+        unspent, and within the grace window of T's rotation: then the answer is that
+        rotation's pair again (C and its access token, made again from what is stored),
+        and nothing changes. Everything else spent is reuse, and ends the session.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
             session_id = await accounts.session_of_digest(conn, digest)
             if session_id is None:
@@ -230,21 +259,34 @@ class Sessions:
                 await accounts.touch_device(conn, session.device_id)
                 return _RefreshOutcome(verdict="ok", issued=issued)
             if row.in_grace and row.replaced_by is not None:
-                spent, revoked = await accounts.token_state(conn, row.replaced_by)
-                if not spent and not revoked:
-                    # A lost response is not theft: revoke the in-between pair, reissue.
-                    await accounts.revoke_token(conn, row.replaced_by)
-                    issued = await self._issue(conn, session)
-                    await accounts.mark_spent(conn, row.token_id, issued.token_id)
-                    await accounts.touch_device(conn, session.device_id)
-                    return _RefreshOutcome(
-                        verdict="ok", issued=issued, revoked_tokens=[row.replaced_by]
-                    )
+                successor = await accounts.issued_token(conn, row.replaced_by)
+                if successor is not None and not successor.spent and not successor.revoked:
+                    return self._repeat(session, successor)
             revoked_ids = await accounts.revoke_sessions(
                 conn, "refresh_reused", session_id=session_id
             )
             log.warning("refresh token reused", session_id=session_id, device_id=session.device_id)
             return _RefreshOutcome(verdict="reused", revoked_sessions=revoked_ids)
+
+    def _repeat(
+        self, session: accounts.SessionRow, successor: accounts.IssuedToken
+    ) -> _RefreshOutcome:
+        """The pair a rotation answered, made again; nothing is stored or revoked."""
+        if successor.access_iat is None or successor.access_exp is None:
+            # Issued before the times were recorded (migration 0007): that pair cannot be
+            # made again, and a new one would hand the session to whoever asked.
+            log.info("grace retry of a pre-upgrade token", session_id=session.session_id)
+            return _RefreshOutcome(verdict="unauthenticated")
+        issued = _Issued(
+            user_id=session.user_id,
+            device_id=session.device_id,
+            session_id=session.session_id,
+            token_id=successor.token_id,
+            refresh_token=self.refresh_tokens.token(successor.token_id),
+            access_iat=successor.access_iat,
+            access_exp=successor.access_exp,
+        )
+        return _RefreshOutcome(verdict="ok", issued=issued)
 
     # ----------------------------------------------------------------------- revocation
 

@@ -3,12 +3,18 @@
 An access token names its user, device, session and *generation* (the id of the
 refresh token it was issued with), so revoking either the session or one refresh
 token also ends the access tokens that came with it (docs/auth.md).
+
+Both can be made again, byte for byte, from what the database keeps: a refresh token is
+an HMAC of its token id under its own key, and an access token is a deterministic HS256
+signature of claims whose times are stored with the refresh token. That is how a retried
+refresh gets the very same pair (PROTOCOL section 6) without any token kept in clear.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import secrets
+import hmac
 from datetime import UTC, datetime
 
 import jwt
@@ -51,10 +57,18 @@ def iso_utc(epoch: float) -> str:
 
 
 class AccessTokens:
-    """Signs and verifies access tokens with ``settings.secret_key`` (HS256)."""
+    """Signs and verifies access tokens (HS256) with the access-token key of
+    ``core.keys`` (never the root secret itself).
 
-    def __init__(self, secret_key: str, ttl_seconds: int) -> None:
-        self._key = secret_key
+    ``legacy_key`` is the key tokens were signed with before keys were separated (the
+    root secret): a token it verifies is reported *expired*, never valid, so a client
+    holding one after the upgrade refreshes (``auth_expired``) instead of being signed
+    out, and gains nothing else by it.
+    """
+
+    def __init__(self, key: bytes, ttl_seconds: int, *, legacy_key: bytes | None = None) -> None:
+        self._key = key
+        self._legacy_key = legacy_key
         self.ttl = ttl_seconds
 
     def issue(
@@ -62,32 +76,49 @@ class AccessTokens:
     ) -> tuple[str, int]:
         """A signed token and its expiry (epoch seconds)."""
         exp = int(now) + self.ttl
+        token = self.sign(
+            user_id=user_id,
+            device_id=device_id,
+            session_id=session_id,
+            generation=generation,
+            issued_at=int(now),
+            expires_at=exp,
+        )
+        return token, exp
+
+    def sign(
+        self,
+        *,
+        user_id: str,
+        device_id: str,
+        session_id: str,
+        generation: str,
+        issued_at: int,
+        expires_at: int,
+    ) -> str:
+        """The token of exactly these claims: the same claims always give the same bytes
+        (fixed claim order, HS256 is deterministic), so a stored ``iat``/``exp`` pair is
+        enough to hand out an earlier answer again."""
         payload = _Payload(
             typ=_TYPE,
             sub=user_id,
             device=device_id,
             session=session_id,
             gen=generation,
-            iat=int(now),
-            exp=exp,
+            iat=issued_at,
+            exp=expires_at,
         )
-        return jwt.encode(msgspec.to_builtins(payload), self._key, algorithm=_ALGORITHM), exp
+        return jwt.encode(msgspec.to_builtins(payload), self._key, algorithm=_ALGORITHM)
 
     def verify(self, token: str, *, now: float) -> AccessClaims:
         """Check signature and shape; expiry is reported, not raised (revocation first)."""
         if not token or len(token) > _MAX_ACCESS_CHARS:
             raise Unauthenticated("no valid access token")
-        try:
-            raw = jwt.decode(
-                token,
-                self._key,
-                algorithms=[_ALGORITHM],
-                options={"verify_exp": False, "verify_iat": False, "require": ["exp"]},
-            )
-            payload = msgspec.convert(raw, _Payload)
-        except (jwt.InvalidTokenError, msgspec.ValidationError):
-            raise Unauthenticated("no valid access token") from None
-        if payload.typ != _TYPE:
+        payload = _decode(token, self._key)
+        legacy = False
+        if payload is None and self._legacy_key is not None:
+            payload, legacy = _decode(token, self._legacy_key), True
+        if payload is None or payload.typ != _TYPE:
             raise Unauthenticated("no valid access token")
         return AccessClaims(
             user_id=payload.sub,
@@ -95,14 +126,38 @@ class AccessTokens:
             session_id=payload.session,
             generation=payload.gen,
             expires_at=payload.exp,
-            expired=payload.exp <= now,
+            expired=legacy or payload.exp <= now,
         )
 
 
-def new_refresh_token() -> tuple[str, bytes]:
-    """A fresh opaque refresh token and the digest that is stored instead of it."""
-    token = secrets.token_urlsafe(32)
-    return token, refresh_digest(token)
+def _decode(token: str, key: bytes) -> _Payload | None:
+    try:
+        raw = jwt.decode(
+            token,
+            key,
+            algorithms=[_ALGORITHM],
+            options={"verify_exp": False, "verify_iat": False, "require": ["exp"]},
+        )
+        return msgspec.convert(raw, _Payload)
+    except (jwt.InvalidTokenError, msgspec.ValidationError):
+        return None
+
+
+class RefreshTokens:
+    """Refresh tokens as a function of their token id: HMAC-SHA256 under the
+    refresh-token key of ``core.keys``, in URL-safe base64 (43 characters).
+
+    Token ids are random UUIDs made by the server, and the key never leaves it, so a
+    token is as unguessable as 256 random bits; the database still keeps only its
+    SHA-256 (:func:`refresh_digest`), and the server can make the token again from its
+    id when a lost answer must be repeated."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def token(self, token_id: str) -> str:
+        mac = hmac.new(self._key, token_id.encode("ascii"), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
 def refresh_digest(token: str) -> bytes:

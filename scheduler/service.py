@@ -43,7 +43,7 @@ from scheduler.jobs import Job, JobRunner
 from scheduler.options import SchedulerOptions, options_from_env
 from scheduler.retention import run_retention
 from scheduler.store import Applied
-from scheduler.webhook import WebhookSender
+from scheduler.webhook import WebhookSender, signing_secret
 
 log = logging.getLogger("concord.scheduler")
 
@@ -146,7 +146,7 @@ class SchedulerService:
         if settings.webhook_url:
             sender = WebhookSender(
                 settings.webhook_url,
-                settings.webhook_secret,
+                signing_secret(settings.webhook_secret, settings.secret_key),
                 timeout=self.options.webhook_timeout_seconds,
             )
             stack.push_async_callback(sender.close)

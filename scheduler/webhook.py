@@ -8,6 +8,8 @@ Request (docs/scheduler.md, "Webhook"):
 * ``Concord-Timestamp``: Unix seconds when this attempt was signed;
 * ``Concord-Signature``: ``v1=`` + hex HMAC-SHA256 under ``CONCORD_WEBHOOK_SECRET`` of
   ``f"{timestamp}."`` followed by the raw body bytes (see :func:`verify_signature`);
+  without that secret (development only: production refuses to start), under the
+  webhook key derived from ``CONCORD_SECRET_KEY`` (:func:`signing_secret`);
 * ``Concord-Attempt``: 1 for the first attempt, 2 for the first retry, ...
 
 Any 2xx answer is a success; anything else, a connection error or the timeout is a
@@ -25,6 +27,7 @@ from datetime import datetime
 import httpx
 import msgspec
 
+from core.keys import Purpose, derive_text
 from core.wire import Notification
 from scheduler.options import SchedulerOptions
 
@@ -48,6 +51,15 @@ class WebhookBody(msgspec.Struct, frozen=True, kw_only=True):
 
 class DeliveryFailed(Exception):
     """One attempt failed; the message is what ``last_error`` records."""
+
+
+def signing_secret(webhook_secret: str | None, secret_key: str | None) -> str | None:
+    """The secret webhook requests are signed with: ``CONCORD_WEBHOOK_SECRET`` as given
+    (the receiver holds it), else the webhook key of ``core.keys`` in hex, so requests
+    are signed even in development, and never with the root secret itself."""
+    if webhook_secret:
+        return webhook_secret
+    return derive_text(secret_key, Purpose.WEBHOOK) if secret_key else None
 
 
 def encode_body(body: WebhookBody) -> bytes:

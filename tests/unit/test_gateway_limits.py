@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from core.errors import RateLimited
-from gateway.limits import LoginThrottle, SlidingWindow, TokenBuckets, push_allowed
+from gateway.limits import (
+    LoginThrottle,
+    SlidingWindow,
+    TokenBuckets,
+    address_key,
+    push_allowed,
+)
 
 
 def test_sliding_window_allows_limit_hits_per_window() -> None:
@@ -46,19 +52,89 @@ def test_push_allowed_raises_rate_limited_with_retry_after() -> None:
     assert caught.value.body().retry_after_ms == 750
 
 
-def test_login_throttle_counts_failures_per_account_and_attempts_per_address() -> None:
-    throttle = LoginThrottle(
-        account_failures=2, account_window=60.0, address_attempts=5, address_window=60.0
-    )
-    for t in (0.0, 1.0):
-        throttle.attempt(email="a@x.io", address="1.1.1.1", now=t)
-        throttle.failed("a@x.io", t)
-    with pytest.raises(RateLimited):
-        throttle.attempt(email="a@x.io", address="2.2.2.2", now=2.0)
-    throttle.attempt(email="b@x.io", address="1.1.1.1", now=2.0)
-    throttle.succeeded("a@x.io")
-    throttle.attempt(email="a@x.io", address="1.1.1.1", now=3.0)
-    throttle.attempt(email=None, address="1.1.1.1", now=3.0)
+def _throttle(**overrides: float) -> LoginThrottle:
+    settings: dict[str, float] = {
+        "address_attempts": 30,
+        "address_window": 60.0,
+        "pair_failures": 10,
+        "pair_window": 900.0,
+        "account_failures": 5,
+        "account_window": 900.0,
+        "delay_base": 0.25,
+        "delay_max": 3.0,
+    }
+    settings.update(overrides)
+    return LoginThrottle(**settings)  # type: ignore[arg-type]
+
+
+def test_login_attempts_per_address_are_limited() -> None:
+    throttle = _throttle(address_attempts=5)
+    for i in range(5):
+        throttle.attempt(email=f"u{i}@x.io", address="1.1.1.1", now=float(i))
     with pytest.raises(RateLimited) as caught:
-        throttle.attempt(email="c@x.io", address="1.1.1.1", now=4.0)
+        throttle.attempt(email=None, address="1.1.1.1", now=4.0)
     assert caught.value.retry_after_ms == 56_000
+    throttle.attempt(email=None, address="2.2.2.2", now=4.0)
+
+
+def test_ten_failures_from_ten_addresses_only_slow_the_account_down() -> None:
+    """The old rule locked the account for 15 minutes here, owner included."""
+    throttle = _throttle()
+    waits = []
+    for i in range(10):
+        waits.append(throttle.attempt(email="a@x.io", address=f"10.0.0.{i}", now=float(i)))
+        throttle.failed("a@x.io", f"10.0.0.{i}", float(i))
+    assert waits == [0.0] * 5 + [0.25, 0.5, 1.0, 2.0, 3.0]
+    # The owner, from anywhere, waits at most the cap and is then checked.
+    assert throttle.attempt(email="a@x.io", address="192.0.2.1", now=10.0) == 3.0
+    assert throttle.attempt(email="a@x.io", address="10.0.0.1", now=10.0) == 3.0
+    # Other accounts are untouched; the slow-down ages out with the window.
+    assert throttle.attempt(email="b@x.io", address="10.0.0.1", now=10.0) == 0.0
+    assert throttle.attempt(email="a@x.io", address="192.0.2.1", now=905.5) == 0.0
+
+
+def test_failures_per_account_and_address_are_limited_for_that_pair_only() -> None:
+    throttle = _throttle(account_failures=1_000)
+    for t in range(10):
+        throttle.attempt(email="a@x.io", address="1.1.1.1", now=float(t))
+        throttle.failed("a@x.io", "1.1.1.1", float(t))
+    with pytest.raises(RateLimited) as caught:  # even with the right password: no oracle
+        throttle.attempt(email="a@x.io", address="1.1.1.1", now=10.0)
+    assert caught.value.retry_after_ms == 890_000
+    assert throttle.attempt(email="a@x.io", address="2.2.2.2", now=10.0) == 0.0
+    assert throttle.attempt(email="b@x.io", address="1.1.1.1", now=10.0) == 0.0
+    assert throttle.attempt(email="a@x.io", address="1.1.1.1", now=900.5) == 0.0
+
+
+def test_success_clears_its_pair_but_not_the_account_slow_down() -> None:
+    throttle = _throttle(pair_failures=3, account_failures=2)
+    for t in range(3):
+        throttle.attempt(email="a@x.io", address="1.1.1.1", now=float(t))
+        throttle.failed("a@x.io", "1.1.1.1", float(t))
+    with pytest.raises(RateLimited):
+        throttle.attempt(email="a@x.io", address="1.1.1.1", now=3.0)
+    throttle.succeeded("a@x.io", "1.1.1.1")
+    assert throttle.attempt(email="a@x.io", address="1.1.1.1", now=3.0) == 0.5  # 3 failures, 2 free
+
+
+def test_the_slow_down_never_exceeds_its_cap_and_memory_stays_bounded() -> None:
+    throttle = _throttle(account_failures=0, delay_base=0.5, delay_max=4.0)
+    for t in range(1000):
+        assert throttle.attempt(email="a@x.io", address=f"h{t}", now=t / 100) <= 4.0
+        throttle.failed("a@x.io", f"h{t}", t / 100)
+    assert len(throttle.accounts._hits["a@x.io"]) <= 5
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("::ffff:203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+        ("", "unknown"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_address_keys(host: str, key: str) -> None:
+    assert address_key(host) == key

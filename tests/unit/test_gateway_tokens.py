@@ -1,4 +1,4 @@
-"""Access tokens (JWT HS256) and refresh token digests."""
+"""Access tokens (JWT HS256), refresh tokens (HMACs of their id) and their digests."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import pytest
 from core.errors import Unauthenticated
 from gateway.tokens import (
     AccessTokens,
+    RefreshTokens,
     iso_utc,
-    new_refresh_token,
     plausible_refresh_token,
     refresh_digest,
 )
 
-KEY = "k" * 48
+KEY = b"k" * 32
 
 
 def _issue(tokens: AccessTokens, now: float = 1_000_000.0) -> str:
@@ -42,6 +42,8 @@ def test_round_trip_and_expiry_is_reported_not_raised() -> None:
         "x" * 5000,
         "not.a.jwt",
         jwt.encode({"sub": "u", "exp": 2_000_000_000}, "other" * 10, algorithm="HS256"),
+        jwt.encode({"typ": "concord.access", "sub": "u", "device": "d", "session": "s",
+                    "gen": "g", "iat": 1, "exp": 2_000_000_000}, b"o" * 32, algorithm="HS256"),
         jwt.encode({"typ": "other", "sub": "u", "device": "d", "session": "s", "gen": "g",
                     "iat": 1, "exp": 2_000_000_000}, KEY, algorithm="HS256"),
         jwt.encode({"typ": "concord.access", "sub": "u", "exp": 2_000_000_000}, KEY, "HS256"),
@@ -60,13 +62,42 @@ def test_a_tampered_token_is_refused() -> None:
         tokens.verify(forged, now=1_000_000.0)
 
 
-def test_refresh_tokens_are_random_and_stored_as_digests() -> None:
-    token, digest = new_refresh_token()
-    other, _ = new_refresh_token()
-    assert token != other
+def test_the_same_claims_sign_to_the_same_bytes() -> None:
+    tokens = AccessTokens(KEY, 900)
+    token, exp = tokens.issue(user_id="u", device_id="d", session_id="s", generation="g", now=7.9)
+    again = tokens.sign(
+        user_id="u", device_id="d", session_id="s", generation="g", issued_at=7, expires_at=exp
+    )
+    assert again == token
+    other = tokens.sign(
+        user_id="u", device_id="d", session_id="s", generation="g", issued_at=8, expires_at=exp
+    )
+    assert other != token
+
+
+def test_a_token_of_the_legacy_key_is_only_ever_expired() -> None:
+    legacy = b"the root secret, as used before keys were separated"
+    before = AccessTokens(legacy, 900)
+    token = _issue(before)
+    after = AccessTokens(KEY, 900, legacy_key=legacy)
+    claims = after.verify(token, now=1_000_000.0)  # unexpired by its own exp
+    assert claims.expired is True
+    assert claims.session_id == "s"
+    with pytest.raises(Unauthenticated):
+        AccessTokens(KEY, 900).verify(token, now=1_000_000.0)
+
+
+def test_refresh_tokens_are_hmacs_of_their_id_and_stored_as_digests() -> None:
+    tokens = RefreshTokens(b"r" * 32)
+    token = tokens.token("5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01")
+    assert token == tokens.token("5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01")
+    assert token != tokens.token("5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c02")
+    assert token != RefreshTokens(b"q" * 32).token("5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01")
     assert len(token) == 43
-    assert digest == refresh_digest(token)
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    digest = refresh_digest(token)
     assert len(digest) == 32
+    assert digest != refresh_digest(token[:-1])
     assert plausible_refresh_token(token)
     assert not plausible_refresh_token("")
     assert not plausible_refresh_token("x" * 500)

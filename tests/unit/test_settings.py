@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import ENV_NAMES, Settings, SettingsError, load_settings
+from core.settings import ENV_NAMES, Settings, SettingsError, load_settings, redact_url
 
 
 def test_defaults_match_design() -> None:
@@ -85,3 +85,82 @@ def test_require_secret_key() -> None:
     with pytest.raises(SettingsError, match="CONCORD_SECRET_KEY"):
         Settings().require_secret_key()
     assert Settings(secret_key="k" * 32).require_secret_key() == "k" * 32
+
+
+def test_trusted_proxies_are_parsed_and_normalised() -> None:
+    assert load_settings({}).trusted_proxies == ()
+    s = load_settings(
+        {"CONCORD_TRUSTED_PROXIES": " 10.0.0.0/8, 127.0.0.1 ,::1, 192.168.1.7/32,127.0.0.1"}
+    )
+    assert s.trusted_proxies == ("10.0.0.0/8", "127.0.0.1", "::1", "192.168.1.7")
+    assert "CONCORD_TRUSTED_PROXIES" in ENV_NAMES  # so `--trusted-proxies` exists too
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("proxy.internal", "'proxy.internal' is not an IP address or CIDR network"),
+        ("10.0.0.1/8", "'10.0.0.1/8' is not an IP address or CIDR network"),
+        ("10.0.0.0/33", "'10.0.0.0/33' is not an IP address"),
+        ("*", "'*' would let any client choose its address"),
+    ],
+)
+def test_bad_trusted_proxies_stop_the_start(value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CONCORD_TRUSTED_PROXIES": value})
+    message = str(info.value)
+    assert message.startswith("CONCORD_TRUSTED_PROXIES: ")
+    assert fragment in message
+    assert "\n" not in message
+
+
+_PRODUCTION = {
+    "CONCORD_PRODUCTION": "true",
+    "CONCORD_SECRET_KEY": "s" * 40,
+    "CONCORD_ADMIN_TOKEN": "admin",
+    "CONCORD_DATABASE_URL": "postgresql://u@h/db",
+    "CONCORD_NATS_URL": "nats://h:4222",
+}
+
+
+def test_production_refuses_a_webhook_url_without_a_secret() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({**_PRODUCTION, "CONCORD_WEBHOOK_URL": "https://hooks.example/x"})
+    assert str(info.value).startswith("CONCORD_WEBHOOK_SECRET: required when CONCORD_WEBHOOK_URL")
+    signed = load_settings(
+        {
+            **_PRODUCTION,
+            "CONCORD_WEBHOOK_URL": "https://hooks.example/x",
+            "CONCORD_WEBHOOK_SECRET": "w",
+        }
+    )
+    assert signed.webhook_secret == "w"
+    # Development may leave it out (requests are then signed with a derived key).
+    dev = load_settings({"CONCORD_WEBHOOK_URL": "https://hooks.example/x"})
+    assert dev.webhook_secret is None
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://alice:s3cret@nats.internal:4222", "nats://***@nats.internal:4222"),
+        ("nats://s3cret@nats.internal:4222", "nats://***@nats.internal:4222"),
+        ("tls://alice:s3/cr@et@nats.internal", "tls://***@nats.internal"),
+        ("alice:s3cret@nats.internal", "***@nats.internal"),
+        ("nats://nats.internal:4222", "nats://nats.internal:4222"),
+        (
+            "postgresql://u:s3cret@db/concord?sslmode=require",
+            "postgresql://***@db/concord?sslmode=require",
+        ),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_bad_url_is_named_without_its_credentials() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CONCORD_NATS_URL": "nat://alice:s3cret@h:4222"})
+    assert "s3cret" not in str(info.value)
+    assert "alice" not in str(info.value)
+    assert str(info.value).startswith("CONCORD_NATS_URL: 'nat://***@h:4222' must start")
