@@ -48,6 +48,9 @@ class GatewayOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: COMMIT and before publishing the space hint (the relay and the feed's head check
     #: must still deliver). Always True in production.
     publish_hints: bool = True
+    #: Seconds between the feed's head checks while NATS is up (the safety net for lost
+    #: hints; while NATS is down the feed checks every second).
+    feed_safety_interval: float = 5.0
     #: Published limits (``welcome.limits``), enforced here and by the store.
     limits: Limits = DEFAULT_LIMITS
 
