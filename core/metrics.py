@@ -57,6 +57,11 @@ REMINDER_BACKLOG_AGE = Gauge(
 IDEMPOTENCY_HITS = Counter(
     "concord_idempotency_hits_total", "Operations recognised as already stored", ["route"]
 )
+BACKGROUND_ERRORS = Counter(
+    "concord_background_errors_total",
+    "Unexpected errors caught by a background loop, which then went on",
+    ["loop"],
+)
 
 
 def render_metrics() -> bytes:

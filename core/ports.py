@@ -33,6 +33,14 @@ class ServerAppend(msgspec.Struct, frozen=True, kw_only=True):
     duplicate: bool
 
 
+class Membership(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's current place in a space: the role and the seq of the member event that
+    gave it (a removal after ``since_seq`` ends this membership)."""
+
+    role: Role
+    since_seq: int
+
+
 class SpaceMembership(msgspec.Struct, frozen=True, kw_only=True):
     space_id: str
     name: str
@@ -74,6 +82,14 @@ class EventStore(Protocol):
         ...
 
     async def role_of(self, space_id: str, user_id: str) -> Role | None: ...
+
+    async def membership(self, space_id: str, user_id: str) -> Membership | None:
+        """The user's role in the space with its ``since_seq``; None for a non-member."""
+        ...
+
+    async def removal_after(self, space_id: str, user_id: str, after: int) -> Event | None:
+        """The first ``member_removed`` of ``user_id`` in the space with seq > ``after``."""
+        ...
 
     async def spaces_of(self, user_id: str) -> list[SpaceMembership]: ...
 

@@ -372,6 +372,8 @@ def decode_client(data: bytes | str, *, msgpack: bool = False) -> ClientMessage:
         return _CLIENT_JSON.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise BadMessage(f"not a valid client message: {exc}") from None
+    except RecursionError:  # nested deeper than msgspec's limit
+        raise BadMessage("not a valid client message: nested too deeply") from None
 
 
 def decode_server(data: bytes | str, *, msgpack: bool = False) -> ServerMessage:

@@ -14,14 +14,14 @@ from typing import Any, Self
 
 import asyncpg
 
-from core.ports import AppendOutcome, ServerAppend, SpaceMembership
+from core.ports import AppendOutcome, Membership, ServerAppend, SpaceMembership
 from core.wire import DEFAULT_LIMITS, Event, Limits, Role
 from crdt import DEFAULT_SCHEMA, EntityState, Schema
 from eventstore import members, reads
 from eventstore.append import FaultHook, GroupResult, run_group
 from eventstore.errors import translated
 from eventstore.group import GroupCommitter
-from eventstore.members import as_uuid
+from eventstore.members import MEMBER_ENTITY, as_uuid
 from eventstore.push import Push, prepare, refuse_all
 from eventstore.rows import READ_COLUMNS, Conn, event_from_row
 
@@ -164,6 +164,34 @@ class PostgresEventStore:
                 "SELECT role FROM members WHERE space_id = $1 AND user_id = $2", sid, uid
             )
         return role
+
+    async def membership(self, space_id: str, user_id: str) -> Membership | None:
+        sid, uid = as_uuid(space_id), as_uuid(user_id)
+        if sid is None or uid is None:
+            return None
+        with translated():
+            row = await self.pool.fetchrow(
+                "SELECT role, since_seq FROM members WHERE space_id = $1 AND user_id = $2",
+                sid,
+                uid,
+            )
+        return None if row is None else Membership(role=row[0], since_seq=int(row[1]))
+
+    async def removal_after(self, space_id: str, user_id: str, after: int) -> Event | None:
+        sid, uid = as_uuid(space_id), as_uuid(user_id)
+        if sid is None or uid is None:
+            return None
+        with translated():
+            row = await self.pool.fetchrow(
+                f"SELECT {READ_COLUMNS} FROM events WHERE space_id = $1 AND seq > $2"
+                " AND kind = 'member_removed' AND entity_type = $3 AND entity_id = $4"
+                " ORDER BY seq LIMIT 1",
+                sid,
+                max(after, 0),
+                MEMBER_ENTITY,
+                uid,
+            )
+        return None if row is None else event_from_row(row)
 
     async def spaces_of(self, user_id: str) -> list[SpaceMembership]:
         """The user's spaces with roles, oldest first."""

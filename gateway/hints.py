@@ -22,7 +22,7 @@ class Hints:
     def __init__(self, bus: Bus, prefix: str, *, publish_space: bool = True) -> None:
         self.bus = bus
         self.prefix = prefix
-        self.publish_space = publish_space  # False only as a test fault hook
+        self.publish_space = publish_space  # False only as a test fault hook: no hints
 
     async def space(self, space_id: str | None, events: list[Event]) -> None:
         """``<prefix>.space.<space_id>``: seqs first..last of the space are committed."""
@@ -33,7 +33,7 @@ class Hints:
     async def membership(self, event: Event | None) -> None:
         """After a member change: the space hint of its event, and the membership change
         (``<prefix>.membership.<space_id>``) so gateways stop a removed member at once."""
-        if event is None:
+        if event is None or not self.publish_space:
             return
         await self.space(event.space_id, [event])
         value = event.value if isinstance(event.value, dict) else {}

@@ -8,12 +8,12 @@ space's existence is private, so "malformed" and "absent" answer the same.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Annotated, Any, TypeAlias
 
 from litestar.params import PathParameter, QueryParameter
 
 from core.errors import BadMessage, NotFound
+from core.ids import canonical_id
 
 EMAIL_MAX = 254
 PASSWORD_MIN = 8
@@ -76,13 +76,8 @@ def valid_name(raw: str, what: str, *, default: str | None = None) -> str:
 
 
 def canonical_uuid(raw: str) -> str | None:
-    """The lowercase canonical form of a UUID string, or None."""
-    if len(raw) != 36:
-        return None
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        return None
+    """The canonical form of a UUID in any spelling (``core.ids``), or None."""
+    return canonical_id(raw)
 
 
 def path_uuid(raw: str, what: str) -> str:

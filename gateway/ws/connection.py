@@ -28,6 +28,7 @@ from core.errors import (
     TooLarge,
     Unauthenticated,
 )
+from core.ids import canonical_id
 from core.metrics import AUTH_FAILURES
 from core.wire import (
     Auth,
@@ -61,6 +62,8 @@ CLOSE_NO_HELLO = 4408
 CLOSE_TOO_SLOW = 4429
 CLOSE_GOING_AWAY = 1001
 HELLO_TIMEOUT = 10.0
+#: The largest seq a cursor may name (PostgreSQL ``bigint``).
+MAX_SEQ = 2**63 - 1
 #: Malformed messages in a row before the connection is closed 4400.
 MAX_BAD_IN_A_ROW = 10
 
@@ -235,11 +238,11 @@ class Connection:
         self._bad = 0
         if isinstance(message, Push):
             async with self.push_lock:
-                await handle_push(self, message, len(frame))
+                await handle_push(self, message, _byte_size(frame))
         elif isinstance(message, Subscribe):
             await self._subscribe(message.space_id, message.after)
         elif isinstance(message, Unsubscribe):
-            await self.drop_subscription(message.space_id)
+            await self.drop_subscription(canonical_id(message.space_id) or message.space_id)
         elif isinstance(message, Auth):
             await self._auth(message.token)
         elif isinstance(message, Ping):
@@ -337,21 +340,31 @@ class Connection:
 
     # ------------------------------------------------------------------ subscriptions
 
-    async def _subscribe(self, space_id: str, after: int) -> None:
-        if after < 0:
-            await self.send_error(BadMessage("after must be >= 0"), ref=space_id)
+    async def _subscribe(self, raw_space_id: str, after: int) -> None:
+        """Check the role on every subscribe, the first and any later one (section 5)."""
+        if not 0 <= after <= MAX_SEQ:
+            await self.send_error(BadMessage(f"after must lie in 0..{MAX_SEQ}"), ref=raw_space_id)
             return
-        existing = self.subs.get(space_id)
+        space_id = canonical_id(raw_space_id)
+        member = None if space_id is None else await self.store.membership(space_id, self.user_id)
+        existing = None if space_id is None else self.subs.get(space_id)
         if existing is not None:
-            existing.resume_from(after)
+            if member is not None and member.since_seq <= existing.floor:
+                existing.resume_from(after)
+                return
+            # Removed since this subscription began (and perhaps added back): it ends
+            # at that removal, delivering it, whatever the cursor says.
+            removal = await self.store.removal_after(space_id or "", self.user_id, existing.floor)
+            if removal is not None:
+                existing.removed(removal.seq)
+                return
+        if space_id is None or member is None:
+            await self.send_error(NotFound("no such space"), ref=raw_space_id)
             return
         if len(self.subs) >= self.registry.limits.max_subscriptions:
             await self.send_error(TooLarge("too many subscriptions"), ref=space_id)
             return
-        if not _is_uuid(space_id) or await self.store.role_of(space_id, self.user_id) is None:
-            await self.send_error(NotFound("no such space"), ref=space_id)
-            return
-        sub = Subscription(self, space_id, after)
+        sub = Subscription(self, space_id, after, member.since_seq)
         self.subs[space_id] = sub
         sub.feed = await self.registry.hub.watch(space_id, sub.wake)
         sub.task = self._spawn(sub.run(), "ws-sub")
@@ -374,9 +387,8 @@ class Connection:
         return None
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+def _byte_size(frame: bytes | str) -> int:
+    """A frame's size in bytes, as the limits count it (a text frame arrives decoded)."""
+    if isinstance(frame, bytes) or frame.isascii():
+        return len(frame)
+    return len(frame.encode("utf-8", "surrogatepass"))

@@ -23,6 +23,7 @@ import msgspec
 import structlog
 
 from core.events import SpaceHint
+from core.metrics import BACKGROUND_ERRORS
 from core.natsbus import NatsBus
 from core.ports import EventStore
 from core.wire import Event
@@ -80,12 +81,20 @@ class SpaceFeed:
             if hit is not None:
                 return hit
             tail = self._cache[-1].seq if self._cache else after
-            fresh = await self._store.read(self.space_id, tail, limit)
+            if after - tail >= CACHE_EVENTS:
+                # Far past the tail (a cursor beyond what this gateway has read): the
+                # cache cannot reach it contiguously, so read straight from PostgreSQL.
+                return await self._store.read(self.space_id, after, limit)
+            # Read from the tail up to a full page past ``after``, so that a cursor a
+            # little past the tail still gets its page (never an empty answer while
+            # events follow ``after``: that would send caught_up too early).
+            fresh = await self._store.read(self.space_id, tail, after - tail + limit)
             if not fresh:
                 return []
             self.known_head = max(self.known_head, fresh[-1].seq)
             self._cache = (self._cache + fresh)[-CACHE_EVENTS:] if self._cache else fresh
-        return self._from_cache(after, limit) or []
+            hit = self._from_cache(after, limit)
+        return hit or []
 
 
 class FeedHub:
@@ -179,5 +188,6 @@ class FeedHub:
             await asyncio.sleep(interval)
             try:
                 await self.poll_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("feed poll failed", error=str(exc))
+            except Exception:  # the safety net for lost hints must outlive any failure
+                BACKGROUND_ERRORS.labels(loop="feed-poll").inc()
+                log.exception("feed poll failed; polling on")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import structlog
 
-from core.events import NotificationEnvelope
+from core.events import MembershipChange, NotificationEnvelope
 from core.metrics import WS_CONNECTIONS
 from core.wire import DEFAULT_LIMITS, Limits, NotificationMessage, Welcome
 from gateway.tokens import iso_utc
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("concord.gateway.ws")
 _NOTES = msgspec.json.Decoder(NotificationEnvelope)
+_MEMBERSHIP = msgspec.json.Decoder(MembershipChange)
 #: The whole shutdown drain: pushes in flight answer, queued messages go out and the
 #: 1001 closes are sent within this, however many devices are connected and whether or
 #: not they read (a stop must stay well under two seconds; docs/operations.md).
@@ -66,6 +67,7 @@ class Registry:
         self.accepting = True
         self._tasks: list[asyncio.Task[None]] = []
         self._note_sub: object | None = None
+        self._member_sub: object | None = None
 
     def add(self, conn: Connection) -> None:
         if conn not in self.connections:
@@ -91,7 +93,26 @@ class Registry:
         self._note_sub = await self.gw.bus.subscribe(
             f"{self.gw.settings.nats_prefix}.notifications.*", self._on_notification
         )
+        self._member_sub = await self.gw.bus.subscribe(
+            f"{self.gw.settings.nats_prefix}.membership.*", self._on_membership
+        )
         self._tasks.append(asyncio.create_task(self._revocations(), name="ws-revocations"))
+
+    async def _on_membership(self, subject: str, payload: bytes) -> None:
+        """A removal committed: end the removed member's subscriptions to that space at
+        its seq now, on every connection of this gateway (PROTOCOL section 5)."""
+        try:
+            change = _MEMBERSHIP.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("malformed membership change", subject=subject)
+            return
+        if change.role is not None:
+            return
+        for conn in list(self.connections):
+            if conn.user_id == change.user_id:
+                sub = conn.subs.get(change.space_id)
+                if sub is not None:
+                    sub.removed(change.seq)
 
     async def _on_notification(self, subject: str, payload: bytes) -> None:
         try:
@@ -157,8 +178,9 @@ class Registry:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._note_sub is not None:
-            await self.gw.bus.unsubscribe(self._note_sub)
+        for sub in (self._note_sub, self._member_sub):
+            if sub is not None:
+                await self.gw.bus.unsubscribe(sub)
         await self.hub.close()
 
 

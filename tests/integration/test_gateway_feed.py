@@ -1,0 +1,102 @@
+"""The gateway's space feed on real PostgreSQL and NATS (issue 15 items 11 and 14)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from core.metrics import BACKGROUND_ERRORS
+from core.natsbus import NatsBus
+from core.settings import Settings
+from eventstore.postgres import PostgresEventStore
+from eventstore.testing import new_id, op
+from gateway.ws.feed import CACHE_EVENTS, FeedHub, SpaceFeed
+from tests.conftest import TEST_SECRET
+
+
+@pytest.fixture
+async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET) as s:
+        yield s
+
+
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[NatsBus]:
+    bus = NatsBus(settings.nats_url or "", prefix=settings.nats_prefix, name="test-feed")
+    await bus.start()
+    assert await bus.wait_connected(10)
+    yield bus
+    await bus.close()
+
+
+async def space_with(store: PostgresEventStore, sets: int) -> tuple[str, str]:
+    owner = new_id()
+    space = await store.create_space(name="feed", creator_user_id=owner, personal=False)
+    for start in range(0, sets, 500):
+        ops = [op(space, entity_id=f"t-{i}", lamport=1) for i in range(start, start + 500)]
+        await store.append(user_id=owner, device_id=new_id(), ops=ops[: sets - start])
+    return space, owner
+
+
+async def test_a_cursor_past_the_cache_tail_still_gets_its_page(
+    store: PostgresEventStore,
+) -> None:
+    """With the cache holding seqs 1..10 and a cursor at 500, the page is 501..700:
+    never an empty answer (a premature caught_up) while events follow the cursor."""
+    space, _ = await space_with(store, 1000)
+    feed = SpaceFeed(space, store)
+    first = await feed.read_after(0, 10)
+    assert [e.seq for e in first] == list(range(1, 11))
+    page = await feed.read_after(500, 200)
+    assert [e.seq for e in page] == list(range(501, 701))
+    # and the cache still answers from the start of what it holds
+    assert [e.seq for e in await feed.read_after(300, 5)] == list(range(301, 306))
+
+
+async def test_a_cursor_far_past_the_cache_reads_straight_from_postgres(
+    store: PostgresEventStore,
+) -> None:
+    space, _ = await space_with(store, CACHE_EVENTS + 600)
+    feed = SpaceFeed(space, store)
+    assert [e.seq for e in await feed.read_after(0, 3)] == [1, 2, 3]
+    far = CACHE_EVENTS + 100
+    assert [e.seq for e in await feed.read_after(far, 50)] == list(range(far + 1, far + 51))
+    assert [e.seq for e in await feed.read_after(3, 2)] == [4, 5], "cache untouched"
+
+
+async def test_the_safety_poll_outlives_an_unexpected_error(
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+) -> None:
+    """asyncpg's InternalClientError (seen after pg_terminate_backend) killed the poll
+    task for good; now every failure is logged, counted, and the loop goes on."""
+    space, owner = await space_with(store, 1)
+    hub = FeedHub(store=store, bus=bus, pool=pool, poll_interval=0.05, safety_interval=0.05)
+    woken = asyncio.Event()
+    feed = await hub.watch(space, woken.set)
+    real_poll = hub.poll_once
+    failures = 0
+
+    async def failing_twice() -> None:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise asyncpg.InternalClientError("cannot switch to state 12")
+        await real_poll()
+
+    hub.poll_once = failing_twice  # type: ignore[method-assign]
+    before = BACKGROUND_ERRORS.labels(loop="feed-poll")._value.get()
+    await hub.start()
+    try:
+        head = feed.known_head
+        # A commit whose hint never comes (this hub's NATS subscription hears nothing,
+        # the store publishes none): only the poll can find it.
+        await store.append(user_id=owner, device_id=new_id(), ops=[op(space, lamport=2)])
+        await asyncio.wait_for(woken.wait(), 10)
+        assert feed.known_head == head + 1, "the poll went on after two failures"
+        assert failures == 2
+        assert BACKGROUND_ERRORS.labels(loop="feed-poll")._value.get() == before + 2
+    finally:
+        await hub.close()

@@ -1,0 +1,109 @@
+"""The removal cut of a subscription, deterministically (no socket, no timing): a page
+``[e1, member_removed(u), e3]`` delivers ``e1`` and the removal, then ``not_found``,
+and never ``e3`` (invariant 8)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from core.wire import SERVER_DEVICE_ID, Error, Event, Events
+from gateway.ws.subscription import Subscription, removal_of
+
+SPACE = "0d8c6a52-5f0e-4a55-9a55-2f0d7b8e1c01"
+USER = "5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c02"
+OTHER = "7c1e3f2a-9d2b-4d66-8b66-3a1e8c9f2d03"
+
+
+def event(seq: int, kind: str = "set", entity_id: str = "t-1") -> Event:
+    member = kind.startswith("member_")
+    return Event(
+        seq=seq,
+        op_id=f"00000000-0000-4000-8000-{seq:012d}",
+        space_id=SPACE,
+        entity_type="_member" if member else "task",
+        entity_id=entity_id,
+        kind=kind,
+        field=None if member else "title",
+        value={"user_id": entity_id} if member else "x",
+        lamport=seq,
+        device_id=SERVER_DEVICE_ID,
+        user_id=None,
+        recorded_at="2026-12-05T00:00:00Z",
+        schema_version=1,
+    )
+
+
+class FakeConnection:
+    """What a Subscription uses of its connection, recording what it would send."""
+
+    def __init__(self) -> None:
+        self.user_id = USER
+        self.sent: list[msgspec.Struct] = []
+        self.dropped: list[str] = []
+        self.store = self
+
+    async def enqueue(self, message: msgspec.Struct) -> None:
+        self.sent.append(message)
+
+    async def drop_subscription(self, space_id: str, *, cancel: bool = True) -> None:
+        self.dropped.append(space_id)
+
+    async def read(self, space_id: str, after: int, limit: int) -> list[Event]:
+        return [event(after + 1, "member_removed", USER)][:limit]
+
+
+def test_removal_of_finds_the_members_own_removal_after_the_floor() -> None:
+    page = [event(1), event(2, "member_removed", USER), event(3)]
+    assert removal_of(page, USER, floor=0) == 1
+    assert removal_of(page, OTHER, floor=0) is None
+    assert removal_of(page, USER, floor=2) is None, "a removal before the membership"
+    other = [event(1), event(2, "member_removed", OTHER), event(3)]
+    assert removal_of(other, USER, floor=0) is None
+
+
+async def test_a_page_is_cut_after_the_removal_and_the_subscription_ends() -> None:
+    conn = FakeConnection()
+    sub = Subscription(conn, SPACE, 0, floor=0)  # type: ignore[arg-type]
+    page = [event(1), event(2, "member_removed", USER), event(3)]
+    ended = await sub._deliver(page, 3, {})
+    assert ended
+    events, error = conn.sent
+    assert isinstance(events, Events)
+    assert [e.seq for e in events.events] == [1, 2]
+    assert isinstance(error, Error)
+    assert (error.error.code, error.ref) == ("not_found", SPACE)
+    assert conn.dropped == [SPACE]
+    assert sub.last == 2
+
+
+async def test_a_page_without_the_removal_is_delivered_whole() -> None:
+    conn = FakeConnection()
+    sub = Subscription(conn, SPACE, 0, floor=0)  # type: ignore[arg-type]
+    page = [event(1), event(2, "member_removed", OTHER), event(3)]
+    assert not await sub._deliver(page, 3, {})
+    [events] = conn.sent
+    assert isinstance(events, Events)
+    assert [e.seq for e in events.events] == [1, 2, 3]
+    assert conn.dropped == []
+
+
+async def test_a_cursor_past_the_removal_gets_the_removal_itself() -> None:
+    conn = FakeConnection()
+    sub = Subscription(conn, SPACE, 1000, floor=0)  # type: ignore[arg-type]
+    sub.removed(7)
+    assert sub.removed_at == 7
+    await sub._end_at(7, head=9)
+    events, error = conn.sent
+    assert isinstance(events, Events)
+    assert [(e.seq, e.kind) for e in events.events] == [(7, "member_removed")]
+    assert isinstance(error, Error)
+    assert conn.dropped == [SPACE]
+
+
+def test_a_removal_at_or_before_the_floor_is_ignored() -> None:
+    sub = Subscription(FakeConnection(), SPACE, 0, floor=5)  # type: ignore[arg-type]
+    sub.removed(5)
+    assert sub.removed_at is None
+    sub.removed(9)
+    sub.removed(12)
+    assert sub.removed_at == 9, "the first removal ends it"
