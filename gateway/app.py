@@ -2,7 +2,8 @@
 
 The asyncpg pool, the NATS connection, the event store and every other resource live
 in lifespan context managers, never at module level. Routes by responsibility:
-``auth`` (accounts and sessions), ``devices``, ``spaces`` (membership), ``sync_http``
+``auth`` (accounts and sessions), ``devices``, ``spaces`` (membership and pending
+invitations), ``invitations`` (accepting a code), ``sync_http``
 (push and pull), ``reads``, ``operator``; ``errors`` renders every failure.
 """
 
@@ -31,6 +32,7 @@ from gateway.context import Gateway, provide_gateway
 from gateway.devices import devices_router
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.hints import Hints
+from gateway.invitations import invitations_router
 from gateway.limits import LoginThrottle, TokenBuckets
 from gateway.openapi import openapi_config
 from gateway.operator import operator_router
@@ -114,7 +116,6 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
         passwords=passwords,
         access=access,
         revocations=revocations,
-        hints=hints,
         refresh_ttl=settings.refresh_token_ttl,
         grace_seconds=options.refresh_grace_seconds,
     )
@@ -219,6 +220,7 @@ def create_app(
             auth_router,
             devices_router,
             spaces_router,
+            invitations_router,
             spaces_reads_router,
             sync_router,
             read_schema,
