@@ -19,6 +19,11 @@ from core.wire import (
     EntityResponse,
     Event,
     HistoryResponse,
+    InvitationAccepted,
+    InvitationCreated,
+    InvitationInfo,
+    InvitationList,
+    MemberRole,
     PullResponse,
     PushResponse,
     ReminderInfo,
@@ -94,9 +99,47 @@ class HttpApi:
         response = await self._call("POST", "/v1/spaces", token=token, body={"name": name})
         return str(response.json()["space_id"])
 
-    async def add_member(self, token: str, space_id: str, email: str, role: str) -> None:
+    async def invite(
+        self, token: str, space_id: str, email: str, role: str
+    ) -> InvitationCreated | MemberRole:
+        """Owners: an invitation whose ``code`` the caller hands over (202), or, for the
+        email of a member, that member's role set at once (200, :class:`MemberRole`)."""
         body = {"email": email, "role": role}
-        await self._call("POST", f"/v1/spaces/{space_id}/members", token=token, body=body)
+        path = f"/v1/spaces/{space_id}/members"
+        response = await self._call("POST", path, token=token, body=body)
+        if response.status_code == 200:
+            return msgspec.json.decode(response.content, type=MemberRole)
+        return msgspec.json.decode(response.content, type=InvitationCreated)
+
+    async def accept_invitation(self, token: str, code: str) -> InvitationAccepted:
+        """Join the invitation's space; ``ApiError`` 404 ``not_found`` for any code that
+        cannot be used (unknown, used, cancelled, expired, inviter no longer an owner)."""
+        path = "/v1/invitations/accept"
+        response = await self._call("POST", path, token=token, body={"code": code})
+        return msgspec.json.decode(response.content, type=InvitationAccepted)
+
+    async def invitations(self, token: str, space_id: str) -> list[InvitationInfo]:
+        """Owners: every pending invitation of the space, oldest first (no codes)."""
+        found: list[InvitationInfo] = []
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 500} | ({"after": after} if after else {})
+            page = await self._get(
+                f"/v1/spaces/{space_id}/invitations", token, InvitationList, **params
+            )
+            found.extend(page.invitations)
+            if not page.next:
+                return found
+            after = page.next
+
+    async def cancel_invitation(self, token: str, space_id: str, invitation_id: str) -> None:
+        """Owners: the invitation's code stops working at once."""
+        path = f"/v1/spaces/{space_id}/invitations/{invitation_id}"
+        await self._call("DELETE", path, token=token)
+
+    async def remove_member(self, token: str, space_id: str, user_id: str) -> None:
+        """Owners remove anyone but the last owner; any member may remove themselves."""
+        await self._call("DELETE", f"/v1/spaces/{space_id}/members/{user_id}", token=token)
 
     # ------------------------------------------------------------------ sync and reads
 

@@ -6,6 +6,7 @@ The gateway, projector and scheduler depend on these, never on an adapter's inte
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -48,6 +49,37 @@ class SpaceMembership(msgspec.Struct, frozen=True, kw_only=True):
     personal: bool
 
 
+class Invitation(msgspec.Struct, frozen=True, kw_only=True):
+    """A pending invitation (its code is never stored, only the code's digest)."""
+
+    invitation_id: str
+    space_id: str
+    email: str
+    role: Role
+    invited_by: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class RoleChange(msgspec.Struct, frozen=True, kw_only=True):
+    """An invitation to a member's email: their role, set at once. ``event`` is the
+    ``member_role_changed`` event, None when they already held that role."""
+
+    space_id: str
+    user_id: str
+    role: Role
+    event: Event | None
+
+
+class Acceptance(msgspec.Struct, frozen=True, kw_only=True):
+    """An accepted invitation: the space, the caller's role in it now, and the member
+    event it wrote (None when the caller already held that role or a higher one)."""
+
+    space_id: str
+    role: Role
+    event: Event | None
+
+
 class EventStore(Protocol):
     """The append-only log (PROTOCOL sections 2 and 4, DESIGN invariants 1-5)."""
 
@@ -72,13 +104,56 @@ class EventStore(Protocol):
         """Create a space with its creator as owner (``member_added`` is seq 1)."""
         ...
 
+    async def create_space_in(
+        self, conn: Any, *, name: str, creator_user_id: str, personal: bool
+    ) -> str:
+        """``create_space`` inside the caller's open transaction on ``conn`` (a connection
+        to the store's database): it commits, or rolls back, with the caller's work."""
+        ...
+
     async def change_member(
         self, *, space_id: str, user_id: str, role: Role | None, by: str
     ) -> Event | None:
         """Add, re-role (``role``) or remove (``None``) a member under the space lock.
 
         Writes the member event; returns None when nothing changed; raises
-        ``core.errors.Conflict`` when the last owner would be removed or demoted."""
+        ``core.errors.Conflict`` when the last owner would be removed or demoted. An
+        owner who loses the role loses every pending invitation they sent, in the same
+        transaction."""
+        ...
+
+    async def invite(
+        self,
+        *,
+        space_id: str,
+        email: str,
+        role: Role,
+        by: str,
+        code_digest: bytes,
+        ttl_seconds: float,
+        user_id: str | None,
+    ) -> Invitation | RoleChange:
+        """Under the space lock: when ``user_id`` (the account of ``email``, if any) is a
+        member, set their role at once; otherwise store a pending invitation, replacing
+        the email's pending one. Raises ``core.errors.Forbidden`` unless ``by`` is an
+        owner then, ``core.errors.NotFound`` for an unknown space, and
+        ``core.errors.Conflict`` for demoting the last owner."""
+        ...
+
+    async def accept_invitation(self, *, code_digest: bytes, user_id: str) -> Acceptance | None:
+        """Use the pending, unexpired invitation with this code digest, in one transaction
+        under the space lock, if its inviter is still an owner; None otherwise. Accepting
+        never lowers a role: a member keeps a higher one. The invitation is used up."""
+        ...
+
+    async def invitations_of(
+        self, space_id: str, *, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Invitation]:
+        """Pending, unexpired invitations of a space in (created_at, invitation_id) order."""
+        ...
+
+    async def cancel_invitation(self, *, space_id: str, invitation_id: str) -> bool:
+        """Withdraw a pending invitation; False when the space has no such invitation."""
         ...
 
     async def role_of(self, space_id: str, user_id: str) -> Role | None: ...

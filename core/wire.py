@@ -11,7 +11,7 @@ that op, never a ``bad_message`` for the whole push. ``core.ops.parse_op`` does 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -268,6 +268,79 @@ class SpaceList(_Frozen, frozen=True, kw_only=True):
 class AddMemberRequest(_Frozen, frozen=True, kw_only=True):
     email: str
     role: Role
+
+
+#: An invitation code: ``secrets.token_urlsafe(32)``, 43 characters of base64url.
+INVITATION_CODE_PATTERN = "^[A-Za-z0-9_-]{43}$"
+InvitationCode = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=43,
+        max_length=43,
+        pattern=INVITATION_CODE_PATTERN,
+        description="the code an owner got when inviting, handed over out of band",
+        examples=["kq0cJm8Z5o2v4b3QwN6eHf1TjLr9sUxYaPdBgIiK7Mc"],
+    ),
+]
+#: A UUID in the canonical form the server answers with.
+CanonicalUuid = Annotated[
+    str, msgspec.Meta(pattern="^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
+#: A time as the server writes it: RFC 3339, UTC, ``Z``.
+UtcTime = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$",
+        description="RFC 3339 in UTC with `Z`",
+    ),
+]
+
+
+class MemberRole(_Frozen, frozen=True, kw_only=True):
+    """``POST /v1/spaces/{space_id}/members`` for an email that is already a member: its
+    role now (changed at once, ``member_role_changed``; unchanged when it was that)."""
+
+    space_id: CanonicalUuid
+    user_id: CanonicalUuid
+    role: Role
+
+
+class InvitationCreated(_Frozen, frozen=True, kw_only=True):
+    """``202`` of ``POST /v1/spaces/{space_id}/members``: the code is shown only here."""
+
+    invitation_id: CanonicalUuid
+    code: InvitationCode
+    expires_at: UtcTime
+
+
+class AcceptInvitationRequest(_Frozen, frozen=True, kw_only=True):
+    """``POST /v1/invitations/accept``. A string that cannot be a code is 400
+    ``bad_message``; any code that cannot be used is 404 ``not_found``."""
+
+    code: InvitationCode
+
+
+class InvitationAccepted(_Frozen, frozen=True, kw_only=True):
+    """The space joined and the caller's role in it now."""
+
+    space_id: CanonicalUuid
+    role: Role
+
+
+class InvitationInfo(_Frozen, frozen=True, kw_only=True):
+    """A pending invitation as owners see it (never its code)."""
+
+    invitation_id: CanonicalUuid
+    email: Annotated[str, msgspec.Meta(max_length=254, description="trimmed, lowercased")]
+    role: Role
+    invited_by: CanonicalUuid
+    created_at: UtcTime
+    expires_at: UtcTime
+
+
+class InvitationList(_Frozen, frozen=True, kw_only=True):
+    invitations: list[InvitationInfo]
+    next: str | None = None
 
 
 class PushRequest(_Frozen, frozen=True, kw_only=True):

@@ -4,6 +4,11 @@ Membership changes take the same ``FOR UPDATE`` lock on the space row as pushes
 (eventstore/writer.py), so a push and a removal are strictly ordered: a push either
 commits before the ``member_removed`` event or re-checks the role after it and is
 rejected. The ``members`` table holds current roles; the history is the log.
+
+Every function here opens its own transaction on ``conn``, which is a savepoint when
+the caller already has one open: registration creates the personal space inside the
+transaction that creates the user (gateway/sessions.py), and accepting an invitation
+adds the member inside the transaction that uses it up (eventstore/invitations.py).
 """
 
 from __future__ import annotations
@@ -134,6 +139,12 @@ async def change_member(
         batch = Batch(datetime.now(UTC), schema_version)
         event = batch.add_new(cursor, _member_event(secret_key, cursor, kind, value))
         await batch.flush(conn)
+        if current == "owner":
+            # An owner who loses the role loses every invitation they sent (PROTOCOL
+            # section 6): no pending invitation ever speaks for a non-owner.
+            await conn.execute(
+                "DELETE FROM invitations WHERE space_id = $1 AND invited_by = $2", sid, uid
+            )
         if role is None:
             await conn.execute("DELETE FROM members WHERE space_id = $1 AND user_id = $2", sid, uid)
         else:

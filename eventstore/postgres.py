@@ -1,23 +1,33 @@
 """``PostgresEventStore``: the ``core.ports.EventStore`` adapter on asyncpg.
 
 Writes: client pushes go through group commit (eventstore/group.py, append.py); member
-changes and server events run their own transaction under the same space lock
-(eventstore/members.py). Reads are plain queries, or server-side cursors for long
-ranges (eventstore/reads.py). Every driver error is translated here into
-``core.errors`` (``Unavailable`` when transient).
+changes, invitations and server events run their own transaction under the same space
+lock (eventstore/members.py, invitations.py), except ``create_space_in``, which runs in
+the caller's. Reads are plain queries, or server-side cursors for long ranges
+(eventstore/reads.py). Every driver error is translated here into ``core.errors``
+(``Unavailable`` when transient).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
 from typing import Any, Self
 
 import asyncpg
 
-from core.ports import AppendOutcome, Membership, ServerAppend, SpaceMembership
+from core.ports import (
+    Acceptance,
+    AppendOutcome,
+    Invitation,
+    Membership,
+    RoleChange,
+    ServerAppend,
+    SpaceMembership,
+)
 from core.wire import DEFAULT_LIMITS, Event, Limits, Role
 from crdt import DEFAULT_SCHEMA, EntityState, Schema
-from eventstore import members, reads
+from eventstore import invitations, members, reads
 from eventstore.append import FaultHook, GroupResult, run_group
 from eventstore.errors import translated
 from eventstore.group import GroupCommitter
@@ -137,6 +147,20 @@ class PostgresEventStore:
                     personal=personal,
                 )
 
+    async def create_space_in(
+        self, conn: Conn, *, name: str, creator_user_id: str, personal: bool
+    ) -> str:
+        """``create_space`` inside the caller's open transaction on ``conn``."""
+        with translated():
+            return await members.create_space(
+                conn,
+                secret_key=self._secret,
+                schema_version=self.schema.version,
+                name=name,
+                creator=creator_user_id,
+                personal=personal,
+            )
+
     async def change_member(
         self, *, space_id: str, user_id: str, role: Role | None, by: str
     ) -> Event | None:
@@ -151,6 +175,63 @@ class PostgresEventStore:
                     user_id=user_id,
                     role=role,
                     by=by,
+                )
+
+    # ------------------------------------------------------------------ invitations
+
+    async def invite(
+        self,
+        *,
+        space_id: str,
+        email: str,
+        role: Role,
+        by: str,
+        code_digest: bytes,
+        ttl_seconds: float,
+        user_id: str | None,
+    ) -> Invitation | RoleChange:
+        """A member's role set at once, or a pending invitation (owners only)."""
+        with translated():
+            async with self.pool.acquire() as conn:
+                return await invitations.invite(
+                    conn,
+                    space_id=space_id,
+                    email=email,
+                    role=role,
+                    by=by,
+                    code_digest=code_digest,
+                    ttl_seconds=ttl_seconds,
+                    user_id=user_id,
+                    secret_key=self._secret,
+                    schema_version=self.schema.version,
+                )
+
+    async def accept_invitation(self, *, code_digest: bytes, user_id: str) -> Acceptance | None:
+        """Use an invitation under the space lock; None when it cannot be used."""
+        with translated():
+            async with self.pool.acquire() as conn:
+                return await invitations.accept(
+                    conn,
+                    secret_key=self._secret,
+                    schema_version=self.schema.version,
+                    code_digest=code_digest,
+                    user_id=user_id,
+                )
+
+    async def invitations_of(
+        self, space_id: str, *, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Invitation]:
+        """Pending, unexpired invitations of a space, oldest first."""
+        with translated():
+            async with self.pool.acquire() as conn:
+                return await invitations.pending(conn, space_id, after=after, limit=limit)
+
+    async def cancel_invitation(self, *, space_id: str, invitation_id: str) -> bool:
+        """Withdraw a pending invitation; False when the space has none of that id."""
+        with translated():
+            async with self.pool.acquire() as conn:
+                return await invitations.cancel(
+                    conn, space_id=space_id, invitation_id=invitation_id
                 )
 
     # ------------------------------------------------------------------ membership reads

@@ -14,8 +14,6 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from core.wire import Role
-
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
@@ -62,12 +60,6 @@ class DeviceRow(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     last_seen_at: datetime | None
     revoked: bool
-
-
-class Invitation(msgspec.Struct, frozen=True, kw_only=True):
-    space_id: str
-    role: Role
-    invited_by: str
 
 
 def new_id() -> str:
@@ -318,31 +310,3 @@ async def record_revocations(conn: Conn, kind: str, refs: list[str]) -> None:
             refs,
             kind,
         )
-
-
-# --------------------------------------------------------------------------- invitations
-
-
-async def upsert_invitation(
-    conn: Conn, space_id: str, email: str, role: Role, invited_by: str
-) -> None:
-    await conn.execute(
-        "INSERT INTO invitations (space_id, email, role, invited_by)"
-        " VALUES ($1::uuid, $2, $3, $4::uuid) ON CONFLICT (space_id, email)"
-        " DO UPDATE SET role = excluded.role, invited_by = excluded.invited_by,"
-        " created_at = now()",
-        space_id,
-        email,
-        role,
-        invited_by,
-    )
-
-
-async def take_invitations(conn: Conn, email: str) -> list[Invitation]:
-    """Remove and return the invitations of ``email``."""
-    rows = await conn.fetch(
-        "DELETE FROM invitations WHERE email = $1"
-        " RETURNING space_id::text AS space_id, role, invited_by::text AS invited_by",
-        email,
-    )
-    return [Invitation(**dict(r)) for r in rows]

@@ -2,7 +2,8 @@
 
 The asyncpg pool, the NATS connection, the event store and every other resource live
 in lifespan context managers, never at module level. Routes by responsibility:
-``auth`` (accounts and sessions), ``devices``, ``spaces`` (membership), ``sync_http``
+``auth`` (accounts and sessions), ``devices``, ``spaces`` (membership and pending
+invitations), ``invitations`` (accepting a code), ``sync_http``
 (push and pull), ``reads``, ``operator``; ``errors`` renders every failure.
 """
 
@@ -32,6 +33,7 @@ from gateway.context import Gateway, provide_gateway
 from gateway.devices import devices_router
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.hints import Hints
+from gateway.invitations import invitations_router
 from gateway.limits import LoginThrottle, TokenBuckets
 from gateway.openapi import openapi_config
 from gateway.operator import operator_router
@@ -121,7 +123,6 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
         access=access,
         refresh_tokens=RefreshTokens(derive(secret, Purpose.REFRESH_TOKEN)),
         revocations=revocations,
-        hints=hints,
         refresh_ttl=settings.refresh_token_ttl,
         grace_seconds=options.refresh_grace_seconds,
     )
@@ -230,6 +231,7 @@ def create_app(
             auth_router,
             devices_router,
             spaces_router,
+            invitations_router,
             spaces_reads_router,
             sync_router,
             read_schema,

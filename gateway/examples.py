@@ -19,6 +19,8 @@ SPACE = "0d8c8e2a-1b2c-4d5e-8f90-123456789abc"
 OP = "5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01"
 ACCESS = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI2ZjFjMmE5ZSJ9.c2lnbmF0dXJl"
 REFRESH = "QqFLV-8V0T7SlruW98ZXuE57aRs7bWM534lpOy5EDZQ"
+INVITATION = "3f9a6c1e-27d4-4b8a-9e05-7c2d1b6a4f38"
+CODE = "kq0cJm8Z5o2v4b3QwN6eHf1TjLr9sUxYaPdBgIiK7Mc"
 
 
 def _body(summary: str, value: dict[str, Any]) -> BodyKwarg:
@@ -68,6 +70,7 @@ LOGIN_BODY = _body(
 REFRESH_BODY = _body("rotate", {"refresh_token": REFRESH})
 SPACE_BODY = _body("a shared space", {"name": "Family"})
 MEMBER_BODY = _body("invite an editor", {"email": "grace@example.com", "role": "editor"})
+ACCEPT_BODY = _body("a code handed over by an owner", {"code": CODE})
 PUSH_BODY = _body("one set", {"batch_id": "b-7", "ops": [OPERATION]})
 
 AUTH_ANSWER: dict[str, Any] = {
@@ -77,6 +80,26 @@ AUTH_ANSWER: dict[str, Any] = {
     "refresh_token": REFRESH,
     "access_expires_at": "2026-11-23T10:15:00Z",
     "personal_space_id": SPACE,
+}
+INVITATION_ANSWER: dict[str, Any] = {
+    "invitation_id": INVITATION,
+    "code": CODE,
+    "expires_at": "2026-11-30T10:00:00.000000Z",
+}
+MEMBER_ROLE_ANSWER: dict[str, Any] = {"space_id": SPACE, "user_id": USER, "role": "editor"}
+ACCEPT_ANSWER: dict[str, Any] = {"space_id": SPACE, "role": "editor"}
+INVITATIONS_ANSWER: dict[str, Any] = {
+    "invitations": [
+        {
+            "invitation_id": INVITATION,
+            "email": "grace@example.com",
+            "role": "editor",
+            "invited_by": USER,
+            "created_at": "2026-11-23T10:00:00.000000Z",
+            "expires_at": "2026-11-30T10:00:00.000000Z",
+        }
+    ],
+    "next": None,
 }
 PUSH_ANSWER: dict[str, Any] = {
     "batch_id": "b-7",

@@ -20,7 +20,6 @@ from core.metrics import AUTH_FAILURES
 from core.ports import EventStore
 from core.wire import AuthResponse
 from gateway import accounts
-from gateway.hints import Hints
 from gateway.passwords import Passwords
 from gateway.revocation import RevocationCache
 from gateway.tokens import (
@@ -66,7 +65,6 @@ class Sessions:
         access: AccessTokens,
         refresh_tokens: RefreshTokens,
         revocations: RevocationCache,
-        hints: Hints,
         refresh_ttl: int,
         grace_seconds: float,
     ) -> None:
@@ -76,7 +74,6 @@ class Sessions:
         self.access = access
         self.refresh_tokens = refresh_tokens
         self.revocations = revocations
-        self.hints = hints
         self.refresh_ttl = refresh_ttl
         self.grace_seconds = grace_seconds
 
@@ -136,7 +133,10 @@ class Sessions:
     # ----------------------------------------------------------------------- register, login
 
     async def register(self, email: str, password: str, device_name: str) -> AuthResponse:
-        """A new user with a device, a session and a personal space; 409 if taken."""
+        """A new user with a device, a session and a personal space, all in one
+        transaction (a failure leaves no account behind); 409 if the email is taken.
+
+        Nothing else is granted: invitations are codes, used at /v1/invitations/accept."""
         password_hash = await self.passwords.hash(password)
         async with self.pool.acquire() as conn, conn.transaction():
             user_id = await accounts.insert_user(conn, email, password_hash)
@@ -144,8 +144,7 @@ class Sessions:
                 raise Conflict("this email is already registered")
             device_id = await accounts.insert_device(conn, user_id, device_name)
             issued = await self._new_session(conn, user_id, device_id)
-        space_id = await self.ensure_personal_space(user_id)
-        await self.apply_invitations(email, user_id)
+            space_id = await self._create_personal_space(conn, user_id)
         return self._answer(issued, space_id)
 
     async def authenticate_password(self, email: str, password: str) -> accounts.UserRow | None:
@@ -185,33 +184,23 @@ class Sessions:
         return self._answer(issued, space_id)
 
     async def ensure_personal_space(self, user_id: str) -> str:
-        """The user's personal space, created on first need (under the user row lock)."""
+        """The user's personal space, created on first need (under the user row lock).
+
+        Registration creates it; this repairs accounts made before it did so atomically."""
         async with self.pool.acquire() as conn, conn.transaction():
             user = await accounts.lock_user(conn, user_id)
             assert user is not None
             if user.personal_space_id is not None:
                 return user.personal_space_id
-            space_id = await self.store.create_space(
-                name=PERSONAL_SPACE_NAME, creator_user_id=user_id, personal=True
-            )
-            await accounts.set_personal_space(conn, user_id, space_id)
-            return space_id
+            return await self._create_personal_space(conn, user_id)
 
-    async def apply_invitations(self, email: str, user_id: str) -> None:
-        """Turn the pending invitations of ``email`` into memberships (by the inviter)."""
-        changes = []
-        # Taken and applied in one transaction: if a change fails, the invitations stay.
-        async with self.pool.acquire() as conn, conn.transaction():
-            for invitation in await accounts.take_invitations(conn, email):
-                event = await self.store.change_member(
-                    space_id=invitation.space_id,
-                    user_id=user_id,
-                    role=invitation.role,
-                    by=invitation.invited_by,
-                )
-                changes.append(event)
-        for event in changes:
-            await self.hints.membership(event)
+    async def _create_personal_space(self, conn: accounts.Conn, user_id: str) -> str:
+        """The personal space (its ``member_added`` is seq 1), in the caller's transaction."""
+        space_id = await self.store.create_space_in(
+            conn, name=PERSONAL_SPACE_NAME, creator_user_id=user_id, personal=True
+        )
+        await accounts.set_personal_space(conn, user_id, space_id)
+        return space_id
 
     # ----------------------------------------------------------------------- refresh
 

@@ -1,24 +1,51 @@
-"""Spaces and membership: create, list, invite or re-role, remove.
+"""Spaces and membership: create, list, invite or re-role, remove; pending invitations.
 
 A space's existence is private: a non-member gets 404 ``not_found`` on every space
-route, exactly as for a space that does not exist. Only owners manage members
-(others get 403 ``forbidden``), except that any member may remove themselves.
+route, exactly as for a space that does not exist. Only owners manage members and
+invitations (others get 403 ``forbidden``), except that any member may remove
+themselves. Invitation codes are used at ``POST /v1/invitations/accept``
+(gateway/invitations.py).
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import HttpMethod, MediaType, Response, Router, delete, get, post, route
+from litestar import HttpMethod, Response, Router, delete, get, post, route
 from litestar.di import Provide
-from litestar.openapi import ResponseSpec
 
 from core.errors import BadMessage, Forbidden, NotFound
-from core.wire import AddMemberRequest, CreateSpaceRequest, Role, SpaceCreated, SpaceInfo, SpaceList
+from core.ports import RoleChange
+from core.wire import (
+    AddMemberRequest,
+    CreateSpaceRequest,
+    InvitationCreated,
+    InvitationList,
+    MemberRole,
+    Role,
+    SpaceCreated,
+    SpaceInfo,
+    SpaceList,
+)
 from gateway import accounts
 from gateway.auth import Principal, PrincipalDep, provide_principal
 from gateway.context import Gateway, GatewayDep
-from gateway.examples import MEMBER_BODY, SPACE_BODY
+from gateway.examples import (
+    INVITATION_ANSWER,
+    INVITATIONS_ANSWER,
+    MEMBER_BODY,
+    MEMBER_ROLE_ANSWER,
+    SPACE_BODY,
+    ok,
+)
+from gateway.invitations import (
+    INVITATION_TTL_SECONDS,
+    info,
+    iso,
+    new_code,
+    page_cursor,
+    parse_cursor,
+)
 from gateway.openapi import AUTHED, SPACE, USER_SECURITY, errors
 from gateway.params import (
     PageAfter,
@@ -96,39 +123,88 @@ async def list_spaces(
     "/{space_id:str}/members",
     status_code=202,
     responses={
-        202: ResponseSpec(None, description="Accepted: a member event, or an invitation"),
+        **ok(202, InvitationCreated, "an invitation: hand its code over", INVITATION_ANSWER),
+        **ok(200, MemberRole, "already a member: the role is set at once", MEMBER_ROLE_ANSWER),
         **errors(*SPACE, 403, 409, 413),
     },
-    summary="Add a member by email, or change their role",
+    summary="Invite an email into the space, or change a member's role",
 )
 async def add_member(
     space_id: Annotated[str, uuid_path("the space")],
     data: Annotated[AddMemberRequest, MEMBER_BODY],
     principal: PrincipalDep,
     gw: GatewayDep,
-) -> Response[bytes]:
-    """202 whether or not the email has an account: an invitation applies at registration."""
+) -> Response[InvitationCreated | MemberRole]:
+    """202 ``{invitation_id, code, expires_at}`` whether or not the email has an account:
+    nothing is granted until someone accepts the code. For a member's email, 200
+    ``{space_id, user_id, role}``: the role is set at once (``member_role_changed``)."""
     target_space = await require_owner(gw, principal, space_id)
     email = valid_email(data.email)
-    late_user: str | None = None
     async with gw.pool.acquire() as conn:
         user_id = await accounts.user_id_by_email(conn, email)
-        if user_id is None:
-            await accounts.upsert_invitation(
-                conn, target_space, email, data.role, principal.user_id
-            )
-            # The email may have registered between the lookup and the insert, and its
-            # registration may have missed this invitation: then apply it here.
-            late_user = await accounts.user_id_by_email(conn, email)
-    if user_id is None:
-        if late_user is not None:
-            await gw.sessions.apply_invitations(email, late_user)
-    else:
-        event = await gw.store.change_member(
-            space_id=target_space, user_id=user_id, role=data.role, by=principal.user_id
-        )
-        await gw.hints.membership(event)
-    return Response(content=b"", status_code=202, media_type=MediaType.TEXT)
+    code, digest = new_code()
+    outcome = await gw.store.invite(
+        space_id=target_space,
+        email=email,
+        role=data.role,
+        by=principal.user_id,
+        code_digest=digest,
+        ttl_seconds=INVITATION_TTL_SECONDS,
+        user_id=user_id,
+    )
+    if isinstance(outcome, RoleChange):
+        await gw.hints.membership(outcome.event)
+        member = MemberRole(space_id=outcome.space_id, user_id=outcome.user_id, role=outcome.role)
+        return Response(member, status_code=200)
+    created = InvitationCreated(
+        invitation_id=outcome.invitation_id, code=code, expires_at=iso(outcome.expires_at)
+    )
+    return Response(created, status_code=202)
+
+
+@get(
+    "/{space_id:str}/invitations",
+    responses={
+        **ok(200, InvitationList, "pending invitations", INVITATIONS_ANSWER),
+        **errors(*SPACE, 403),
+    },
+    summary="Pending invitations of the space (owners only)",
+)
+async def list_invitations(
+    space_id: Annotated[str, uuid_path("the space")],
+    principal: PrincipalDep,
+    gw: GatewayDep,
+    limit: PageLimit = None,
+    after: PageAfter = None,
+) -> InvitationList:
+    """Oldest first; never the codes. Used, cancelled and expired invitations are gone."""
+    target_space = await require_owner(gw, principal, space_id)
+    size = page_size(limit)
+    rows = await gw.store.invitations_of(target_space, after=parse_cursor(after), limit=size + 1)
+    page = rows[:size]
+    more = len(rows) > size
+    return InvitationList(
+        invitations=[info(i) for i in page], next=page_cursor(page[-1]) if more else None
+    )
+
+
+@delete(
+    "/{space_id:str}/invitations/{invitation_id:str}",
+    status_code=204,
+    responses=errors(400, 401, 403, 404, 405, 503),
+    summary="Cancel a pending invitation (owners only)",
+)
+async def cancel_invitation(
+    space_id: Annotated[str, uuid_path("the space")],
+    invitation_id: Annotated[str, uuid_path("the invitation")],
+    principal: PrincipalDep,
+    gw: GatewayDep,
+) -> None:
+    """204; its code stops working at once. 404 for an invitation that is not pending."""
+    target_space = await require_owner(gw, principal, space_id)
+    target = path_uuid(invitation_id, "invitation")
+    if not await gw.store.cancel_invitation(space_id=target_space, invitation_id=target):
+        raise NotFound("no such invitation")
 
 
 @delete(
@@ -158,7 +234,15 @@ async def remove_member(
 
 spaces_router = Router(
     path="/v1/spaces",
-    route_handlers=[spaces_options, create_space, list_spaces, add_member, remove_member],
+    route_handlers=[
+        spaces_options,
+        create_space,
+        list_spaces,
+        add_member,
+        remove_member,
+        list_invitations,
+        cancel_invitation,
+    ],
     dependencies={"principal": Provide(provide_principal)},
     security=USER_SECURITY,
     tags=["spaces"],

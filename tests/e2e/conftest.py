@@ -191,13 +191,26 @@ class Api:
         space_id: str = r.json()["space_id"]
         return space_id
 
-    def add_member(self, owner: Session, space_id: str, email: str, role: str) -> None:
-        r = self.http.post(
+    def invite(self, owner: Session, space_id: str, email: str, role: str) -> httpx.Response:
+        return self.http.post(
             f"/v1/spaces/{space_id}/members",
             json={"email": email, "role": role},
             headers=owner.headers,
         )
+
+    def accept(self, user: Session, code: str) -> httpx.Response:
+        return self.http.post("/v1/invitations/accept", json={"code": code}, headers=user.headers)
+
+    def add_member(self, owner: Session, space_id: str, member: Session, role: str) -> None:
+        """Invite ``member``'s email and accept the code as them; for a member already,
+        the invitation sets the role at once (200)."""
+        r = self.invite(owner, space_id, member.email, role)
+        if r.status_code == 200:
+            assert r.json() == {"space_id": space_id, "user_id": member.user_id, "role": role}
+            return
         assert r.status_code == 202, r.text
+        accepted = self.accept(member, r.json()["code"])
+        assert accepted.status_code == 200, accepted.text
 
     def push(self, user: Session, ops: list[Any], batch_id: str | None = None) -> httpx.Response:
         return self.http.post(

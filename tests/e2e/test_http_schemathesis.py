@@ -172,6 +172,7 @@ def test_undocumented_methods_are_405_with_allow(path: str, caller: Caller) -> N
         space_id=caller.user.personal_space_id,
         user_id=caller.user.user_id,
         device_id=caller.user.device_id,
+        invitation_id=caller.user.user_id,  # any UUID: the route answers 404 for it
         entity_type="task",
         entity_id="t-1",
     )

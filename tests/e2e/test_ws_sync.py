@@ -11,6 +11,7 @@ import pytest
 
 from core.settings import Settings
 from tests.e2e.harness import (
+    Account,
     Device,
     ServerProcess,
     assert_contiguous,
@@ -137,22 +138,31 @@ async def test_non_member_gets_not_found_and_nothing(server: ServerProcess) -> N
 
 
 async def _share(
-    server: ServerProcess, owner_token: str, space: str, email: str, role: str
+    server: ServerProcess, owner_token: str, space: str, member: Account, role: str
 ) -> None:
+    """Invite ``member`` and accept the code as them."""
     r = await http(
         server.url,
         "POST",
         f"/v1/spaces/{space}/members",
         owner_token,
-        json={"email": email, "role": role},
+        json={"email": member.email, "role": role},
     )
     assert r.status_code == 202, r.text
+    r = await http(
+        server.url,
+        "POST",
+        "/v1/invitations/accept",
+        member.access_token,
+        json={"code": r.json()["code"]},
+    )
+    assert r.status_code == 200, r.text
 
 
 async def test_reader_push_is_forbidden(server: ServerProcess) -> None:
     owner = await register(server.url)
     reader = await register(server.url)
-    await _share(server, owner.access_token, owner.space_id, reader.email, "reader")
+    await _share(server, owner.access_token, owner.space_id, reader, "reader")
     device = await Device.connect(server.ws_url, reader.access_token)
     reply = await device.push([op(owner.space_id)])
     assert reply["results"][0]["error"]["code"] == "forbidden"
@@ -162,7 +172,7 @@ async def test_reader_push_is_forbidden(server: ServerProcess) -> None:
 async def test_removed_member_receives_nothing_after_removal(server: ServerProcess) -> None:
     owner = await register(server.url)
     member = await register(server.url)
-    await _share(server, owner.access_token, owner.space_id, member.email, "editor")
+    await _share(server, owner.access_token, owner.space_id, member, "editor")
     second = await login(server.url, member, "tablet")
     subs = [{"space_id": owner.space_id, "after": 0}]
     conns = [

@@ -42,8 +42,12 @@ def strategy_for(t: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
         return st.booleans()
     if isinstance(t, mi.IntType):
         return st.integers(-(2**53) + 1, 2**53 - 1)
+    if isinstance(t, mi.Metadata):
+        return strategy_for(t.type)
     if isinstance(t, mi.StrType):
-        return st.text(max_size=30)
+        if t.pattern is not None:
+            return st.from_regex(t.pattern, fullmatch=True)
+        return st.text(max_size=min(30, t.max_length or 30))
     if isinstance(t, mi.LiteralType):
         return st.sampled_from(t.values)
     if isinstance(t, mi.ListType):
