@@ -37,6 +37,15 @@ PROJECTOR_LAG = Gauge(
     "Events committed but not yet projected",
     multiprocess_mode="max",
 )
+PROJECTOR_QUARANTINED = Counter(
+    "concord_projector_quarantined",
+    "Events the projector could not apply and set aside (its checkpoint moved past them)",
+)
+PROJECTOR_QUARANTINE = Gauge(
+    "concord_projector_quarantined_events",
+    "Events in the projector's quarantine: left out of the read model, read from the log",
+    multiprocess_mode="max",
+)
 OUTBOX_LAG = Gauge(
     "concord_outbox_lag_events", "Events committed but not yet relayed", multiprocess_mode="max"
 )

@@ -3,8 +3,10 @@
 PROTOCOL section 2 gives every op its own result, so nothing here raises: a value that
 is not an object, a missing or wrongly typed field, or an op of another space becomes an
 ``invalid_op`` violation for that op alone. UUIDs are lowercased (PROTOCOL: "ids are
-lowercased"); the formats themselves, kinds, numbers and ``pred`` rules are checked by
-``crdt.validate``, which runs after this.
+lowercased"); the formats themselves, kinds, numbers, text and ``pred`` rules are checked
+by ``crdt.validate``, which runs after this. The strings only this module sees
+(``client_time``, a named ``device_id``) are held to the same rule as every other string a
+client sends: no NUL, no unpaired surrogate (``crdt.plain_text``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import msgspec
 
 from core.wire import Event, Operation
-from crdt import Op, Violation
+from crdt import Op, Violation, plain_text
 from crdt.validate import is_canonical_uuid
 
 __all__ = [
@@ -66,20 +68,12 @@ def push_space(ops: Sequence[Any]) -> str | None:
     return space_id if is_canonical_uuid(space_id) else None
 
 
-def _plain_text(value: str) -> bool:
-    """Storable as PostgreSQL text: no NUL, valid Unicode (no lone surrogates)."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def client_time_ok(value: object) -> bool:
-    """A storable ``client_time``: text of at most MAX_CLIENT_TIME characters."""
-    return type(value) is str and len(value) <= MAX_CLIENT_TIME and _plain_text(value)
+    """A storable ``client_time``: plain text of at most MAX_CLIENT_TIME characters."""
+    return type(value) is str and len(value) <= MAX_CLIENT_TIME and plain_text(value)
+
+
+_TEXT_PROBLEM = "must not contain NUL or an unpaired surrogate"
 
 
 def _type_problem(raw: dict[str, Any]) -> Violation:
@@ -95,6 +89,8 @@ def _type_problem(raw: dict[str, Any]) -> Violation:
             return _invalid(f"{name} must be a string")
     client_time = raw.get("client_time")
     if client_time is not None and not client_time_ok(client_time):
+        if isinstance(client_time, str) and len(client_time) <= MAX_CLIENT_TIME:
+            return _invalid(f"client_time {_TEXT_PROBLEM}")
         return _invalid(f"client_time must be text of at most {MAX_CLIENT_TIME} characters")
     pred = raw.get("pred")
     if pred is not None and (
@@ -136,6 +132,8 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
         return _invalid("every op of a push must name the push's space (the first op's)")
     pred = wire.pred
     sent_device = wire.device_id
+    if sent_device is not None and not plain_text(sent_device):
+        return _invalid(f"device_id {_TEXT_PROBLEM}")
     op = Op(
         op_id=wire.op_id.lower(),
         entity_type=wire.entity_type,

@@ -7,15 +7,30 @@ only by adding fields with defaults.
 Push ``ops`` are kept as raw JSON values (``list[Any]``): PROTOCOL section 2 gives each
 operation its own result, so a malformed op must become an ``invalid_op`` result for
 that op, never a ``bad_message`` for the whole push. ``core.ops.parse_op`` does that.
+
+Every other string a client sends (WebSocket messages, HTTP bodies) is checked as it is
+decoded: a NUL or an unpaired surrogate makes the whole message ``bad_message``
+(``_Sent``), before any handler, let alone SQL, sees it.
+
+msgspec refuses JSON holding an unpaired surrogate escape (``"\ud800"``) outright, and
+MessagePack holding a surrogate (ill-formed UTF-8) too. The latter is not MessagePack
+text at all; the former is JSON by its grammar, so ``lenient_json`` decodes it again
+with each unpaired surrogate turned into a NUL: an op holding one is then ``invalid_op``
+like an op holding a NUL, and any other string ``bad_message``. No Python string with a
+surrogate is ever made from client bytes.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from core.errors import BadMessage, ErrorBody
+from crdt import DEFAULT_LAMPORT_HEADROOM, plain_text
 
 Role = Literal["owner", "editor", "reader"]
 OpStatus = Literal["applied", "duplicate", "rejected"]
@@ -25,6 +40,18 @@ SERVER_DEVICE_ID = "00000000-0000-0000-0000-000000000000"
 
 class _Frozen(msgspec.Struct, frozen=True, kw_only=True):
     """Base for wire values."""
+
+
+class _Sent(_Frozen, frozen=True, kw_only=True):
+    """Base for what clients send, but push ``ops``: every string field must be plain
+    text (PROTOCOL section 2: no NUL, no unpaired surrogate). msgspec turns the ValueError
+    into a ValidationError, which is ``bad_message`` over HTTP and the WebSocket alike."""
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if type(value) is str and not plain_text(value):
+                raise ValueError(f"{name}: must not contain NUL or an unpaired surrogate")
 
 
 # --------------------------------------------------------------------------- ops, events
@@ -85,13 +112,13 @@ class Limits(_Frozen, frozen=True, kw_only=True):
     max_pred: int = 64
     max_subscriptions: int = 100
     max_pull_limit: int = 1000
-    lamport_headroom: int = 2**32
+    lamport_headroom: int = DEFAULT_LAMPORT_HEADROOM
 
 
 DEFAULT_LIMITS = Limits()
 
 
-class Subscription(_Frozen, frozen=True, kw_only=True):
+class Subscription(_Sent, frozen=True, kw_only=True):
     space_id: str
     after: int = 0
 
@@ -109,31 +136,31 @@ class Notification(_Frozen, frozen=True, kw_only=True):
 # --------------------------------------------------------------------------- client -> server
 
 
-class Hello(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="hello"):
+class Hello(_Sent, frozen=True, kw_only=True, tag_field="type", tag="hello"):
     token: str
     lamport: int = 0
     subscriptions: list[Subscription] = msgspec.field(default_factory=list)
 
 
-class Push(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="push"):
+class Push(_Sent, frozen=True, kw_only=True, tag_field="type", tag="push"):
     batch_id: str
     ops: list[Any]
 
 
-class Subscribe(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="subscribe"):
+class Subscribe(_Sent, frozen=True, kw_only=True, tag_field="type", tag="subscribe"):
     space_id: str
     after: int = 0
 
 
-class Unsubscribe(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="unsubscribe"):
+class Unsubscribe(_Sent, frozen=True, kw_only=True, tag_field="type", tag="unsubscribe"):
     space_id: str
 
 
-class Auth(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="auth"):
+class Auth(_Sent, frozen=True, kw_only=True, tag_field="type", tag="auth"):
     token: str
 
 
-class Ping(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="ping"):
+class Ping(_Sent, frozen=True, kw_only=True, tag_field="type", tag="ping"):
     nonce: str | int | None = None
 
 
@@ -205,20 +232,20 @@ ServerMessage = (
 # --------------------------------------------------------------------------- HTTP bodies
 
 
-class RegisterRequest(_Frozen, frozen=True, kw_only=True):
+class RegisterRequest(_Sent, frozen=True, kw_only=True):
     email: str
     password: str
     device_name: str
 
 
-class LoginRequest(_Frozen, frozen=True, kw_only=True):
+class LoginRequest(_Sent, frozen=True, kw_only=True):
     email: str
     password: str
     device_name: str
     device_id: str | None = None
 
 
-class RefreshRequest(_Frozen, frozen=True, kw_only=True):
+class RefreshRequest(_Sent, frozen=True, kw_only=True):
     refresh_token: str
 
 
@@ -245,7 +272,7 @@ class DeviceList(_Frozen, frozen=True, kw_only=True):
     next: str | None = None
 
 
-class CreateSpaceRequest(_Frozen, frozen=True, kw_only=True):
+class CreateSpaceRequest(_Sent, frozen=True, kw_only=True):
     name: str
 
 
@@ -265,7 +292,7 @@ class SpaceList(_Frozen, frozen=True, kw_only=True):
     next: str | None = None
 
 
-class AddMemberRequest(_Frozen, frozen=True, kw_only=True):
+class AddMemberRequest(_Sent, frozen=True, kw_only=True):
     email: str
     role: Role
 
@@ -313,7 +340,7 @@ class InvitationCreated(_Frozen, frozen=True, kw_only=True):
     expires_at: UtcTime
 
 
-class AcceptInvitationRequest(_Frozen, frozen=True, kw_only=True):
+class AcceptInvitationRequest(_Sent, frozen=True, kw_only=True):
     """``POST /v1/invitations/accept``. A string that cannot be a code is 400
     ``bad_message``; any code that cannot be used is 404 ``not_found``."""
 
@@ -343,7 +370,7 @@ class InvitationList(_Frozen, frozen=True, kw_only=True):
     next: str | None = None
 
 
-class PushRequest(_Frozen, frozen=True, kw_only=True):
+class PushRequest(_Sent, frozen=True, kw_only=True):
     batch_id: str
     ops: list[Any]
 
@@ -435,6 +462,47 @@ _SERVER_JSON: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(ServerM
 _SERVER_MSGPACK: msgspec.msgpack.Decoder[ServerMessage] = msgspec.msgpack.Decoder(ServerMessage)
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _nul_for_surrogates(value: Any) -> Any:
+    """``value`` with each unpaired surrogate of its strings (keys too) replaced by NUL."""
+    if isinstance(value, str):
+        return _SURROGATES.sub("\x00", value)
+    if isinstance(value, list):
+        return [_nul_for_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_nul_for_surrogates(k): _nul_for_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def lenient_json(data: bytes | str) -> Any:
+    """Decode JSON that msgspec refused because of surrogate escapes: with the standard
+    library, paired escapes joined, each unpaired surrogate turned into a NUL (which
+    every check refuses where it stands). Anything else malformed is ``bad_message``, as
+    msgspec would have it (NaN, numbers out of range and excessive nesting included)."""
+    try:  # UnicodeDecodeError is a ValueError: ill-formed UTF-8 stays bad_message
+        text = data if isinstance(data, str) else data.decode("utf-8")
+        if _SURROGATE_ESCAPE.search(text) is None:
+            raise ValueError("no surrogate escape")
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+        return _nul_for_surrogates(value)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage(f"not valid JSON: {exc}") from None
+
+
 def decode_client(data: bytes | str, *, msgpack: bool = False) -> ClientMessage:
     """Strictly decode one client message; anything malformed is ``bad_message``."""
     try:
@@ -443,10 +511,19 @@ def decode_client(data: bytes | str, *, msgpack: bool = False) -> ClientMessage:
                 raise BadMessage("binary frames expected for concord.v1.msgpack")
             return _CLIENT_MSGPACK.decode(data)
         return _CLIENT_JSON.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.ValidationError, RecursionError) as exc:  # nested beyond msgspec's depth
         raise BadMessage(f"not a valid client message: {exc}") from None
-    except RecursionError:  # nested deeper than msgspec's limit
-        raise BadMessage("not a valid client message: nested too deeply") from None
+    except msgspec.DecodeError as exc:
+        if msgpack:
+            raise BadMessage(f"not a valid client message: {exc}") from None
+        error = exc
+    try:  # perhaps valid JSON that msgspec refuses: an unpaired surrogate escape
+        message: ClientMessage = msgspec.convert(lenient_json(data), ClientMessage)
+    except BadMessage:
+        raise BadMessage(f"not a valid client message: {error}") from None
+    except msgspec.ValidationError as exc:
+        raise BadMessage(f"not a valid client message: {exc}") from None
+    return message
 
 
 def decode_server(data: bytes | str, *, msgpack: bool = False) -> ServerMessage:

@@ -50,6 +50,7 @@ from crdt.validate import (
     check_preds,
     check_schema,
     check_shape,
+    plain_text,
     plainly_valid,
     validate,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "load_schema",
     "order_key",
     "parse_schema",
+    "plain_text",
     "plainly_valid",
     "schema_problems",
     "schema_to_json",

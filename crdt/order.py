@@ -19,8 +19,9 @@ MAX_SAFE_INT = 2**53 - 1
 MAX_LAMPORT = MAX_SAFE_INT
 """Largest lamport an operation may carry."""
 
-DEFAULT_LAMPORT_HEADROOM = 2**32
-"""How far above a space's highest stored lamport a pushed lamport may jump."""
+DEFAULT_LAMPORT_HEADROOM = 2**20
+"""How far above a space's highest stored lamport a pushed lamport may jump (PROTOCOL
+section 2, ``limits.lamport_headroom``)."""
 
 MAX_PRED = 64
 """Most entries a `pred` may hold."""

@@ -30,6 +30,7 @@ __all__ = [
     "check_shape",
     "is_canonical_uuid",
     "is_rfc3339_utc",
+    "plain_text",
     "plainly_valid",
     "validate",
 ]
@@ -90,17 +91,38 @@ def is_canonical_uuid(s: object) -> bool:
     return isinstance(s, str) and _UUID_RE.fullmatch(s) is not None
 
 
+def plain_text(s: str) -> bool:
+    """True when `s` holds no NUL and no unpaired surrogate (PROTOCOL section 2): text that
+    every client can decode and PostgreSQL can store. ASCII text needs one scan for NUL."""
+    if s.isascii():
+        return "\x00" not in s
+    if "\x00" in s:
+        return False
+    try:
+        s.encode("utf-8")  # refuses exactly the unpaired surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_TEXT_PROBLEM = "must not contain NUL or an unpaired surrogate"
+
+
 def _is_int(v: object) -> bool:
     """An integer in the JSON sense: bool is not one."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _number_problem(value: Any) -> str | None:
-    """Walk a value (nested lists and dicts too) for non-finite floats and unsafe integers."""
+def _value_shape_problem(value: Any) -> str | None:
+    """Walk a value (nested lists and dicts too, keys included) for non-finite floats,
+    unsafe integers and strings that are not plain text."""
     stack = [value]
     while stack:
         v = stack.pop()
-        if isinstance(v, float):
+        if isinstance(v, str):
+            if not plain_text(v):
+                return f"strings in a value {_TEXT_PROBLEM}"
+        elif isinstance(v, float):
             if not math.isfinite(v):
                 return "numbers must be finite"
         elif _is_int(v):
@@ -110,6 +132,7 @@ def _number_problem(value: Any) -> str | None:
             stack.extend(v)
         elif isinstance(v, dict):
             stack.extend(v.values())
+            stack.extend(v.keys())
     return None
 
 
@@ -118,6 +141,8 @@ def _ids_problem(op: Op) -> str | None:
         return "op_id must be a lowercase canonical UUID"
     if not isinstance(op.entity_type, str):
         return "entity_type must be a string"
+    if not plain_text(op.entity_type):
+        return f"entity_type {_TEXT_PROBLEM}"
     if not isinstance(op.entity_id, str) or not _ENTITY_ID_RE.fullmatch(op.entity_id):
         return "entity_id must be 1..128 characters of [A-Za-z0-9_:.-]"
     if not isinstance(op.kind, str) or op.kind not in CLIENT_KINDS:
@@ -125,6 +150,8 @@ def _ids_problem(op: Op) -> str | None:
     if op.kind in FIELD_KINDS:
         if not isinstance(op.field, str):
             return f"{op.kind} needs a field"
+        if not plain_text(op.field):
+            return f"field {_TEXT_PROBLEM}"
     elif op.field is not None:
         return f"{op.kind} takes no field"
     elif op.value is not None:
@@ -152,7 +179,7 @@ def _pred_problem(op: Op) -> str | None:
 
 def _shape_problem(op: Op) -> str | None:
     """The first section-2 rule ``op`` breaks that needs nothing stored, or None."""
-    problem = _ids_problem(op) or _number_problem(op.value) or _pred_problem(op)
+    problem = _ids_problem(op) or _value_shape_problem(op.value) or _pred_problem(op)
     if problem is None and (not _is_int(op.lamport) or not 1 <= op.lamport <= MAX_LAMPORT):
         problem = "lamport must be an integer in 1..2^53-1"
     return problem
@@ -163,26 +190,35 @@ _entity_id_match = _ENTITY_ID_RE.fullmatch
 
 
 def plainly_valid(op: Op) -> bool:
-    """True for an op that certainly passes `check_shape`: exact types, a scalar value
-    (null, a string, a boolean or an integer within ±(2^53-1)), well-formed pred. Others
-    (floats, nested values, anything odd) go the long way, which also names the problem.
-    Every op this accepts, `_shape_problem` accepts."""
-    kind, value, pred, lamport = op.kind, op.value, op.pred, op.lamport
+    """True for an op that certainly passes `check_shape`: exact types, ASCII names, a
+    scalar value (null, plain text, a boolean or an integer within ±(2^53-1)), well-formed
+    pred. Others (floats, nested values, anything odd) go the long way, which also names
+    the problem. Every op this accepts, `_shape_problem` accepts."""
+    kind, value, pred, lamport, entity_type, field = (
+        op.kind,
+        op.value,
+        op.pred,
+        op.lamport,
+        op.entity_type,
+        op.field,
+    )
     vtype = type(value)
     return (
         type(op.op_id) is str
         and _uuid_match(op.op_id) is not None
-        and type(op.entity_type) is str
+        and type(entity_type) is str
+        and entity_type.isascii()
+        and "\x00" not in entity_type
         and type(op.entity_id) is str
         and _entity_id_match(op.entity_id) is not None
         and (
-            type(op.field) is str
+            type(field) is str and field.isascii() and "\x00" not in field
             if kind in FIELD_KINDS
-            else kind in LIFECYCLE_KINDS and op.field is None and value is None
+            else kind in LIFECYCLE_KINDS and field is None and value is None
         )
         and (
             value is None
-            or vtype is str
+            or (vtype is str and ("\x00" not in value if value.isascii() else plain_text(value)))
             or vtype is bool
             or (vtype is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT)
         )
@@ -217,11 +253,13 @@ def check_shape(op: Op) -> Violation | None:
 def check_lamport_headroom(
     lamport: int, space_max_lamport: int, headroom: int = DEFAULT_LAMPORT_HEADROOM
 ) -> Violation | None:
-    """Refuse a lamport more than `headroom` above the space's highest stored lamport."""
-    if lamport > space_max_lamport + headroom:
+    """Refuse a lamport more than `headroom` above the space's highest stored lamport; the
+    message says how high the op may go."""
+    cap = space_max_lamport + headroom
+    if lamport > cap:
         return _invalid(
-            f"lamport {lamport} is more than {headroom} above the space's highest lamport "
-            f"{space_max_lamport}"
+            f"lamport {lamport} is more than {headroom} above the space's highest stored "
+            f"lamport {space_max_lamport}; at most {cap}"
         )
     return None
 

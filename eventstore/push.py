@@ -1,7 +1,9 @@
 """A push before it reaches the database: parsed, checked and hashed in the caller's task.
 
 Everything PROTOCOL section 2 asks of an op that needs nothing stored is done here,
-outside the transaction and its locks: types and ``crdt.check_shape`` (``invalid_op``),
+outside the transaction and its locks: types and ``crdt.check_shape`` (``invalid_op``; a
+NUL or an unpaired surrogate in any string of the op is one, so no such string ever
+reaches a SQL parameter),
 ``device_mismatch``, ``crdt.check_schema`` (kept aside: it is reported only when the
 stored-state checks, lamport headroom and ``pred``, pass, to keep PROTOCOL's order of
 codes), the canonical value and the payload hash. The transaction (eventstore/append.py)
@@ -112,11 +114,8 @@ def _check_plain(raw: Any, space_id: str, device_id: str, schema: Schema) -> Che
     except msgspec.ValidationError:
         return None
     if not plainly_valid(op):
-        return None  # floats, containers, anything odd: the long way
-    try:
-        value_json = _ENCODE_SCALAR(op.value)
-    except UnicodeEncodeError:  # a lone surrogate: no canonical form
-        return None
+        return None  # floats, containers, text that is not plain, anything odd: the long way
+    value_json = _ENCODE_SCALAR(op.value)  # plain text and safe scalars: always encodable
     return _checked(_replace(op, device_id=device_id), space_id, client_time, value_json, schema)
 
 

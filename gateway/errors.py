@@ -5,7 +5,12 @@ Litestar's own exceptions are translated first (validation and decoding errors a
 400 ``bad_message``, unknown routes 404 ``not_found``, a body over the limit 413
 ``too_large``, a method the route does not have 405 with code ``bad_message``).
 Storage trouble is 503 ``unavailable``; anything else is logged with the request id and
-answered 500 ``internal``, which no client input should ever reach.
+its traceback and answered 500 ``internal``, which no client input should ever reach.
+
+No client ever reads a database's (or any internal) error text: an ``internal`` error,
+raised as such (the event store's ``event store error: ...``) or unexpected, answers
+the generic ``internal error; request id <id>`` and the detail goes to the log under
+that id. ``redacted`` does the same for the WebSocket, where errors travel in results.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import traceback
+import uuid
 from typing import Any
 
 import asyncpg
@@ -32,6 +38,7 @@ from core.errors import (
     Unavailable,
     render,
 )
+from gateway.requestlog import request_id
 
 log = structlog.get_logger("concord.gateway")
 
@@ -53,7 +60,40 @@ def error_response(
     )
 
 
+def _is_internal(error: ConcordError) -> bool:
+    """An error whose message is not for clients: the root class's ``internal`` code."""
+    return error.code == ConcordError.code
+
+
+def _internal(what: str, reference: str, exc: BaseException, **context: Any) -> ConcordError:
+    """Log ``exc`` in full under ``reference``; the generic error a client gets instead."""
+    log.error(
+        what,
+        reference=reference,
+        error=repr(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        **context,
+    )
+    return ConcordError(f"internal error; {reference}")
+
+
+def redacted(error: ConcordError, **context: Any) -> ConcordError:
+    """``error`` as a client may see it outside an HTTP answer (WebSocket results): itself,
+    unless it is ``internal``; then a generic error naming a fresh reference, under which
+    the detail and traceback are logged (with ``context``). Code and ``retryable`` stay."""
+    if not _is_internal(error):
+        return error
+    return _internal("internal error", f"reference {uuid.uuid4().hex}", error, **context)
+
+
+def _request_ref(request: Request[Any, Any, Any]) -> str:
+    return f"request id {request_id(request.scope)}"
+
+
 def on_concord_error(request: Request[Any, Any, Any], exc: ConcordError) -> Response[bytes]:
+    if _is_internal(exc):
+        path = request.url.path
+        return error_response(_internal("request failed", _request_ref(request), exc, path=path))
     if exc.http_status >= 500:
         log.warning("request failed", code=exc.code, error=exc.message, path=request.url.path)
     return error_response(exc)
@@ -95,8 +135,10 @@ def _translate(exc: HTTPException) -> tuple[ConcordError, int]:
 
 def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     error, status = _translate(exc)
-    if status >= 500:
-        log.error("litestar error", detail=str(exc.detail), path=request.url.path)
+    if _is_internal(error):
+        error = _internal("litestar error", _request_ref(request), exc, path=request.url.path)
+    elif status >= 500:
+        log.warning("litestar error", detail=str(exc.detail), path=request.url.path)
     headers = {}
     if status == 405 and exc.headers and "allow" in {k.lower() for k in exc.headers}:
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
@@ -126,13 +168,8 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[b
     if isinstance(exc, _UNAVAILABLE):
         log.warning("storage unavailable", error=repr(exc), path=request.url.path)
         return error_response(Unavailable("storage unavailable; nothing was applied"))
-    log.error(
-        "unhandled error",
-        path=request.url.path,
-        error=repr(exc),
-        traceback="".join(traceback.format_exception(exc)),
-    )
-    return error_response(ConcordError("internal error"))
+    ref = _request_ref(request)
+    return error_response(_internal("unhandled error", ref, exc, path=request.url.path))
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

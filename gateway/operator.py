@@ -6,6 +6,8 @@ user access tokens are refused with 401. They show counts and ids, never field v
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 from typing import Any
 
@@ -23,6 +25,8 @@ from core.metrics import (
     OPS,
     OUTBOX_LAG,
     PROJECTOR_LAG,
+    PROJECTOR_QUARANTINE,
+    PROJECTOR_QUARANTINED,
     PUSH_SECONDS,
     REMINDER_BACKLOG_AGE,
     REMINDERS,
@@ -31,7 +35,14 @@ from core.metrics import (
 )
 from gateway.context import Gateway, GatewayDep
 from gateway.openapi import ADMIN_SECURITY, errors
-from projector.readmodel import SpaceLag, lag_by_space, lag_totals
+from projector.readmodel import (
+    QuarantinedEvent,
+    SpaceLag,
+    lag_by_space,
+    lag_totals,
+    quarantine_count,
+    quarantined,
+)
 from scheduler.queries import SchedulerDiagnostics, scheduler_diagnostics
 
 #: Litestar appends ``; charset=utf-8`` to text types.
@@ -69,6 +80,13 @@ class Diagnostics(msgspec.Struct, frozen=True, kw_only=True):
     scheduler: SchedulerDiagnostics | None = None
     #: Spaces whose read model or relay is behind their head, worst first (PostgreSQL).
     lag_by_space: list[SpaceLag] = msgspec.field(default_factory=list)
+    #: Events the projector could not apply and set aside (PostgreSQL): left out of the
+    #: read model, read from the log. Ids and error types only.
+    projector_quarantined_events: int = 0
+    #: Events quarantined by this process since it started (the counter).
+    projector_quarantined_total: int = 0
+    #: The latest quarantined events, newest first.
+    quarantined_events: list[QuarantinedEvent] = msgspec.field(default_factory=list)
 
 
 def _samples(metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
@@ -97,6 +115,8 @@ async def diagnostics(gw: Gateway) -> Diagnostics:
     """The figures of this process (its Prometheus registry), plus the scheduler's
     state read from PostgreSQL."""
     projector_lag, outbox_lag = await lag_totals(gw.pool)
+    quarantine, latest = await quarantined(gw.pool, limit=20)
+    PROJECTOR_QUARANTINE.set(quarantine)
     return Diagnostics(
         ops_by_status=_by(OPS, "status"),
         idempotency_hits_by_route=_by(IDEMPOTENCY_HITS, "route"),
@@ -115,6 +135,9 @@ async def diagnostics(gw: Gateway) -> Diagnostics:
         bus=BusFigures(connected=gw.bus.connected, dropped_publishes=gw.bus.dropped),
         scheduler=await scheduler_diagnostics(gw.pool),
         lag_by_space=await lag_by_space(gw.pool, limit=20),
+        projector_quarantined_events=quarantine,
+        projector_quarantined_total=sum(_by(PROJECTOR_QUARANTINED).values()),
+        quarantined_events=latest,
     )
 
 
@@ -133,8 +156,13 @@ async def require_admin(request: Request[Any, Any, Any], gw: GatewayDep) -> None
 
 
 @get("/metrics", responses=errors(401, 405), summary="Prometheus metrics")
-async def metrics(admin: NamedDependency[None]) -> Response[bytes]:
+async def metrics(admin: NamedDependency[None], gw: GatewayDep) -> Response[bytes]:
     """The Prometheus text exposition (format 0.0.4)."""
+    # The quarantine is a fact of the database: whichever process is scraped reports it
+    # (without PostgreSQL, the last figure stands).
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            PROJECTOR_QUARANTINE.set(await quarantine_count(gw.pool))
     return Response(content=render_metrics(), media_type=PROMETHEUS_TEXT)
 
 

@@ -3,6 +3,10 @@
 Malformed bodies are 400 ``bad_message``; ids in paths that cannot name anything (not
 a UUID, not an entity id) are 404 ``not_found``, like ids that name nothing: a
 space's existence is private, so "malformed" and "absent" answer the same.
+
+No string with a NUL or an unpaired surrogate is ever accepted (PROTOCOL section 2):
+body fields are refused as they are decoded (``core.wire``), and these checks refuse
+them again, so a handler that takes a string some other way is covered too.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, TypeAlias
 
+from litestar import Request
+from litestar.exceptions import SerializationException
 from litestar.params import PathParameter, QueryParameter
 
 from core.errors import BadMessage, NotFound
 from core.ids import canonical_id
+from core.wire import lenient_json
+from crdt import plain_text
 
 EMAIL_MAX = 254
 PASSWORD_MIN = 8
@@ -31,13 +39,7 @@ _ENTITY_ID = re.compile(r"[A-Za-z0-9_:.\-]{1,128}")
 
 def storable(text: str) -> bool:
     """PostgreSQL ``text`` holds it: no NUL, valid Unicode (no lone surrogates)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return plain_text(text)
 
 
 def normalise_email(raw: str) -> str:
@@ -58,8 +60,8 @@ def valid_email(raw: str) -> str:
 def valid_password(raw: str, *, registering: bool) -> str:
     if len(raw) > PASSWORD_MAX:
         raise BadMessage(f"password: at most {PASSWORD_MAX} characters")
-    if not storable(raw.replace("\x00", "")):
-        raise BadMessage("password: not valid Unicode")
+    if not storable(raw):
+        raise BadMessage("password: must not contain NUL or an unpaired surrogate")
     if registering and len(raw) < PASSWORD_MIN:
         raise BadMessage(f"password: at least {PASSWORD_MIN} characters")
     return raw
@@ -73,6 +75,23 @@ def valid_name(raw: str, what: str, *, default: str | None = None) -> str:
     if not name or len(name) > NAME_MAX or not name.isprintable():
         raise BadMessage(f"{what}: 1 to {NAME_MAX} printable characters")
     return name
+
+
+class OpsRequest(Request[Any, Any, Any]):
+    """The request of a route whose body carries ops (``POST /v1/sync/push``): JSON that
+    msgspec refuses only for an unpaired surrogate escape is decoded again by
+    ``core.wire.lenient_json``, so such an op is ``invalid_op`` on its own (PROTOCOL
+    section 2) instead of the whole body being ``bad_message``."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except SerializationException:
+            try:
+                return lenient_json(await self.body())
+            except BadMessage:
+                pass
+            raise
 
 
 def canonical_uuid(raw: str) -> str | None:

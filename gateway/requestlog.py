@@ -44,6 +44,11 @@ def _info(scope: Scope) -> dict[str, Any]:
     return info
 
 
+def request_id(scope: Scope) -> str:
+    """The id of the request in ``scope`` (made on first use): what error answers quote."""
+    return str(_info(scope)["id"])
+
+
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
     """Route middleware: the id in structlog's context while the handler runs."""
 

@@ -26,7 +26,7 @@ from gateway.context import GatewayDep
 from gateway.examples import PULL_ANSWER, PUSH_ANSWER, PUSH_BODY, ok
 from gateway.limits import push_allowed
 from gateway.openapi import SPACE, USER_SECURITY, errors
-from gateway.params import BATCH_ID_MAX, MAX_SEQ, page_size, uuid_query
+from gateway.params import BATCH_ID_MAX, MAX_SEQ, OpsRequest, page_size, uuid_query
 from gateway.spaces import require_member
 
 DEFAULT_PULL = 500
@@ -110,4 +110,5 @@ sync_router = Router(
     dependencies={"principal": Provide(provide_principal)},
     security=USER_SECURITY,
     tags=["sync"],
+    request_class=OpsRequest,  # an op with an unpaired surrogate is invalid_op, not 400
 )

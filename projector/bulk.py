@@ -11,6 +11,11 @@ was appended meanwhile is caught up afterwards (``projector.rebuild``).
 
 Workers report on stdout: ``p <events>`` as they go, ``r <events> <spaces> <entities>``
 at the end.
+
+No event stops the bulk phase either: a space with an event that cannot be folded, and
+the spaces of a write PostgreSQL refuses (a value it cannot store), are left without a
+shadow checkpoint; the catch-up then projects them from seq 1 with the live code, which
+quarantines the event to blame (docs/projector.md, "Quarantine").
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from crdt import encode_state
+from eventstore.errors import is_transient
 from eventstore.rows import Conn
 from projector.folding import ALL_EVENTS, SpaceFold, chunks, fold_spaces
 from projector.tables import SHADOW, STATE_COLUMNS
@@ -38,6 +45,8 @@ SOME_EVENTS = ALL_EVENTS.replace(
 )
 #: The first and last space_id of a worker's range.
 Range = tuple[uuid.UUID, uuid.UUID]
+
+log = logging.getLogger("concord.projector.rebuild")
 
 
 @dataclass
@@ -59,6 +68,13 @@ class ShadowWriter:
         self._pending: asyncio.Future[None] | None = None
 
     def add(self, fold: SpaceFold) -> None:
+        if fold.failed is not None:
+            log.warning(
+                "space %s: event %d cannot be folded; left to the catch-up",
+                fold.space_id,
+                fold.failed,
+            )
+            return
         sid = uuid.UUID(fold.space_id)
         for key, state in fold.states.items():
             typed, _ = derive(state)
@@ -83,13 +99,20 @@ class ShadowWriter:
     async def _write(
         self, states: list[tuple[object, ...]], checkpoints: list[tuple[uuid.UUID, int]]
     ) -> None:
-        async with self.conn.transaction():
-            await self.conn.copy_records_to_table(
-                SHADOW.states, records=states, columns=STATE_COLUMNS
-            )
-            await self.conn.copy_records_to_table(
-                SHADOW.checkpoints, records=checkpoints, columns=("space_id", "seq")
-            )
+        try:
+            async with self.conn.transaction():
+                await self.conn.copy_records_to_table(
+                    SHADOW.states, records=states, columns=STATE_COLUMNS
+                )
+                await self.conn.copy_records_to_table(
+                    SHADOW.checkpoints, records=checkpoints, columns=("space_id", "seq")
+                )
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # Nothing of these spaces was written: no checkpoint, so the catch-up
+            # projects them from seq 1 and quarantines whatever event is to blame.
+            log.warning("%d spaces left to the catch-up: %r", len(checkpoints), exc)
 
 
 async def fold_into_shadow(

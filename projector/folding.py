@@ -29,25 +29,30 @@ ALL_EVENTS = (
     + " ORDER BY e.space_id, e.seq"
 )
 
-#: Every event at or below its space's checkpoint (what the read model claims to hold).
+#: Every event at or below its space's checkpoint but the quarantined ones (what the read
+#: model claims to hold).
 CHECKPOINTED_EVENTS = (
     EVENT_SELECT.replace("SELECT seq,", "SELECT e.seq,").replace(
         " FROM events", ", e.space_id::text FROM events AS e"
     )
     + " JOIN projector_checkpoints AS c ON c.space_id = e.space_id"
-    + " WHERE e.seq <= c.seq ORDER BY e.space_id, e.seq"
+    + " WHERE e.seq <= c.seq AND NOT EXISTS (SELECT 1 FROM projector_quarantine AS x"
+    + " WHERE x.space_id = e.space_id AND x.seq = e.seq)"
+    + " ORDER BY e.space_id, e.seq"
 )
 
 
 @dataclass
 class SpaceFold:
-    """The entities of one space folded from its events ``1..seq``."""
+    """The entities of one space folded from its events ``1..seq``. ``failed`` names the
+    first event that could not be folded (then the states are not to be trusted)."""
 
     space_id: str
     states: dict[Key, EntityState] = field(default_factory=dict)
     last: dict[Key, int] = field(default_factory=dict)
     seq: int = 0
     count: int = 0
+    failed: int | None = None
 
 
 async def chunks(
@@ -76,7 +81,8 @@ async def fold_spaces(
     on_events: Callable[[int], None] | None = None,
 ) -> AsyncIterator[SpaceFold]:
     """Fold rows ordered by (space_id, seq) and selected like :data:`ALL_EVENTS`; yield
-    each space once all its rows are folded. ``on_events(n)`` reports progress."""
+    each space once all its rows are folded. ``on_events(n)`` reports progress. An event
+    that cannot be folded marks its space ``failed`` and the scan goes on."""
     current: SpaceFold | None = None
     async for rows in source:
         for row in rows:
@@ -90,19 +96,23 @@ async def fold_spaces(
             state = current.states.get(key)
             if state is None:
                 state = current.states[key] = EntityState(etype, eid)
-            state.apply(
-                Op(
-                    op_id=op_id,
-                    entity_type=etype,
-                    entity_id=eid,
-                    kind=kind,
-                    field=field,
-                    value=None if value is None else _json(value),
-                    pred=tuple(pred),
-                    lamport=lamport,
-                    device_id=device_id,
+            try:  # free unless it raises
+                state.apply(
+                    Op(
+                        op_id=op_id,
+                        entity_type=etype,
+                        entity_id=eid,
+                        kind=kind,
+                        field=field,
+                        value=None if value is None else _json(value),
+                        pred=tuple(pred),
+                        lamport=lamport,
+                        device_id=device_id,
+                    )
                 )
-            )
+            except Exception:
+                if current.failed is None:
+                    current.failed = seq
             current.last[key] = current.seq = seq
             current.count += 1
         if on_events is not None:

@@ -3,6 +3,11 @@
 Every answer carries the seq it reflects: the space's checkpoint, read in the same
 snapshot as the states (a batch writes both in one transaction, so they always agree).
 ``as_of_seq`` reads are not served here: the event store's replay does them.
+
+Quarantined events (docs/projector.md) are not in the read model, so it vouches for
+nothing they touch: an entity with one reads as unknown here (state None, seq 0) and a
+space with one lists at seq 0. Either way the caller, whose rule is to fold from the log
+whatever the read model does not cover up to the head, replays it from the log.
 """
 
 from __future__ import annotations
@@ -13,17 +18,23 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from crdt import EntityState, decode_state
+from crdt import EntityState, decode_state, plain_text
 
 _GET = """
-SELECT c.seq, e.state, e.has_client_events
+SELECT c.seq, e.state, e.has_client_events,
+       EXISTS (SELECT 1 FROM projector_quarantine AS x
+               WHERE x.space_id = q.space_id AND x.entity_type = $2 AND x.entity_id = $3)
 FROM (SELECT $1::uuid AS space_id) AS q
 LEFT JOIN projector_checkpoints AS c ON c.space_id = q.space_id
 LEFT JOIN entity_states AS e
     ON e.space_id = q.space_id AND e.entity_type = $2 AND e.entity_id = $3
 """
 
-_SEQ = "SELECT seq FROM projector_checkpoints WHERE space_id = $1"
+_SEQ = """
+SELECT CASE WHEN EXISTS (SELECT 1 FROM projector_quarantine WHERE space_id = $1) THEN 0
+            ELSE seq END
+FROM projector_checkpoints WHERE space_id = $1
+"""
 
 # Keyset pagination on the primary key: (entity_type, entity_id) > the cursor's.
 # Entities that only server events touched (reads answer 404) and the hidden `_member`
@@ -59,8 +70,29 @@ LEFT JOIN outbox_cursors AS o USING (space_id)
 """
 
 
+_QUARANTINE = """
+SELECT space_id::text, seq, op_id::text, entity_type, entity_id, error_type, quarantined_at
+FROM projector_quarantine ORDER BY quarantined_at DESC, space_id, seq LIMIT $1
+"""
+
+_QUARANTINE_COUNT = "SELECT count(*) FROM projector_quarantine"
+
+
 class InvalidCursor(ValueError):
     """A ``after`` cursor of ``list_entities`` that it did not hand out."""
+
+
+class QuarantinedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event left out of the read model: ids and the error's type, never its text (it
+    may quote a value)."""
+
+    space_id: str
+    seq: int
+    op_id: str
+    entity_type: str
+    entity_id: str
+    error_type: str
+    quarantined_at: str
 
 
 class SpaceLag(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,7 +120,7 @@ def encode_cursor(entity_type: str, entity_id: str) -> str:
 
 def decode_cursor(after: str) -> tuple[str, str]:
     entity_type, sep, entity_id = after.partition(":")
-    if not sep or not entity_type:
+    if not sep or not entity_type or not plain_text(after):
         raise InvalidCursor(f"not a cursor of this listing: {after!r}")
     return entity_type, entity_id
 
@@ -97,12 +129,16 @@ async def get_entity(
     pool: asyncpg.Pool, space_id: str, entity_type: str, entity_id: str
 ) -> tuple[EntityState | None, int]:
     """The entity's merged state and the seq it reflects; None (answer 404) when the
-    entity does not exist, has only server events, or is of the hidden ``_member`` type."""
+    entity does not exist, has only server events, or is of the hidden ``_member`` type.
+    (None, 0) for an entity with a quarantined event: the read model knows nothing sure
+    of it, the log has it all."""
     sid = _space(space_id)
-    if sid is None:
+    if sid is None or not plain_text(entity_type) or not plain_text(entity_id):
         return None, 0
     row = await pool.fetchrow(_GET, sid, entity_type, entity_id)
     assert row is not None  # the LEFT JOINs always yield one row
+    if row[3]:
+        return None, 0
     seq: int = row[0] or 0
     if row[1] is None or not row[2] or entity_type.startswith("_"):
         return None, seq
@@ -118,7 +154,8 @@ async def list_entities(
     after: str | None,
 ) -> tuple[list[EntityState], int, str | None]:
     """One page of the space's entities in (type, id) order, the seq they reflect, and
-    the cursor of the next page (None on the last). Raises InvalidCursor."""
+    the cursor of the next page (None on the last). Raises InvalidCursor. A space with a
+    quarantined event reflects seq 0: list it from the log."""
     start = ("", "") if after is None else decode_cursor(after)
     sid = _space(space_id)
     if sid is None or limit <= 0:
@@ -153,6 +190,30 @@ def _lag(r: Any) -> SpaceLag:
         projector_lag=r[1] - r[2],
         outbox_lag=r[1] - r[3],
     )
+
+
+async def quarantined(pool: asyncpg.Pool, limit: int = 20) -> tuple[int, list[QuarantinedEvent]]:
+    """How many events the live read model has set aside, and the latest ``limit``."""
+    count: int = await pool.fetchval(_QUARANTINE_COUNT)
+    rows = await pool.fetch(_QUARANTINE, limit) if count else []
+    return count, [
+        QuarantinedEvent(
+            space_id=r[0],
+            seq=r[1],
+            op_id=r[2],
+            entity_type=r[3],
+            entity_id=r[4],
+            error_type=r[5],
+            quarantined_at=r[6].isoformat().replace("+00:00", "Z"),
+        )
+        for r in rows
+    ]
+
+
+async def quarantine_count(pool: asyncpg.Pool) -> int:
+    """Events in the live read model's quarantine (the gauge's figure)."""
+    count: int = await pool.fetchval(_QUARANTINE_COUNT)
+    return count
 
 
 async def lag_totals(pool: asyncpg.Pool) -> tuple[int, int]:

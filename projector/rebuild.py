@@ -2,12 +2,14 @@
 
 1. **Bulk**: in one REPEATABLE READ snapshot, one ordered scan folds every space from
    seq 1 to its head into shadow tables (``entity_states_rebuild``,
-   ``projector_checkpoints_rebuild``), written with COPY in the background.
+   ``projector_checkpoints_rebuild``, ``projector_quarantine_rebuild``), written with
+   COPY in the background. Every event is tried again, quarantined ones included.
 2. **Catch up**: the shadow is brought towards the live heads with the live projector's
    own batch code, until little is left.
 3. **Swap**: one transaction locks the live tables (checkpoints first, the order every
    writer uses, so it cannot deadlock), applies the last few events to the shadow,
-   renames the shadow tables into place and drops the old ones. Readers and the live
+   renames the shadow tables into place (the shadow's quarantine replaces the live one:
+   what still cannot be applied is in it again) and drops the old ones. Readers and the live
    projector wait for that short moment, then carry on against the new tables
    (PostgreSQL looks a renamed name up again once it gets the lock).
 
@@ -75,11 +77,14 @@ class RebuildReport:
         return self.events / self.bulk_seconds if self.bulk_seconds else 0.0
 
 
+_DROP_SHADOW = f"DROP TABLE IF EXISTS {', '.join(SHADOW.each())}"
+
+
 async def prepare_shadow(conn: Conn) -> None:
     """Fresh, empty shadow tables shaped exactly like the live ones (LIKE ... ALL)."""
-    await conn.execute(f"DROP TABLE IF EXISTS {SHADOW.states}, {SHADOW.checkpoints}")
-    await conn.execute(f"CREATE TABLE {SHADOW.states} (LIKE {LIVE.states} INCLUDING ALL)")
-    await conn.execute(f"CREATE TABLE {SHADOW.checkpoints} (LIKE {LIVE.checkpoints} INCLUDING ALL)")
+    await conn.execute(_DROP_SHADOW)
+    for live, shadow in zip(LIVE.each(), SHADOW.each(), strict=True):
+        await conn.execute(f"CREATE TABLE {shadow} (LIKE {live} INCLUDING ALL)")
 
 
 async def bulk_load(
@@ -131,7 +136,7 @@ async def _index_renames(conn: Conn) -> list[str]:
         return bool(row[2]), str(row[1]).split(" USING ", 1)[1]
 
     statements = []
-    for live, shadow in ((LIVE.states, SHADOW.states), (LIVE.checkpoints, SHADOW.checkpoints)):
+    for live, shadow in zip(LIVE.each(), SHADOW.each(), strict=True):
         fresh = {shape(r): r[0] for r in await conn.fetch(_INDEXES, shadow)}
         for row in await conn.fetch(_INDEXES, live):
             current = fresh.get(shape(row))
@@ -143,14 +148,14 @@ async def _index_renames(conn: Conn) -> list[str]:
 async def _swap_script(conn: Conn) -> str:
     """The swap's DDL as one script (one round trip while the tables are locked)."""
     script = []
-    for live, shadow in ((LIVE.states, SHADOW.states), (LIVE.checkpoints, SHADOW.checkpoints)):
+    for live, shadow in zip(LIVE.each(), SHADOW.each(), strict=True):
         script.append(f"ALTER TABLE {live} RENAME TO {live}_old")
         script.append(f"ALTER TABLE {shadow} RENAME TO {live}")
     # No CASCADE: should anything depend on the old tables (a view, a foreign key), the
     # swap fails and rolls back rather than silently dropping it.
-    script.append(f"DROP TABLE {LIVE.states}_old, {LIVE.checkpoints}_old")
+    script.append(f"DROP TABLE {', '.join(f'{live}_old' for live in LIVE.each())}")
     script += await _index_renames(conn)
-    for table in (LIVE.states, LIVE.checkpoints):
+    for table in LIVE.each():
         for grantee, privileges in await conn.fetch(_GRANTS, table):
             who = "PUBLIC" if grantee == "PUBLIC" else f'"{grantee}"'
             script.append(f"GRANT {privileges} ON {table} TO {who}")
@@ -165,7 +170,7 @@ async def swap(conn: Conn, report: RebuildReport, lock_timeout_ms: int = 1000) -
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
         # Checkpoints first: the order of every writer's locks (apply.py), so no deadlock.
-        await conn.execute(f"LOCK TABLE {LIVE.checkpoints}, {LIVE.states} IN ACCESS EXCLUSIVE MODE")
+        await conn.execute(f"LOCK TABLE {', '.join(LIVE.each())} IN ACCESS EXCLUSIVE MODE")
         locked = time.perf_counter()
         report.catch_up_events += await catch_up(conn)
         await conn.execute(script)
@@ -201,7 +206,7 @@ async def rebuild(
                     break
             await _swap_with_retries(conn, report, swap_attempts)
         finally:
-            await conn.execute(f"DROP TABLE IF EXISTS {SHADOW.states}, {SHADOW.checkpoints}")
+            await conn.execute(_DROP_SHADOW)
             await conn.fetchval("SELECT pg_advisory_unlock($1, $2)", *REBUILD_LOCK)
     report.total_seconds = time.perf_counter() - started
     return report

@@ -12,6 +12,9 @@ Two loops run side by side:
 
 After each committed batch the projector publishes ``ProjectionChange`` and, for tasks
 whose reminder changed, ``ReminderChange`` (core NATS, best effort: both are hints).
+
+An event that cannot be applied never stalls its space: ``apply_space`` quarantines it
+and the space goes on (docs/projector.md); the tick keeps the quarantine gauge.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ import asyncpg
 import msgspec
 
 from core.events import ENCODER, EntityRef, ProjectionChange
-from core.metrics import OUTBOX_LAG, PROJECTOR_LAG
+from core.metrics import OUTBOX_LAG, PROJECTOR_LAG, PROJECTOR_QUARANTINE
 from core.natsbus import NatsBus
 from core.wire import Event
 from projector.apply import Applied, apply_space
 from projector.membership import Membership
-from projector.readmodel import lag_totals
+from projector.readmodel import lag_totals, quarantine_count
 from projector.stream import (
     JetStream,
     Names,
@@ -117,6 +120,7 @@ class Projector:
         projector_lag, outbox_lag = await lag_totals(self.pool)
         PROJECTOR_LAG.set(projector_lag)
         OUTBOX_LAG.set(outbox_lag)
+        PROJECTOR_QUARANTINE.set(await quarantine_count(self.pool))
 
     # ------------------------------------------------------------------ stream
 

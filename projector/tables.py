@@ -1,7 +1,8 @@
 """The SQL of the read model, for the live tables or the rebuild's shadow tables.
 
-The same statements serve both: ``Tables`` names the pair a statement works on, so a
-rebuild catches its shadow up with exactly the code the live projector runs.
+The same statements serve both: ``Tables`` names the tables a statement works on
+(states, checkpoints, quarantine), so a rebuild catches its shadow up with exactly the
+code the live projector runs.
 """
 
 from __future__ import annotations
@@ -77,10 +78,12 @@ def op_from_row(row: asyncpg.Record) -> Op:
 
 @dataclass(frozen=True)
 class Tables:
-    """A read-model table pair: entity states and per-space checkpoints."""
+    """A read model's tables: entity states, per-space checkpoints, and the events set
+    aside because they could not be applied (docs/projector.md, "Quarantine")."""
 
     states: str = "entity_states"
     checkpoints: str = "projector_checkpoints"
+    quarantine: str = "projector_quarantine"
 
     @cached_property
     def lock_checkpoint(self) -> str:
@@ -117,9 +120,23 @@ class Tables:
             f"ON CONFLICT (space_id, entity_type, entity_id) DO UPDATE SET {updates}"
         )
 
+    @cached_property
+    def add_quarantined(self) -> str:
+        return (
+            f"INSERT INTO {self.quarantine} "
+            "(space_id, seq, op_id, entity_type, entity_id, error_type, error) "
+            "VALUES ($1, $2, $3::uuid, $4, $5, $6, $7) ON CONFLICT (space_id, seq) DO NOTHING"
+        )
+
+    def each(self) -> tuple[str, str, str]:
+        """Every table, in the order writers lock them (checkpoint row first)."""
+        return (self.checkpoints, self.states, self.quarantine)
+
 
 LIVE = Tables()
-SHADOW = Tables("entity_states_rebuild", "projector_checkpoints_rebuild")
+SHADOW = Tables(
+    "entity_states_rebuild", "projector_checkpoints_rebuild", "projector_quarantine_rebuild"
+)
 
 
 def columns_of(rows: list[tuple[Any, ...]]) -> list[list[Any]]:

@@ -128,6 +128,7 @@
       ["due-now", "due, not fired", num(due.count)],
       ["job-runs", "job runs", sum(d.scheduler_job_runs)],
       ["projector-lag", "projector lag events", num(d.projector_lag_events)],
+      ["projector-quarantined", "quarantined events", num(d.projector_quarantined_events)],
       ["outbox-lag", "outbox lag events", num(d.outbox_lag_events)],
     ]);
     rows($("tbody", panel("background")),
@@ -135,8 +136,12 @@
       "no background work yet");
   }
 
-  function renderLists(a) {
-    rows($("tbody", panel("events")),
+  function renderLists(d, a) {
+    rows($("table.quarantine tbody", panel("events")),
+      (d.quarantined_events || []).map((q) => [time(q.quarantined_at), short(q.space_id), q.seq,
+        `${q.entity_type}/${q.entity_id}`, short(q.op_id), q.error_type]),
+      "no quarantined events");
+    rows($("table.latest tbody", panel("events")),
       (a.latest_events || []).map((e) => [time(e.recorded_at), short(e.space_id), e.seq, e.kind,
         `${e.entity_type}/${e.entity_id}`, e.field || "", short(e.device_id)]),
       "no events in the last hour");
@@ -155,7 +160,7 @@
     renderConflicts(d);
     renderAuth(d);
     renderBackground(d, a);
-    renderLists(a);
+    renderLists(d, a);
     for (const p of document.querySelectorAll("[data-panel]")) p.dataset.state = "ok";
   }
 

@@ -16,6 +16,7 @@ import structlog
 from core.errors import AuthExpired, ConcordError, TooLarge, Unavailable
 from core.metrics import AUTH_FAILURES, IDEMPOTENCY_HITS, OPS, PUSH_SECONDS
 from core.wire import OpResult, Push, PushResult
+from gateway.errors import redacted
 
 if TYPE_CHECKING:
     from gateway.ws.connection import Connection
@@ -62,8 +63,10 @@ async def handle_push(conn: Connection, push: Push, size: int) -> None:
             outcome = await conn.store.append(
                 user_id=conn.user_id, device_id=conn.device_id, ops=push.ops
             )
-        except ConcordError as exc:
-            results = reject_all(push.ops, exc)
+        except ConcordError as exc:  # an internal one's text stays in the log
+            results = reject_all(
+                push.ops, redacted(exc, connection=conn.id, batch_id=push.batch_id)
+            )
         except Exception as exc:  # never let a store bug kill the connection silently
             log.exception("append failed", batch_id=push.batch_id)
             results = reject_all(push.ops, Unavailable(f"storage error: {type(exc).__name__}"))

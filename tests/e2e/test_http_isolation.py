@@ -180,9 +180,12 @@ def test_operator_routes_refuse_user_tokens(api: Api, path: str) -> None:
     if path == "/metrics":
         assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
         assert "concord_ops_total" in r.text
+        assert "concord_projector_quarantined_events" in r.text
     elif path == "/v1/diagnostics":
         figures = r.json()
         assert {"ops_by_status", "auth_failures_by_reason", "ws_connections"} <= set(figures)
         assert figures["auth_failures_by_reason"].get("invalid_token", 0) >= 0
+        assert figures["projector_quarantined_events"] >= 0
+        assert isinstance(figures["quarantined_events"], list)
     else:
         assert r.headers["content-type"].startswith("text/html")

@@ -113,8 +113,17 @@ async def test_panels_show_live_figures(dev_server: ServerProcess, browser: Brow
     assert "token=" not in page.url  # dropped from the address bar
     await check_panels(page)
     before = await figures(page)
-    for key in ("ops-duplicate", "conflicts-total", "auth-expired", "reminders-fired", "job-runs"):
+    for key in (
+        "ops-duplicate",
+        "conflicts-total",
+        "auth-expired",
+        "reminders-fired",
+        "job-runs",
+        "projector-quarantined",
+    ):
         assert before[key].replace(".", "").isdigit(), (key, before[key])
+    quarantine = page.locator('[data-panel="events"] table.quarantine tbody td')
+    assert await quarantine.first.text_content() == "no quarantined events"
 
     out = io.StringIO()
     outcomes = await run_lab(

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.errors import Unavailable
+from core.errors import ErrorBody, Unavailable
 from core.wire import DEFAULT_LIMITS
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
@@ -44,6 +44,7 @@ CASES: list[tuple[str, Callable[[Raw], Any], str]] = [
     ("lamport bool", _with(lamport=True), "invalid_op"),
     ("lamport too big", _with(lamport=2**53), "invalid_op"),
     ("lamport beyond headroom", _with(lamport=DEFAULT_LIMITS.lamport_headroom + 10), "invalid_op"),
+    ("lamport 2^20 + 1 above 0", _with(lamport=2**20 + 1), "invalid_op"),
     ("pred unknown", _with(pred=["5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01"]), "invalid_op"),
     ("pred not a list", _with(pred="x"), "invalid_op"),
     ("pred not uuids", _with(pred=["x"]), "invalid_op"),
@@ -65,6 +66,20 @@ CASES: list[tuple[str, Callable[[Raw], Any], str]] = [
     ),
     ("title too long", _with(value="x" * 501), "too_large"),
 ]
+# PROTOCOL section 2: no string a client sends may hold a NUL or an unpaired surrogate;
+# such an op is invalid_op, whichever string it is (and before anything reaches SQL).
+for _what, _bad in (("NUL", "a\x00b"), ("lone surrogate", "a\ud800b")):
+    CASES += [
+        (f"{_what} in a value", _with(value=_bad), "invalid_op"),
+        (f"{_what} in a field", _with(field=_bad), "invalid_op"),
+        (f"{_what} in an entity_type", _with(entity_type=_bad), "invalid_op"),
+        (f"{_what} in an entity_id", _with(entity_id=_bad), "invalid_op"),
+        (f"{_what} in a set element", _with(kind="add", field="tags", value=_bad), "invalid_op"),
+        (f"{_what} in a nested value", _with(value={"a": [1, {"b": _bad}]}), "invalid_op"),
+        (f"{_what} in a nested key", _with(value={_bad: True}), "invalid_op"),
+        (f"{_what} in client_time", _with(client_time=_bad), "invalid_op"),
+        (f"{_what} in device_id", _with(device_id=_bad), "invalid_op"),
+    ]
 
 
 @pytest.mark.parametrize(("name", "mutate", "code"), CASES, ids=[c[0] for c in CASES])
@@ -94,14 +109,64 @@ async def test_own_device_id_is_accepted(store: PostgresEventStore) -> None:
     assert out.results[0].status == "applied"
 
 
-async def test_nul_in_a_value_is_stored_and_read_back(store: PostgresEventStore) -> None:
+async def test_nul_in_a_value_is_refused_and_nothing_stored(store: PostgresEventStore) -> None:
+    # It used to be stored (the log's json column takes \u0000), and then no read model
+    # could hold it: PROTOCOL section 2 now refuses it with the op.
     user, device = new_id(), new_id()
     space = await store.create_space(name="v", creator_user_id=user, personal=True)
     out = await store.append(user_id=user, device_id=device, ops=[op(space, value="a\x00b")])
-    assert out.results[0].status == "applied"
-    [event] = await store.read(space, 1, 10)
-    assert event.value == "a\x00b"
+    assert out.results[0].error is not None
+    assert out.results[0].error == ErrorBody(
+        code="invalid_op",
+        message="strings in a value must not contain NUL or an unpaired surrogate",
+        retryable=False,
+    )
+    assert await store.head(space) == 1
     assert await store.verify(space) is None
+
+
+async def test_nul_in_a_set_field_name_is_invalid_op_not_a_database_error(
+    store: PostgresEventStore,
+) -> None:
+    # A set's field is looked up in SQL (its heads) before the schema check: a NUL there
+    # used to reach PostgreSQL, which refused the whole push.
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="v", creator_user_id=user, personal=True)
+    ops = [op(space, entity_id="ok", lamport=1), op(space, field="ti\x00tle", lamport=2)]
+    out = await store.append(user_id=user, device_id=device, ops=ops)
+    assert [r.status for r in out.results] == ["applied", "rejected"]
+    assert out.results[1].error is not None
+    assert out.results[1].error.code == "invalid_op"
+
+
+async def test_lamport_headroom_boundary_and_message(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="v", creator_user_id=user, personal=True)
+    await store.append(user_id=user, device_id=device, ops=[op(space, lamport=12)])
+    out = await store.append(
+        user_id=user,
+        device_id=device,
+        ops=[op(space, lamport=5_000_000), op(space, lamport=12 + 2**20 + 1)],
+    )
+    assert [r.error for r in out.results] == [
+        ErrorBody(
+            code="invalid_op",
+            message="lamport 5000000 is more than 1048576 above the space's highest stored "
+            "lamport 12; at most 1048588",
+            retryable=False,
+        ),
+        ErrorBody(
+            code="invalid_op",
+            message="lamport 1048589 is more than 1048576 above the space's highest stored "
+            "lamport 12; at most 1048588",
+            retryable=False,
+        ),
+    ]
+    at_most = await store.append(
+        user_id=user, device_id=device, ops=[op(space, lamport=12 + 2**20)]
+    )
+    assert at_most.results[0].status == "applied"
+    assert at_most.server_lamport == 12 + 2**20
 
 
 async def test_op_id_conflict_is_about_the_payload(store: PostgresEventStore) -> None:

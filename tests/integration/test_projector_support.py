@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import msgspec
 import nats
 from hypothesis import strategies as st
 
 from crdt import EntityState, LamportClock, Op, encode_state
+from eventstore.chain import payload_digest
 from eventstore.postgres import PostgresEventStore
+from eventstore.push import Checked, Push
 from eventstore.testing import new_id, op
 from projector.stream import Names
 from projector.verify import verify
@@ -67,6 +70,46 @@ async def push(
     outcome = await store.append(user_id=user, device_id=device, ops=list(ops))
     bad = [r for r in outcome.results if r.status == "rejected"]
     assert not bad, bad
+
+
+async def append_unchecked(
+    store: PostgresEventStore,
+    user: str,
+    space: str,
+    *,
+    entity_id: str,
+    value: Any = None,
+    value_json: bytes | None = None,
+    field: str = "title",
+    lamport: int = 1,
+) -> int:
+    """Store one ``set`` through the append path with no op check (as an older server
+    did); its seq. ``value_json``, when given, is stored as the value's text."""
+    device = new_id()
+    raw = msgspec.json.encode(value) if value_json is None else value_json
+    event = Op(
+        op_id=new_id(),
+        entity_type="task",
+        entity_id=entity_id,
+        kind="set",
+        field=field,
+        value=value,
+        lamport=lamport,
+        device_id=device,
+    )
+    digest = payload_digest(event.op_id, space, "task", entity_id, "set", field, raw, (), lamport)
+    outcome = await store.committer.submit(
+        Push(
+            user_id=user,
+            device_id=device,
+            space_id=space,
+            echo_ids=[event.op_id],
+            items=[Checked(event, None, None, raw, digest)],
+        )
+    )
+    seq = outcome.results[0].seq
+    assert seq is not None, outcome.results
+    return seq
 
 
 async def increments(

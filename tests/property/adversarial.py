@@ -10,7 +10,17 @@ from typing import Any
 import msgspec
 from hypothesis import strategies as st
 
-from crdt import MAX_SAFE_INT, FieldSpec, Op, PredTarget, Schema, Violation, canonical_op, validate
+from crdt import (
+    DEFAULT_LAMPORT_HEADROOM,
+    MAX_SAFE_INT,
+    FieldSpec,
+    Op,
+    PredTarget,
+    Schema,
+    Violation,
+    canonical_op,
+    validate,
+)
 from tests.property.strategies import History, op_id_for, realistic_histories
 
 MUTATIONS = (
@@ -42,7 +52,13 @@ MUTATIONS = (
     "lifecycle_value",
     "timestamp_offset",
     "over_limit",
+    "nul_text",
+    "lone_surrogate",
 )
+
+#: Strings no client may send (PROTOCOL section 2): a NUL, or an unpaired surrogate.
+NUL_TEXTS = ("\x00", "a\x00b", "ünï\x00")
+SURROGATE_TEXTS = ("\ud800", "a\udfffb", "\udc80ünï")
 
 Mutation = tuple[int, str, int]
 
@@ -86,7 +102,7 @@ def mutate(ops: list[Op], i: int, how: str, param: int, schema: Schema) -> Op:
     elif how == "pred_too_many":
         changes["pred"] = tuple(op_id_for(10**8 + k) for k in range(65))
     elif how == "lamport_jump":
-        changes["lamport"] = op.lamport + 2**32 + param % 3 - 1
+        changes["lamport"] = op.lamport + DEFAULT_LAMPORT_HEADROOM + param % 3 - 1
     elif how == "lamport_over":
         changes["lamport"] = 2**53 + param % 5
     elif how == "lamport_zero":
@@ -102,8 +118,29 @@ def mutate(ops: list[Op], i: int, how: str, param: int, schema: Schema) -> Op:
     return msgspec_replace(op, changes)
 
 
+def _poison_text(op: Op, how: str, param: int) -> dict[str, Any]:
+    """A NUL or a lone surrogate in one of the op's strings: entity type, field, value
+    (or set element), or deep inside a value, key or item."""
+    texts = NUL_TEXTS if how == "nul_text" else SURROGATE_TEXTS
+    text = texts[param % len(texts)]
+    where = param // len(texts) % 6
+    if where == 0:
+        return {"entity_type": op.entity_type + text}
+    if where == 1:
+        return {"field": (op.field or "f0") + text}
+    if where == 2:
+        return {"value": text}
+    if where == 3:
+        return {"value": [1, {"k": ["ok", text]}]}
+    if where == 4:
+        return {"value": {text: True}}
+    return {"value": (op.value if isinstance(op.value, str) else "") + text}
+
+
 def _mutate_value_or_ids(op: Op, how: str, param: int, schema: Schema) -> dict[str, Any]:
     value = op.value
+    if how in ("nul_text", "lone_surrogate"):
+        return _poison_text(op, how, param)
     if how == "alias":
         is_int = isinstance(value, int) and not isinstance(value, bool)
         return {"value": float(value) if is_int else value}

@@ -20,11 +20,12 @@ entity_ids = st.sampled_from(["t-1", "Az09_:.-", "a" * 128, "a" * 129, "", "sp a
 kinds = st.sampled_from(
     ["set", "inc", "add", "remove", "delete", "restore", "member_added", "bogus", 1]
 )
-fields = st.sampled_from([None, "title", "", 3])
+fields = st.sampled_from([None, "title", "", 3, "ti\x00tle", "tïtle", "\ud800"])
 values = st.sampled_from(
     [None, "x", True, False, 0, 1, -1, MAX_SAFE_INT, -MAX_SAFE_INT, MAX_SAFE_INT + 1,
      -MAX_SAFE_INT - 1, 1.5, 2.0, float("nan"), float("inf"), [1], [2**60], {"a": 1},
-     {"a": float("inf")}, ()]
+     {"a": float("inf")}, (), "\x00", "a\ud800", "für", "ü\x00", ["ok", "\x00"],
+     {"\udfff": 1}]
 )  # fmt: skip
 preds = st.one_of(
     st.lists(st.sampled_from([A, B, C, C.upper(), "x", 9]), max_size=4).map(tuple),
@@ -39,7 +40,7 @@ lamports = st.sampled_from([0, 1, 2, 2**53 - 1, 2**53, -1, True, 1.0, "1"])
 def ops(draw: st.DrawFn) -> Op:
     fields_: dict[str, Any] = {
         "op_id": draw(ids),
-        "entity_type": draw(st.sampled_from(["task", "", 4])),
+        "entity_type": draw(st.sampled_from(["task", "", 4, "ta\x00sk", "tâsk", "\udc00"])),
         "entity_id": draw(entity_ids),
         "kind": draw(kinds),
         "field": draw(fields),

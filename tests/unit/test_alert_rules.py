@@ -30,6 +30,7 @@ REQUIRED_ALERTS = {
     "ConcordReminderBacklogOld",
     "ConcordDeadReminder",
     "ConcordOutboxLag",
+    "ConcordProjectorQuarantine",
 }
 
 

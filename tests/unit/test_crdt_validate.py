@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from crdt import (
+    DEFAULT_LAMPORT_HEADROOM,
     DEFAULT_SCHEMA,
     EntityTypeSpec,
     FieldSpec,
@@ -21,6 +22,8 @@ from crdt import (
     check_preds,
     check_schema,
     check_shape,
+    plain_text,
+    plainly_valid,
     validate,
 )
 from crdt.validate import is_canonical_uuid, is_rfc3339_utc
@@ -134,13 +137,84 @@ def test_pred_of_65_entries_is_too_many() -> None:
 
 
 def test_lamport_headroom() -> None:
-    assert check_lamport_headroom(2**32, 0) is None
-    assert code(check_lamport_headroom(2**32 + 1, 0)) == "invalid_op"
-    assert check_lamport_headroom(100 + 2**32, 100) is None
+    assert DEFAULT_LAMPORT_HEADROOM == 2**20
+    assert check_lamport_headroom(2**20, 0) is None
+    assert code(check_lamport_headroom(2**20 + 1, 0)) == "invalid_op"
+    assert check_lamport_headroom(100 + 2**20, 100) is None
     assert check_lamport_headroom(12, 1, headroom=11) is None
     v = check_lamport_headroom(13, 1, headroom=11)
     assert v is not None
-    assert "more than 11 above the space's highest lamport 1" in v.message
+    assert "more than 11 above the space's highest stored lamport 1" in v.message
+
+
+def test_a_rejected_lamport_says_how_far_it_may_go() -> None:
+    v = check_lamport_headroom(5_000_000, 12)
+    assert v == Violation(
+        code="invalid_op",
+        message="lamport 5000000 is more than 1048576 above the space's highest stored "
+        "lamport 12; at most 1048588",
+    )
+
+
+NOT_PLAIN = ["a\x00b", "\x00", "lone \ud800 high", "lone \udfff low", "é\x00", "\udc80é"]
+
+
+@pytest.mark.parametrize("text", NOT_PLAIN)
+def test_text_with_nul_or_a_lone_surrogate_is_not_plain(text: str) -> None:
+    assert not plain_text(text)
+
+
+@pytest.mark.parametrize("text", ["", "Buy milk", "für Oma", "😀 paired", "\U0001f600", "\t\n"])
+def test_ordinary_text_is_plain(text: str) -> None:
+    assert plain_text(text)
+
+
+@pytest.mark.parametrize("text", NOT_PLAIN)
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"entity_type": "{}"}, "entity_type must not contain"),
+        ({"field": "{}"}, "field must not contain"),
+        ({"value": "{}"}, "strings in a value must not contain"),
+        ({"kind": "add", "field": "tags", "value": "{}"}, "strings in a value"),
+        ({"kind": "remove", "field": "tags", "value": "{}", "pred": (A,)}, "strings in a value"),
+        ({"value": ["ok", {"k": ["{}"]}]}, "strings in a value"),
+        ({"value": {"{}": 1}}, "strings in a value"),
+    ],
+)
+def test_nul_or_a_lone_surrogate_anywhere_is_invalid_op(
+    text: str, changes: dict[str, Any], where: str
+) -> None:
+    filled = {k: _fill(v, text) for k, v in changes.items()}
+    bad = op(**filled)
+    assert not plainly_valid(bad)
+    v = check_shape(bad)
+    assert v is not None
+    assert v.code == "invalid_op"
+    assert where in v.message
+    assert code(validate(bad, DEFAULT_SCHEMA, {A: target(kind="add", field="tags")}, 0)) == (
+        "invalid_op"
+    )
+
+
+def _fill(value: Any, text: str) -> Any:
+    """``value`` with every ``"{}"`` (string or key, however nested) replaced by ``text``."""
+    if value == "{}":
+        return text
+    if isinstance(value, list):
+        return [_fill(v, text) for v in value]
+    if isinstance(value, dict):
+        return {_fill(k, text): _fill(v, text) for k, v in value.items()}
+    return value
+
+
+def test_plain_non_ascii_names_and_values_take_the_long_way_and_pass_the_shape() -> None:
+    assert plainly_valid(op(value="für Oma 😀"))
+    assert not plainly_valid(op(field="tïtle"))  # not ASCII: the long way names it
+    assert check_shape(op(field="tïtle")) is None
+    assert code(check_schema(op(field="tïtle"), DEFAULT_SCHEMA)) == "unknown_field"
+    assert not plainly_valid(op(entity_type="tâsk"))
+    assert check_shape(op(entity_type="tâsk")) is None
 
 
 def test_preds_that_name_fitting_ops_pass() -> None:
@@ -341,7 +415,7 @@ def test_validate_checks_in_protocol_order() -> None:
     # shape first: a bad op_id wins over an unknown entity type
     assert code(validate(op(op_id="x", entity_type="nope"), *args)) == "invalid_op"
     # then the headroom, then preds, both before the schema
-    assert code(validate(op(entity_type="nope", lamport=2**32 + 1), *args)) == "invalid_op"
+    assert code(validate(op(entity_type="nope", lamport=2**20 + 1), *args)) == "invalid_op"
     assert code(validate(op(entity_type="nope", lamport=11), DEFAULT_SCHEMA, {}, 0, 10)) == (
         "invalid_op"
     )

@@ -79,12 +79,23 @@ def test_defaults() -> None:
         raw(client_time="\x00"),
         raw(client_time="\ud800"),
         raw(device_id=7),
+        raw(device_id="\x00"),
+        raw(device_id=f"{DEVICE}\ud800"),
     ],
 )
 def test_bad_ops_are_invalid(bad: Any) -> None:
     got = parse_op(bad, SPACE, DEVICE)
     assert isinstance(got, Violation)
     assert got.code == "invalid_op"
+
+
+def test_text_problems_are_named() -> None:
+    for field in ("client_time", "device_id"):
+        for text in ("a\x00", "\udc00"):
+            got = parse_op(raw(**{field: text}), SPACE, DEVICE)
+            assert got == Violation(
+                code="invalid_op", message=f"{field} must not contain NUL or an unpaired surrogate"
+            )
 
 
 def test_push_space_and_echo() -> None:

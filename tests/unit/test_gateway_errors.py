@@ -12,9 +12,13 @@ from litestar import Litestar, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.testing import TestClient
 
-from core.errors import Forbidden, RateLimited
-from gateway.errors import EXCEPTION_HANDLERS
+from core.errors import ConcordError, Forbidden, NotFound, RateLimited
+from gateway.errors import EXCEPTION_HANDLERS, redacted
+from gateway.params import OpsRequest
 from gateway.requestlog import before_send, request_id_middleware
+
+#: Text a database error might carry: it must never reach a client.
+SECRET = 'duplicate key value violates unique constraint "events_pkey" DETAIL: secret'
 
 
 class Body(msgspec.Struct, frozen=True):
@@ -40,12 +44,21 @@ async def raiser(what: FromPath[str], n: Annotated[int, QueryParameter(ge=0)] = 
         raise asyncpg.CharacterNotInRepertoireError("invalid byte sequence: 0x00")
     if what == "deep":
         raise RecursionError("maximum recursion depth exceeded")
-    raise RuntimeError("a bug")
+    if what == "store":  # as eventstore.errors.translate words a driver error
+        raise ConcordError(f"event store error: UniqueViolationError: {SECRET}")
+    if what == "driver":
+        raise asyncpg.UniqueViolationError(SECRET)
+    raise RuntimeError(f"a bug: {SECRET}")
+
+
+@post("/ops", status_code=200, request_class=OpsRequest)
+async def ops(data: JSONBody[dict[str, list[str]]]) -> dict[str, list[str]]:
+    return data
 
 
 def _app() -> Litestar:
     return Litestar(
-        route_handlers=[echo, raiser],
+        route_handlers=[echo, raiser, ops],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_id_middleware],
         before_send=[before_send],
@@ -98,6 +111,49 @@ def test_errors_render_in_the_protocol_shape(
     assert error["message"]
     assert r.headers["content-type"].startswith("application/json")
     assert r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("what", ["store", "driver", "bug"])
+def test_an_internal_error_answers_the_request_id_never_its_text(
+    client: TestClient[Litestar], what: str
+) -> None:
+    r = client.get(f"/raise/{what}")
+    assert r.status_code == 500
+    assert "secret" not in r.text
+    assert "events_pkey" not in r.text
+    request_id = r.headers["x-request-id"]
+    assert r.json()["error"] == {
+        "code": "internal",
+        "message": f"internal error; request id {request_id}",
+        "retryable": False,
+    }
+    mine = client.get(f"/raise/{what}", headers={"X-Request-Id": "my-request-7"})
+    assert mine.json()["error"]["message"] == "internal error; request id my-request-7"
+
+
+def test_redacted_keeps_protocol_errors_and_hides_internal_ones() -> None:
+    not_found = NotFound("no such space")
+    assert redacted(not_found) is not_found
+    hidden = redacted(ConcordError(f"event store error: {SECRET}"), batch_id="b")
+    assert hidden.code == "internal"
+    assert not hidden.retryable
+    assert hidden.message.startswith("internal error; reference ")
+    assert "secret" not in hidden.message
+
+
+def test_an_ops_body_keeps_lone_surrogates_for_each_op_to_refuse(
+    client: TestClient[Litestar],
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    body = b'{"ops": ["a\\ud800", "\\ud83d\\ude00"]}'
+    r = client.post("/ops", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"ops": ["a\x00", "\U0001f600"]}
+    # Elsewhere such bodies stay bad_message, and so do other malformed ones.
+    assert client.post("/echo", content=b'{"name": "\\ud800"}', headers=headers).status_code == 400
+    for bad in (b'{"ops": ["\\ud800"]', b'{"ops": [NaN]}', b"\xff"):
+        r = client.post("/ops", content=bad, headers=headers)
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "bad_message")
 
 
 def test_rate_limited_carries_retry_after(client: TestClient[Litestar]) -> None:

@@ -46,6 +46,12 @@ def test_text_postgresql_cannot_store_is_refused() -> None:
         normalise_email("a\x00@b.cd")
     with pytest.raises(BadMessage):
         valid_password("surrogate \ud800 here", registering=False)
+    for registering in (True, False):
+        with pytest.raises(BadMessage):
+            valid_password("nul \x00 inside", registering=registering)
+    for name in ("nul\x00name", "lone \udfff"):
+        with pytest.raises(BadMessage):
+            valid_name(name, "device_name", default="device")
 
 
 def test_passwords() -> None:

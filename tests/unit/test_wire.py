@@ -31,8 +31,13 @@ _JSON = st.recursive(
 )
 
 
-def strategy_for(t: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
-    """A Hypothesis strategy for any type msgspec can describe (used for every wire type)."""
+#: What clients may send in strings (PROTOCOL section 2): no NUL, no surrogate.
+_PLAIN_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
+
+
+def strategy_for(t: msgspec.inspect.Type, plain: bool = False) -> st.SearchStrategy[Any]:
+    """A Hypothesis strategy for any type msgspec can describe (used for every wire type);
+    ``plain``: the strings of a struct clients send, which must be plain text."""
     mi = msgspec.inspect
     if isinstance(t, mi.AnyType):
         return _JSON
@@ -47,17 +52,21 @@ def strategy_for(t: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
     if isinstance(t, mi.StrType):
         if t.pattern is not None:
             return st.from_regex(t.pattern, fullmatch=True)
+        if plain:
+            return _PLAIN_TEXT
         return st.text(max_size=min(30, t.max_length or 30))
     if isinstance(t, mi.LiteralType):
         return st.sampled_from(t.values)
     if isinstance(t, mi.ListType):
-        return st.lists(strategy_for(t.item_type), max_size=3)
+        return st.lists(strategy_for(t.item_type, plain), max_size=3)
     if isinstance(t, mi.DictType):
-        return st.dictionaries(strategy_for(t.key_type), strategy_for(t.value_type), max_size=3)
+        keys, values = strategy_for(t.key_type, plain), strategy_for(t.value_type, plain)
+        return st.dictionaries(keys, values, max_size=3)
     if isinstance(t, mi.UnionType):
-        return st.one_of(*(strategy_for(u) for u in t.types))
+        return st.one_of(*(strategy_for(u, plain) for u in t.types))
     if isinstance(t, mi.StructType):
-        fields = {f.name: strategy_for(f.type) for f in t.fields}
+        sent = issubclass(t.cls, wire._Sent)
+        fields = {f.name: strategy_for(f.type, sent) for f in t.fields}
         return st.builds(t.cls, **fields)
     raise NotImplementedError(repr(t))  # a new kind of field: teach this test about it
 
@@ -143,6 +152,92 @@ def test_malformed_client_input_is_bad_message(raw: bytes) -> None:
         wire.decode_client(raw)
     with pytest.raises(BadMessage):
         wire.decode_client(raw, msgpack=True)
+
+
+CLIENT_MESSAGES_WITH_TEXT: list[dict[str, Any]] = [
+    {"type": "hello", "token": "{}"},
+    {"type": "hello", "token": "t", "subscriptions": [{"space_id": "{}"}]},
+    {"type": "push", "batch_id": "{}", "ops": []},
+    {"type": "subscribe", "space_id": "{}"},
+    {"type": "unsubscribe", "space_id": "{}"},
+    {"type": "auth", "token": "{}"},
+    {"type": "ping", "nonce": "{}"},
+]
+
+
+@pytest.mark.parametrize("message", CLIENT_MESSAGES_WITH_TEXT, ids=lambda m: m["type"])
+@pytest.mark.parametrize("text", ["a\x00b", "\x00"])
+def test_nul_in_any_string_of_a_client_message_is_bad_message(
+    message: dict[str, Any], text: str
+) -> None:
+    filled = msgspec.json.decode(msgspec.json.encode(message).replace(b"{}", _escaped(text)))
+    with pytest.raises(BadMessage, match="must not contain NUL or an unpaired surrogate"):
+        wire.decode_client(msgspec.json.encode(filled))
+    with pytest.raises(BadMessage, match="must not contain NUL or an unpaired surrogate"):
+        wire.decode_client(msgspec.msgpack.encode(filled), msgpack=True)
+
+
+def _escaped(text: str) -> bytes:
+    return msgspec.json.encode(text)[1:-1]
+
+
+@pytest.mark.parametrize("message", CLIENT_MESSAGES_WITH_TEXT, ids=lambda m: m["type"])
+def test_a_lone_surrogate_escape_outside_ops_is_bad_message(message: dict[str, Any]) -> None:
+    raw = msgspec.json.encode(message).replace(b"{}", b"a\\ud800b")
+    with pytest.raises(BadMessage, match="must not contain NUL or an unpaired surrogate"):
+        wire.decode_client(raw)
+
+
+def test_nul_or_a_lone_surrogate_in_ops_is_left_to_each_op() -> None:
+    # msgspec refuses the unpaired escape; lenient_json turns it into a NUL, which every
+    # op check refuses (invalid_op), while paired escapes stay one character.
+    raw = b'{"type":"push","batch_id":"b","ops":[{"v":"a\\u0000","w":"\\udc00x"},"\\ud83d\\ude00"]}'
+    message = wire.decode_client(raw)
+    assert isinstance(message, wire.Push)
+    assert message.ops == [{"v": "a\x00", "w": "\x00x"}, "\U0001f600"]
+    as_text = wire.decode_client(raw.decode())
+    assert isinstance(as_text, wire.Push)
+    assert as_text.ops == message.ops
+    keys = wire.decode_client(b'{"type":"push","batch_id":"b","ops":[{"\\ud800":1}]}')
+    assert isinstance(keys, wire.Push)
+    assert keys.ops == [{"\x00": 1}]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"push","batch_id":"b","ops":["\\ud800"],"x":NaN}',
+        b'{"type":"push","batch_id":"b","ops":["\\ud800",1e400]}',
+        b'{"type":"push","batch_id":"b","ops":["\\ud800"]',
+        b'{"type":"push","batch_id":"b","ops":[' + b"[" * 3000 + b'"\\ud800"' + b"]" * 3000 + b"]}",
+        b'{"type":"push","batch_id":"b","ops":[' + b"[" * 3000 + b"1" + b"]" * 3000 + b"]}",
+        b'{"type":"push","batch_id":"b","ops":"\\ud800"}',
+        b'{"type":"nope","x":"\\ud800"}',
+    ],
+)
+def test_lenient_decoding_refuses_what_msgspec_would(raw: bytes) -> None:
+    with pytest.raises(BadMessage):
+        wire.decode_client(raw)
+
+
+def test_lenient_json_is_only_for_surrogate_escapes() -> None:
+    with pytest.raises(BadMessage):
+        wire.lenient_json(b'{"a": NaN}')
+    with pytest.raises(BadMessage):  # ill-formed UTF-8 is never repaired
+        wire.lenient_json(b'["\\ud800", "\xff"]')
+    assert wire.lenient_json('["\\ud800", "\\\\ud800"]') == ["\x00", "\\ud800"]
+
+
+def test_lone_surrogates_in_msgpack_are_bad_message() -> None:
+    # MessagePack text is UTF-8; a surrogate's bytes are not: no lenient way there.
+    raw = msgspec.msgpack.encode({"type": "push", "batch_id": "b", "ops": ["zzz"]})
+    raw = raw.replace(b"\xa3zzz", b"\xa3\xed\xa0\x80")
+    with pytest.raises(BadMessage):
+        wire.decode_client(raw, msgpack=True)
+
+
+def test_the_published_lamport_headroom_is_two_to_the_twenty() -> None:
+    assert wire.DEFAULT_LIMITS.lamport_headroom == 2**20
 
 
 def test_text_frame_on_msgpack_is_bad_message() -> None:
