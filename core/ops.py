@@ -2,8 +2,9 @@
 
 PROTOCOL section 2 gives every op its own result, so nothing here raises: a value that
 is not an object, a missing or wrongly typed field, or an op of another space becomes an
-``invalid_op`` violation for that op alone. UUIDs are lowercased (PROTOCOL: "ids are
-lowercased"); the formats themselves, kinds, numbers, text and ``pred`` rules are checked
+``invalid_op`` violation for that op alone. Ids are taken in any spelling ``uuid.UUID``
+accepts and known from then on in their canonical form (PROTOCOL section 2); the formats
+themselves, kinds, numbers, text and ``pred`` rules are checked
 by ``crdt.validate``, which runs after this. The strings only this module sees
 (``client_time``, a named ``device_id``) are held to the same rule as every other string a
 client sends: no NUL, no unpaired surrogate (``crdt.plain_text``).
@@ -16,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from core.ids import canonical_id
 from core.wire import Event, Operation
 from crdt import Op, Violation, plain_text
 from crdt.validate import is_canonical_uuid
@@ -49,22 +51,32 @@ def _invalid(message: str) -> Violation:
 
 
 def result_op_id(raw: Any) -> str | None:
-    """The ``op_id`` to echo in an op's result: as sent when it is a string."""
+    """The ``op_id`` to echo in an op's result: its canonical form when it is a UUID in
+    any spelling, else as sent when it is a string."""
     if isinstance(raw, dict):
         op_id = raw.get("op_id")
         if isinstance(op_id, str):
-            return op_id
+            return canonical_id(op_id) or op_id
     return None
 
 
+def uuid_of(raw: str) -> str:
+    """An id of an op in its canonical form when it is a UUID in any spelling (PROTOCOL
+    section 2); otherwise as sent, for ``crdt.check_shape`` to refuse (``invalid_op``).
+    The hyphenated 36-character form, the one clients send, costs one ``lower``."""
+    if len(raw) == 36 and raw[8] == raw[13] == raw[18] == raw[23] == "-":
+        return raw.lower()
+    return canonical_id(raw) or raw
+
+
 def push_space(ops: Sequence[Any]) -> str | None:
-    """The push's space: the first op's ``space_id`` when it is a UUID (lowercased)."""
+    """The push's space: the first op's ``space_id`` when it is a UUID (canonical form)."""
     if not ops or not isinstance(ops[0], dict):
         return None
     space_id = ops[0].get("space_id")
     if not isinstance(space_id, str):
         return None
-    space_id = space_id.lower()
+    space_id = uuid_of(space_id)
     return space_id if is_canonical_uuid(space_id) else None
 
 
@@ -127,7 +139,7 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
     client_time = wire.client_time
     if client_time is not None and not client_time_ok(client_time):
         return _type_problem(raw)
-    op_space = wire.space_id.lower()
+    op_space = uuid_of(wire.space_id)
     if op_space != space_id:
         return _invalid("every op of a push must name the push's space (the first op's)")
     pred = wire.pred
@@ -135,13 +147,13 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
     if sent_device is not None and not plain_text(sent_device):
         return _invalid(f"device_id {_TEXT_PROBLEM}")
     op = Op(
-        op_id=wire.op_id.lower(),
+        op_id=uuid_of(wire.op_id),
         entity_type=wire.entity_type,
         entity_id=wire.entity_id,
         kind=wire.kind,
         field=wire.field,
         value=wire.value,
-        pred=tuple([p.lower() for p in pred]) if pred else (),
+        pred=tuple([uuid_of(p) for p in pred]) if pred else (),
         lamport=wire.lamport,
         device_id=device_id,
     )
@@ -149,7 +161,7 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
         op=op,
         space_id=op_space,
         client_time=client_time,
-        device_id=None if sent_device is None else sent_device.lower(),
+        device_id=None if sent_device is None else uuid_of(sent_device),
     )
 
 

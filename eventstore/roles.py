@@ -40,6 +40,8 @@ GRANTS: dict[str, str] = {
     "reminder_tasks": _ALL,
     "reminder_cursors": "SELECT, INSERT, UPDATE",
     "job_runs": _ALL,
+    # 0006: events the projector set aside (a rebuild clears and refills them)
+    "projector_quarantine": _ALL,
 }
 
 

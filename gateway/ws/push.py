@@ -15,6 +15,7 @@ import structlog
 
 from core.errors import AuthExpired, ConcordError, TooLarge, Unavailable
 from core.metrics import AUTH_FAILURES, IDEMPOTENCY_HITS, OPS, PUSH_SECONDS
+from core.ops import result_op_id
 from core.wire import OpResult, Push, PushResult
 from gateway.errors import redacted
 
@@ -24,16 +25,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("concord.gateway.ws.push")
 
 
-def _op_id_of(op: Any) -> str | None:
-    if isinstance(op, dict) and isinstance(op.get("op_id"), str):
-        return str(op["op_id"])
-    return None
-
-
 def reject_all(ops: list[Any], error: ConcordError) -> list[OpResult]:
     """One ``rejected`` result per op, all with ``error``."""
     body = error.body()
-    return [OpResult(op_id=_op_id_of(op), status="rejected", error=body) for op in ops]
+    return [OpResult(op_id=result_op_id(op), status="rejected", error=body) for op in ops]
 
 
 async def handle_push(conn: Connection, push: Push, size: int) -> None:

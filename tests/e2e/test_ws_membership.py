@@ -291,3 +291,34 @@ def test_ids_in_this_module_are_canonical() -> None:
     value = str(uuid.uuid4())
     assert {str(uuid.UUID(spell(value))) for spell in SPELLINGS} == {value}
     assert len({spell(value) for spell in SPELLINGS}) == len(SPELLINGS)
+
+
+async def test_op_ids_in_any_spelling_are_one_op(gateways: Pair) -> None:
+    """An op's ids (op_id, space_id, pred entries) in any spelling are stored, answered
+    and deduplicated in the canonical form: a replay in another spelling is a duplicate."""
+    owner = await register(gateways.one.url)
+    device = await Device.connect(gateways.one.ws_url, owner.access_token)
+    first = op(owner.space_id, "t-spell", lamport=2)
+    canonical = first["op_id"]
+    spelled = {**first, "op_id": "{" + canonical.upper() + "}", "space_id": owner.space_id.upper()}
+    reply = await device.push([spelled])
+    [result] = reply["results"]
+    assert (result["status"], result["op_id"]) == ("applied", canonical)
+    for spell in SPELLINGS:
+        again = {**first, "op_id": spell(canonical), "space_id": spell(owner.space_id)}
+        [dup] = (await device.push([again]))["results"]
+        assert (dup["status"], dup["op_id"], dup["seq"]) == ("duplicate", canonical, result["seq"])
+    child = op(owner.space_id, "t-spell", lamport=3, pred=["urn:uuid:" + canonical])
+    [applied] = (await device.push([child]))["results"]
+    assert applied["status"] == "applied", applied
+    pulled = await http(
+        gateways.one.url,
+        "GET",
+        "/v1/sync/pull",
+        owner.access_token,
+        params={"space_id": owner.space_id, "after": 0},
+    )
+    stored = [e for e in pulled.json()["events"] if e["kind"] == "set"]
+    assert [e["op_id"] for e in stored] == [canonical, child["op_id"]]
+    assert stored[1]["pred"] == [canonical]
+    await device.close()

@@ -137,7 +137,7 @@ async def test_uppercase_ids_are_the_same_op(store: PostgresEventStore) -> None:
     upper = {**one, "op_id": one["op_id"].upper(), "space_id": space.upper()}
     out = await store.append(user_id=user, device_id=device, ops=[one, upper])
     assert [r.status for r in out.results] == ["applied", "duplicate"]
-    assert out.results[1].op_id == upper["op_id"]  # echoed as sent
+    assert out.results[1].op_id == one["op_id"]  # answered in the canonical form
 
 
 async def test_pred_may_name_an_earlier_op_of_the_same_push(store: PostgresEventStore) -> None:

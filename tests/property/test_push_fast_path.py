@@ -12,6 +12,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.ids import canonical_id
 from core.ops import MAX_CLIENT_TIME, parse_op
 from crdt import DEFAULT_SCHEMA, MAX_SAFE_INT
 from eventstore.push import Checked, _check, _check_plain, prepare
@@ -107,8 +108,9 @@ def test_prepare_answers_as_the_long_way_alone(raw: Any) -> None:
     push = prepare(DEVICE, DEVICE, [raw], DEFAULT_SCHEMA)
     space = push.space_id
     assert push.items == [_check(parse_op(raw, space, DEVICE), DEVICE, DEFAULT_SCHEMA)]
-    expected_echo = raw.get("op_id") if isinstance(raw, dict) else None
-    assert push.echo_ids == [expected_echo if isinstance(expected_echo, str) else None]
+    sent = raw.get("op_id") if isinstance(raw, dict) else None
+    expected_echo = (canonical_id(sent) or sent) if isinstance(sent, str) else None
+    assert push.echo_ids == [expected_echo]
 
 
 def test_a_plain_op_takes_the_short_way() -> None:
