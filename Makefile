@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-fast test-js vectors coverage-crdt lint typecheck check bench lab clean
+.PHONY: help dev test test-fast test-js test-js-browser vectors coverage-crdt lint typecheck check bench lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: $(STAMP) test-js ## set up, then run the whole test suite (embedded servic
 
 test-js: ## the JavaScript client's unit and vector tests (Node.js 20+; its e2e runs under pytest)
 	node --test js/test/
+
+test-js-browser: ## the client in headless Chromium: module loading, IndexedDBStore (needs chromium)
+	node js/browser/run.js
 
 vectors: $(STAMP) ## regenerate the shared CRDT test vectors (js/vectors/*.json) from crdt/
 	$(BIN)/python -m tests.vectors.generate

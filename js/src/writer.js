@@ -72,7 +72,7 @@ export class Writer {
         result = await this._push(link, batch);
       } catch (err) {
         if (!(err instanceof BatchRefused)) throw err;
-        await this._refused(batch, err.error);
+        await this._refused(link, batch, err.error);
         continue;
       }
       await this._settle(link, batch, result);
@@ -159,8 +159,12 @@ export class Writer {
 
   /** The whole push was refused (over `max_ops_per_push` or `max_message_bytes`): send
    * smaller batches; a single op refused so is rejected for good. */
-  async _refused(batch, error) {
-    if (error.retryable) return; // not a push-level answer PROTOCOL names: resend as is
+  async _refused(link, batch, error) {
+    if (error.retryable) {
+      // Not a push-level answer PROTOCOL names; resend as is, after a pause.
+      await this._wait(link, this.engine.dropped, Math.min(this.engine.config.backoffCapMs, 1000));
+      return;
+    }
     if (batch.length > 1) {
       this.batchLimit = Math.max(1, Math.floor(batch.length / 2));
       return;
