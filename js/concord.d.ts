@@ -261,7 +261,12 @@ export const MAX_SAFE_INT: number;
 export class ClientError extends Error {}
 
 export class ApiError extends ClientError {
-  constructor(status: number, code: string, message: string, options?: { retryable?: boolean; retryAfterMs?: number | null });
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    options?: { retryable?: boolean; retryAfterMs?: number | null },
+  );
   /** HTTP status; 0 when nothing answered. */
   readonly status: number;
   readonly code: string;
@@ -355,10 +360,29 @@ export class Device {
   close(): Promise<void>;
   token(): Promise<string>;
 
-  set(spaceId: string, entityType: string, entityId: string, field: string, value: Json, options?: SetOptions): Promise<string>;
+  set(
+    spaceId: string,
+    entityType: string,
+    entityId: string,
+    field: string,
+    value: Json,
+    options?: SetOptions,
+  ): Promise<string>;
   inc(spaceId: string, entityType: string, entityId: string, field: string, delta: number): Promise<string>;
-  add(spaceId: string, entityType: string, entityId: string, field: string, element: string | number): Promise<string>;
-  remove(spaceId: string, entityType: string, entityId: string, field: string, element: string | number): Promise<string>;
+  add(
+    spaceId: string,
+    entityType: string,
+    entityId: string,
+    field: string,
+    element: string | number,
+  ): Promise<string>;
+  remove(
+    spaceId: string,
+    entityType: string,
+    entityId: string,
+    field: string,
+    element: string | number,
+  ): Promise<string>;
   delete(spaceId: string, entityType: string, entityId: string): Promise<string>;
   restore(spaceId: string, entityType: string, entityId: string): Promise<string>;
 
@@ -385,12 +409,20 @@ export class Device {
   invitations(spaceId: string): Promise<InvitationInfo[]>;
   cancelInvitation(spaceId: string, invitationId: string): Promise<null>;
   removeMember(spaceId: string, userId: string): Promise<null>;
-  serverState(spaceId: string, entityType: string, entityId: string): Promise<(EntityView & { seq: number }) | null>;
+  serverState(
+    spaceId: string,
+    entityType: string,
+    entityId: string,
+  ): Promise<(EntityView & { seq: number }) | null>;
   logout(): Promise<void>;
 }
 
 export class Session {
-  constructor(api: HttpApi, store: Store, login?: { email?: string | null; password?: string | null; deviceName?: string; register?: boolean });
+  constructor(
+    api: HttpApi,
+    store: Store,
+    login?: { email?: string | null; password?: string | null; deviceName?: string; register?: boolean },
+  );
   readonly userId: string;
   readonly deviceId: string;
   readonly personalSpaceId: string;
@@ -412,9 +444,16 @@ export class Session {
 }
 
 export class HttpApi {
-  constructor(baseUrl: string, options?: { fetch?: typeof fetch; faults?: Faults | null; timeoutMs?: number });
+  constructor(
+    baseUrl: string,
+    options?: { fetch?: typeof fetch; faults?: Faults | null; timeoutMs?: number },
+  );
   readonly baseUrl: string;
-  call(method: string, path: string, options?: { token?: string | null; body?: unknown; query?: Record<string, unknown> | null }): Promise<any>;
+  call(
+    method: string,
+    path: string,
+    options?: { token?: string | null; body?: unknown; query?: Record<string, unknown> | null },
+  ): Promise<any>;
   register(email: string, password: string, deviceName: string): Promise<AuthAnswer>;
   login(email: string, password: string, deviceName: string, deviceId?: string | null): Promise<AuthAnswer>;
   refresh(refreshToken: string): Promise<AuthAnswer>;
@@ -428,9 +467,19 @@ export class HttpApi {
   invitations(token: string, spaceId: string): Promise<InvitationInfo[]>;
   cancelInvitation(token: string, spaceId: string, invitationId: string): Promise<null>;
   removeMember(token: string, spaceId: string, userId: string): Promise<null>;
-  push(token: string, ops: Operation[], batchId?: string): Promise<{ batch_id: string | null; server_lamport: number; results: unknown[] }>;
+  push(
+    token: string,
+    ops: Operation[],
+    batchId?: string,
+  ): Promise<{ batch_id: string | null; server_lamport: number; results: unknown[] }>;
   pullAll(token: string, spaceId: string, after?: number): Promise<Event[]>;
-  entity(token: string, spaceId: string, entityType: string, entityId: string, options?: { asOfSeq?: number | null }): Promise<(EntityView & { seq: number }) | null>;
+  entity(
+    token: string,
+    spaceId: string,
+    entityType: string,
+    entityId: string,
+    options?: { asOfSeq?: number | null },
+  ): Promise<(EntityView & { seq: number }) | null>;
   history(token: string, spaceId: string, entityType: string, entityId: string): Promise<Event[]>;
   reminders(token: string, spaceId: string): Promise<unknown[]>;
   schema(): Promise<Schema>;
@@ -491,7 +540,10 @@ export class LamportClock {
 }
 
 /** Order by `(lamport, op_id)`: -1, 0 or 1. */
-export function compareOrder(a: { lamport: number; op_id: string }, b: { lamport: number; op_id: string }): number;
+export function compareOrder(
+  a: { lamport: number; op_id: string },
+  b: { lamport: number; op_id: string },
+): number;
 /** Compare strings by Unicode code point (as Python does): -1, 0 or 1. */
 export function compareStrings(a: string, b: string): number;
 /** Set elements in reads: integers ascending, then strings by code point. */

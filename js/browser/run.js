@@ -50,7 +50,10 @@ const browser = spawn(
 let stderr = "";
 browser.stderr.on("data", (chunk) => (stderr += chunk));
 browser.on("error", (err) => finish({ error: `cannot start Chromium: ${err.message}` }));
-const timer = setTimeout(() => finish({ error: `no result in ${TIMEOUT_MS} ms\n${stderr.slice(-2000)}` }), TIMEOUT_MS);
+const timer = setTimeout(
+  () => finish({ error: `no result in ${TIMEOUT_MS} ms\n${stderr.slice(-2000)}` }),
+  TIMEOUT_MS,
+);
 const results = await done;
 clearTimeout(timer);
 if (browser.exitCode === null && browser.pid !== undefined) {

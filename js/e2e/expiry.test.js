@@ -25,10 +25,16 @@ test("a queue draining across token expiries: auth_expired per op, renew, resend
     assert.ok(a.stats.results.auth_expired >= 1, JSON.stringify(a.stats.results));
     assert.ok(a.stats.authOk >= 1);
     assert.equal(a.stats.mixedPushes, 0);
-    assert.deepEqual(seen.ack.map((x) => x.op.op_id), ids);
+    assert.deepEqual(
+      seen.ack.map((x) => x.op.op_id),
+      ids,
+    );
     assert.equal(seen.signed_out.length, 0);
     const counts = await storedCounts(a, space);
-    assert.deepEqual(ids.map((id) => counts.get(id)), ids.map(() => 1));
+    assert.deepEqual(
+      ids.map((id) => counts.get(id)),
+      ids.map(() => 1),
+    );
     await b.sync();
     assert.equal(b.state(space, "task", "t-exp").fields.pomodoros.value, 14);
   } finally {

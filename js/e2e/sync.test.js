@@ -50,13 +50,19 @@ test("an offline queue drains after reconnect, each op stored once", async () =>
     a.goOnline();
     await a.sync();
     assert.equal(a.pending().length, 0);
-    assert.deepEqual(seen.ack.map((x) => x.op.op_id), ids);
+    assert.deepEqual(
+      seen.ack.map((x) => x.op.op_id),
+      ids,
+    );
     assert.ok(seen.ack.every((x) => x.status === "applied" && x.seq >= 2));
     await b.sync();
     assert.equal(b.entityIds(space, "task").length, 12);
     assert.equal(b.state(space, "task", "t-0").deleted, true);
     const counts = await storedCounts(a, space);
-    assert.deepEqual(ids.map((id) => counts.get(id)), ids.map(() => 1));
+    assert.deepEqual(
+      ids.map((id) => counts.get(id)),
+      ids.map(() => 1),
+    );
   } finally {
     await close();
   }
@@ -95,7 +101,10 @@ test("a conflict shows two heads on both devices, then a write resolves it", asy
     for (const device of [a, b]) {
       const title = device.state(space, "task", "t-1").fields.title;
       assert.equal(title.conflicted, false);
-      assert.deepEqual(title.heads.map((h) => h.op_id), [resolved]);
+      assert.deepEqual(
+        title.heads.map((h) => h.op_id),
+        [resolved],
+      );
     }
     const events = await a.api.pullAll(await a.token(), space);
     const last = events.find((e) => e.op_id === resolved);
@@ -114,7 +123,10 @@ test("a push_result lost after the server stored the push: resent, absorbed as d
     await a.sync();
     assert.equal(a.stats.resultsDropped, 1);
     assert.equal(seen.fault[0].fault, "result_dropped");
-    assert.deepEqual(seen.ack.map((x) => [x.op.op_id, x.status]), [[id, "duplicate"]]);
+    assert.deepEqual(
+      seen.ack.map((x) => [x.op.op_id, x.status]),
+      [[id, "duplicate"]],
+    );
     assert.ok(a.stats.connects >= 2);
     assert.equal((await storedCounts(a, space)).get(id), 1);
     assert.equal(a.state(space, "task", "t-dup").fields.title.value, "once");
@@ -125,7 +137,9 @@ test("a push_result lost after the server stored the push: resent, absorbed as d
 
 test("a flaky link and cut links lose nothing and store nothing twice", async () => {
   const faults = new Faults({ flaky: 0.5, cutAfterSend: 2, random: seeded(7) });
-  const { a, b, space, close } = await twoDevices(BASE, { phone: { faults, config: { batchSize: 3, backoffBaseMs: 20 } } });
+  const { a, b, space, close } = await twoDevices(BASE, {
+    phone: { faults, config: { batchSize: 3, backoffBaseMs: 20 } },
+  });
   const seen = recorder(a);
   try {
     const ids = [];
@@ -137,7 +151,10 @@ test("a flaky link and cut links lose nothing and store nothing twice", async ()
     assert.ok(seen.ack.some((x) => x.status === "duplicate"));
     assert.deepEqual(new Set(seen.ack.map((x) => x.op.op_id)), new Set(ids));
     const counts = await storedCounts(a, space);
-    assert.deepEqual(ids.map((id) => counts.get(id)), ids.map(() => 1));
+    assert.deepEqual(
+      ids.map((id) => counts.get(id)),
+      ids.map(() => 1),
+    );
     await b.sync();
     assert.equal(b.state(space, "task", "t-flaky").fields.pomodoros.value, 15);
   } finally {
@@ -153,8 +170,14 @@ test("a permanent rejection is reported, leaves the queue and the shown state", 
     const bad = await a.set(space, "task", "t-1", "done", "not a boolean");
     assert.equal(a.state(space, "task", "t-1").fields.done.value, "not a boolean"); // optimistic
     await a.sync();
-    assert.deepEqual(seen.rejected.map((r) => [r.op.op_id, r.code, r.retryable]), [[bad, "type_mismatch", false]]);
-    assert.deepEqual(a.rejected().map((r) => r.op.op_id), [bad]);
+    assert.deepEqual(
+      seen.rejected.map((r) => [r.op.op_id, r.code, r.retryable]),
+      [[bad, "type_mismatch", false]],
+    );
+    assert.deepEqual(
+      a.rejected().map((r) => r.op.op_id),
+      [bad],
+    );
     assert.equal(a.pending().length, 0);
     assert.deepEqual(Object.keys(a.state(space, "task", "t-1").fields), ["title"]);
     assert.equal((await storedCounts(a, space)).get(bad), undefined);
@@ -168,12 +191,18 @@ test("queued ops survive closing the device; reopened, it resends them", async (
   try {
     await a.sync();
     a.goOffline();
-    const ids = [await a.set(space, "task", "t-r", "title", "written offline"), await a.add(space, "task", "t-r", "tags", "x")];
+    const ids = [
+      await a.set(space, "task", "t-r", "title", "written offline"),
+      await a.add(space, "task", "t-r", "tags", "x"),
+    ];
     await a.close();
     const again = await Device.open({ baseUrl: BASE, store: a.store }); // the stored session: no password
     try {
       assert.equal(again.deviceId, a.deviceId);
-      assert.deepEqual(again.pending().map((op) => op.op_id), ids);
+      assert.deepEqual(
+        again.pending().map((op) => op.op_id),
+        ids,
+      );
       assert.equal(again.state(space, "task", "t-r").fields.title.value, "written offline");
       await again.sync();
       await b.sync();

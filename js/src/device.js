@@ -43,13 +43,16 @@ export class Device {
     } = options;
     if (!baseUrl) throw new TypeError("Device.open needs a baseUrl");
     if (typeof WebSocket !== "function") {
-      throw new TypeError("no WebSocket here: pass options.WebSocket (Node 20: run with --experimental-websocket)");
+      throw new TypeError(
+        "no WebSocket here: pass options.WebSocket (Node 20: run with --experimental-websocket)",
+      );
     }
     const api = new HttpApi(baseUrl, { fetch, faults });
     const snapshot = await store.open();
     try {
       const stored = snapshot.meta.email;
-      if (email && stored && stored !== email) throw new ClientError(`this store belongs to ${stored}, not ${email}`);
+      if (email && stored && stored !== email)
+        throw new ClientError(`this store belongs to ${stored}, not ${email}`);
       const session = new Session(api, store, { email, password, deviceName, register });
       await session.start(snapshot.meta);
       const device = new Device(api, store, session, snapshot, { config, faults, schema, WebSocket });
@@ -130,7 +133,8 @@ export class Device {
    * shown), leaving the other heads in conflict; `{pred: [...]}` names them yourself.
    */
   set(spaceId, entityType, entityId, field, value, { resolve = true, pred = null } = {}) {
-    if (pred === null && !resolve) pred = this.replica.fieldHeads(spaceId, entityType, entityId, field).slice(0, 1);
+    if (pred === null && !resolve)
+      pred = this.replica.fieldHeads(spaceId, entityType, entityId, field).slice(0, 1);
     return this._write(spaceId, entityType, entityId, "set", field, value, pred);
   }
 
@@ -160,7 +164,10 @@ export class Device {
   async _write(spaceId, entityType, entityId, kind, field, value, pred = null) {
     if (this._closed) throw new ClientError("the device is closed");
     const { replica, engine } = this;
-    const op = replica.makeOp(spaceId, entityType, entityId, kind, field, value, { pred, clientTime: nowIso() });
+    const op = replica.makeOp(spaceId, entityType, entityId, kind, field, value, {
+      pred,
+      clientTime: nowIso(),
+    });
     engine.writer.notDurable.add(op.op_id);
     replica.addPending(op); // shown at once; later writes see it (pred, lamport)
     engine.watch(spaceId);

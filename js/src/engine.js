@@ -40,7 +40,19 @@ export const DEFAULT_LIMITS = Object.freeze({
 });
 
 export class SyncEngine {
-  constructor({ baseUrl, replica, store, session, config, faults, cursors, rejected, emitter, persist, WebSocket }) {
+  constructor({
+    baseUrl,
+    replica,
+    store,
+    session,
+    config,
+    faults,
+    cursors,
+    rejected,
+    emitter,
+    persist,
+    WebSocket,
+  }) {
     Object.assign(this, { baseUrl, replica, store, session, faults, emitter, persist });
     this.config = { ...DEFAULT_CONFIG, ...config };
     this.WebSocket = WebSocket;
@@ -131,7 +143,8 @@ export class SyncEngine {
   unwatch(spaceId) {
     this.spaces.delete(spaceId);
     this.newSpaces.delete(spaceId);
-    if (this.link && !this.link.isClosed && this.authed) this.link.send({ type: "unsubscribe", space_id: spaceId });
+    if (this.link && !this.link.isClosed && this.authed)
+      this.link.send({ type: "unsubscribe", space_id: spaceId });
   }
 
   /** Wake everyone waiting in `waitUntil`. */
@@ -296,7 +309,9 @@ export class SyncEngine {
     const last = fresh.at(-1).seq;
     const rows = this.replica.applyEvents(fresh);
     this.cursors.set(spaceId, last);
-    this.persist(() => this.store.applyEvents(spaceId, last, rows)).catch((err) => this.emitter.emit("error", err));
+    this.persist(() => this.store.applyEvents(spaceId, last, rows)).catch((err) =>
+      this.emitter.emit("error", err),
+    );
     this.stats.events += fresh.length;
     this.emitter.emit("events", { space_id: spaceId, events: fresh });
     this.emitter.emit("change", { space_id: spaceId, entities: entitiesOf(fresh) });

@@ -19,7 +19,11 @@ const DEAD_SESSION = new Set(["unauthenticated", "refresh_reused"]);
 export const REFRESH_GRACE_MS = 25_000;
 
 export class Session {
-  constructor(api, store, { email = null, password = null, deviceName = "concord-js", register = false } = {}) {
+  constructor(
+    api,
+    store,
+    { email = null, password = null, deviceName = "concord-js", register = false } = {},
+  ) {
     this.api = api;
     this.store = store;
     this.login = { email, password, deviceName, register };
@@ -61,7 +65,7 @@ export class Session {
       this.issuedAt = Number(meta.access_issued_at ?? 0);
       return;
     }
-    await this._signIn(same ? meta.device_id ?? null : null);
+    await this._signIn(same ? (meta.device_id ?? null) : null);
   }
 
   async _signIn(deviceId) {

@@ -6,18 +6,40 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import * as concord from "../concord.js";
-import { Device, DEFAULT_SCHEMA, EntityState, LamportClock, MemoryStore, Replica, compareElements, wsUrl } from "../concord.js";
+import {
+  Device,
+  DEFAULT_SCHEMA,
+  EntityState,
+  LamportClock,
+  MemoryStore,
+  Replica,
+  compareElements,
+  wsUrl,
+} from "../concord.js";
 import { FakeServer, SPACE, setOp } from "../testlib/fake-server.js";
 
 const read = (path) => readFileSync(new URL(path, import.meta.url), "utf8");
 
 test("concord.d.ts declares every runtime export, and nothing else", () => {
-  const declared = [...read("../concord.d.ts").matchAll(/^export (?:declare )?(?:class|function|const) (\w+)/gm)].map((m) => m[1]);
+  const declared = [
+    ...read("../concord.d.ts").matchAll(/^export (?:declare )?(?:class|function|const) (\w+)/gm),
+  ].map((m) => m[1]);
   assert.deepEqual([...new Set(declared)].sort(), Object.keys(concord).sort());
 });
 
 test("every module stays small (under 400 lines)", () => {
-  for (const name of ["device", "engine", "writer", "state", "replica", "session", "http", "link", "idb-store", "store"]) {
+  for (const name of [
+    "device",
+    "engine",
+    "writer",
+    "state",
+    "replica",
+    "session",
+    "http",
+    "link",
+    "idb-store",
+    "store",
+  ]) {
     const lines = read(`../src/${name}.js`).split("\n").length;
     assert.ok(lines < 400, `src/${name}.js has ${lines} lines`);
   }
@@ -37,7 +59,14 @@ test("wsUrl, LamportClock and element order", () => {
   clock.observe(5);
   clock.observe(3);
   assert.equal(clock.tick(), 6);
-  assert.deepEqual([3, "b", -1, "\u{1f600}", "\uffff", 10].sort(compareElements), [-1, 3, 10, "b", "\uffff", "\u{1f600}"]);
+  assert.deepEqual([3, "b", -1, "\u{1f600}", "\uffff", 10].sort(compareElements), [
+    -1,
+    3,
+    10,
+    "b",
+    "\uffff",
+    "\u{1f600}",
+  ]);
 });
 
 test("a device reopened on its store resumes: session, queue, cursors, states, rejected", async () => {
@@ -57,7 +86,10 @@ test("a device reopened on its store resumes: session, queue, cursors, states, r
     assert.equal(again.deviceId, first.deviceId);
     assert.equal(again.cursor(SPACE), 1);
     assert.equal(again.state(SPACE, "task", "t-1").fields.title.value, "from the server");
-    assert.deepEqual(again.pending().map((op) => op.op_id), [queued]);
+    assert.deepEqual(
+      again.pending().map((op) => op.op_id),
+      [queued],
+    );
     assert.equal(again.state(SPACE, "task", "t-2").fields.title.value, "queued offline");
     assert.ok(again.replica.clock.value >= 2);
     await again.sync();
@@ -66,7 +98,10 @@ test("a device reopened on its store resumes: session, queue, cursors, states, r
   } finally {
     await again.close();
   }
-  await assert.rejects(Device.open({ ...options, email: "someone@else.test", password: "pw" }), /belongs to a@x.test/);
+  await assert.rejects(
+    Device.open({ ...options, email: "someone@else.test", password: "pw" }),
+    /belongs to a@x.test/,
+  );
 });
 
 test("the replica rebuilds its local state without an op rejected for good", () => {

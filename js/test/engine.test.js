@@ -128,7 +128,16 @@ test("a gap in seqs drops the link and resubscribes from the cursor", async () =
       type: "events",
       space_id: SPACE,
       head: 5,
-      events: [{ ...setOp("00000000-0000-4000-8000-000000000005", "gap"), seq: 5, device_id: "x", user_id: null, recorded_at: "", schema_version: 1 }],
+      events: [
+        {
+          ...setOp("00000000-0000-4000-8000-000000000005", "gap"),
+          seq: 5,
+          device_id: "x",
+          user_id: null,
+          recorded_at: "",
+          schema_version: 1,
+        },
+      ],
     });
     await until(() => server.sent("hello").length === 2, 3000, "reconnect");
     assert.equal(first.readyState, 3);
@@ -160,7 +169,10 @@ test("auth_expired per op: auth, then the same ops again after auth_ok", async (
     await d.sync();
     const pushes = server.sent("push");
     assert.equal(pushes.length, 2);
-    assert.deepEqual(pushes.map((p) => p.ops.map((op) => op.op_id)), [[id], [id]]);
+    assert.deepEqual(
+      pushes.map((p) => p.ops.map((op) => op.op_id)),
+      [[id], [id]],
+    );
     const order = server.received.map((m) => m.type).filter((t) => t !== "subscribe");
     assert.deepEqual(order.slice(0, 4), ["hello", "push", "auth", "push"]);
     assert.equal(server.sent("auth")[0].token, "access-2"); // refreshed over HTTP first
@@ -207,7 +219,12 @@ test("too_large for a batch halves it; a single op refused so is rejected for go
   const server = new FakeServer();
   server.hooks.push = (socket, message) => {
     const big = message.ops.length > 2 || message.ops.some((op) => op.value === "huge");
-    if (big) socket.deliver({ type: "error", ref: message.batch_id, error: { code: "too_large", message: "too big", retryable: false } });
+    if (big)
+      socket.deliver({
+        type: "error",
+        ref: message.batch_id,
+        error: { code: "too_large", message: "too big", retryable: false },
+      });
     return big;
   };
   const d = await open(server, { online: false });
@@ -218,8 +235,14 @@ test("too_large for a batch halves it; a single op refused so is rejected for go
     const huge = await d.set(SPACE, "task", "t-h", "title", "huge");
     d.goOnline();
     await d.sync();
-    assert.deepEqual(server.sent("push").map((p) => p.ops.length), [6, 3, 1, 1, 1, 1, 1, 1]);
-    assert.deepEqual(rejected.map((r) => [r.op.op_id, r.code]), [[huge, "too_large"]]);
+    assert.deepEqual(
+      server.sent("push").map((p) => p.ops.length),
+      [6, 3, 1, 1, 1, 1, 1, 1],
+    );
+    assert.deepEqual(
+      rejected.map((r) => [r.op.op_id, r.code]),
+      [[huge, "too_large"]],
+    );
     assert.equal(d.state(SPACE, "task", "t-h"), null);
   } finally {
     await d.close();
@@ -264,9 +287,34 @@ test("space_lost, notification, server kinds and unknown kinds", async () => {
   d.on("events", (x) => seen.events.push(...x.events.map((e) => e.kind)));
   try {
     await d.sync();
-    server.store({ op_id: "00000000-0000-4000-8000-0000000000f1", space_id: SPACE, entity_type: "task", entity_id: "t-9", kind: "reminder_fired", value: { reminder_id: "r" }, lamport: 0 });
-    server.store({ op_id: "00000000-0000-4000-8000-0000000000f2", space_id: SPACE, entity_type: "task", entity_id: "t-9", kind: "from_the_future", field: "title", value: "no", lamport: 3 });
-    const notification = { id: "r", space_id: SPACE, entity_type: "task", entity_id: "t-9", kind: "reminder", fire_at: "2026-11-23T10:00:00Z", fired_at: "2026-11-23T10:00:01Z" };
+    server.store({
+      op_id: "00000000-0000-4000-8000-0000000000f1",
+      space_id: SPACE,
+      entity_type: "task",
+      entity_id: "t-9",
+      kind: "reminder_fired",
+      value: { reminder_id: "r" },
+      lamport: 0,
+    });
+    server.store({
+      op_id: "00000000-0000-4000-8000-0000000000f2",
+      space_id: SPACE,
+      entity_type: "task",
+      entity_id: "t-9",
+      kind: "from_the_future",
+      field: "title",
+      value: "no",
+      lamport: 3,
+    });
+    const notification = {
+      id: "r",
+      space_id: SPACE,
+      entity_type: "task",
+      entity_id: "t-9",
+      kind: "reminder",
+      fire_at: "2026-11-23T10:00:00Z",
+      fired_at: "2026-11-23T10:00:01Z",
+    };
     server.live[0].deliver({ type: "notification", notification });
     await until(() => seen.events.length === 2 && seen.notes.length === 1);
     assert.deepEqual(seen.events, ["reminder_fired", "from_the_future"]);
@@ -276,7 +324,11 @@ test("space_lost, notification, server kinds and unknown kinds", async () => {
     const other = "11111111-1111-4111-8111-111111111111";
     d.subscribe(other);
     await until(() => server.sent("subscribe").some((m) => m.space_id === other));
-    server.live[0].deliver({ type: "error", ref: other, error: { code: "not_found", message: "no", retryable: false } });
+    server.live[0].deliver({
+      type: "error",
+      ref: other,
+      error: { code: "not_found", message: "no", retryable: false },
+    });
     await until(() => seen.lost.length === 1);
     assert.deepEqual(seen.lost, [other]);
     await d.sync(); // a lost space does not hold sync up

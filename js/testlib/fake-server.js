@@ -144,7 +144,12 @@ export class FakeServer {
       this._subscribe(socket, message.space_id, message.after);
     } else if (message.type === "push") {
       const results = message.ops.map((op) => this.store(op, { deviceId: DEVICE }));
-      socket.deliver({ type: "push_result", batch_id: message.batch_id, server_lamport: this.serverLamport, results });
+      socket.deliver({
+        type: "push_result",
+        batch_id: message.batch_id,
+        server_lamport: this.serverLamport,
+        results,
+      });
     } else if (message.type === "auth") {
       socket.deliver({ type: "auth_ok", token_expires_at: new Date(Date.now() + this.ttlMs).toISOString() });
     }
@@ -197,5 +202,15 @@ export async function until(check, ms = 3000, what = "condition") {
 
 /** A task set op as a client writes it. */
 export function setOp(opId, value, { lamport = 1, pred = [], field = "title", entityId = "t-1" } = {}) {
-  return { op_id: opId, space_id: SPACE, entity_type: "task", entity_id: entityId, kind: "set", field, value, pred, lamport };
+  return {
+    op_id: opId,
+    space_id: SPACE,
+    entity_type: "task",
+    entity_id: entityId,
+    kind: "set",
+    field,
+    value,
+    pred,
+    lamport,
+  };
 }
