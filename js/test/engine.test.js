@@ -389,3 +389,15 @@ test("Faults: budgets fire that many times; flaky draws from its random", () => 
   const flaky = new Faults({ flaky: 0.5, random: () => draws.shift() });
   assert.deepEqual([flaky.takeDrop(), flaky.takeDrop()], [true, false]);
 });
+
+test("Backoff: uniform(0, min(cap, base * 2 ** attempt)), reset after a welcome", async () => {
+  const { Backoff } = await import("../concord.js");
+  const top = new Backoff(200, 1000, () => 0.999999);
+  const delays = [0, 1, 2, 3, 4].map(() => Math.round(top.next()));
+  assert.deepEqual(delays, [200, 400, 800, 1000, 1000]);
+  top.reset();
+  assert.equal(Math.round(top.next()), 200);
+  const draws = [0.5, 0.25];
+  const half = new Backoff(200, 1000, () => draws.shift());
+  assert.deepEqual([half.next(), half.next()], [100, 100]);
+});
