@@ -31,7 +31,7 @@ test: $(STAMP) test-js ## set up, then run the whole test suite (embedded servic
 test-js: ## the JavaScript client's unit and vector tests (Node.js 20+; its e2e runs under pytest)
 	node --test js/test/
 
-test-js-browser: ## the client in headless Chromium: module loading, IndexedDBStore (needs chromium)
+test-js-browser: ## the client in headless Chromium: module loading, IndexedDBStore (needs chromium; make test runs it too)
 	node js/browser/run.js
 
 vectors: $(STAMP) ## regenerate the shared CRDT test vectors (js/vectors/*.json) from crdt/

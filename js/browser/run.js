@@ -3,7 +3,8 @@
 // PATH, or CHROMIUM=/path/to/it (Debian: apt-get install chromium).
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { extname, join, normalize } from "node:path";
@@ -45,7 +46,8 @@ const url = `http://127.0.0.1:${server.address().port}/browser/idb.html`;
 const browser = spawn(
   process.env.CHROMIUM ?? "chromium",
   ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", `--user-data-dir=${profile}`, url],
-  { stdio: ["ignore", "ignore", "pipe"] },
+  // Its own process group, so that ending it ends its helper processes too.
+  { stdio: ["ignore", "ignore", "pipe"], detached: true },
 );
 let stderr = "";
 browser.stderr.on("data", (chunk) => (stderr += chunk));
@@ -58,11 +60,16 @@ const results = await done;
 clearTimeout(timer);
 if (browser.exitCode === null && browser.pid !== undefined) {
   const exited = new Promise((resolve) => browser.once("exit", resolve));
-  browser.kill();
+  process.kill(-browser.pid, "SIGTERM");
   await exited;
 }
 server.close();
-rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+try {
+  // Helper processes may still be flushing the profile for a moment.
+  await rm(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 300 });
+} catch (err) {
+  console.error(`could not remove ${profile}: ${err.message}`);
+}
 
 if (!Array.isArray(results)) {
   console.error(results.error);

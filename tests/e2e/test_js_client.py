@@ -1,10 +1,12 @@
-"""The JavaScript client (`js/`) against real gateways: `node --test js/e2e/`.
+"""The JavaScript client (`js/`) against real gateways (`node --test js/e2e/`), and in a
+real browser (`node js/browser/run.js`: headless Chromium, IndexedDB).
 
 Two gateways on this run's PostgreSQL and NATS: the session's own, and one whose access
 tokens live three seconds (expiry under a queue, proactive renewal, the refresh grace).
 The Node tests (js/e2e/*.test.js) read their URLs from `CONCORD_JS_E2E_URL` and
 `CONCORD_JS_E2E_SHORT_TTL_URL`. Node.js 20+ is a dependency of the test suite: without
-it this test fails, it does not skip.
+it these tests fail, they do not skip; so does the browser test without Debian's
+`chromium` (.ci/run installs it for the panel test too).
 """
 
 from __future__ import annotations
@@ -51,3 +53,20 @@ def test_js_client_against_real_gateways(
     assert "# fail 0" in done.stdout, report
     tests = int(done.stdout.split("# tests ")[1].split()[0])
     assert tests >= 10, report
+
+
+def test_js_client_in_chromium() -> None:
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    assert chromium, "chromium is not on PATH (Debian: apt-get install -y chromium)"
+    done = subprocess.run(
+        [_node(), "js/browser/run.js"],
+        cwd=ROOT,
+        env={**os.environ, "CHROMIUM": chromium},
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT,
+        check=False,
+    )
+    report = done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.returncode == 0, report
+    assert "2 passed, 0 failed" in done.stdout, report
