@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-fast coverage-crdt lint typecheck check bench lab clean
+.PHONY: help dev test test-fast test-js test-js-browser vectors coverage-crdt lint typecheck check bench lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,17 @@ help: ## list the targets
 dev: $(STAMP) ## set up, then run Concord on embedded PostgreSQL and NATS (localhost:8000)
 	$(BIN)/concord dev
 
-test: $(STAMP) ## set up, then run the whole test suite (embedded services unless CONCORD_TEST_* are set)
+test: $(STAMP) test-js ## set up, then run the whole test suite (embedded services unless CONCORD_TEST_* are set)
 	$(BIN)/pytest -n 2 --dist loadfile -p no:cacheprovider $(PYTEST_ARGS)
+
+test-js: ## the JavaScript client's unit and vector tests (Node.js 20+; its e2e runs under pytest)
+	node --test js/test/
+
+test-js-browser: ## the client in headless Chromium: module loading, IndexedDBStore (needs chromium; make test runs it too)
+	node js/browser/run.js
+
+vectors: $(STAMP) ## regenerate the shared CRDT test vectors (js/vectors/*.json) from crdt/
+	$(BIN)/python -m tests.vectors.generate
 
 test-fast: $(STAMP) ## unit and property tests only (no services)
 	$(BIN)/pytest -p no:cacheprovider tests/unit tests/property $(PYTEST_ARGS)
