@@ -36,7 +36,7 @@ export const DEFAULT_LIMITS = Object.freeze({
   max_pred: 64,
   max_subscriptions: 100,
   max_pull_limit: 1000,
-  lamport_headroom: 2 ** 32,
+  lamport_headroom: 2 ** 20,
 });
 
 export class SyncEngine {
