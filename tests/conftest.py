@@ -183,10 +183,11 @@ def service_env(settings: Settings) -> dict[str, str]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under tests/integration and tests/e2e carry their marker automatically."""
+    """Tests under tests/integration and tests/e2e (and tests/adversarial, which starts
+    servers too) carry their marker automatically."""
     for item in items:
         path = str(item.path)
         if f"{os.sep}integration{os.sep}" in path:
             item.add_marker(pytest.mark.integration)
-        elif f"{os.sep}e2e{os.sep}" in path:
+        elif f"{os.sep}e2e{os.sep}" in path or f"{os.sep}adversarial{os.sep}" in path:
             item.add_marker(pytest.mark.e2e)
