@@ -4,8 +4,9 @@ The refresh token rotates on every use (PROTOCOL section 6); the new pair is wri
 the local store before it is used, so a device killed right after a refresh resumes
 with the pair the server issued. If the process dies before that write, the next start
 presents the just-spent token again, which the server answers, within its 30 s grace
-window, with the very same pair it issued the first time. Only one refresh runs at a time; callers pass the ``generation`` of
-the token they found wanting, so a burst of ``auth_expired`` answers refreshes once.
+window, with the very same pair it issued the first time. Only one refresh runs at a
+time; callers pass the ``generation`` of the token they found wanting, so a burst of
+``auth_expired`` answers refreshes once.
 """
 
 from __future__ import annotations
