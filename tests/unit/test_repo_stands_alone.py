@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PAPERS = tuple(f"{name}.md" for name in ("PROTOCOL", "DESIGN", "STYLE"))
 _CITATION = re.compile(
     "|".join(re.escape(p) for p in PAPERS)
-    # ../shared, ../../shared, ...: the papers' directory beside the repository.
+    # One or more `..` steps up, then the papers' directory beside the repository.
     + r"|(?:\.\./)+"
     + "shared"
     + r"(?![\w.-])"
