@@ -9,7 +9,7 @@ class ClientError(Exception):
 
 
 class ApiError(ClientError):
-    """An HTTP answer with a PROTOCOL section 4 error (``status`` 0: no answer at all)."""
+    """An HTTP answer with an error of docs/protocol.md section 4 (``status`` 0: no answer)."""
 
     def __init__(self, status: int, code: str, message: str, *, retryable: bool) -> None:
         super().__init__(f"{status} {code}: {message}")

@@ -1,4 +1,4 @@
-"""The HTTP routes of PROTOCOL section 6 the SDK and the lab use, over httpx.
+"""The HTTP routes of docs/protocol.md section 6 the SDK and the lab use, over httpx.
 
 Every non-2xx answer becomes an :class:`ApiError` carrying the wire ``code``; a request
 that got no answer at all (refused, reset, timed out) becomes ``ApiError`` with status 0

@@ -1,4 +1,4 @@
-"""One WebSocket connection to ``/v1/sync`` (PROTOCOL section 5), typed both ways.
+"""One WebSocket connection to ``/v1/sync`` (docs/protocol.md section 5), typed both ways.
 
 Messages are encoded from and decoded into the wire Structs of ``core.wire``; a closed
 socket surfaces as :class:`LinkClosed` with its close code (``None`` when the TCP

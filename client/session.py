@@ -1,6 +1,6 @@
 """The device's session: sign-in at first open, token refresh, and its durable record.
 
-The refresh token rotates on every use (PROTOCOL section 6); the new pair is written to
+The refresh token rotates on every use (docs/protocol.md section 6); the new pair is written to
 the local store before it is used, so a device killed right after a refresh resumes
 with the pair the server issued. If the process dies before that write, the next start
 presents the just-spent token again, which the server answers, within its 30 s grace

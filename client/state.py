@@ -53,7 +53,7 @@ class SyncStats:
     results_dropped: int = 0
     links_cut: int = 0
     #: Pushes whose results mixed stored ops with a retryable refusal (must stay 0:
-    #: PROTOCOL section 4 stores a push whole or not at all).
+    #: docs/protocol.md section 4 stores a push whole or not at all).
     mixed_pushes: int = 0
     results: dict[str, int] = field(default_factory=dict)
 

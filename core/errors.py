@@ -1,4 +1,4 @@
-"""The one error root of Concord: every PROTOCOL.md section 4 code is a class here.
+"""The one error root of Concord: every code of docs/protocol.md section 4 is a class here.
 
 Each class carries a stable wire ``code``, whether a client may retry, and the HTTP
 status; facts travel as attributes, not only in the message. Adapters translate their
@@ -34,7 +34,7 @@ class ConcordError(Exception):
         self.facts = facts
 
     def body(self) -> ErrorBody:
-        """This error in the PROTOCOL wire shape."""
+        """This error in the wire shape of docs/protocol.md section 4.1."""
         return ErrorBody(code=self.code, message=self.message, retryable=self.retryable)
 
 

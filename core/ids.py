@@ -1,4 +1,4 @@
-"""Ids at the boundary (PROTOCOL section 2): any spelling ``uuid.UUID`` accepts, known
+"""Ids at the boundary (docs/protocol.md section 2): any spelling ``uuid.UUID`` accepts, known
 from then on only in the canonical lower-case hyphenated form.
 
 Every route and message that takes a ``space_id``, ``user_id``, ``device_id`` or

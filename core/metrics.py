@@ -1,4 +1,4 @@
-"""Every Prometheus metric of PROTOCOL.md section 8, defined once.
+"""Every Prometheus metric of docs/protocol.md section 8, defined once.
 
 Adapters import the metric objects from here; ``/metrics`` renders the registry.
 When several processes serve (``PROMETHEUS_MULTIPROC_DIR`` set), prometheus-client's

@@ -1,6 +1,6 @@
 """The NATS adapter of the ``Bus`` port, shared by gateway, projector and scheduler.
 
-NATS is fan-out only (DESIGN step 7): nobody trusts it for completeness, so this
+NATS is fan-out only (docs/architecture.md, step 7): nobody trusts it for completeness, so this
 adapter never blocks a caller on the broker. It connects in the background, keeps
 reconnecting forever, and ``publish`` while disconnected drops the message and
 counts it (consumers fill gaps from PostgreSQL).

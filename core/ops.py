@@ -1,9 +1,9 @@
 """Raw pushed operations (decoded JSON values) to ``crdt.Op``, one result per op.
 
-PROTOCOL section 2 gives every op its own result, so nothing here raises: a value that
+docs/protocol.md section 2 gives every op its own result, so nothing here raises: a value that
 is not an object, a missing or wrongly typed field, or an op of another space becomes an
 ``invalid_op`` violation for that op alone. Ids are taken in any spelling ``uuid.UUID``
-accepts and known from then on in their canonical form (PROTOCOL section 2); the formats
+accepts and known from then on in their canonical form (docs/protocol.md section 2); the formats
 themselves, kinds, numbers, text and ``pred`` rules are checked
 by ``crdt.validate``, which runs after this. The strings only this module sees
 (``client_time``, a named ``device_id``) are held to the same rule as every other string a
@@ -61,7 +61,7 @@ def result_op_id(raw: Any) -> str | None:
 
 
 def uuid_of(raw: str) -> str:
-    """An id of an op in its canonical form when it is a UUID in any spelling (PROTOCOL
+    """An id of an op in its canonical form when it is a UUID in any spelling (docs/protocol.md
     section 2); otherwise as sent, for ``crdt.check_shape`` to refuse (``invalid_op``).
     The hyphenated 36-character form, the one clients send, costs one ``lower``."""
     if len(raw) == 36 and raw[8] == raw[13] == raw[18] == raw[23] == "-":

@@ -81,7 +81,8 @@ class Acceptance(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EventStore(Protocol):
-    """The append-only log (PROTOCOL sections 2 and 4, DESIGN invariants 1-5)."""
+    """The append-only log (docs/protocol.md sections 2 and 4; docs/architecture.md
+    invariants 1-5)."""
 
     async def append(self, *, user_id: str, device_id: str, ops: Sequence[Any]) -> AppendOutcome:
         """Store one push: the space is the first op's; one result per op, after COMMIT."""

@@ -1,4 +1,4 @@
-"""Configuration: every variable of DESIGN.md's table, read once into a frozen Struct.
+"""Configuration: every variable of the README's table, read once into a frozen Struct.
 
 A bad value raises :class:`SettingsError` whose message is one line naming the
 variable and what was wrong; the ``concord`` command prints it and exits 2.

@@ -1,10 +1,10 @@
-"""Wire types of PROTOCOL.md v1: operations, events, WebSocket messages, HTTP bodies.
+"""Wire types of docs/protocol.md (v1): operations, events, WebSocket messages, HTTP bodies.
 
 Every type is a frozen msgspec Struct; WebSocket messages are tagged by ``type`` and
 grouped into two unions. Encoders and decoders are built once here. Evolve a Struct
 only by adding fields with defaults.
 
-Push ``ops`` are kept as raw JSON values (``list[Any]``): PROTOCOL section 2 gives each
+Push ``ops`` are kept as raw JSON values (``list[Any]``): docs/protocol.md section 2 gives each
 operation its own result, so a malformed op must become an ``invalid_op`` result for
 that op, never a ``bad_message`` for the whole push. ``core.ops.parse_op`` does that.
 
@@ -44,7 +44,7 @@ class _Frozen(msgspec.Struct, frozen=True, kw_only=True):
 
 class _Sent(_Frozen, frozen=True, kw_only=True):
     """Base for what clients send, but push ``ops``: every string field must be plain
-    text (PROTOCOL section 2: no NUL, no unpaired surrogate). msgspec turns the ValueError
+    text (docs/protocol.md section 2: no NUL, no unpaired surrogate). msgspec turns the ValueError
     into a ValidationError, which is ``bad_message`` over HTTP and the WebSocket alike."""
 
     def __post_init__(self) -> None:
@@ -58,7 +58,7 @@ class _Sent(_Frozen, frozen=True, kw_only=True):
 
 
 class Operation(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
-    """One intent from one device, as sent (PROTOCOL section 2)."""
+    """One intent from one device, as sent (docs/protocol.md section 2)."""
 
     op_id: str
     space_id: str
@@ -95,7 +95,7 @@ class Event(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class OpResult(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
-    """The result of one pushed operation, in the order sent (PROTOCOL section 4)."""
+    """The result of one pushed operation, in the order sent (docs/protocol.md section 4)."""
 
     op_id: str | None
     status: OpStatus

@@ -1,4 +1,4 @@
-"""Per-field merge structures and the state-based merge of each (PROTOCOL section 3).
+"""Per-field merge structures and the state-based merge of each (docs/protocol.md section 3).
 
 A head (or live add) survives a merge unless the other side superseded it: the other side
 has seen it and no longer holds it, or holds it as `pending` in the same scope.

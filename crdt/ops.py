@@ -1,4 +1,4 @@
-"""Operations: one intent from one device (PROTOCOL section 2), as the merge rules see it."""
+"""Operations: one intent from one device (docs/protocol.md section 2), as merge rules see it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The order key and Lamport clocks: the only tie-break Concord uses (PROTOCOL section 2)."""
+"""The order key and Lamport clocks, the only tie-break Concord uses (docs/protocol.md 2.8)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ MAX_LAMPORT = MAX_SAFE_INT
 """Largest lamport an operation may carry."""
 
 DEFAULT_LAMPORT_HEADROOM = 2**20
-"""How far above a space's highest stored lamport a pushed lamport may jump (PROTOCOL
+"""How far above a space's highest stored lamport a pushed lamport may jump (docs/protocol.md
 section 2, ``limits.lamport_headroom``)."""
 
 MAX_PRED = 64

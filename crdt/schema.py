@@ -1,4 +1,4 @@
-"""The schema: entity types, their fields, each field's merge rule and limits (PROTOCOL section 3).
+"""The schema: entity types, fields, each field's merge rule and limits (docs/protocol.md 3.5).
 
 Parsing and the compatibility check are pure. `load_schema` takes a `pathlib.Path` (or any
 object with `name`, `suffix` and `read_bytes()`): the caller's object does the reading, so
@@ -101,7 +101,7 @@ DEFAULT_SCHEMA = Schema(
         ),
     },
 )
-"""The reference task app's schema: exactly PROTOCOL section 3's table, version 1."""
+"""The reference task app's schema: exactly the table of docs/protocol.md 3.6, version 1."""
 
 
 def _field_problems(where: str, spec: FieldSpec) -> list[str]:

@@ -1,7 +1,8 @@
-"""Operation validity: PROTOCOL section 2's rules, then the schema's field rules.
+"""Operation validity: docs/protocol.md section 2's rules, then the schema's field rules.
 
-Pure functions called by the event store for each pushed op, in PROTOCOL order:
-`check_shape`, `check_lamport_headroom`, `check_preds`, `check_schema` (`validate` runs all).
+Pure functions called by the event store for each pushed op, in the order of docs/protocol.md
+section 2.5: `check_shape`, `check_lamport_headroom`, `check_preds`, `check_schema` (`validate`
+runs all).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ _KIND_ALLOWED = {"lww": {"set"}, "mv": {"set"}, "counter": {"inc"}, "set": {"add
 
 
 class Violation(msgspec.Struct, frozen=True, kw_only=True):
-    """Why an op is rejected: a PROTOCOL error `code` and a message naming the field."""
+    """Why an op is rejected: an error `code` of docs/protocol.md section 4.2 and a message
+    naming the field."""
 
     code: str
     message: str
@@ -92,7 +94,7 @@ def is_canonical_uuid(s: object) -> bool:
 
 
 def plain_text(s: str) -> bool:
-    """True when `s` holds no NUL and no unpaired surrogate (PROTOCOL section 2): text that
+    """True when `s` holds no NUL and no unpaired surrogate (docs/protocol.md section 2): text that
     every client can decode and PostgreSQL can store. ASCII text needs one scan for NUL."""
     if s.isascii():
         return "\x00" not in s
@@ -386,7 +388,7 @@ def validate(
     space_max_lamport: int,
     headroom: int = DEFAULT_LAMPORT_HEADROOM,
 ) -> Violation | None:
-    """Run every check in PROTOCOL order and return the first violation, or None."""
+    """Run every check in the order of docs/protocol.md 2.5; return the first violation, or None."""
     return (
         check_shape(op)
         or check_lamport_headroom(op.lamport, space_max_lamport, headroom)

@@ -1,4 +1,4 @@
-"""What a read returns: merged field values with their heads (PROTOCOL section 6 reads)."""
+"""What a read returns: merged field values with their heads (docs/protocol.md section 6 reads)."""
 
 from __future__ import annotations
 

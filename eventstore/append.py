@@ -3,7 +3,7 @@
 The transaction behaves exactly as if its pushes ran one after another in queue order:
 each push sees the ops stored by the pushes before it (for ``pred``, duplicates and the
 lamport headroom), seqs are handed out in that order, and either every push's valid ops
-commit or none do. Per push, PROTOCOL section 2's order of checks holds: the caller's
+commit or none do. Per push, docs/protocol.md section 2's order of checks holds: the caller's
 role under the space lock (``not_found`` / ``forbidden`` for every op), then each op's
 validity (type, device, ``crdt.validate``), then idempotency.
 """
@@ -219,10 +219,11 @@ def _plan_push(
 ) -> AppendOutcome:
     """One push's results, as if it ran alone after the group's earlier pushes.
 
-    Per op, in PROTOCOL order: the checks needing the log (lamport headroom, pred), the
-    schema's verdict from ``prepare``, then idempotency; a new op is numbered, chained,
-    and becomes visible to the rest of the group (as a pred target, a duplicate, a
-    field head). One loop with the state in locals: it runs for every pushed op."""
+    Per op, in the order of docs/protocol.md section 2.5: the checks needing the log
+    (lamport headroom, pred), the schema's verdict from ``prepare``, then idempotency; a
+    new op is numbered, chained, and becomes visible to the rest of the group (as a pred
+    target, a duplicate, a field head). One loop with the state in locals: it runs for
+    every pushed op."""
     space_id = push.space_id
     assert space_id is not None
     cursor = cursors.get(space_id)

@@ -1,7 +1,7 @@
 """Payload and chain hashes: idempotency comparison and tamper evidence.
 
 * ``payload_hash`` is SHA-256 of the RFC 8785 canonical JSON of what the client sent
-  (PROTOCOL section 2, Idempotency): ``op_id, space_id, entity_type, entity_id, kind,
+  (docs/protocol.md section 2, Idempotency): ``op_id, space_id, entity_type, entity_id, kind,
   field, value, pred, lamport`` with defaults filled in and UUIDs lowercased.
 * ``chain_hash`` of an event is SHA-256 over the previous event's chain hash in its
   space (32 zero bytes before seq 1), the event's payload hash, and the canonical JSON

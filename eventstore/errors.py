@@ -1,4 +1,4 @@
-"""Driver errors translated at the adapter boundary (STYLE: Types and errors).
+"""Driver errors translated at the adapter boundary (docs/eventstore.md, "Errors").
 
 Only errors known to be transient become ``core.errors.Unavailable`` (retryable): a lost
 or refused connection, a timeout, an operator intervention (shutdown, cancel), a

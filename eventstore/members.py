@@ -140,7 +140,7 @@ async def change_member(
         event = batch.add_new(cursor, _member_event(secret_key, cursor, kind, value))
         await batch.flush(conn)
         if current == "owner":
-            # An owner who loses the role loses every invitation they sent (PROTOCOL
+            # An owner who loses the role loses every invitation they sent (docs/protocol.md
             # section 6): no pending invitation ever speaks for a non-owner.
             await conn.execute(
                 "DELETE FROM invitations WHERE space_id = $1 AND invited_by = $2", sid, uid

@@ -37,7 +37,7 @@ from eventstore.rows import READ_COLUMNS, Conn, event_from_row
 
 
 class PostgresEventStore:
-    """The append-only log in PostgreSQL (PROTOCOL sections 2 and 4).
+    """The append-only log in PostgreSQL (docs/protocol.md sections 2 and 4).
 
     ``writers`` transactions may run at once, each carrying several pushes: up to
     ``max_group_ops`` ops of the same spaces, or ``spread_ops`` across spaces (see

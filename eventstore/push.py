@@ -1,13 +1,13 @@
 """A push before it reaches the database: parsed, checked and hashed in the caller's task.
 
-Everything PROTOCOL section 2 asks of an op that needs nothing stored is done here,
+Everything docs/protocol.md section 2 asks of an op that needs nothing stored is done here,
 outside the transaction and its locks: types and ``crdt.check_shape`` (``invalid_op``; a
 NUL or an unpaired surrogate in any string of the op is one, so no such string ever
 reaches a SQL parameter),
 ``device_mismatch``, ``crdt.check_schema`` (kept aside: it is reported only when the
-stored-state checks, lamport headroom and ``pred``, pass, to keep PROTOCOL's order of
-codes), the canonical value and the payload hash. The transaction (eventstore/append.py)
-then only runs the checks that need the stored log.
+stored-state checks, lamport headroom and ``pred``, pass, to keep the order of codes of
+docs/protocol.md section 2.5), the canonical value and the payload hash. The transaction
+(eventstore/append.py) then only runs the checks that need the stored log.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def _checked(
 
 
 def _check(parsed: ParsedOp | Violation, device_id: str, schema: Schema) -> Item:
-    """Every check of an op, in PROTOCOL order, naming the first problem (the long way)."""
+    """Every check of an op, in the order of docs/protocol.md section 2.5, naming the first
+    problem (the long way)."""
     if isinstance(parsed, Violation):
         return parsed
     op = parsed.op

@@ -1,7 +1,7 @@
 """Reads of the log: pages, streams, replay and chain verification (connection-level).
 
 Replay folds events with ``crdt`` from the log alone, so an ``as_of_seq`` replay is the
-state after exactly the first N events of the space (DESIGN invariant 4).
+state after exactly the first N events of the space (docs/architecture.md invariant 4).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Hints on core NATS after COMMIT (core/events.py): best effort, never fail the caller.
 
-Consumers never trust them for completeness (DESIGN step 7): a lost hint only delays a
-delivery until the next hint or a read from PostgreSQL.
+Consumers never trust them for completeness (docs/architecture.md, write path step 7): a
+lost hint only delays a delivery until the next hint or a read from PostgreSQL.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Invitation codes and ``POST /v1/invitations/accept`` (PROTOCOL section 6).
+"""Invitation codes and ``POST /v1/invitations/accept`` (docs/protocol.md section 6).
 
 An invitation is a capability: a random code (256 bits, ``secrets.token_urlsafe(32)``)
 that whoever signs in and presents it may use once, within 7 days, while its inviter is
@@ -27,7 +27,7 @@ from gateway.examples import ACCEPT_ANSWER, ACCEPT_BODY, ok
 from gateway.openapi import USER_SECURITY, errors
 from gateway.params import canonical_uuid
 
-#: How long an invitation may be used (PROTOCOL section 6: 7 days).
+#: How long an invitation may be used (docs/protocol.md section 6: 7 days).
 INVITATION_TTL_SECONDS = 7 * 24 * 3600
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

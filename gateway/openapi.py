@@ -2,7 +2,7 @@
 
 Every route lists the error statuses it can answer, each with the ``ErrorResponse``
 schema and an example per code, so generated clients and schemathesis see the real
-contract (PROTOCOL section 4's table).
+contract (docs/protocol.md section 4's table).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def openapi_config() -> OpenAPIConfig:
         title="Concord",
         version="1",
         description=(
-            "Concord sync protocol v1, HTTP half (PROTOCOL.md section 6). Errors are "
+            "Concord sync protocol v1, HTTP half (docs/protocol.md section 6). Errors are "
             '`{"error": {"code", "message", "retryable"}}`; see docs/http-api.md.'
         ),
         path="/schema",

@@ -60,7 +60,7 @@ class BusFigures(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Diagnostics(msgspec.Struct, frozen=True, kw_only=True):
-    """Figures for each failure mode of DESIGN.md: counts only, never values."""
+    """Figures for each failure mode of docs/architecture.md: counts only, never values."""
 
     ops_by_status: dict[str, int]
     idempotency_hits_by_route: dict[str, int]

@@ -1,4 +1,4 @@
-"""Gateway tunables that are not part of DESIGN.md's configuration table.
+"""Gateway tunables that are not part of the README's configuration table.
 
 Production runs with the defaults. Tests shorten windows and loosen throttles through
 one test-only variable, ``CONCORD_TEST_GATEWAY_OPTIONS``: a JSON object with any of the
@@ -21,7 +21,7 @@ TEST_OPTIONS_ENV = "CONCORD_TEST_GATEWAY_OPTIONS"
 class GatewayOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Internal knobs of the HTTP gateway (see docs/auth.md and docs/http-api.md)."""
 
-    #: PROTOCOL section 6: a just-spent refresh token may be presented again this long.
+    #: docs/protocol.md section 6: a just-spent refresh token may be presented again this long.
     refresh_grace_seconds: float = 30.0
     #: Login throttling (docs/auth.md, "Throttling"). Failed logins per account and
     #: client address within the window, then 429 for that pair only.

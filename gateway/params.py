@@ -4,7 +4,7 @@ Malformed bodies are 400 ``bad_message``; ids in paths that cannot name anything
 a UUID, not an entity id) are 404 ``not_found``, like ids that name nothing: a
 space's existence is private, so "malformed" and "absent" answer the same.
 
-No string with a NUL or an unpaired surrogate is ever accepted (PROTOCOL section 2):
+No string with a NUL or an unpaired surrogate is ever accepted (docs/protocol.md section 2):
 body fields are refused as they are decoded (``core.wire``), and these checks refuse
 them again, so a handler that takes a string some other way is covered too.
 """
@@ -80,7 +80,7 @@ def valid_name(raw: str, what: str, *, default: str | None = None) -> str:
 class OpsRequest(Request[Any, Any, Any]):
     """The request of a route whose body carries ops (``POST /v1/sync/push``): JSON that
     msgspec refuses only for an unpaired surrogate escape is decoded again by
-    ``core.wire.lenient_json``, so such an op is ``invalid_op`` on its own (PROTOCOL
+    ``core.wire.lenient_json``, so such an op is ``invalid_op`` on its own (docs/protocol.md
     section 2) instead of the whole body being ``bad_message``."""
 
     async def json(self) -> Any:

@@ -2,7 +2,7 @@
 schema, and a space's reminders.
 
 Until the projector's read models land these fold from the log through the store's
-replay functions; the answers are the same either way (DESIGN invariant 4). Entity
+replay functions; the answers are the same either way (docs/architecture.md invariant 4). Entity
 types outside the schema, ``_member`` included, are not readable: 404 in paths, 400 as
 a ``type`` filter.
 """
@@ -256,5 +256,5 @@ spaces_reads_router = Router(
 
 @get("/v1/schema", responses=errors(405), tags=["reads"], summary="The schema and its version")
 async def read_schema(gw: GatewayDep) -> Schema:
-    """Entity types, their fields, merge rules and limits (PROTOCOL section 3)."""
+    """Entity types, their fields, merge rules and limits (docs/protocol.md section 3)."""
     return gw.schema

@@ -1,6 +1,6 @@
 """Sessions: register, login, refresh (with the grace rule), logout, device revocation.
 
-The rules are PROTOCOL section 6's; docs/auth.md explains them. Every change of a
+The rules are docs/protocol.md section 6's; docs/auth.md explains them. Every change of a
 session or token family happens in one transaction holding the session row lock, so
 two refreshes of one family are strictly ordered. Revocations are announced (cache +
 NATS) only after COMMIT.
@@ -205,7 +205,7 @@ class Sessions:
     # ----------------------------------------------------------------------- refresh
 
     async def refresh(self, token: str) -> AuthResponse:
-        """Rotate a refresh token (PROTOCOL section 6, including the grace rule)."""
+        """Rotate a refresh token (docs/protocol.md section 6, including the grace rule)."""
         if not plausible_refresh_token(token):
             AUTH_FAILURES.labels(reason="refresh_unknown").inc()
             raise Unauthenticated("unknown refresh token")

@@ -1,7 +1,7 @@
 """``POST /v1/sync/push`` and ``GET /v1/sync/pull``: sync without a WebSocket.
 
-A push is checked in PROTOCOL order: authentication (an expired token is 401
-``auth_expired`` for the whole request), size (413), the device's rate (429), the
+A push is checked in the order of docs/protocol.md section 2.5: authentication (an expired
+token is 401 ``auth_expired`` for the whole request), size (413), the device's rate (429), the
 caller's role in the push's space (over HTTP a non-member's push is answered 404 and a
 reader's 403 as a whole, nothing stored), then each op by the store. The answer comes
 after COMMIT; then a hint goes out on ``<prefix>.space.<space_id>`` (best effort).
@@ -54,7 +54,7 @@ def _refused_as_a_whole(outcome: AppendOutcome) -> None:
 async def push(
     data: Annotated[PushRequest, PUSH_BODY], principal: PrincipalDep, gw: GatewayDep
 ) -> PushResponse:
-    """One result per op, in the order sent, after COMMIT (PROTOCOL section 4)."""
+    """One result per op, in the order sent, after COMMIT (docs/protocol.md section 4)."""
     started = time.perf_counter()
     limits = gw.options.limits
     if len(data.ops) > limits.max_ops_per_push:

@@ -7,7 +7,7 @@ token also ends the access tokens that came with it (docs/auth.md).
 Both can be made again, byte for byte, from what the database keeps: a refresh token is
 an HMAC of its token id under its own key, and an access token is a deterministic HS256
 signature of claims whose times are stored with the refresh token. That is how a retried
-refresh gets the very same pair (PROTOCOL section 6) without any token kept in clear.
+refresh gets the very same pair (docs/protocol.md section 6) without any token kept in clear.
 """
 
 from __future__ import annotations

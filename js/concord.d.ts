@@ -6,7 +6,7 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 export type Kind = "set" | "inc" | "add" | "remove" | "delete" | "restore";
 export type Role = "owner" | "editor" | "reader";
 
-/** An operation as this device queues and pushes it (PROTOCOL section 2). */
+/** An operation as this device queues and pushes it (docs/protocol.md section 2). */
 export interface Operation {
   op_id: string;
   space_id: string;

@@ -1,4 +1,4 @@
-// Concord's JavaScript client (PROTOCOL v1): an ES module with no dependencies.
+// Concord's JavaScript client (protocol v1, docs/protocol.md): an ES module with no dependencies.
 // Browser: <script type="module">import { Device, IndexedDBStore } from "/js/concord.js"</script>
 // Node 20+: import { Device, MemoryStore } from "./js/concord.js" (see docs/js-client.md).
 

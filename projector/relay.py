@@ -1,4 +1,5 @@
-"""The outbox relay: the ONLY publisher to the log's JetStream stream (DESIGN step 6).
+"""The outbox relay: the ONLY publisher to the log's JetStream stream (docs/architecture.md,
+write path step 6).
 
 Every append transaction inserts an ``outbox`` row naming its space's new head (same
 transaction as the events, so a committed event always has one). The relay, in one

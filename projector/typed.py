@@ -3,7 +3,7 @@
 Derived from the merged state alone (so a rebuild or a verify recomputes them exactly):
 ``deleted`` and ``has_client_events`` for every entity; for tasks the lww winners of
 ``title``, ``done``, ``due_at``, ``remind_at``, ``list_id``, and the op_id of the winning
-non-null ``remind_at`` set, which is the reminder's id (PROTOCOL section 7).
+non-null ``remind_at`` set, which is the reminder's id (docs/protocol.md section 7).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Compare the read model with a fresh replay of the log (DESIGN invariant 4).
+"""Compare the read model with a fresh replay of the log (docs/architecture.md invariant 4).
 
 In one REPEATABLE READ snapshot, every space is folded from its events up to its
 checkpoint, quarantined events left out (exactly what the read model claims to reflect),

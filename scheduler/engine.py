@@ -1,6 +1,6 @@
 """The reminder core: apply task states, reconcile with the read model, fire due reminders.
 
-Exactly once (DESIGN invariant 7), by three facts:
+Exactly once (docs/architecture.md invariant 7), by three facts:
 
 1. A firing claims its row first (a lease, ``FOR UPDATE SKIP LOCKED``), then, inside one
    transaction, locks the row and re-checks that it is still ``scheduled`` and still

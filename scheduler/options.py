@@ -1,4 +1,4 @@
-"""Scheduler tunables that are not part of DESIGN.md's configuration table.
+"""Scheduler tunables that are not part of the README's configuration table.
 
 Production runs with the defaults. Operators and tests may override any of them through
 one variable, ``CONCORD_SCHEDULER_OPTIONS``: a JSON object with any of the fields below

@@ -1,4 +1,4 @@
-"""One WebSocket connection of PROTOCOL.md section 5: hello, push, subscriptions, renewal.
+"""One WebSocket connection of docs/protocol.md section 5: hello, push, subscriptions, renewal.
 
 The connection owns three kinds of task: the receive loop (this object's ``run``),
 one writer draining a bounded queue, and one delivery loop per subscribed space.

@@ -3,7 +3,7 @@
 Every op gets exactly one result; when nothing of the push may be applied (expired
 token, rate limit, storage unavailable) each op is rejected with that one retryable
 error. A push over the size limits gets a single ``error`` ``too_large`` with ``ref``
-= its batch_id (PROTOCOL section 5), and nothing of it is stored.
+= its batch_id (docs/protocol.md section 5), and nothing of it is stored.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ class Registry:
 
     async def _on_membership(self, subject: str, payload: bytes) -> None:
         """A removal committed: end the removed member's subscriptions to that space at
-        its seq now, on every connection of this gateway (PROTOCOL section 5)."""
+        its seq now, on every connection of this gateway (docs/protocol.md section 5)."""
         try:
             change = _MEMBERSHIP.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):

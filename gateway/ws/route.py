@@ -36,7 +36,7 @@ def choose_subprotocol(offered: list[str]) -> str | None:
 
 @websocket("/v1/sync", name="sync")
 async def sync_socket(socket: WebSocket[Any, Any, Any], state: State) -> None:
-    """PROTOCOL.md section 5 (subprotocols ``concord.v1.json``, ``concord.v1.msgpack``)."""
+    """docs/protocol.md section 5 (subprotocols ``concord.v1.json``, ``concord.v1.msgpack``)."""
     registry: Registry = state.ws_registry
     if not registry.accepting:
         await socket.close(code=1001, reason="server going away")

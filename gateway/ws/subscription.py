@@ -5,7 +5,7 @@ Per connection and space every event is sent once and in seq order (invariant 6)
 a page has been queued for sending. Delivery pauses while the session's access token
 has expired and resumes from ``last`` after ``auth_ok``: no gap, no repeat.
 
-A removal ends the subscription whatever the cursor says (invariant 8, PROTOCOL
+A removal ends the subscription whatever the cursor says (invariant 8, docs/protocol.md
 section 5): the member gets its ``member_removed`` event, then ``not_found``, then
 nothing more of the space. A removal is noticed three ways: in a page being delivered,
 from the membership hint the moment it commits (``removed``), and, for a cursor beyond

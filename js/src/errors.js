@@ -9,7 +9,7 @@ export class ClientError extends Error {
   }
 }
 
-/** An HTTP answer carrying a PROTOCOL section 4 error; `status` 0: no answer at all. */
+/** An HTTP answer carrying an error of docs/protocol.md section 4; `status` 0: no answer at all. */
 export class ApiError extends ClientError {
   constructor(status, code, message, { retryable = false, retryAfterMs = null } = {}) {
     super(`${status} ${code}: ${message}`);
@@ -40,5 +40,5 @@ export class LinkClosed extends ClientError {
   }
 }
 
-/** Codes a push result or HTTP answer may carry that a retry can cure (PROTOCOL 4). */
+/** Codes a push result or HTTP answer may carry that a retry can cure (docs/protocol.md 4.2). */
 export const RETRYABLE_CODES = Object.freeze(["auth_expired", "rate_limited", "unavailable"]);

@@ -1,4 +1,4 @@
-// One WebSocket to `/v1/sync` (PROTOCOL section 5) speaking `concord.v1.json`
+// One WebSocket to `/v1/sync` (docs/protocol.md section 5) speaking `concord.v1.json`
 // (client/link.py). Works with the browser's WebSocket and Node's (22+, or 20 with
 // --experimental-websocket), or any class with that API passed as `WebSocket`.
 

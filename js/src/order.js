@@ -1,4 +1,4 @@
-// The order key and the Lamport clock (PROTOCOL section 2), as crdt/order.py has them.
+// The order key and the Lamport clock (docs/protocol.md section 2), as crdt/order.py has them.
 
 /** Largest integer every JSON client holds exactly; the bound of integer values. */
 export const MAX_SAFE_INT = Number.MAX_SAFE_INTEGER;

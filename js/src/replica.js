@@ -3,7 +3,7 @@
 //
 // Two states per entity: `confirmed` (server events and acknowledged ops: everything
 // known to be stored) and `local` (confirmed plus the ops still queued), which is what
-// the device shows and what `pred` is computed from (PROTOCOL section 2: "as the device
+// the device shows and what `pred` is computed from (docs/protocol.md section 2: "as the device
 // saw them when it made the edit"). An op rejected for good is dropped from `local` by
 // rebuilding it from `confirmed` and the rest of the queue: a CRDT state cannot forget
 // an op, so a rejected op must never reach `confirmed`.

@@ -1,4 +1,4 @@
-// The default schema (PROTOCOL section 3, version 1), exactly as `GET /v1/schema` returns
+// The default schema (docs/protocol.md section 3, version 1), exactly as `GET /v1/schema` returns
 // it. The client needs only each field's merge `type` (lww or mv decides how reads list
 // heads); `Device.open({schema})` takes another, e.g. the server's own.
 

@@ -1,6 +1,6 @@
 // The device's session: sign-in, token refresh, and its durable record (client/session.py).
 //
-// The refresh token rotates on every use (PROTOCOL section 6). The new pair is written to
+// The refresh token rotates on every use (docs/protocol.md section 6). The new pair is written to
 // the store before it is used, so a device closed right after a refresh resumes with the
 // pair the server issued. A refresh whose answer is lost (no answer, a 5xx) is retried
 // with the SAME refresh token: within 30 s of the rotation the server answers it with the

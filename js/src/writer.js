@@ -161,7 +161,7 @@ export class Writer {
    * smaller batches; a single op refused so is rejected for good. */
   async _refused(link, batch, error) {
     if (error.retryable) {
-      // Not a push-level answer PROTOCOL names; resend as is, after a pause.
+      // Not a push-level answer docs/protocol.md names; resend as is, after a pause.
       await this._wait(link, this.engine.dropped, Math.min(this.engine.config.backoffCapMs, 1000));
       return;
     }

@@ -1,5 +1,5 @@
 // The public surface: the declarations name exactly what the module exports, the default
-// schema is PROTOCOL's (as crdt/ has it), and a device reopened on its store resumes.
+// schema is that of docs/protocol.md (as crdt/ has it), and a device reopened on its store resumes.
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";

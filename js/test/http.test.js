@@ -1,4 +1,4 @@
-// HTTP request shapes (invitations by code, PROTOCOL section 6), error mapping, and the
+// HTTP request shapes (invitations by code, docs/protocol.md section 6), error mapping, and the
 // session's refresh rules, against a fake fetch.
 
 import assert from "node:assert/strict";

@@ -2,7 +2,7 @@
 
 ``ServerProcess`` runs ``concord gateway`` (or ``dev``) as a subprocess on a free port
 against this run's PostgreSQL and NATS; ``Device`` is a thin WebSocket client speaking
-PROTOCOL.md section 5 with the ``websockets`` library.
+docs/protocol.md section 5 with the ``websockets`` library.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Accounts and sessions over HTTP against a real gateway (PROTOCOL section 6, docs/auth.md)."""
+"""Accounts and sessions over HTTP against a real gateway (docs/protocol.md 6.4, docs/auth.md)."""
 
 from __future__ import annotations
 

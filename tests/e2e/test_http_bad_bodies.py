@@ -1,6 +1,6 @@
 """Table-driven: what a client can send wrong, and the status and code it gets back.
 
-Every answer is the PROTOCOL error shape; nothing a client sends produces a 5xx.
+Every answer is the error shape of docs/protocol.md; nothing a client sends produces a 5xx.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The refresh grace rule of PROTOCOL section 6, row by row, against a real gateway.
+"""The refresh grace rule of docs/protocol.md section 6, row by row, against a real gateway.
 
 T0 is a refresh token; presenting it gives the pair P1 = (A1, R1), presenting R1 gives
 P2 = (A2, R2). "Same pair" means the same bytes of both tokens: the whole answer body

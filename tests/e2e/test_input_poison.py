@@ -1,7 +1,7 @@
 """Input that poisons, against a real gateway (issue 15): strings with a NUL or an
 unpaired surrogate, internal errors, and the lamport headroom.
 
-* Every string a client sends is plain text (PROTOCOL section 2): an op holding a NUL or
+* Every string a client sends is plain text (docs/protocol.md section 2): an op holding a NUL or
   an unpaired surrogate anywhere is ``invalid_op`` and nothing of it is stored, over HTTP
   and over the WebSocket (JSON and MessagePack); anywhere else in a message it is
   ``bad_message``.

@@ -1,4 +1,4 @@
-"""Invitations are capabilities (PROTOCOL section 6), against a real gateway process.
+"""Invitations are capabilities (docs/protocol.md section 6), against a real gateway process.
 
 An owner's ``POST /members`` gives a code, nothing more; whoever presents the code at
 ``/v1/invitations/accept`` joins, once, within 7 days, while the inviter is an owner.

@@ -1,5 +1,5 @@
 """A reminder reaches a subscribed device: the `notification` and the `reminder_fired`
-event, through real gateway, projector and scheduler processes (PROTOCOL section 7)."""
+event, through real gateway, projector and scheduler processes (docs/protocol.md section 7)."""
 
 from __future__ import annotations
 

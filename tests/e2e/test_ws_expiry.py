@@ -1,4 +1,4 @@
-"""Token expiry mid-queue on a live connection (PROTOCOL section 5, issue 6 point 4)."""
+"""Token expiry mid-queue on a live connection (docs/protocol.md section 5, issue 6 point 4)."""
 
 from __future__ import annotations
 

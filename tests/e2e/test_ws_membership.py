@@ -2,7 +2,7 @@
 over two gateway processes: a removal commits on one, the removed member's devices are
 connected to the other.
 
-PROTOCOL section 5: whatever a connection's cursor says, a removed member's devices get
+docs/protocol.md section 5: whatever a connection's cursor says, a removed member's devices get
 their ``member_removed`` event, then ``error`` ``not_found``, and nothing of the space
 after that; a subscribe (first or again) is checked against the current role.
 """

@@ -1,4 +1,4 @@
-"""WebSocket sync (PROTOCOL section 5) against a real gateway process."""
+"""WebSocket sync (docs/protocol.md section 5) against a real gateway process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Concurrent appenders, membership races and tailing readers (DESIGN invariants 1-3, 8)."""
+"""Concurrent appenders, membership races and tailing readers (docs/architecture.md
+invariants 1-3, 8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-op validation through ``append``: every code of PROTOCOL section 4 an op can get."""
+"""Per-op validation through ``append``: every code of docs/protocol.md section 4 an op can get."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ CASES: list[tuple[str, Callable[[Raw], Any], str]] = [
     ),
     ("title too long", _with(value="x" * 501), "too_large"),
 ]
-# PROTOCOL section 2: no string a client sends may hold a NUL or an unpaired surrogate;
+# docs/protocol.md section 2: no string a client sends may hold a NUL or an unpaired surrogate;
 # such an op is invalid_op, whichever string it is (and before anything reaches SQL).
 for _what, _bad in (("NUL", "a\x00b"), ("lone surrogate", "a\ud800b")):
     CASES += [
@@ -111,7 +111,7 @@ async def test_own_device_id_is_accepted(store: PostgresEventStore) -> None:
 
 async def test_nul_in_a_value_is_refused_and_nothing_stored(store: PostgresEventStore) -> None:
     # It used to be stored (the log's json column takes \u0000), and then no read model
-    # could hold it: PROTOCOL section 2 now refuses it with the op.
+    # could hold it: docs/protocol.md section 2 now refuses it with the op.
     user, device = new_id(), new_id()
     space = await store.create_space(name="v", creator_user_id=user, personal=True)
     out = await store.append(user_id=user, device_id=device, ops=[op(space, value="a\x00b")])

@@ -3,7 +3,7 @@ the space's checkpoint moves past it in the same transaction, and the space goes
 
 The poison is put in the log the way an older server did: through the event store's own
 append path (group commit, COPY, chain hashes) with the op checks bypassed, as they were
-for a NUL in a value before PROTOCOL section 2 refused it.
+for a NUL in a value before docs/protocol.md section 2 refused it.
 """
 
 from __future__ import annotations

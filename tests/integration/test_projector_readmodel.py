@@ -1,5 +1,5 @@
 """The read model on real PostgreSQL and NATS: batches, reads, downstream changes, and the
-property that it always equals a replay of the log (DESIGN invariant 4)."""
+property that it always equals a replay of the log (docs/architecture.md invariant 4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Server op_ids across the key separation (core/keys.py): a reminder whose firing was
-stored before the upgrade, and retried after it, fires once (DESIGN invariant 7).
+stored before the upgrade, and retried after it, fires once (docs/architecture.md invariant 7).
 
 The scheduler appends ``reminder_fired`` in one transaction and marks its row fired in
 another; a crash in between leaves the row scheduled, and the retry relies on the same

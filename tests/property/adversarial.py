@@ -1,5 +1,5 @@
 """Adversarial histories: realistic ones with some ops turned hostile, and the simulated
-event store that validates them (PROTOCOL sections 2 and 3).
+event store that validates them (docs/protocol.md sections 2 and 3).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ MUTATIONS = (
     "lone_surrogate",
 )
 
-#: Strings no client may send (PROTOCOL section 2): a NUL, or an unpaired surrogate.
+#: Strings no client may send (docs/protocol.md section 2): a NUL, or an unpaired surrogate.
 NUL_TEXTS = ("\x00", "a\x00b", "ünï\x00")
 SURROGATE_TEXTS = ("\ud800", "a\udfffb", "\udc80ünï")
 

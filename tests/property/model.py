@@ -1,4 +1,4 @@
-"""A reference model: PROTOCOL section 3 evaluated literally from the whole set of ops.
+"""A reference model: docs/protocol.md section 3 evaluated literally from the whole set of ops.
 
 Slow and obvious on purpose; the incremental state must agree with it.
 """

@@ -69,7 +69,7 @@ def test_encoding_round_trips(history: History) -> None:
 
 @given(valid_histories())
 def test_reads_match_the_reference_model(history: History) -> None:
-    """Each read equals PROTOCOL section 3 evaluated literally on the entity's ops."""
+    """Each read equals docs/protocol.md section 3 evaluated literally on the entity's ops."""
     for key, state in fold(history.ops).items():
         spec = history.schema.entity_types[key[0]]
         ops = [op for op in history.ops if (op.entity_type, op.entity_id) == key]

@@ -31,7 +31,7 @@ def test_devices_that_follow_the_protocol_are_never_rejected(history: History) -
 
 
 def _assert_valid_stored(op: Op, held: dict[str, Op], schema: Schema) -> None:
-    """What PROTOCOL sections 2 and 3 promise of every stored op."""
+    """What docs/protocol.md sections 2 and 3 promise of every stored op."""
     spec = schema.entity_types[op.entity_type]
     assert op.lamport >= 1
     for p in op.pred:

@@ -2,7 +2,7 @@
 
 Every ``concord_*`` series an expression uses must be one that core/metrics.py exposes
 (counters as ``<name>_total``, histograms as ``_bucket``/``_count``/``_sum``), and every
-label it matches on must be one of that metric's labels. The alerts DESIGN.md asks for
+label it matches on must be one of that metric's labels. The alerts docs/observability.md lists
 must all be there, each with a severity and a summary.
 """
 

@@ -1,4 +1,4 @@
-"""Entity state: hand-written cases for each corner of PROTOCOL section 3."""
+"""Entity state: hand-written cases for each corner of docs/protocol.md section 3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Operation validity: every rule of PROTOCOL section 2 and every code, in PROTOCOL order."""
+"""Operation validity: every rule of docs/protocol.md section 2 and every code, in its order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Errors: every PROTOCOL code is a class with its status and retryability."""
+"""Errors: every code of docs/protocol.md section 4 is a class with its status and retryability."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from core.errors import ERRORS_BY_CODE, ConcordError, RateLimited, error_for_code, render
 
-#: PROTOCOL.md section 4, verbatim: code -> (HTTP status, retryable).
+#: docs/protocol.md section 4, verbatim: code -> (HTTP status, retryable).
 PROTOCOL_TABLE = {
     "bad_message": (400, False),
     "invalid_op": (422, False),

@@ -1,4 +1,4 @@
-"""Every failure renders in the PROTOCOL shape, with its status, through one place."""
+"""Every failure renders in the error shape of docs/protocol.md, with its status, in one place."""
 
 from __future__ import annotations
 

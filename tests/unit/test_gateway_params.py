@@ -73,7 +73,7 @@ def test_names() -> None:
 
 def test_ids_in_paths_that_name_nothing_are_404() -> None:
     assert canonical_uuid(UUID) == UUID.lower()
-    # PROTOCOL section 2: any spelling uuid.UUID takes names the one canonical id.
+    # docs/protocol.md section 2: any spelling uuid.UUID takes names the one canonical id.
     plain = "0d8c8e2a1b2c4d5e8f90123456789abc"
     canonical = "0d8c8e2a-1b2c-4d5e-8f90-123456789abc"
     for spelling in (plain, plain.upper(), "{" + canonical + "}", "urn:uuid:" + canonical):

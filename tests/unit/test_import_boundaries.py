@@ -1,4 +1,5 @@
-"""Dependencies point inward (STYLE.md): checked by reading every module's imports.
+"""Dependencies point inward (docs/architecture.md, "Packages and their boundaries"): checked
+by reading every module's imports.
 
 ``crdt`` is pure: standard-library modules without I/O, clocks or randomness, plus
 msgspec. ``core`` imports no adapter; adapters never import each other. (The
@@ -23,8 +24,8 @@ CRDT_ALLOWED = {
 }  # fmt: skip
 CRDT_FORBIDDEN_CALLS = {"open", "input", "print", "exec", "eval"}
 
-#: Public read interfaces the gateway may use (DESIGN.md: "everything but projector/
-#: scheduler internals"); every other module of those packages stays off limits.
+#: Public read interfaces the gateway may use (docs/architecture.md: "everything but
+#: projector/scheduler" internals); every other module of those packages stays off limits.
 PUBLIC_INTERFACES = {"projector.readmodel", "scheduler.queries"}
 
 FORBIDDEN: dict[str, set[str]] = {

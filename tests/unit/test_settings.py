@@ -1,4 +1,4 @@
-"""Settings: every DESIGN.md variable, defaults, and one clear line per bad value."""
+"""Settings: every variable of the README's table, defaults, and one clear line per bad value."""
 
 from __future__ import annotations
 

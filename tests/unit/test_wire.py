@@ -1,4 +1,4 @@
-"""Wire types: every PROTOCOL message and body round-trips through JSON and MessagePack,
+"""Wire types: every message and body of docs/protocol.md round-trips through JSON and MessagePack,
 and malformed input is ``bad_message``, never a bare exception."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _JSON = st.recursive(
 )
 
 
-#: What clients may send in strings (PROTOCOL section 2): no NUL, no surrogate.
+#: What clients may send in strings (docs/protocol.md section 2): no NUL, no surrogate.
 _PLAIN_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
 
 

@@ -1,4 +1,4 @@
-"""Hand-written vectors: one per merge rule and corner case of PROTOCOL section 3.
+"""Hand-written vectors: one per merge rule and corner case of docs/protocol.md section 3.
 
 Each function builds a `History` in a causal order, as devices would make it (a `pred`
 names ops the device had seen, with lower lamports); the generator then lists the ops

@@ -123,7 +123,7 @@ def build_files(*, check_orders: bool = True) -> dict[str, str]:
         for seed in range(1, RANDOM_COUNT + 1)
     ]
     return {
-        "cases.json": render("hand-written cases of PROTOCOL section 3", cases),
+        "cases.json": render("hand-written cases of docs/protocol.md section 3", cases),
         "random.json": render(f"{RANDOM_COUNT} seeded random histories", randoms),
     }
 

@@ -29,7 +29,7 @@ SCHEMA = Schema(
         ),
     },
 )
-"""The default schema (PROTOCOL section 3) plus `board`, which has the shapes the task
+"""The default schema (docs/protocol.md section 3) plus `board`, which has the shapes the task
 app lacks: a number field, integer set elements, an mv field of plain strings."""
 
 

@@ -98,7 +98,7 @@ class _Device:
 
 
 def _check_valid(op: Op, known: dict[str, Op]) -> None:
-    """Vectors hold only ops a server would store: run PROTOCOL's checks on each."""
+    """Vectors hold only ops a server would store: run docs/protocol.md's checks on each."""
     targets = {
         p: PredTarget(
             op_id=t.op_id,

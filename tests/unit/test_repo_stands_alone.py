@@ -1,0 +1,195 @@
+"""The repository stands alone: a clone holds everything its files refer to.
+
+No tracked text file cites the internal working papers (the protocol, design and style
+notes that lived beside the repository, outside it), nor a path into their directory:
+the protocol reference is docs/protocol.md, the design docs/architecture.md. And every
+relative link of README.md and docs/*.md names a file of the repository.
+
+The papers' names are assembled below rather than written out, so this file does not
+cite them itself.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The papers a clone does not have.
+PAPERS = tuple(f"{name}.md" for name in ("PROTOCOL", "DESIGN", "STYLE"))
+_CITATION = re.compile(
+    "|".join(re.escape(p) for p in PAPERS)
+    # One or more `..` steps up, then the papers' directory beside the repository.
+    + r"|(?:\.\./)+"
+    + "shared"
+    + r"(?![\w.-])"
+)
+#: Directories that are never part of the repository, for the walk without git.
+_NOT_OURS = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_INLINE_CODE = re.compile(r"`+[^`]*`+")
+#: ``[text](target)`` or ``[text](<target> "title")``; images (``![..](..)``) too.
+_LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_EXTERNAL = ("http://", "https://", "mailto:", "#")
+
+
+def tracked_files(root: Path) -> list[Path]:
+    """The files git tracks under ``root`` (or, outside a checkout, every file there)."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return [
+            p
+            for p in root.rglob("*")
+            if p.is_file() and not _NOT_OURS.intersection(p.relative_to(root).parts)
+        ]
+    return [root / name for name in out.decode().split("\0") if name]
+
+
+def read_text(path: Path) -> str | None:
+    """The file as text, or None for a binary file (or one that is gone)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if b"\0" in data[:8192]:
+        return None
+    return data.decode("utf-8", errors="replace")
+
+
+def citations(text: str) -> list[tuple[int, str]]:
+    """(line number, what) for each citation of the papers or their directory."""
+    return [
+        (number, match.group(0))
+        for number, line in enumerate(text.splitlines(), 1)
+        for match in _CITATION.finditer(line)
+    ]
+
+
+def link_targets(markdown: str) -> list[tuple[int, str]]:
+    """(line number, target) of every relative link outside code: not http(s), mailto or
+    a ``#anchor`` of the same page."""
+    found: list[tuple[int, str]] = []
+    fenced = False
+    for number, line in enumerate(markdown.splitlines(), 1):
+        if _FENCE.match(line):
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        for match in _LINK.finditer(_INLINE_CODE.sub("", line)):
+            target = match.group(1)
+            if not target.startswith(_EXTERNAL):
+                found.append((number, target))
+    return found
+
+
+def broken_links(page: Path, root: Path, known: set[Path]) -> list[tuple[int, str]]:
+    """The relative links of ``page`` that name no file or directory of the repository
+    (``known``: its files; a link may also name a directory holding some of them)."""
+    broken: list[tuple[int, str]] = []
+    for number, target in link_targets(page.read_text(encoding="utf-8")):
+        path = unquote(re.split(r"[#?]", target, maxsplit=1)[0])
+        resolved = (page.parent / path).resolve()
+        inside = resolved == root or root in resolved.parents
+        if not inside or not (resolved in known or any(resolved in f.parents for f in known)):
+            broken.append((number, target))
+    return broken
+
+
+def markdown_pages(root: Path) -> list[Path]:
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+# --------------------------------------------------------------------------- the repository
+
+
+def test_no_tracked_file_cites_the_internal_papers() -> None:
+    offenders = []
+    for path in tracked_files(ROOT):
+        text = read_text(path)
+        if text is None:
+            continue
+        for number, what in citations(text):
+            offenders.append(f"{path.relative_to(ROOT)}:{number}: {what}")
+    assert not offenders, (
+        "cite docs/protocol.md (its section) or docs/architecture.md instead:\n"
+        + "\n".join(offenders)
+    )
+
+
+def test_every_relative_markdown_link_names_a_file_of_the_repository() -> None:
+    known = {p.resolve() for p in tracked_files(ROOT)}
+    checked, broken = 0, []
+    for page in markdown_pages(ROOT):
+        checked += len(link_targets(page.read_text(encoding="utf-8")))
+        broken += [
+            f"{page.relative_to(ROOT)}:{number}: ({target})"
+            for number, target in broken_links(page, ROOT, known)
+        ]
+    assert not broken, "links to nothing in the repository:\n" + "\n".join(broken)
+    assert checked > 50  # the pages link to each other a lot: a scan that finds none is broken
+
+
+@pytest.mark.parametrize(
+    ("page", "target"), [("README.md", "docs/protocol.md"), ("docs/architecture.md", "protocol.md")]
+)
+def test_the_protocol_reference_is_linked(page: str, target: str) -> None:
+    targets = {t for _, t in link_targets((ROOT / page).read_text(encoding="utf-8"))}
+    assert any(t.split("#")[0] == target for t in targets)
+
+
+# --------------------------------------------------------------------------- the checks themselves
+
+
+def test_citations_are_found_wherever_they_stand() -> None:
+    text = "\n".join(
+        [
+            "ok: docs/protocol.md section 5",
+            f"see {PAPERS[0]} section 2",
+            f"# {PAPERS[1]}: invariant 4",
+            f"[contract](../../{'shared'}/{PAPERS[2]})",
+            f"../{'shared'}/notes",
+            f"a {'shared'}/ folder of our own, and ../sharedness, are not the papers",
+        ]
+    )
+    assert [number for number, _ in citations(text)] == [2, 3, 4, 4, 5]
+
+
+def test_broken_and_escaping_links_are_found(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("x")
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "b.js").write_text("x")
+    (tmp_path / "outside.md").write_text("x")  # exists, but not tracked
+    page = tmp_path / "docs" / "page.md"
+    page.write_text(
+        "\n".join(
+            [
+                '[a](a.md) [a, anchored](a.md#x) [titled](<a.md> "t") [dir](../js)',
+                "[web](https://example.com/x.md) [mail](mailto:a@b.c) [here](#top)",
+                "[gone](missing.md#x)",
+                "[escapes](../../elsewhere/PROTO.md)",
+                "[untracked](../outside.md)",
+                "```",
+                "[in code](nowhere.md)",
+                "```",
+                "`[inline](nowhere.md)` and ![image](img/missing.png)",
+            ]
+        )
+    )
+    known = {(tmp_path / "docs" / "a.md").resolve(), (tmp_path / "js" / "b.js").resolve()}
+    assert broken_links(page, tmp_path.resolve(), known) == [
+        (3, "missing.md#x"),
+        (4, "../../elsewhere/PROTO.md"),
+        (5, "../outside.md"),
+        (9, "img/missing.png"),
+    ]
