@@ -95,7 +95,7 @@ class PostgresEventStore:
         device = as_uuid(device_id)
         if device is None:
             raise ValueError(f"device_id must be a UUID, not {device_id!r}")
-        push = prepare(user_id, device, ops, self.schema)
+        push = prepare(user_id, device, ops, self.schema, self.limits.max_value_bytes)
         if push.space_id is None:
             return refuse_all(push, "invalid_op", "the push has no valid space_id", 0, 0)
         return await self.committer.submit(push)

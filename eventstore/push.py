@@ -22,7 +22,7 @@ from core.canonical import CanonicalError, canonical_json
 from core.errors import ErrorBody
 from core.ops import ParsedOp, client_time_ok, parse_op, push_space, result_op_id
 from core.ports import AppendOutcome
-from core.wire import OpResult
+from core.wire import DEFAULT_LIMITS, OpResult
 from crdt import Op, Schema, Violation, check_schema, check_shape, plainly_valid
 from eventstore.chain import payload_digest
 
@@ -55,8 +55,25 @@ class Push:
     items: list[Item]
 
 
+def _value_verdict(op: Op, value_json: bytes, schema: Schema, max_bytes: int) -> Violation | None:
+    """The schema's verdict, then the published ``max_value_bytes`` (the canonical JSON of
+    the value): both are the field's limits, reported after the checks needing the log."""
+    verdict = check_schema(op, schema)
+    if verdict is None and len(value_json) > max_bytes:
+        return Violation(
+            code="too_large",
+            message=f"the value is {len(value_json)} bytes of JSON; at most {max_bytes}",
+        )
+    return verdict
+
+
 def _checked(
-    op: Op, space_id: str, client_time: str | None, value_json: bytes, schema: Schema
+    op: Op,
+    space_id: str,
+    client_time: str | None,
+    value_json: bytes,
+    schema: Schema,
+    max_bytes: int,
 ) -> Checked:
     digest = payload_digest(
         op.op_id,
@@ -69,10 +86,12 @@ def _checked(
         op.pred,
         op.lamport,
     )
-    return Checked(op, client_time, check_schema(op, schema), value_json, digest)
+    return Checked(
+        op, client_time, _value_verdict(op, value_json, schema, max_bytes), value_json, digest
+    )
 
 
-def _check(parsed: ParsedOp | Violation, device_id: str, schema: Schema) -> Item:
+def _check(parsed: ParsedOp | Violation, device_id: str, schema: Schema, max_bytes: int) -> Item:
     """Every check of an op, in the order of docs/protocol.md section 2.5, naming the first
     problem (the long way)."""
     if isinstance(parsed, Violation):
@@ -87,7 +106,7 @@ def _check(parsed: ParsedOp | Violation, device_id: str, schema: Schema) -> Item
         value_json = canonical_json(op.value)
     except CanonicalError as exc:
         return Violation(code="invalid_op", message=str(exc))
-    return _checked(op, parsed.space_id, parsed.client_time, value_json, schema)
+    return _checked(op, parsed.space_id, parsed.client_time, value_json, schema, max_bytes)
 
 
 _convert = msgspec.convert
@@ -96,7 +115,9 @@ _replace = msgspec.structs.replace
 _ENCODE_SCALAR = msgspec.json.encode
 
 
-def _check_plain(raw: Any, space_id: str, device_id: str, schema: Schema) -> Checked | None:
+def _check_plain(
+    raw: Any, space_id: str, device_id: str, schema: Schema, max_bytes: int
+) -> Checked | None:
     """The common op in few steps, or None to take the long way (which names problems).
 
     Accepts only what the long way accepts, with the same result: a dict naming the
@@ -117,20 +138,32 @@ def _check_plain(raw: Any, space_id: str, device_id: str, schema: Schema) -> Che
     if not plainly_valid(op):
         return None  # floats, containers, text that is not plain, anything odd: the long way
     value_json = _ENCODE_SCALAR(op.value)  # plain text and safe scalars: always encodable
-    return _checked(_replace(op, device_id=device_id), space_id, client_time, value_json, schema)
+    plain = _replace(op, device_id=device_id)
+    return _checked(plain, space_id, client_time, value_json, schema, max_bytes)
 
 
-def prepare(user_id: str, device_id: str, ops: Sequence[Any], schema: Schema) -> Push:
+def prepare(
+    user_id: str,
+    device_id: str,
+    ops: Sequence[Any],
+    schema: Schema,
+    max_value_bytes: int = DEFAULT_LIMITS.max_value_bytes,
+) -> Push:
     """Parse, check and hash every raw op of a push (CPU only; no database)."""
     space_id = push_space(ops)
     device = device_id.lower()
     echo_ids: list[str | None] = []
     items: list[Item] = []
     for raw in ops:
-        item = None if space_id is None else _check_plain(raw, space_id, device, schema)
+        item = (
+            None
+            if space_id is None
+            else _check_plain(raw, space_id, device, schema, max_value_bytes)
+        )
         if item is None:
             echo_ids.append(result_op_id(raw))
-            items.append(_check(parse_op(raw, space_id, device), device, schema))
+            parsed = parse_op(raw, space_id, device)
+            items.append(_check(parsed, device, schema, max_value_bytes))
         else:
             echo_ids.append(raw["op_id"])
             items.append(item)

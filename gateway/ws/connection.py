@@ -343,7 +343,8 @@ class Connection:
     async def _subscribe(self, raw_space_id: str, after: int) -> None:
         """Check the role on every subscribe, the first and any later one (section 5)."""
         if not 0 <= after <= MAX_SEQ:
-            await self.send_error(BadMessage(f"after must lie in 0..{MAX_SEQ}"), ref=raw_space_id)
+            ref = canonical_id(raw_space_id) or raw_space_id
+            await self.send_error(BadMessage(f"after must lie in 0..{MAX_SEQ}"), ref=ref)
             return
         space_id = canonical_id(raw_space_id)
         member = None if space_id is None else await self.store.membership(space_id, self.user_id)
@@ -359,7 +360,7 @@ class Connection:
                 existing.removed(removal.seq)
                 return
         if space_id is None or member is None:
-            await self.send_error(NotFound("no such space"), ref=raw_space_id)
+            await self.send_error(NotFound("no such space"), ref=space_id or raw_space_id)
             return
         if len(self.subs) >= self.registry.limits.max_subscriptions:
             await self.send_error(TooLarge("too many subscriptions"), ref=space_id)

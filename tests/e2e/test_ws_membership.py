@@ -322,3 +322,15 @@ async def test_op_ids_in_any_spelling_are_one_op(gateways: Pair) -> None:
     assert [e["op_id"] for e in stored] == [canonical, child["op_id"]]
     assert stored[1]["pred"] == [canonical]
     await device.close()
+
+
+async def test_an_error_about_a_spelled_space_names_the_canonical_id(gateways: Pair) -> None:
+    owner, stranger = await register(gateways.one.url), await register(gateways.one.url)
+    device = await Device.connect(gateways.one.ws_url, stranger.access_token)
+    await device.send({"type": "subscribe", "space_id": owner.space_id.upper(), "after": 0})
+    error = await device.expect("error")
+    assert (error["error"]["code"], error["ref"]) == ("not_found", owner.space_id)
+    await device.send({"type": "subscribe", "space_id": "not-a-uuid", "after": 0})
+    error = await device.expect("error")
+    assert (error["error"]["code"], error["ref"]) == ("not_found", "not-a-uuid")
+    await device.close()

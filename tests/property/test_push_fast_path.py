@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 
 from core.ids import canonical_id
 from core.ops import MAX_CLIENT_TIME, parse_op
+from core.wire import DEFAULT_LIMITS
 from crdt import DEFAULT_SCHEMA, MAX_SAFE_INT
 from eventstore.push import Checked, _check, _check_plain, prepare
 
 SPACE = "0d8c5a56-3b5e-4a47-a4a4-7f3f3e0a9c11"
 DEVICE = "9e1b5f4a-2c3d-4e5f-8a9b-0c1d2e3f4a5b"
+MAX_VALUE = DEFAULT_LIMITS.max_value_bytes
 A = "0b6f3c2e-8d4a-4f1e-9c3b-2a1d5e6f7a8b"
 B = "1c7a4d3f-9e5b-4a2f-8d4c-3b2e6f7a8b9c"
 
@@ -97,8 +99,8 @@ def raw_ops(draw: st.DrawFn) -> Any:
 
 @given(raw_ops())
 def test_the_short_way_agrees_with_the_long_way(raw: Any) -> None:
-    short = _check_plain(raw, SPACE, DEVICE, DEFAULT_SCHEMA)
-    long = _check(parse_op(raw, SPACE, DEVICE), DEVICE, DEFAULT_SCHEMA)
+    short = _check_plain(raw, SPACE, DEVICE, DEFAULT_SCHEMA, MAX_VALUE)
+    long = _check(parse_op(raw, SPACE, DEVICE), DEVICE, DEFAULT_SCHEMA, MAX_VALUE)
     if short is not None:
         assert short == long
 
@@ -107,7 +109,7 @@ def test_the_short_way_agrees_with_the_long_way(raw: Any) -> None:
 def test_prepare_answers_as_the_long_way_alone(raw: Any) -> None:
     push = prepare(DEVICE, DEVICE, [raw], DEFAULT_SCHEMA)
     space = push.space_id
-    assert push.items == [_check(parse_op(raw, space, DEVICE), DEVICE, DEFAULT_SCHEMA)]
+    assert push.items == [_check(parse_op(raw, space, DEVICE), DEVICE, DEFAULT_SCHEMA, MAX_VALUE)]
     sent = raw.get("op_id") if isinstance(raw, dict) else None
     expected_echo = (canonical_id(sent) or sent) if isinstance(sent, str) else None
     assert push.echo_ids == [expected_echo]
@@ -126,7 +128,7 @@ def test_a_plain_op_takes_the_short_way() -> None:
         "lamport": 4,
         "client_time": "2026-11-23T10:00:00Z",
     }
-    short = _check_plain(raw, SPACE, DEVICE, DEFAULT_SCHEMA)
+    short = _check_plain(raw, SPACE, DEVICE, DEFAULT_SCHEMA, MAX_VALUE)
     assert isinstance(short, Checked)
     assert short.op.device_id == DEVICE
     assert short.op.pred == (B,)
@@ -134,4 +136,4 @@ def test_a_plain_op_takes_the_short_way() -> None:
     assert short.late is None
     # Declined: a device named, a float value, an uppercase id.
     for change in ({"device_id": DEVICE}, {"value": 1.0}, {"op_id": A.upper()}):
-        assert _check_plain({**raw, **change}, SPACE, DEVICE, DEFAULT_SCHEMA) is None
+        assert _check_plain({**raw, **change}, SPACE, DEVICE, DEFAULT_SCHEMA, MAX_VALUE) is None
