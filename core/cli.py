@@ -6,6 +6,12 @@ depends on an adapter package at import time (the import-boundary test checks it
 
 Every ``CONCORD_*`` variable has a flag of the same name (``--port`` for
 ``CONCORD_PORT``); a bad value stops the process with one line naming it.
+
+``dev`` and ``gateway`` also take ``--port-file PATH``: once the server listens, the
+port it listens on is written there. With ``--port 0`` the kernel picks a free port at
+bind time, so a supervisor (the test harnesses, ``concord lab``) never races anyone for
+a port it chose in advance; ``GET /healthz`` names the process (``pid``) so it can tell
+that the server answering is the one it started.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from core.command import CommandError, add_setting_flags, settings_from
+from core.command import CommandError, add_setting_flags, settings_from, write_port_file
 from core.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
 from core.logs import configure_logging
 from core.runtime import RuntimeSettingError, tune_gc
@@ -160,9 +166,16 @@ GRACEFUL_SHUTDOWN_SECONDS = 0.5
 PLUGINS = ("eventstore.cli", "projector.cli", "scheduler.cli", "lab.cli")
 
 
-def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:
+def serve(
+    settings: Settings,
+    *,
+    workers: Sequence[Any] = (),
+    on_listening: Callable[[int], None] | None = None,
+) -> None:
     """Run the gateway app under uvicorn; ``workers`` (async context managers) run
-    inside the app's lifespan, so they start after and stop before its resources."""
+    inside the app's lifespan, so they start after and stop before its resources.
+    ``on_listening`` gets the bound port once the server accepts connections (the
+    kernel's choice when ``settings.port`` is 0)."""
     import uvicorn
 
     app_module = importlib.import_module("gateway.app")
@@ -180,6 +193,11 @@ def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:
                 except Exception:  # shutdown goes on regardless
                     log.exception("shutdown hook failed")
             await super().shutdown(sockets)
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_listening is not None:
+                on_listening(int(self.servers[0].sockets[0].getsockname()[1]))
 
     config = uvicorn.Config(
         app,
@@ -213,6 +231,21 @@ def serve(settings: Settings, *, workers: Sequence[Any] = ()) -> None:
 # --------------------------------------------------------------------------- commands
 
 
+def _listening(
+    args: argparse.Namespace, then: Callable[[int], None] | None = None
+) -> Callable[[int], None]:
+    """What to do once the server listens: write ``--port-file`` (if given), then ``then``."""
+    port_file: Path | None = getattr(args, "port_file", None)
+
+    def listening(port: int) -> None:
+        if port_file is not None:
+            write_port_file(port_file, port)
+        if then is not None:
+            then(port)
+
+    return listening
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     settings = settings_from(args)
     data_dir = ensure_data_dir(settings.data_dir)
@@ -230,13 +263,20 @@ def cmd_dev(args: argparse.Namespace) -> None:
         applied = run_migrations(resolved.database_url)
         if applied:
             log.info("applied migrations %s", applied)
-        print(
-            f"Concord dev: http://{resolved.host}:{resolved.port}  "
-            f"(admin token: {resolved.admin_token}; data: {data_dir})",
-            flush=True,
-        )
+
+        def banner(port: int) -> None:
+            print(
+                f"Concord dev: http://{resolved.host}:{port}  "
+                f"(admin token: {resolved.admin_token}; data: {data_dir})",
+                flush=True,
+            )
+
+        if resolved.port:
+            banner(resolved.port)
         workers = [m.in_process(resolved) for m in plugins() if hasattr(m, "in_process")]
-        serve(resolved, workers=workers)
+        # On port 0 the address is known only once the server listens.
+        on_bound = None if resolved.port else banner
+        serve(resolved, workers=workers, on_listening=_listening(args, on_bound))
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
@@ -248,7 +288,7 @@ def cmd_gateway(args: argparse.Namespace) -> None:
     settings.require_secret_key()
     if not settings.admin_token:
         raise CommandError("CONCORD_ADMIN_TOKEN: required for `concord gateway`")
-    serve(settings)
+    serve(settings, on_listening=_listening(args))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -270,11 +310,23 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None]]] = {
 }
 
 
+#: The commands that serve HTTP (and so take ``--port-file``).
+SERVING = ("dev", "gateway")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concord", description="Concord sync backend")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
-        add_setting_flags(sub.add_parser(name, help=help_text, description=help_text))
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add_setting_flags(command)
+        if name in SERVING:
+            command.add_argument(
+                "--port-file",
+                type=Path,
+                metavar="PATH",
+                help="once listening, write the port to PATH (use with --port 0)",
+            )
     for module in plugins():
         if hasattr(module, "register"):
             module.register(sub)

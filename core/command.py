@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from core.embedded import EmbeddedPostgres
 from core.settings import ENV_NAMES, Settings, load_settings
@@ -58,3 +60,18 @@ def database_url_for(settings: Settings) -> Iterator[str]:
     finally:
         if not was_running:
             pg.stop()
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` to ``path`` atomically: a reader sees no file or the whole port."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(f"{port}\n")
+    os.replace(partial, path)
+
+
+def read_port_file(path: Path) -> int | None:
+    """The port ``--port-file`` recorded at ``path``, or None while there is none yet."""
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None

@@ -1,7 +1,7 @@
 """The server a lab run talks to: one given with ``--against``, or its own.
 
 ``concord lab`` alone starts a throwaway ``concord dev`` (embedded PostgreSQL and NATS
-in a temporary data dir, a free port, short access tokens) behind a ``TcpProxy``, so
+in a temporary data dir, on a port it binds itself, short access tokens) behind a ``TcpProxy``, so
 scenarios can stop it and start it again (``missed-reminder``) while devices keep one
 address. It is stopped, and its data dir removed, when the run ends.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from core.embedded import free_port
+from core.command import read_port_file
 from lab.proxy import TcpProxy
 
 #: Access token lifetime of the lab's own server: short enough that tokens expire
@@ -94,8 +94,10 @@ class OwnServer(LabServer):
         await self.start_backend()
 
     async def start_backend(self, within: float = 180) -> None:
-        """Start ``concord dev`` on a fresh port; return once ``/readyz`` answers 200."""
-        self.backend_port = free_port()
+        """Start ``concord dev`` on a port it binds itself (``--port 0``); return once
+        that process answers ``/healthz`` with its pid and ``/readyz`` with 200."""
+        port_file = self.data_dir / "backend.port"
+        port_file.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -103,27 +105,40 @@ class OwnServer(LabServer):
                 "core.cli",
                 "dev",
                 "--port",
-                str(self.backend_port),
+                "0",
+                "--port-file",
+                str(port_file),
                 env=self._env(),
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
             )
-        await self._ready(within)
+        await self._ready(port_file, within)
         self.proxy.retarget(self.backend_port)
 
-    async def _ready(self, within: float) -> None:
+    async def _ready(self, port_file: Path, within: float) -> None:
         deadline = time.monotonic() + within
-        url = f"http://127.0.0.1:{self.backend_port}/readyz"
         async with httpx.AsyncClient(timeout=2) as http:
             while time.monotonic() < deadline:
                 assert self.proc is not None
                 if self.proc.returncode is not None:
                     raise RuntimeError(f"concord dev exited early:\n{self._tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(url)).status_code == 200:
-                        return
+                if await self._answers(http, port_file):
+                    return
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"concord dev not ready in {within}s:\n{self._tail()}")
+
+    async def _answers(self, http: httpx.AsyncClient, port_file: Path) -> bool:
+        """True once the port file is written and the server there is this process."""
+        port = read_port_file(port_file)
+        if port is None or self.proc is None:
+            return False
+        self.backend_port = port
+        url = f"http://127.0.0.1:{port}"
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            health = await http.get(f"{url}/healthz")
+            if health.status_code == 200 and health.json().get("pid") == self.proc.pid:
+                return (await http.get(f"{url}/readyz")).status_code == 200
+        return False
 
     def _tail(self) -> str:
         try:

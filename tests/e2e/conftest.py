@@ -1,4 +1,4 @@
-"""A real gateway process on a free port, on this run's PostgreSQL and NATS.
+"""A real gateway process on a port it binds itself, on this run's PostgreSQL and NATS.
 
 ``gateway`` is the session's server (``python -m core.cli gateway``) with light argon2
 parameters and loose address throttles, so the suite stays fast on two cores; the
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,10 +21,9 @@ from typing import Any, Protocol
 import httpx
 import pytest
 
-from core.embedded import free_port
 from core.settings import Settings
 from tests.conftest import service_env
-from tests.e2e.harness import wait_ready
+from tests.e2e.harness import serve
 
 #: Fast hashing and no address throttle: tests register many users from 127.0.0.1.
 BASE_OPTIONS: dict[str, Any] = {
@@ -40,47 +38,27 @@ BASE_OPTIONS: dict[str, Any] = {
 
 @dataclass
 class GatewayProcess:
-    """One ``concord gateway`` subprocess."""
+    """One ``concord gateway`` subprocess, on a port it binds itself."""
 
     settings: Settings
     options: dict[str, Any]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
-    port: int = field(default_factory=free_port)
+    #: The port the gateway listens on (0 until it started).
+    port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60, attempts: int = 3) -> None:
-        """Start and wait for ``/readyz``; a port taken meanwhile is retried on another."""
-        for _ in range(attempts):
-            if self._start_once(timeout):
-                return
-            self.port = free_port()
-        raise AssertionError(f"no free port after {attempts} attempts:\n{self._log_tail()}")
-
-    def _log_tail(self) -> str:
-        return self.log_path.read_text()[-4000:]
-
-    def _start_once(self, timeout: float) -> bool:
+    def start(self, timeout: float = 60) -> None:
+        """Start and wait until this process answers ``/healthz`` and ``/readyz``."""
         env = service_env(self.settings)
         env["CONCORD_TEST_GATEWAY_OPTIONS"] = json.dumps(self.options)
         env["CONCORD_LOG_LEVEL"] = "warning"
         env.update(self.env)
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "core.cli", "gateway", "--port", str(self.port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        if wait_ready(self.base_url, self.proc, timeout):
-            return True
-        if "already in use" in self._log_tail():
-            return False
-        raise AssertionError(f"gateway exited:\n{self._log_tail()}")
+        self.proc, self.port = serve(["gateway"], env, self.log_path, timeout=timeout)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

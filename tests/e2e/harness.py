@@ -1,8 +1,8 @@
 """Real server processes and real clients for end-to-end tests.
 
-``ServerProcess`` runs ``concord gateway`` (or ``dev``) as a subprocess on a free port
-against this run's PostgreSQL and NATS; ``Device`` is a thin WebSocket client speaking
-docs/protocol.md section 5 with the ``websockets`` library.
+``ServerProcess`` runs ``concord gateway`` (or ``dev``) as a subprocess, on a port it
+binds itself (``--port 0``), against this run's PostgreSQL and NATS; ``Device`` is a
+thin WebSocket client speaking docs/protocol.md section 5 with the ``websockets`` library.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import socket
 import struct
 import subprocess
 import sys
+import termios
 import time
 import uuid
 from collections.abc import Mapping
@@ -30,9 +32,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from core.embedded import free_port
+from core.command import read_port_file
 from core.settings import Settings
-from tests.conftest import service_env
+from tests.conftest import TEST_ADMIN_TOKEN, service_env
 
 #: Cheap hashing and loose throttles: tests exercise protocol behaviour, not argon2.
 FAST_OPTIONS = {
@@ -47,17 +49,65 @@ FAST_OPTIONS = {
 
 
 def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Poll ``/readyz`` until it answers 200 (True) or the process exits (False); raise
-    AssertionError after ``timeout`` seconds. The one readiness wait of every harness."""
+    """Poll until ``/healthz`` names ``proc`` (its pid: the server answering is the one
+    started, not another that holds the address) and ``/readyz`` answers 200 (True), or
+    until the process exits (False); raise AssertionError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            health = httpx.get(f"{base_url}/healthz", timeout=1)
+            ours = health.status_code == 200 and health.json().get("pid") == proc.pid
+            if ours and httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
                 return True
         time.sleep(0.1)
     raise AssertionError(f"{base_url} not ready in {timeout}s")
+
+
+def wait_listening(port_file: Path, proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """The port ``proc`` wrote to ``port_file`` once it listened, or None if it exited
+    first; raise AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (port := read_port_file(port_file)) is None:
+        if proc.poll() is not None:
+            return None
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{port_file} not written in {timeout}s")
+        time.sleep(0.05)
+    return port
+
+
+def serve(
+    args: list[str], env: Mapping[str, str], log: Path, *, port: int = 0, timeout: float = 60
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Run ``concord <args>`` listening on ``port`` (0: a port the kernel picks when the
+    server binds, so no other test can take it first) and return the process and its
+    port once it is ready. AssertionError, with the log's tail, if it exits first."""
+    port_file = log.with_name(f"{log.name}.{uuid.uuid4().hex[:8]}.port")
+    command = [sys.executable, "-m", "core.cli", *args, "--port", str(port)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [*command, "--port-file", str(port_file)],
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    started = time.monotonic()
+    try:
+        bound = wait_listening(port_file, proc, timeout)
+        if bound is None or not wait_ready(
+            f"http://127.0.0.1:{bound}", proc, timeout - (time.monotonic() - started)
+        ):
+            raise AssertionError(f"{args[0]} exited early:\n{log.read_text()[-4000:]}")
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        raise
+    finally:
+        port_file.unlink(missing_ok=True)
+    return proc, bound
 
 
 class ServerProcess:
@@ -71,13 +121,14 @@ class ServerProcess:
         options: Mapping[str, Any] | None = None,
         command: str = "gateway",
     ) -> None:
-        self.port = free_port()
+        #: The port of the last start (0 before the first).
+        self.port = 0
         self.env = service_env(settings)
         self.env["CONCORD_TEST_GATEWAY_OPTIONS"] = json.dumps({**FAST_OPTIONS, **(options or {})})
         self.env.update(env or {})
         self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = Path(settings.data_dir) / f"{command}-{self.port}.log"
+        self.log = Path(settings.data_dir) / f"{command}-{uuid.uuid4().hex[:8]}.log"
 
     @property
     def url(self) -> str:
@@ -87,16 +138,10 @@ class ServerProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/sync"
 
-    def start(self, timeout: float = 60) -> ServerProcess:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "core.cli", self.command, "--port", str(self.port)],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        if not wait_ready(self.url, self.proc, timeout):
-            raise AssertionError(f"server exited early:\n{self.log.read_text()[-4000:]}")
+    def start(self, timeout: float = 60, *, port: int = 0) -> ServerProcess:
+        """Start and wait until ready; on a port the kernel picks unless ``port`` names
+        one (a restart where the clients expect it: ``start(port=server.port)``)."""
+        self.proc, self.port = serve([self.command], self.env, self.log, port=port, timeout=timeout)
         return self
 
     def start_worker(self) -> subprocess.Popen[bytes]:
@@ -311,6 +356,22 @@ class Device:
         await self.ws.close()
 
 
+async def open_connections(base: str) -> int:
+    """The gateway's own count of open WebSocket connections (``/v1/diagnostics``)."""
+    r = await http(base, "GET", "/v1/diagnostics", TEST_ADMIN_TOKEN)
+    assert r.status_code == 200, r.text
+    count: int = r.json()["ws_connections"]
+    return count
+
+
+async def wait_connections(base: str, count: int, within: float = 30) -> None:
+    """Return once the gateway at ``base`` counts ``count`` open WebSocket connections."""
+    deadline = time.monotonic() + within
+    while (now := await open_connections(base)) != count:
+        assert time.monotonic() < deadline, f"{now} connections open, not {count}"
+        await asyncio.sleep(0.1)
+
+
 def assert_contiguous(seqs: list[int], first: int = 1) -> None:
     """Every seq once, in order, no gap (invariant 6)."""
     assert seqs == list(range(first, first + len(seqs))), seqs[:50]
@@ -343,6 +404,22 @@ class StalledDevice:
         status = await reader.readuntil(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 101"), status
         return cls(reader, writer)
+
+    async def wait_full(self, within: float = 30, least: int = 32 * 1024) -> int:
+        """Return once the server has filled this device's buffers and must wait: at
+        least ``least`` bytes sit unread in the kernel and that amount stays the same
+        over several polls (the reader's own buffer is full, so it takes nothing, and
+        the server can send nothing more). The bytes queued in the kernel."""
+        sock = self.writer.get_extra_info("socket")
+        deadline = time.monotonic() + within
+        last, steady = -1, 0
+        while steady < 3:
+            assert time.monotonic() < deadline, f"buffers not full in {within}s: {last} bytes"
+            await asyncio.sleep(0.05)
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))
+            steady = steady + 1 if queued[0] == last and last >= least else 0
+            last = queued[0]
+        return last
 
     def send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message).encode()

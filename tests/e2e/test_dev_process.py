@@ -17,8 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from core.embedded import free_port
-from tests.e2e.harness import wait_ready
+from tests.e2e.harness import serve
 
 
 def _env() -> dict[str, str]:
@@ -39,19 +38,15 @@ def _leftovers(data_dir: Path) -> list[psutil.Process]:
 class DevProcess:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        #: The port of the running start (each start binds a port the kernel picks).
+        self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"dev-{self.port}.log"
+        self.log = data_dir.parent / f"dev-{uuid.uuid4().hex[:8]}.log"
 
     def start(self, timeout: float = 60) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "core.cli", "dev", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)],
-                env=_env(), stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        if not wait_ready(self.url(""), self.proc, timeout):
-            raise AssertionError(f"concord dev exited:\n{self.log.read_text()}")
+        self.proc, self.port = serve(
+            ["dev", "--data-dir", str(self.data_dir)], _env(), self.log, timeout=timeout
+        )
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -91,7 +86,8 @@ def _sql(dsn: str, statement: str) -> object:
 
 def test_sigterm_leaves_nothing_behind(dev: DevProcess) -> None:
     dev.start()
-    assert httpx.get(dev.url("/healthz")).json() == {"status": "ok"}
+    assert dev.proc is not None
+    assert httpx.get(dev.url("/healthz")).json() == {"status": "ok", "pid": dev.proc.pid}
     ready = httpx.get(dev.url("/readyz")).json()
     assert ready["dependencies"]["postgres"]["status"] == "ok"
     assert _leftovers(dev.data_dir), "embedded servers should be running"

@@ -23,7 +23,7 @@ async def _stalled_device(gw: ServerProcess, token: str, space_id: str) -> Stall
     stalled.send(
         {"type": "hello", "token": token, "subscriptions": [{"space_id": space_id, "after": 0}]}
     )
-    await asyncio.sleep(1.5)  # the server fills its socket buffers and then blocks
+    await stalled.wait_full()  # the server filled the socket buffers: its sends now wait
     return stalled
 
 
@@ -61,7 +61,7 @@ async def test_sigterm_with_live_devices_stops_within_2s_and_restarts(
             assert await device.close_code(within=5) == 1001
         # The stalled device has not even read its events: its connection lingers, and
         # the next start on the same port must not mind.
-        gw.start()  # waits for /readyz
+        gw.start(port=gw.port)  # waits for /readyz
         again = await Device.connect(gw.ws_url, acct.access_token)  # welcomed
         await again.close()
         stalled.writer.close()

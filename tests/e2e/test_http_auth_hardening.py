@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,6 @@ import httpx
 import jwt
 import pytest
 
-from core.embedded import free_port
 from core.keys import Purpose, derive
 from core.settings import Settings
 from tests.conftest import TEST_SECRET, service_env
@@ -144,14 +144,20 @@ def test_nats_credentials_never_reach_a_log_line(
 ) -> None:
     """A real start whose NATS URL carries credentials and does not answer: the gateway
     runs degraded and logs its connection failures (at debug level too) without them."""
-    port = free_port()
-    gateway = start_gateway(
-        {},
-        env={
-            "CONCORD_NATS_URL": f"nats://{credentials}@127.0.0.1:{port}",
-            "CONCORD_LOG_LEVEL": "debug",
-        },
-    )
+    with socket.socket() as deaf:  # bound, never listening: connections are refused
+        deaf.bind(("127.0.0.1", 0))
+        port = deaf.getsockname()[1]
+        gateway = start_gateway(
+            {},
+            env={
+                "CONCORD_NATS_URL": f"nats://{credentials}@127.0.0.1:{port}",
+                "CONCORD_LOG_LEVEL": "debug",
+            },
+        )
+        _assert_degraded_without(gateway, credentials)
+
+
+def _assert_degraded_without(gateway: GatewayProcess, credentials: str) -> None:
     ready = httpx.get(f"{gateway.base_url}/readyz", timeout=10)
     assert ready.status_code == 200
     assert ready.json()["dependencies"]["nats"]["status"] == "degraded"
@@ -173,7 +179,7 @@ def test_a_nats_url_that_cannot_work_stops_the_start_without_its_credentials(
     env = service_env(settings)
     env["CONCORD_NATS_URL"] = "nats://alice:n4ts-pa55word@127.0.0.1:99999"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "gateway", "--port", str(free_port())],
+        [sys.executable, "-m", "core.cli", "gateway", "--port", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

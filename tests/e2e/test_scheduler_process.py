@@ -27,6 +27,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry, multiprocess
 
 from core.events import NotificationEnvelope
 from core.natsbus import NatsBus
@@ -256,8 +257,20 @@ async def test_scheduler_process_fires_a_reminder_fed_by_the_real_projector(rig:
     assert rig.notes[0].notification.fire_at == due
 
 
+def fired_by(metrics: Path) -> float:
+    """``concord_reminders_total{outcome="fired"}`` of the one process that writes its
+    metrics under ``metrics`` (prometheus-client's multiprocess files)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(metrics))  # type: ignore[no-untyped-call]
+    return registry.get_sample_value("concord_reminders_total", {"outcome": "fired"}) or 0.0
+
+
 async def test_two_processes_fire_500_reminders_due_in_one_second_exactly_once(rig: Rig) -> None:
-    procs = [rig.scheduler(), rig.scheduler()]
+    # Each process counts its own firings in a metrics directory of its own.
+    metrics = [rig.tmp / f"metrics-{i}" for i in range(2)]
+    for directory in metrics:
+        directory.mkdir()
+    procs = [rig.scheduler(PROMETHEUS_MULTIPROC_DIR=str(directory)) for directory in metrics]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -279,3 +292,8 @@ async def test_two_processes_fire_500_reminders_due_in_one_second_exactly_once(r
     assert sorted(e.value["reminder_id"] for e in events) == sorted(ids)
     assert sorted(n.notification.id for n in rig.notes) == sorted(ids)
     assert all(p.proc is not None and p.proc.poll() is None for p in procs)
+    # Both processes fired a share, and the shares add up to each reminder once: with
+    # one process dead (or idle) the other would have fired all 500.
+    shares = [fired_by(directory) for directory in metrics]
+    assert all(shares), shares
+    assert sum(shares) == 500, shares

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -111,24 +112,40 @@ async def test_same_op_id_in_two_spaces_is_unrelated(stores: list[PostgresEventS
     alice, bob = new_id(), new_id()
     a = await store.create_space(name="a", creator_user_id=alice, personal=True)
     b = await store.create_space(name="b", creator_user_id=bob, personal=True)
+    # Each space first stores an op of a higher lamport: the shared op's lamport is then at
+    # or below its space's highest, so the store must look its op_id up (an op above the
+    # highest skips that lookup: no stored event can have its payload).
+    for space, user in ((a, alice), (b, bob)):
+        out = await store.append(user_id=user, device_id=new_id(), ops=[op(space, lamport=9)])
+        assert out.results[0].status == "applied"
     shared_id = new_id()
     out_a = await store.append(
-        user_id=alice, device_id=new_id(), ops=[op(a, op_id=shared_id, value="alice's")]
+        user_id=alice, device_id=new_id(), ops=[op(a, op_id=shared_id, value="same", lamport=3)]
     )
+    # Bob's op differs from Alice's in its space alone: a lookup that ignored the space
+    # would call it a duplicate (or a conflict) of hers.
     out_b = await store.append(
-        user_id=bob, device_id=new_id(), ops=[op(b, op_id=shared_id, value="bob's", lamport=9)]
+        user_id=bob, device_id=new_id(), ops=[op(b, op_id=shared_id, value="same", lamport=3)]
     )
-    assert [r.status for r in out_a.results + out_b.results] == ["applied", "applied"]
-    assert out_b.server_lamport == 9
-    assert out_a.server_lamport == 1
+    assert [(r.status, r.seq) for r in out_a.results + out_b.results] == [
+        ("applied", 3),
+        ("applied", 3),
+    ]
+    # Another payload under that op_id in Bob's space conflicts with Bob's op, not Alice's.
+    reused = await store.append(
+        user_id=bob, device_id=new_id(), ops=[op(b, op_id=shared_id, value="other", lamport=3)]
+    )
+    assert reused.results[0].error is not None
+    assert reused.results[0].error.code == "op_id_conflict"
     # Bob pushing Alice's payload into Alice's space learns nothing: he is not a member.
     probe = await store.append(
-        user_id=bob, device_id=new_id(), ops=[op(a, op_id=shared_id, value="alice's")]
+        user_id=bob, device_id=new_id(), ops=[op(a, op_id=shared_id, value="same", lamport=3)]
     )
     assert probe.results[0].error is not None
     assert probe.results[0].error.code == "not_found"
-    [event_b] = await store.read(b, 1, 10)
-    assert event_b.value == "bob's"
+    for space, user in ((a, alice), (b, bob)):
+        [event] = [e for e in await store.read(space, 0, 10) if e.op_id == shared_id]
+        assert (event.seq, event.value, event.user_id) == (3, "same", user)
 
 
 async def _push_until(
@@ -147,6 +164,23 @@ async def _push_until(
         results.append((out, after_removal))
 
 
+async def _until(condition: Callable[[], bool], within: float = 10) -> None:
+    """Let the other tasks run until ``condition`` holds (AssertionError after ``within``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def _some_applied(results: list[tuple[AppendOutcome, bool]]) -> bool:
+    return any(out.results[0].status == "applied" for out, _ in results)
+
+
+def _some_after_removal(results: list[tuple[AppendOutcome, bool]]) -> bool:
+    return any(after for _, after in results)
+
+
 async def test_revocation_orders_pushes(stores: list[PostgresEventStore]) -> None:
     owner, editor = new_id(), new_id()
     store = stores[0]
@@ -160,14 +194,14 @@ async def test_revocation_orders_pushes(stores: list[PostgresEventStore]) -> Non
             for s in stores
             for _ in range(2)
         ]
-        await asyncio.sleep(0.05)
+        # The removal races pushes in flight: some applied before it, some begun after.
+        await _until(partial(_some_applied, results))
         removal = await store.change_member(space_id=space, user_id=editor, role=None, by=owner)
         assert removal is not None
         removed.set()
-        await asyncio.sleep(0.02)
+        await _until(partial(_some_after_removal, results))
         stop.set()
         await asyncio.gather(*tasks)
-        assert any(r.results[0].status == "applied" for r, _ in results)
         for out, after in results:
             for r in out.results:
                 if r.status == "applied":
@@ -186,10 +220,11 @@ async def test_tailing_reader_never_sees_a_gap(
     owner = new_id()
     space = await stores[0].create_space(name="tail", creator_user_id=owner, personal=False)
     done = asyncio.Event()
+    rng = random.Random(11)
 
     async def appender(k: int) -> None:
         for i in range(25):
-            ops = [op(space, entity_id=f"e{k}", lamport=i + 1) for _ in range(random.randint(1, 8))]
+            ops = [op(space, entity_id=f"e{k}", lamport=i + 1) for _ in range(rng.randint(1, 8))]
             await stores[k % 2].append(user_id=owner, device_id=new_id(), ops=ops)
 
     async def reader() -> int:

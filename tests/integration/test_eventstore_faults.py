@@ -65,12 +65,14 @@ async def test_a_failed_group_answers_every_push_unavailable(
     # then share the second transaction, which is killed.
     killed, kill = _killer(database_url)
     calls = 0
+    stalled = asyncio.Event()
 
     async def hook(conn: Conn) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
-            await asyncio.sleep(0.3)
+            stalled.set()
+            await _queued(store, len(spaces))  # hold the first until the rest wait behind it
         else:
             await kill(conn)  # type: ignore[operator]
 
@@ -85,7 +87,7 @@ async def test_a_failed_group_answers_every_push_unavailable(
         first = asyncio.create_task(
             store.append(user_id=user, device_id=new_id(), ops=[op(spaces[0])])
         )
-        await asyncio.sleep(0.1)
+        await stalled.wait()
         rest = [store.append(user_id=user, device_id=new_id(), ops=[op(s), op(s)]) for s in spaces]
         outcomes = await asyncio.gather(*rest, return_exceptions=True)
         assert (await first).results[0].status == "applied"
@@ -93,6 +95,15 @@ async def test_a_failed_group_answers_every_push_unavailable(
         assert store.committer.groups == [1]
         assert len(killed) == 1
         assert [await store.head(s) for s in spaces] == [2, 1, 1, 1]
+
+
+async def _queued(store: PostgresEventStore, pushes: int, within: float = 10) -> None:
+    """Return once ``pushes`` pushes wait in the store's queue (no writer has taken them)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while len(store.committer._pending) < pushes:
+        assert loop.time() < deadline, f"{len(store.committer._pending)} of {pushes} queued"
+        await asyncio.sleep(0.005)
 
 
 async def test_close_drains_then_refuses(pool: asyncpg.Pool) -> None:

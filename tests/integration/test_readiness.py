@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from litestar import Litestar
@@ -38,7 +39,8 @@ async def test_readyz_follows_its_dependencies(scratch_dir: Path) -> None:
     )
     try:
         async with AsyncTestClient(create_app(settings)) as client:
-            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            health = (await client.get("/healthz")).json()
+            assert health == {"status": "ok", "pid": os.getpid()}  # the process serving
             await _wait_for(client, 200, "ok")
 
             await asyncio.to_thread(nats.stop)  # NATS down: degraded, still ready

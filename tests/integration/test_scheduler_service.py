@@ -30,9 +30,10 @@ from eventstore.postgres import PostgresEventStore
 from projector.apply import apply_space
 from projector.runner import running as running_projector
 from scheduler.clock import parse_time
+from scheduler.engine import Firing
 from scheduler.jobs import Job
 from scheduler.options import SchedulerOptions
-from scheduler.queries import recent_job_runs
+from scheduler.queries import JobRun, recent_job_runs
 from scheduler.service import SchedulerService
 from scheduler.testing import TaskWriter, WebhookReceiver, at
 
@@ -57,7 +58,26 @@ class Rig:
         service = SchedulerService(settings, options=options, environ={})
         await self.stack.enter_async_context(service)
         assert await service.bus.wait_connected(5)
+        # Its SUBs are sent on connecting; a PING answered after them means the server
+        # has them, so what the test publishes from now on reaches this instance.
+        connection = service.bus._nc
+        assert connection is not None
+        await connection.flush(timeout=5)
         return service
+
+    def record_firings(self, service: SchedulerService) -> list[str]:
+        """The reminder_ids ``service`` fires from now on, whatever path fires them (its
+        fire loop or its sweep): both go through its engine's ``fire_due``."""
+        fired: list[str] = []
+        fire_due = service.engine.fire_due
+
+        async def recording() -> list[Firing]:
+            firings = await fire_due()
+            fired.extend(f.reminder_id for f in firings if f.outcome == "fired")
+            return firings
+
+        service.engine.fire_due = recording  # type: ignore[method-assign]
+        return fired
 
     async def listen(self) -> None:
         async def on_note(subject: str, data: bytes) -> None:
@@ -141,7 +161,8 @@ async def test_two_instances_fire_500_reminders_due_in_one_second_exactly_once(r
     options = SchedulerOptions(lease_seconds=10, claim_batch=50)
     one = await rig.scheduler(options, scheduler_sweep_interval=300)
     two = await rig.scheduler(options, scheduler_sweep_interval=300)
-    await asyncio.sleep(0.3)  # let both SUBs reach the server before publishing
+    assert one.instance != two.instance
+    fired_by = {one.instance: rig.record_firings(one), two.instance: rig.record_firings(two)}
     due = at(6)
     writers = [await TaskWriter.new_space(rig.store, f"s{i}") for i in range(5)]
     ids: list[str] = []
@@ -163,7 +184,11 @@ async def test_two_instances_fire_500_reminders_due_in_one_second_exactly_once(r
     # Generous: 500 firings on two shared cores; the point here is "exactly once".
     late = max(e.value["lateness_ms"] for e in events)
     assert late < 20_000, late
-    assert one.instance != two.instance
+    # Both instances did part of the work, and between them each reminder once: a
+    # second instance that fired nothing would be no test of "several instances".
+    counts = {instance: len(ids) for instance, ids in fired_by.items()}
+    assert all(counts.values()), counts
+    assert sorted(fired_by[one.instance] + fired_by[two.instance]) == sorted(ids)
 
 
 async def test_recovery_at_start_fires_what_came_due_while_nothing_ran(rig: Rig) -> None:
@@ -213,12 +238,23 @@ async def test_job_runs_record_every_outcome_and_a_failing_job_keeps_running(rig
     service.add_job(Job("boom", 0.3, 5, boom))
     service.add_job(Job("slow", 0.25, 5, slow))
     service.add_job(Job("hung", 0.4, 0.3, hung))
-    await asyncio.sleep(2.5)
-    runs = [r for r in await recent_job_runs(rig.pool, 1000) if r.outcome != "running"]
+    runs: list[JobRun] = []
     outcomes: dict[str, set[str]] = {}
-    for run in runs:
-        outcomes.setdefault(run.job, set()).add(run.outcome)
-        assert run.instance == service.instance
+
+    async def every_outcome_recorded() -> bool:
+        runs[:] = [r for r in await recent_job_runs(rig.pool, 1000) if r.outcome != "running"]
+        outcomes.clear()
+        for run in runs:
+            outcomes.setdefault(run.job, set()).add(run.outcome)
+        return (
+            {"sweep", "backlog", "retention"} <= set(outcomes)
+            and len([r for r in runs if r.job == "boom"]) >= 3
+            and outcomes.get("slow", set()) >= {"ok", "overlap-skipped"}
+            and "timeout" in outcomes.get("hung", set())
+        )
+
+    await rig.until(every_outcome_recorded, within=30)
+    assert {run.instance for run in runs} == {service.instance}
     assert outcomes["sweep"] == {"ok"}
     assert outcomes["backlog"] == {"ok"}
     assert outcomes["retention"] == {"ok"}
@@ -252,7 +288,6 @@ async def test_open_circuit_does_not_delay_in_app_firing(rig: Rig) -> None:
         service = await rig.scheduler(
             options, webhook_url=receiver.url, webhook_secret="s", scheduler_sweep_interval=300
         )
-        await asyncio.sleep(0.3)
         writer = await TaskWriter.new_space(rig.store)
         for i in range(3):
             await writer.task(f"early{i}", at(1))

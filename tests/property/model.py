@@ -1,17 +1,33 @@
 """A reference model: docs/protocol.md section 3 evaluated literally from the whole set of ops.
 
-Slow and obvious on purpose; the incremental state must agree with it.
+Slow and obvious on purpose; the incremental state must agree with it. It owns every
+comparison it makes (the order key, the order of set elements) instead of importing
+them from ``crdt``: a model that borrowed the code under test would agree with its bugs.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from crdt import EntityTypeSpec, Op, order_key
-from crdt.views import element_sort_key
+from crdt import EntityTypeSpec, Op
 
 REGISTER_TYPES = ("lww", "mv")
+
+
+def order_key(op: Op) -> tuple[int, str]:
+    """PROTOCOL section 2: ``(lamport, op_id)`` compared left to right, op_ids compared
+    as their canonical strings (lowercase, hyphenated)."""
+    return (op.lamport, str(uuid.UUID(op.op_id)))
+
+
+def element_sort_key(element: Any) -> tuple[int, int | str]:
+    """How reads list a set's elements (docs/crdt.md: integers ascending, then strings
+    ascending); elements that passed validation are never anything else."""
+    if isinstance(element, bool) or not isinstance(element, int | str):
+        raise AssertionError(f"a validated set element is an int or a str: {element!r}")
+    return (0, element) if isinstance(element, int) else (1, element)
 
 
 def _heads(ops: list[Op]) -> list[Op]:
