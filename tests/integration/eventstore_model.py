@@ -1,4 +1,4 @@
-"""A model of the event store, written from PROTOCOL sections 2 and 4 alone.
+"""A model of the event store, written from docs/protocol.md sections 2 and 4 alone.
 
 It knows, per space, the log (seq -> event) and the members, and predicts what a push
 answers: the caller's role first (``not_found`` / ``forbidden`` for every op), then each
@@ -206,7 +206,7 @@ def _stored(raw: dict[str, Any], seq: int, user_id: str, device_id: str) -> Stor
 
 
 def _invalid(raw: dict[str, Any], space_id: str, known: dict[str, Stored], cap: int) -> str | None:
-    """``invalid_op`` when the op breaks a rule of PROTOCOL section 2, else None."""
+    """``invalid_op`` when the op breaks a rule of docs/protocol.md section 2, else None."""
     kind, lamport, pred = raw.get("kind"), raw.get("lamport"), raw.get("pred", [])
     if canonical(raw.get("op_id")) is None or canonical(raw.get("space_id")) != space_id:
         return "invalid_op"
@@ -247,7 +247,7 @@ def _supersedes(raw: dict[str, Any], target: Stored) -> bool:
 
 
 def _schema_problem(raw: dict[str, Any]) -> str | None:
-    """The schema's verdict on a valid op (PROTOCOL section 3, the default schema)."""
+    """The schema's verdict on a valid op (docs/protocol.md section 3, the default schema)."""
     fields = SCHEMA.get(raw["entity_type"])
     if fields is None:
         return "unknown_entity_type"

@@ -17,7 +17,7 @@ REGISTER_TYPES = ("lww", "mv")
 
 
 def order_key(op: Op) -> tuple[int, str]:
-    """PROTOCOL section 2: ``(lamport, op_id)`` compared left to right, op_ids compared
+    """docs/protocol.md section 2: ``(lamport, op_id)`` compared left to right, op_ids compared
     as their canonical strings (lowercase, hyphenated)."""
     return (op.lamport, str(uuid.UUID(op.op_id)))
 
