@@ -102,6 +102,18 @@ def _expected(outcome: Outcome) -> tuple[Any, ...]:
     return tuple((e.status, e.seq, e.code) for e in outcome.results), outcome.server_lamport
 
 
+def _answered_id(raw: dict[str, Any]) -> str | None:
+    """The op_id a result names (docs/protocol.md section 2): the canonical form of a UUID
+    in any spelling, else the string as sent."""
+    sent = raw.get("op_id")
+    if not isinstance(sent, str):
+        return None
+    try:
+        return str(uuid.UUID(sent))
+    except ValueError:
+        return sent
+
+
 class StoreMachine(RuleBasedStateMachine):
     """One example: four users, up to four spaces, two stores on one pool."""
 
@@ -194,7 +206,7 @@ class StoreMachine(RuleBasedStateMachine):
         predicted = predict_push(self.spaces, user, device, raws, LIMITS.lamport_headroom)
         out = self.run(self.stores[store].append(user_id=user, device_id=device, ops=raws))
         assert _answered(out) == _expected(predicted), raws
-        assert [r.op_id for r in out.results] == [raw.get("op_id") for raw in raws]
+        assert [r.op_id for r in out.results] == [_answered_id(raw) for raw in raws]
         self._take(out, predicted)
         self.sent.append((user, raws))
 
