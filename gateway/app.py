@@ -43,6 +43,7 @@ from gateway.passwords import Passwords
 from gateway.reads import read_schema, spaces_reads_router
 from gateway.requestlog import before_send, request_id_middleware
 from gateway.revocation import RevocationCache
+from gateway.series import sampling
 from gateway.sessions import Sessions
 from gateway.spaces import spaces_router
 from gateway.sync_http import sync_router
@@ -128,6 +129,7 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
     )
     app.state.pool = pool
     app.state.bus = bus
+    series = await stack.enter_async_context(sampling(pool))
     throttle = LoginThrottle(
         address_attempts=options.login_address_attempts,
         address_window=options.login_address_window,
@@ -152,6 +154,7 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
         login_throttle=throttle,
         push_buckets=TokenBuckets(options.push_rate, options.push_burst),
         hints=hints,
+        series=series,
     )
 
 
