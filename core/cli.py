@@ -223,6 +223,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
         settings,
         secret_key=settings.secret_key or generated["secret_key"],
         admin_token=settings.admin_token or generated["admin_token"],
+        # The sandbox is on in development unless CONCORD_SANDBOX says otherwise.
+        sandbox=settings.sandbox is not False,
     )
     signal.signal(signal.SIGTERM, _terminate_as_exit)
     with embedded_services(settings) as resolved:
@@ -230,13 +232,21 @@ def cmd_dev(args: argparse.Namespace) -> None:
         applied = run_migrations(resolved.database_url)
         if applied:
             log.info("applied migrations %s", applied)
-        print(
-            f"Concord dev: http://{resolved.host}:{resolved.port}  "
-            f"(admin token: {resolved.admin_token}; data: {data_dir})",
-            flush=True,
-        )
+        print(dev_banner(resolved, data_dir), flush=True)
         workers = [m.in_process(resolved) for m in plugins() if hasattr(m, "in_process")]
         serve(resolved, workers=workers)
+
+
+def dev_banner(settings: Settings, data_dir: Path) -> str:
+    """What ``concord dev`` prints once it is about to serve: where to point a browser."""
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [
+        f"Concord dev: {base}  (admin token: {settings.admin_token}; data: {data_dir})",
+        f"  diagnostics: {base}/diagnostics?token={settings.admin_token}",
+    ]
+    if settings.sandbox:
+        lines.append(f"  sandbox:     {base}/sandbox  (two devices, faults, live figures)")
+    return "\n".join(lines)
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
