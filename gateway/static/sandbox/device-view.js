@@ -98,12 +98,37 @@ export class DeviceView {
 
   build() {
     const { spec } = this;
-    const offline = h("input", { type: "checkbox", dataset: { control: "offline" } });
-    offline.addEventListener("change", () => this.faults.setOffline(offline.checked));
-    const flaky = h("input", { type: "checkbox", dataset: { control: "flaky" } });
-    flaky.addEventListener("change", () => this.faults.setFlaky(flaky.checked));
-    const slow = h("input", { type: "checkbox", dataset: { control: "slow" } });
-    slow.addEventListener("change", () => this.faults.setSlow(slow.checked));
+    this.root.replaceChildren(
+      h(
+        "header",
+        {},
+        h("h2", {}, `${spec.name} `, h("small", {}, `device ${spec.key.toUpperCase()}`)),
+        h("span", { class: "status", dataset: { figure: "status" } }, "…"),
+      ),
+      this.buildControls(),
+      h(
+        "dl",
+        { class: "sync" },
+        h("dt", {}, "queue"),
+        h("dd", { dataset: { figure: "pending" } }, "0"),
+        h("dt", {}, "last sync"),
+        h("dd", { dataset: { figure: "last-sync" } }, ""),
+        h("dt", {}, "link token"),
+        h("dd", { dataset: { figure: "token" } }, ""),
+      ),
+      h("p", { class: "notice", role: "status", dataset: { figure: "notice" } }),
+      ...this.buildForms(),
+      h("ul", { class: "tasks" }),
+    );
+  }
+
+  /** The switches: offline, flaky network, slow link, token expiry. */
+  buildControls() {
+    const toggle = (name, set) => {
+      const box = h("input", { type: "checkbox", dataset: { control: name } });
+      box.addEventListener("change", () => set(box.checked));
+      return box;
+    };
     const ttl = h("input", { type: "number", min: "1", max: "300", value: "3", dataset: { control: "ttl" } });
     const expiry = h(
       "form",
@@ -121,55 +146,47 @@ export class DeviceView {
         .then((how) => this.note(`token set to expire in ${seconds} s (${how})`))
         .catch((err) => this.note(`token not shortened: ${err.message}`));
     });
+    const f = this.faults;
+    return h(
+      "div",
+      { class: "controls" },
+      h("label", {}, toggle("offline", (on) => f.setOffline(on)), " offline"),
+      h(
+        "label",
+        { title: "drop 30% of push results after the server stored the push" },
+        toggle("flaky", (on) => f.setFlaky(on)),
+        " flaky network",
+      ),
+      h(
+        "label",
+        { title: "2 ops a push, 0.5 s apart: a long queue takes a while" },
+        toggle("slow", (on) => f.setSlow(on)),
+        " slow link",
+      ),
+      expiry,
+    );
+  }
+
+  /** New task (title, list) and new list. */
+  buildForms() {
+    const form = (cls, fields, label, submit) => {
+      const node = h("form", { class: cls }, ...fields, h("button", { type: "submit" }, label));
+      node.addEventListener("submit", (e) => {
+        e.preventDefault();
+        const value = fields[0].value.trim();
+        if (!value) return;
+        fields[0].value = "";
+        this.write(() => submit(value));
+      });
+      return node;
+    };
     const title = h("input", { type: "text", name: "title", placeholder: "New task", required: true });
     const listPick = h("select", { name: "list", dataset: { control: "list" } });
-    const newTask = h("form", { class: "new-task" }, title, listPick, h("button", { type: "submit" }, "Add"));
-    newTask.addEventListener("submit", (e) => {
-      e.preventDefault();
-      const value = title.value.trim();
-      if (!value) return;
-      title.value = "";
-      this.write(() => this.addTask(value, listPick.value || null));
-    });
     const listName = h("input", { type: "text", placeholder: "New list", name: "list-name" });
-    const newList = h("form", { class: "new-list" }, listName, h("button", { type: "submit" }, "Add list"));
-    newList.addEventListener("submit", (e) => {
-      e.preventDefault();
-      const value = listName.value.trim();
-      if (!value) return;
-      listName.value = "";
-      this.write(() => this.addList(value));
-    });
-    this.root.replaceChildren(
-      h(
-        "header",
-        {},
-        h("h2", {}, `${spec.name} `, h("small", {}, `device ${spec.key.toUpperCase()}`)),
-        h("span", { class: "status", dataset: { figure: "status" } }, "…"),
-      ),
-      h(
-        "div",
-        { class: "controls" },
-        h("label", {}, offline, " offline"),
-        h("label", { title: "drop 30% of push results after the server stored the push" }, flaky, " flaky"),
-        h("label", { title: "2 ops a push, 0.5 s apart: a long queue takes a while" }, slow, " slow link"),
-        expiry,
-      ),
-      h(
-        "dl",
-        { class: "sync" },
-        h("dt", {}, "queue"),
-        h("dd", { dataset: { figure: "pending" } }, "0"),
-        h("dt", {}, "last sync"),
-        h("dd", { dataset: { figure: "last-sync" } }, ""),
-        h("dt", {}, "link token"),
-        h("dd", { dataset: { figure: "token" } }, ""),
-      ),
-      h("p", { class: "notice", role: "status", dataset: { figure: "notice" } }),
-      newTask,
-      newList,
-      h("ul", { class: "tasks" }),
-    );
+    return [
+      form("new-task", [title, listPick], "Add", (value) => this.addTask(value, listPick.value || null)),
+      form("new-list", [listName], "Add list", (value) => this.addList(value)),
+    ];
   }
 
   /** Counters that move without an event: queue, last result, token countdown. */
