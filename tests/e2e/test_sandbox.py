@@ -424,7 +424,8 @@ async def test_the_page_and_its_modules_are_served(dev_server: ServerProcess) ->
         page = await http.get("/sandbox")
         assert page.status_code == 200
         assert "default-src 'none'" in page.headers["content-security-policy"]
-        assert '<script type="module"' in page.text
+        scripts = page.text.count("<script")
+        assert scripts == page.text.count('<script type="module"') == 1  # modules only
         for path in ("/sandbox/js/concord.js", "/sandbox/js/src/idb-store.js"):
             module = await http.get(path)
             assert module.status_code == 200, path
