@@ -256,6 +256,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
         settings,
         secret_key=settings.secret_key or generated["secret_key"],
         admin_token=settings.admin_token or generated["admin_token"],
+        # The sandbox is on in development unless CONCORD_SANDBOX says otherwise.
+        sandbox=settings.sandbox is not False,
     )
     signal.signal(signal.SIGTERM, _terminate_as_exit)
     with embedded_services(settings) as resolved:
@@ -265,11 +267,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
             log.info("applied migrations %s", applied)
 
         def banner(port: int) -> None:
-            print(
-                f"Concord dev: http://{resolved.host}:{port}  "
-                f"(admin token: {resolved.admin_token}; data: {data_dir})",
-                flush=True,
-            )
+            print(dev_banner(resolved, data_dir, port), flush=True)
 
         if resolved.port:
             banner(resolved.port)
@@ -277,6 +275,18 @@ def cmd_dev(args: argparse.Namespace) -> None:
         # On port 0 the address is known only once the server listens.
         on_bound = None if resolved.port else banner
         serve(resolved, workers=workers, on_listening=_listening(args, on_bound))
+
+
+def dev_banner(settings: Settings, data_dir: Path, port: int) -> str:
+    """What ``concord dev`` prints once it serves on ``port``: where to point a browser."""
+    base = f"http://{settings.host}:{port}"
+    lines = [
+        f"Concord dev: {base}  (admin token: {settings.admin_token}; data: {data_dir})",
+        f"  diagnostics: {base}/diagnostics?token={settings.admin_token}",
+    ]
+    if settings.sandbox:
+        lines.append(f"  sandbox:     {base}/sandbox  (two devices, faults, live figures)")
+    return "\n".join(lines)
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 OPS = Counter("concord_ops_total", "Pushed operations by result status", ["status"])
 CONFLICTS = Counter(
@@ -25,6 +26,12 @@ CONFLICTS = Counter(
     ["entity_type", "field"],
 )
 AUTH_FAILURES = Counter("concord_auth_failures_total", "Authentication failures", ["reason"])
+AUTH_RENEWALS = Counter(
+    "concord_auth_renewals_total",
+    "Sessions renewed: refresh-token rotations answered (HTTP) and live connections "
+    "given a new access token (WebSocket auth)",
+    ["route"],
+)
 WS_CONNECTIONS = Gauge(
     "concord_ws_connections", "Open WebSocket connections", multiprocess_mode="livesum"
 )
@@ -80,3 +87,28 @@ def render_metrics() -> bytes:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest()
+
+
+def samples(metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
+    """This process's samples of ``metric`` whose name ends with ``suffix``."""
+    found = []
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith(suffix):
+                found.append((sample.labels, sample.value))
+    return found
+
+
+def by_labels(metric: MetricWrapperBase, *labels: str, suffix: str = "_total") -> dict[str, int]:
+    """A counter's values summed by ``labels`` (joined with ``.``)."""
+    out: dict[str, int] = {}
+    for sample_labels, value in samples(metric, suffix):
+        key = ".".join(sample_labels.get(label, "") for label in labels)
+        out[key] = out.get(key, 0) + int(value)
+    return out
+
+
+def gauge_max(metric: MetricWrapperBase) -> float:
+    """The greatest value of a gauge over its labels (0 when never set)."""
+    values = [value for _, value in samples(metric, "")]
+    return max(values) if values else 0.0

@@ -45,6 +45,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Peers whose ``X-Forwarded-For`` is believed (addresses and networks, normalised);
     #: empty: none, the TCP peer is the client.
     trusted_proxies: tuple[str, ...] = ()
+    #: The live sandbox (``/sandbox`` and ``/v1/sandbox/*``, docs/sandbox.md). None: the
+    #: command decides (``concord dev`` turns it on, ``concord gateway`` leaves it off).
+    sandbox: bool | None = None
 
     def require_secret_key(self) -> str:
         """The signing key; settings loading guarantees it in production and dev fills it."""
@@ -158,6 +161,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "CONCORD_WEBHOOK_URL": ("webhook_url", lambda n, v: _url(n, v, ("http", "https"))),
     "CONCORD_WEBHOOK_SECRET": ("webhook_secret", lambda n, v: v),
     "CONCORD_TRUSTED_PROXIES": ("trusted_proxies", _networks),
+    "CONCORD_SANDBOX": ("sandbox", _bool),
 }
 
 #: The flags of ``concord`` commands, each overriding the variable of the same name.
@@ -199,6 +203,11 @@ def load_settings(
         ):
             if not getattr(settings, attr):
                 raise SettingsError(f"{name}: required when CONCORD_PRODUCTION is true")
+        if settings.sandbox:
+            raise SettingsError(
+                "CONCORD_SANDBOX: not allowed when CONCORD_PRODUCTION is true (the sandbox "
+                "signs up throwaway users and hands out short-lived tokens on demand)"
+            )
         if settings.webhook_url and not settings.webhook_secret:
             raise SettingsError(
                 "CONCORD_WEBHOOK_SECRET: required when CONCORD_WEBHOOK_URL is set and "

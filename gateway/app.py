@@ -43,6 +43,8 @@ from gateway.passwords import Passwords
 from gateway.reads import read_schema, spaces_reads_router
 from gateway.requestlog import before_send, request_id_middleware
 from gateway.revocation import RevocationCache
+from gateway.sandbox import sandbox_router, sandbox_state
+from gateway.series import sampling
 from gateway.sessions import Sessions
 from gateway.spaces import spaces_router
 from gateway.sync_http import sync_router
@@ -128,6 +130,7 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
     )
     app.state.pool = pool
     app.state.bus = bus
+    series = await stack.enter_async_context(sampling(pool))
     throttle = LoginThrottle(
         address_attempts=options.login_address_attempts,
         address_window=options.login_address_window,
@@ -152,6 +155,7 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
         login_throttle=throttle,
         push_buckets=TokenBuckets(options.push_rate, options.push_burst),
         hints=hints,
+        series=series,
     )
 
 
@@ -217,6 +221,9 @@ def create_app(
     of ``concord dev``) run inside its lifespan, after its resources are up. ``options``
     default to ``CONCORD_TEST_GATEWAY_OPTIONS`` or the built-in values."""
     chosen = options if options is not None else options_from_env(os.environ)
+    # The sandbox's routes exist only when it is on (docs/sandbox.md): off, they are 404.
+    sandbox = [sandbox_router()] if settings.sandbox else []
+    state = {"settings": settings, "options": chosen, **(sandbox_state() if sandbox else {})}
 
     @contextlib.asynccontextmanager
     async def _workers(app: Litestar) -> AsyncIterator[None]:
@@ -239,9 +246,10 @@ def create_app(
             operator_router,
             sync_socket,
             panel_router,
+            *sandbox,
         ],
         lifespan=[_resources, _websockets, _workers],
-        state=State({"settings": settings, "options": chosen}),
+        state=State(state),
         dependencies={"gw": Provide(provide_gateway, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_id_middleware],

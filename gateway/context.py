@@ -21,6 +21,7 @@ from gateway.limits import LoginThrottle, TokenBuckets
 from gateway.options import GatewayOptions
 from gateway.passwords import Passwords
 from gateway.revocation import RevocationCache
+from gateway.series import SeriesSampler
 from gateway.sessions import Sessions
 from gateway.tokens import AccessTokens
 
@@ -51,6 +52,8 @@ class Gateway:
     login_throttle: LoginThrottle
     push_buckets: TokenBuckets
     hints: Hints
+    #: The last 15 minutes of this process's figures (the charts of /diagnostics).
+    series: SeriesSampler
 
     def subject(self, kind: str, space_id: str) -> str:
         """A NATS subject of this deployment: ``<prefix>.<kind>.<space_id>``."""

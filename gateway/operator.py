@@ -14,7 +14,6 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, Router, get
 from litestar.di import NamedDependency, Provide
-from prometheus_client.metrics import MetricWrapperBase
 
 from core.errors import Unauthenticated
 from core.metrics import (
@@ -31,7 +30,10 @@ from core.metrics import (
     REMINDER_BACKLOG_AGE,
     REMINDERS,
     WS_CONNECTIONS,
+    by_labels,
+    gauge_max,
     render_metrics,
+    samples,
 )
 from gateway.context import Gateway, GatewayDep
 from gateway.openapi import ADMIN_SECURITY, errors
@@ -89,28 +91,6 @@ class Diagnostics(msgspec.Struct, frozen=True, kw_only=True):
     quarantined_events: list[QuarantinedEvent] = msgspec.field(default_factory=list)
 
 
-def _samples(metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
-    found = []
-    for family in metric.collect():
-        for sample in family.samples:
-            if sample.name.endswith(suffix):
-                found.append((sample.labels, sample.value))
-    return found
-
-
-def _by(metric: MetricWrapperBase, *labels: str, suffix: str = "_total") -> dict[str, int]:
-    out: dict[str, int] = {}
-    for sample_labels, value in _samples(metric, suffix):
-        key = ".".join(sample_labels.get(label, "") for label in labels)
-        out[key] = out.get(key, 0) + int(value)
-    return out
-
-
-def _gauge(metric: MetricWrapperBase) -> float:
-    values = [value for _, value in _samples(metric, "")]
-    return max(values) if values else 0.0
-
-
 async def diagnostics(gw: Gateway) -> Diagnostics:
     """The figures of this process (its Prometheus registry), plus the scheduler's
     state read from PostgreSQL."""
@@ -118,25 +98,25 @@ async def diagnostics(gw: Gateway) -> Diagnostics:
     quarantine, latest = await quarantined(gw.pool, limit=20)
     PROJECTOR_QUARANTINE.set(quarantine)
     return Diagnostics(
-        ops_by_status=_by(OPS, "status"),
-        idempotency_hits_by_route=_by(IDEMPOTENCY_HITS, "route"),
-        conflicts_by_field=_by(CONFLICTS, "entity_type", "field"),
-        auth_failures_by_reason=_by(AUTH_FAILURES, "reason"),
-        ws_connections=int(_gauge(WS_CONNECTIONS)),
+        ops_by_status=by_labels(OPS, "status"),
+        idempotency_hits_by_route=by_labels(IDEMPOTENCY_HITS, "route"),
+        conflicts_by_field=by_labels(CONFLICTS, "entity_type", "field"),
+        auth_failures_by_reason=by_labels(AUTH_FAILURES, "reason"),
+        ws_connections=int(gauge_max(WS_CONNECTIONS)),
         pushes=PushFigures(
-            count=sum(_by(PUSH_SECONDS, suffix="_count").values()),
-            seconds_total=sum(v for _, v in _samples(PUSH_SECONDS, "_sum")),
+            count=sum(by_labels(PUSH_SECONDS, suffix="_count").values()),
+            seconds_total=sum(v for _, v in samples(PUSH_SECONDS, "_sum")),
         ),
-        reminders_by_outcome=_by(REMINDERS, "outcome"),
-        reminder_backlog_age_seconds=_gauge(REMINDER_BACKLOG_AGE),
-        scheduler_job_runs=_by(JOB_RUNS, "job", "outcome"),
-        projector_lag_events=max(projector_lag, int(_gauge(PROJECTOR_LAG))),
-        outbox_lag_events=max(outbox_lag, int(_gauge(OUTBOX_LAG))),
+        reminders_by_outcome=by_labels(REMINDERS, "outcome"),
+        reminder_backlog_age_seconds=gauge_max(REMINDER_BACKLOG_AGE),
+        scheduler_job_runs=by_labels(JOB_RUNS, "job", "outcome"),
+        projector_lag_events=max(projector_lag, int(gauge_max(PROJECTOR_LAG))),
+        outbox_lag_events=max(outbox_lag, int(gauge_max(OUTBOX_LAG))),
         bus=BusFigures(connected=gw.bus.connected, dropped_publishes=gw.bus.dropped),
         scheduler=await scheduler_diagnostics(gw.pool),
         lag_by_space=await lag_by_space(gw.pool, limit=20),
         projector_quarantined_events=quarantine,
-        projector_quarantined_total=sum(_by(PROJECTOR_QUARANTINED).values()),
+        projector_quarantined_total=sum(by_labels(PROJECTOR_QUARANTINED).values()),
         quarantined_events=latest,
     )
 

@@ -1,6 +1,6 @@
-"""The diagnostics page: ``GET /diagnostics`` (static HTML, CSS, JavaScript; no build step)
-and ``GET /v1/diagnostics/activity`` (the recent activity it shows beside the counters of
-``GET /v1/diagnostics``).
+"""The diagnostics page: ``GET /diagnostics`` (static HTML, CSS, JavaScript; no build step),
+``GET /v1/diagnostics/activity`` (the recent activity it shows beside the counters of
+``GET /v1/diagnostics``) and ``GET /v1/diagnostics/series`` (its 15-minute charts).
 
 Every route needs the admin token (``Authorization: Bearer <CONCORD_ADMIN_TOKEN>``),
 except the static assets. The page takes the token from ``?token=`` (then drops it from
@@ -28,9 +28,14 @@ from core.errors import NotFound, Unauthenticated
 from gateway.context import GatewayDep
 from gateway.openapi import ADMIN_SECURITY, errors
 from gateway.operator import require_admin
+from gateway.series import Series
 
 STATIC = Path(__file__).with_name("static")
-ASSETS = {"diagnostics.js": "text/javascript", "diagnostics.css": "text/css"}
+ASSETS = {
+    "diagnostics.js": "text/javascript",
+    "diagnostics.css": "text/css",
+    "charts.js": "text/javascript",
+}
 #: The page talks only to its own origin and runs only its own script.
 PAGE_HEADERS = {
     "content-security-policy": (
@@ -249,8 +254,21 @@ async def diagnostics_activity(admin: NamedDependency[None], gw: GatewayDep) -> 
     return await activity(gw.pool)
 
 
+@get(
+    "/v1/diagnostics/series",
+    responses=errors(401, 405),
+    summary="The last 15 minutes of this process's figures, for the page's charts",
+    dependencies={"admin": Provide(require_admin)},
+    security=ADMIN_SECURITY,
+)
+async def diagnostics_series(admin: NamedDependency[None], gw: GatewayDep) -> Series:
+    """Per-second rates of the failure-mode counters and the gauges, sampled every 2 s
+    by the answering process (docs/observability.md, "Charts")."""
+    return gw.series.series()
+
+
 panel_router = Router(
     path="/",
-    route_handlers=[diagnostics_page, diagnostics_asset, diagnostics_activity],
+    route_handlers=[diagnostics_page, diagnostics_asset, diagnostics_activity, diagnostics_series],
     tags=["operator"],
 )

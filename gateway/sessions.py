@@ -16,7 +16,7 @@ import msgspec
 import structlog
 
 from core.errors import Conflict, RefreshReused, Unauthenticated
-from core.metrics import AUTH_FAILURES
+from core.metrics import AUTH_FAILURES, AUTH_RENEWALS
 from core.ports import EventStore
 from core.wire import AuthResponse
 from gateway import accounts
@@ -221,6 +221,7 @@ class Sessions:
             space_id = await accounts.personal_space_of(conn, outcome.issued.user_id)
         if space_id is None:
             space_id = await self.ensure_personal_space(outcome.issued.user_id)
+        AUTH_RENEWALS.labels(route="refresh").inc()
         return self._answer(outcome.issued, space_id)
 
     async def _rotate(self, digest: bytes) -> _RefreshOutcome:

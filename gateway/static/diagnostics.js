@@ -1,6 +1,7 @@
 // Concord diagnostics page: polls the admin-only JSON routes and renders one panel per
-// failure mode. No framework, no build step. Text only goes in through textContent.
-"use strict";
+// failure mode, each with its figures and its last 15 minutes as small charts. An ES
+// module; no framework, no build step. Text only goes in through textContent.
+import { drawChart, timeWindow as span } from "./charts.js";
 
 (() => {
   const KEY = "concord-admin-token";
@@ -155,6 +156,49 @@
       "no dead reminders");
   }
 
+  /** Each failure mode's last 15 minutes (gateway/series.py: this process's samples). */
+  function renderCharts(s) {
+    const end = s.times.at(-1) ?? Date.now() / 1000;
+    const base = { times: s.times, ...span(s.times, end, s.window_seconds) };
+    const r = s.rates;
+    const g = s.gauges;
+    const charts = {
+      "offline-replay": [
+        { title: "ops per second", unit: "/s", series: [
+          { name: "applied", values: r.ops_applied },
+          { name: "duplicate", values: r.ops_duplicate },
+          { name: "rejected", values: r.ops_rejected }] },
+        { title: "pushes and idempotency hits per second", unit: "/s", series: [
+          { name: "pushes", values: r.pushes },
+          { name: "idempotency hits", values: r.idempotency_hits }] },
+      ],
+      conflicts: [
+        { title: "conflicting sets per second", unit: "/s", series: [
+          { name: "conflicts", values: r.conflicts }] },
+      ],
+      auth: [
+        { title: "auth renewals and failures per second", unit: "/s", series: [
+          { name: "renewals", values: r.auth_renewals },
+          { name: "expired", values: r.auth_expired },
+          { name: "other failures", values: r.auth_failures_other }] },
+      ],
+      background: [
+        { title: "reminder lateness (mean per 2 s, seconds)", unit: "s", kind: "points", series: [
+          { name: "lateness", values: s.reminder_lateness_seconds }] },
+        { title: "projector and outbox lag (events)", series: [
+          { name: "projector", values: g.projector_lag_events },
+          { name: "outbox", values: g.outbox_lag_events }] },
+      ],
+    };
+    for (const [name, specs] of Object.entries(charts)) {
+      const box = $(`[data-charts="${name}"]`);
+      while (box.children.length < specs.length) box.append(document.createElement("div"));
+      specs.forEach((spec, i) => drawChart(box.children[i], { ...base, ...spec }));
+    }
+    $("#series-process").textContent =
+      `pid ${s.pid}, up since ${time(s.process_started_at)}; with several gateways each shows its own share`;
+  }
+
   function render(d, a) {
     renderReplay(d);
     renderConflicts(d);
@@ -166,8 +210,13 @@
 
   async function poll() {
     try {
-      const [d, a] = await Promise.all([getJSON("/v1/diagnostics"), getJSON("/v1/diagnostics/activity")]);
+      const [d, a, s] = await Promise.all([
+        getJSON("/v1/diagnostics"),
+        getJSON("/v1/diagnostics/activity"),
+        getJSON("/v1/diagnostics/series"),
+      ]);
       render(d, a);
+      renderCharts(s);
       setStatus(`live, updated ${new Date().toLocaleTimeString()}`);
     } catch (err) {
       if (err instanceof AuthError) return signIn(err.message);

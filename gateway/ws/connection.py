@@ -29,7 +29,7 @@ from core.errors import (
     Unauthenticated,
 )
 from core.ids import canonical_id
-from core.metrics import AUTH_FAILURES
+from core.metrics import AUTH_FAILURES, AUTH_RENEWALS
 from core.wire import (
     Auth,
     AuthExpiring,
@@ -303,6 +303,7 @@ class Connection:
             await self.send_error(AuthExpired("this token has expired too"))
             return
         self._adopt(claims)
+        AUTH_RENEWALS.labels(route="ws").inc()
         await self.enqueue(AuthOk(token_expires_at=iso_utc(self.expires_at)))
         while self._pending_notes:
             await self.enqueue(self._pending_notes.popleft())

@@ -14,7 +14,8 @@ export class HttpApi {
   constructor(baseUrl, { fetch = globalThis.fetch, faults = null, timeoutMs = 30_000 } = {}) {
     if (typeof fetch !== "function") throw new TypeError("no fetch: pass options.fetch");
     this.baseUrl = String(baseUrl).replace(/\/+$/, "");
-    this._fetch = fetch;
+    // Called as a plain function: a browser's fetch refuses any `this` but the window.
+    this._fetch = (url, init) => fetch(url, init);
     this.faults = faults;
     this.timeoutMs = timeoutMs;
   }

@@ -226,3 +226,16 @@ test("ApiError carries its facts", () => {
     [429, "rate_limited", "slow", true, 5, "ApiError"],
   );
 });
+
+test("fetch is called as a plain function: browsers refuse it as a method of HttpApi", async () => {
+  // A browser's fetch throws "Illegal invocation" when `this` is anything but the window
+  // (or undefined): `this._fetch(...)` made every request of a page fail that way.
+  function browserFetch() {
+    if (this !== undefined && this !== globalThis) {
+      throw new TypeError("Failed to execute 'fetch' on 'Window': Illegal invocation");
+    }
+    return Promise.resolve(json(200, { version: 1 }));
+  }
+  const api = new HttpApi("http://concord.test", { fetch: browserFetch });
+  assert.deepEqual(await api.schema(), { version: 1 });
+});

@@ -88,6 +88,10 @@ def test_sigterm_leaves_nothing_behind(dev: DevProcess) -> None:
     dev.start()
     assert dev.proc is not None
     assert httpx.get(dev.url("/healthz")).json() == {"status": "ok", "pid": dev.proc.pid}
+    # The banner names the sandbox, which works on the embedded default.
+    assert f"sandbox:     {dev.url('/sandbox')}" in dev.log.read_text()
+    assert httpx.get(dev.url("/sandbox")).status_code == 200
+    assert httpx.get(dev.url("/sandbox/js/concord.js")).status_code == 200
     ready = httpx.get(dev.url("/readyz")).json()
     assert ready["dependencies"]["postgres"]["status"] == "ok"
     assert _leftovers(dev.data_dir), "embedded servers should be running"

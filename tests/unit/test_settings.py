@@ -164,3 +164,15 @@ def test_a_bad_url_is_named_without_its_credentials() -> None:
     assert "s3cret" not in str(info.value)
     assert "alice" not in str(info.value)
     assert str(info.value).startswith("CONCORD_NATS_URL: 'nat://***@h:4222' must start")
+
+
+def test_sandbox_is_left_to_the_command_and_refused_in_production() -> None:
+    assert load_settings({}).sandbox is None  # concord dev: on; concord gateway: off
+    assert load_settings({"CONCORD_SANDBOX": "true"}).sandbox is True
+    assert load_settings({"CONCORD_SANDBOX": "false"}).sandbox is False
+    assert load_settings({**_PRODUCTION, "CONCORD_SANDBOX": "false"}).sandbox is False
+    with pytest.raises(SettingsError) as info:
+        load_settings({**_PRODUCTION, "CONCORD_SANDBOX": "true"})
+    assert str(info.value).startswith("CONCORD_SANDBOX: not allowed when CONCORD_PRODUCTION")
+    with pytest.raises(SettingsError, match="CONCORD_SANDBOX: 'maybe' is not a boolean"):
+        load_settings({"CONCORD_SANDBOX": "maybe"})

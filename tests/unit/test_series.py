@@ -1,0 +1,70 @@
+"""The diagnostics series: a ring buffer of registry samples answered as rates."""
+
+from __future__ import annotations
+
+from gateway.series import GAUGES, RATES, SeriesSampler, read_registry
+
+
+def _sample(**values: float) -> dict[str, float]:
+    base = dict.fromkeys((*RATES, *GAUGES, "lateness_sum", "lateness_count"), 0.0)
+    base.update(values)
+    return base
+
+
+def test_counters_become_per_second_rates_and_gauges_stay_as_sampled() -> None:
+    sampler = SeriesSampler(step=2, window=10)
+    sampler.record(100.0, _sample(ops_applied=10, ws_connections=1))
+    sampler.record(102.0, _sample(ops_applied=30, ops_duplicate=4, ws_connections=3))
+    sampler.record(104.0, _sample(ops_applied=30, ops_duplicate=4, ws_connections=2))
+    series = sampler.series()
+    assert series.times == [102.0, 104.0]
+    assert series.rates["ops_applied"] == [10.0, 0.0]
+    assert series.rates["ops_duplicate"] == [2.0, 0.0]
+    assert series.gauges["ws_connections"] == [3, 2]
+    assert set(series.rates) == set(RATES)
+
+
+def test_mean_lateness_per_interval_is_null_when_nothing_fired() -> None:
+    sampler = SeriesSampler(step=2, window=10)
+    sampler.record(0.0, _sample())
+    sampler.record(2.0, _sample(lateness_sum=31.0, lateness_count=1))
+    sampler.record(4.0, _sample(lateness_sum=31.0, lateness_count=1))
+    sampler.record(6.0, _sample(lateness_sum=35.0, lateness_count=3))
+    assert sampler.series().reminder_lateness_seconds == [31.0, None, 2.0]
+
+
+def test_the_window_is_a_ring() -> None:
+    sampler = SeriesSampler(step=2, window=10)
+    for i in range(20):
+        sampler.record(float(2 * i), _sample(pushes=float(i)))
+    series = sampler.series()
+    assert len(series.times) == 5  # window / step intervals
+    assert series.times[-1] == 38.0
+    assert series.rates["pushes"] == [0.5] * 5
+
+
+def test_lag_from_postgres_is_never_below_the_process_gauge() -> None:
+    sampler = SeriesSampler(step=2, window=10)
+    sampler._db_lag = (7, 1)
+    sampler.record(0.0, _sample(projector_lag_events=3, outbox_lag_events=4))
+    sampler.record(2.0, _sample(projector_lag_events=3, outbox_lag_events=4))
+    gauges = sampler.series().gauges
+    assert (gauges["projector_lag_events"], gauges["outbox_lag_events"]) == ([7], [4])
+
+
+async def test_ticks_read_the_registry_and_the_lag() -> None:
+    calls: list[int] = []
+
+    async def lag() -> tuple[int, int]:
+        calls.append(1)
+        return (5, 6)
+
+    clock = iter(float(t) for t in range(100))
+    sampler = SeriesSampler(lag=lag, step=2, window=60, clock=lambda: next(clock))
+    for _ in range(6):
+        await sampler.tick()
+    assert len(calls) == 2  # the first tick, then every LAG_EVERY-th
+    series = sampler.series()
+    assert len(series.times) == 5
+    assert series.gauges["projector_lag_events"][-1] >= 5
+    assert set(read_registry()) >= set(RATES) | set(GAUGES)
