@@ -1,4 +1,4 @@
-// Guided scenarios: each scripts the two devices through one failure mode of DESIGN.md,
+// Guided scenarios: each scripts the two devices through one failure mode of docs/architecture.md,
 // narrates each step, then says in two sentences what happened and which figure of the
 // third column moved (its value before and after are kept on the story box, too).
 
