@@ -139,14 +139,15 @@ async def store_read(stack: Stack, space_id: str, head: int) -> float:
     return took
 
 
+QUICK = {"events": 5_000, "rounds": 1}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    if args.quick:
-        args.events, args.rounds = 5_000, 1
     async with open_stack(args.dsn, args.nats, projector=False, scheduler=False) as stack:
         await cli.describe(stack, report)
         gateway = stack.gateways[0]
@@ -199,4 +200,4 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("catchup", __doc__, workload, configure)
+    cli.run("catchup", __doc__, workload, configure, QUICK)

@@ -70,8 +70,20 @@ def main(name: str, workload: Workload, args: argparse.Namespace) -> int:
     return 0
 
 
-def run(name: str, doc: str | None, workload: Workload, configure: Callable[..., None]) -> None:
-    """Parse the shared options plus the workload's own (``configure(parser)``), run."""
+def run(
+    name: str,
+    doc: str | None,
+    workload: Workload,
+    configure: Callable[[argparse.ArgumentParser], None],
+    quick: dict[str, Any],
+) -> None:
+    """Parse the shared options plus the workload's own (``configure(parser)``), run.
+
+    ``--quick`` replaces the defaults by ``quick``; options given explicitly still win."""
     made = parser(name, doc)
     configure(made)
-    sys.exit(main(name, workload, made.parse_args()))
+    args = made.parse_args()
+    if args.quick:
+        made.set_defaults(**quick)
+        args = made.parse_args()
+    sys.exit(main(name, workload, args))

@@ -48,6 +48,9 @@ async def drive_connections(plan: ConnectPlan, link: Link) -> dict[str, Any]:
     return {"closed": len(sockets)}
 
 
+QUICK = {"users": 2, "devices_per_user": 10, "idle": 1.0}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--devices-per-user", type=int, default=100)
@@ -60,8 +63,6 @@ def mib(n: float) -> str:
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    if args.quick:
-        args.users, args.devices_per_user, args.idle = 2, 10, 1.0
     total = args.users * args.devices_per_user
     nofile = total + 2000
     got = raise_nofile(nofile)
@@ -134,4 +135,4 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("connections", __doc__, workload, configure)
+    cli.run("connections", __doc__, workload, configure, QUICK)

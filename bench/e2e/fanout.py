@@ -271,9 +271,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateways", default="1,2", help="gateway counts to run, comma-separated")
 
 
-def quick(args: argparse.Namespace) -> None:
-    args.spaces, args.per_space, args.rate = 4, 3, 40.0
-    args.seconds, args.warm, args.grace = 2.0, 0.5, 3.0
+QUICK = {"spaces": 4, "per_space": 3, "rate": 40.0, "seconds": 2.0, "warm": 0.5, "grace": 5.0}
 
 
 def add_rows(report: rep.Report, title: str, runs: list[FanoutResult], rate: float) -> None:
@@ -312,8 +310,6 @@ def add_rows(report: rep.Report, title: str, runs: list[FanoutResult], rate: flo
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    if args.quick:
-        quick(args)
     counts = [int(x) for x in args.gateways.split(",")]
     async with open_stack(args.dsn, args.nats, gateways=max(counts)) as stack:
         await cli.describe(stack, report)
@@ -350,4 +346,4 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("fanout", __doc__, workload, configure)
+    cli.run("fanout", __doc__, workload, configure, QUICK)

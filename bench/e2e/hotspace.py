@@ -20,6 +20,11 @@ from bench.e2e.ingest import add_rows
 from bench.e2e.load import Assignment, ingest
 from bench.e2e.stack import open_stack
 
+QUICK = {
+    "devices": 6, "spaces": 2, "ops_per_push": 20, "seconds": 2.0, "warm": 0.5,
+    "drain_timeout": 60.0,
+}  # fmt: skip
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, default=200)
@@ -32,9 +37,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    if args.quick:
-        args.devices, args.spaces, args.ops_per_push = 6, 2, 20
-        args.seconds, args.warm, args.drain_timeout = 2.0, 0.5, 60.0
     per_user = args.devices // args.spaces
     async with open_stack(args.dsn, args.nats) as stack:
         await cli.describe(stack, report)
@@ -75,4 +77,4 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("hotspace", __doc__, workload, configure)
+    cli.run("hotspace", __doc__, workload, configure, QUICK)

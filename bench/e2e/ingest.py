@@ -35,10 +35,8 @@ def sizes(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def quick(args: argparse.Namespace) -> None:
-    """Seconds, not minutes: the smoke test's sizes."""
-    args.devices, args.ops_per_push = "4", "20,1"
-    args.seconds, args.warm, args.drain_timeout = 2.0, 0.5, 60.0
+#: Seconds, not minutes: the smoke test's sizes.
+QUICK = {"devices": "4", "ops_per_push": "20,1", "seconds": 2.0, "warm": 0.5, "drain_timeout": 60.0}
 
 
 def add_rows(report: rep.Report, title: str, runs: list[Measurement], drain_timeout: float) -> None:
@@ -80,8 +78,6 @@ def add_rows(report: rep.Report, title: str, runs: list[Measurement], drain_time
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    if args.quick:
-        quick(args)
     devices, batches = sizes(args.devices), sizes(args.ops_per_push)
     async with open_stack(args.dsn, args.nats) as stack:
         await cli.describe(stack, report)
@@ -115,4 +111,4 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("ingest", __doc__, workload, configure)
+    cli.run("ingest", __doc__, workload, configure, QUICK)

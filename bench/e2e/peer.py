@@ -167,9 +167,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drivers", type=int, default=2, help="Concord driver processes")
 
 
-def quick(args: argparse.Namespace) -> None:
-    args.devices, args.ops_per_push, args.spaces, args.per_space, args.rate = 4, 20, 4, 3, 40.0
-    args.seconds, args.warm, args.grace = 2.0, 0.5, 2.0
+QUICK = {
+    "devices": 4, "ops_per_push": 20, "spaces": 4, "per_space": 3, "rate": 40.0,
+    "seconds": 2.0, "warm": 0.5, "grace": 3.0,
+}  # fmt: skip
 
 
 async def run_concord(
@@ -253,8 +254,6 @@ def _cpu_summary(cpu: rep.Cpu) -> str:
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    if args.quick:
-        quick(args)
     c_ingest, c_fanout = await run_concord(args, report)
     h_ingest, h_fanout = await run_hocuspocus(args)
     ingest = report.table(
@@ -308,4 +307,4 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("peer", __doc__, workload, configure)
+    cli.run("peer", __doc__, workload, configure, QUICK)

@@ -10,14 +10,18 @@ also opens in https://www.speedscope.app. Output goes to the gitignored ``bench/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from bench.e2e.report import Report
 
@@ -42,14 +46,28 @@ class Profile:
 
     name: str
     stacks: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    #: The process's CPU over the sampled window, as shares of one core.
+    user: float = 0.0
+    system: float = 0.0
+
+    #: Samples of the process's other threads (argon2's pool, asyncpg's, ...), left out.
+    other_threads: int = 0
 
     @classmethod
-    def parse(cls, name: str, raw: str) -> Profile:
+    def parse(cls, name: str, raw: str, thread: str = "MainThread") -> Profile:
+        """Stacks of ``thread`` (the event loop's) from ``py-spy record --threads --format
+        raw`` lines: ``thread (tid): Name;frame;frame count``."""
         made = cls(name)
         for line in raw.splitlines():
             stack, _, count = line.rpartition(" ")
-            if stack and count.isdigit():
-                frames = tuple(_LINE.sub(")", f) for f in stack.split(";") if f)
+            if not (stack and count.isdigit()):
+                continue
+            head, _, rest = stack.partition(";")
+            if head.partition(": ")[2] != thread:
+                made.other_threads += int(count)
+                continue
+            frames = tuple(_LINE.sub(")", f) for f in rest.split(";") if f)
+            if frames:
                 made.stacks[frames] += int(count)
         return made
 
@@ -79,21 +97,34 @@ class Profiler:
         self.targets = targets
         self.seconds = max(1, int(seconds))
         self.procs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        self._cpu: dict[str, tuple[float, float]] = {}
+        self._began = 0.0
+
+    def _times(self) -> dict[str, tuple[float, float]]:
+        out = {}
+        for name, pid in self.targets.items():
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                out[name] = (t.user, t.system)
+        return out
 
     def start(self) -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         exe = py_spy()
+        self._cpu, self._began = self._times(), time.monotonic()
         for name, pid in self.targets.items():
             raw = OUT / f"{self.workload}-{name}.txt"
             proc = subprocess.Popen(
                 [exe, "record", "--pid", str(pid), "--duration", str(self.seconds),
-                 "--rate", "100", "--format", "raw", "--output", str(raw), "--nonblocking"],
+                 "--rate", "100", "--threads", "--format", "raw", "--output", str(raw)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )  # fmt: skip
             self.procs[name] = (proc, raw)
 
     async def finish(self) -> list[Profile]:
+        await asyncio.sleep(max(0.0, self._began + self.seconds - time.monotonic()))
+        ended, wall = self._times(), max(1e-9, time.monotonic() - self._began)
         profiles = []
         for name, (proc, raw) in self.procs.items():
             _, err = await asyncio.to_thread(proc.communicate, None, self.seconds + 60)
@@ -101,27 +132,47 @@ class Profiler:
                 print(f"py-spy on {name} failed: {err.decode(errors='replace')[-500:]}")
                 continue
             profile = Profile.parse(name, raw.read_text())
+            if name in ended and name in self._cpu:
+                profile.user = (ended[name][0] - self._cpu[name][0]) / wall
+                profile.system = (ended[name][1] - self._cpu[name][1]) / wall
             flamegraph(profile, OUT / f"{self.workload}-{name}.svg")
             profiles.append(profile)
         return profiles
 
 
+#: Innermost frames that are waiting rather than working: the event loop's select, and
+#: send() on loopback, where a thread that has just woken its peer is usually preempted
+#: (on a saturated machine that is where a runnable thread waits for a core).
+WAITING = ("EpollSelector.select", "_SelectorSocketTransport.write")
+
+
 def add_to_report(report: Report, profiles: list[Profile], top: int = 15) -> None:
+    """Per profile: the top functions by self time, as shares of all the event loop's
+    samples and of the samples left once the two waiting frames are taken out."""
     for profile in profiles:
         total = profile.samples or 1
+        waiting = {f for f, _ in profile.self_time() if f.split(" (")[0] in WAITING}
+        working = total - sum(c for f, c in profile.self_time() if f in waiting) or 1
         table = report.table(
-            f"py-spy, {profile.name}: top {top} functions by self time "
-            f"({profile.samples:,} samples at 100 Hz, idle excluded)",
-            ["function (file)", "self", "total"],
+            f"py-spy, {profile.name}: top {top} functions by self time (event loop thread, "
+            f"{profile.samples:,} samples at 100 Hz; the process used {100 * profile.user:.0f}% "
+            f"user + {100 * profile.system:.0f}% system CPU of one core)",
+            ["function (file)", "self", "total", "self, waiting frames left out"],
         )
         totals = dict(profile.total_time())
         for frame, count in profile.self_time()[:top]:
             table.add(
-                _short(frame), f"{100 * count / total:.1f}%", f"{100 * totals[frame] / total:.1f}%"
+                _short(frame),
+                f"{100 * count / total:.1f}%",
+                f"{100 * totals[frame] / total:.1f}%",
+                "-" if frame in waiting else f"{100 * count / working:.1f}%",
             )
         report.notes.append(
             f"Profile of {profile.name}: bench/out/{report.workload}-{profile.name}.svg "
-            f"(flame graph) and .txt (collapsed stacks, opens in speedscope)."
+            "(flame graph) and .txt (collapsed stacks, opens in speedscope). py-spy samples "
+            "wall time of a thread that is not blocked: a runnable thread waiting for a core "
+            "counts where it waits (" + ", ".join(WAITING) + "); the last column leaves those "
+            "frames out."
         )
 
 

@@ -46,6 +46,9 @@ async def push_all(sock: Socket, writer: Writer, dues: list[float], per_push: in
             raise RuntimeError(f"reminder push rejected: {bad[0]}")
 
 
+QUICK = {"reminders": 200, "spread": 4.0, "lead": 4.0, "devices": 4, "timeout": 60.0}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reminders", type=int, default=10_000)
     parser.add_argument("--spread", type=float, default=60.0, help="due times over this many s")
@@ -55,8 +58,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    if args.quick:
-        args.reminders, args.spread, args.lead, args.devices, args.timeout = 200, 4.0, 4.0, 4, 60.0
     async with open_stack(args.dsn, args.nats) as stack:
         assert stack.pool is not None
         await cli.describe(stack, report)
@@ -137,4 +138,4 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("reminders", __doc__, workload, configure)
+    cli.run("reminders", __doc__, workload, configure, QUICK)
