@@ -1,15 +1,16 @@
 """Fan-out: push-sent to event-received latency across shared spaces.
 
-    .venv/bin/python -m bench.e2e.fanout [--spaces 100] [--per-space 10] [--rate 500]
+    .venv/bin/python -m bench.e2e.fanout [--spaces 100] [--per-space 10] [--rates 100,500]
 
 ``--spaces`` shared spaces with ``--per-space`` members each (one user per socket): one
-writer per space pushes one-op pushes at a steady total ``--rate`` (open loop, on a
+writer per space pushes one-op pushes at a steady total rate (open loop, on a
 fixed schedule), the other members are subscribed. The writer puts its send time
 (``time.time_ns()``, one clock for every driver process of the machine) into the op's
 value; each subscriber computes received minus sent per event. Reported: delivery
 latency p50/p95/p99/max, the share of writes delivered to every subscriber (after a
-grace period), and the writers' ack latency; once with one gateway, once with two
-(writers on the first, subscribers split across both: delivery then crosses NATS).
+grace period), and the writers' ack latency; for each of ``--rates`` (writes/s in all),
+once with one gateway, once with two (writers on the first, subscribers split across
+both: delivery then crosses NATS). Between phases the projector and relay drain.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import argparse
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+
+import websockets
 
 from bench.e2e import cli
 from bench.e2e import report as rep
 from bench.e2e.accounts import Accounts, Device
 from bench.e2e.drivers import Drivers, Link, split
-from bench.e2e.load import open_sockets, timed_phase
+from bench.e2e.load import drain, open_sockets, timed_phase
 from bench.e2e.profiling import Profile, add_to_report
 from bench.e2e.stack import Stack, open_stack
 from bench.e2e.wsclient import Socket, Writer
@@ -88,8 +92,10 @@ async def _writer(
     interval = 1.0 / plan.rate_per_writer
     offset = (member.space * 0.6180339887 % 1.0) * interval  # spread writers over a beat
     sent_at: dict[str, tuple[int, float, bool]] = {}  # batch -> (k, sent, in the window)
-    writes: list[tuple[int, bool]] = []  # (k, acked applied) of writes sent in the window
-    acks: list[float] = []
+    # (k, acked applied) of the writes sent in the window; kept in ``out`` from the start,
+    # so a socket the server closes leaves what it did.
+    writes: list[tuple[int, bool]] = out["writes"].setdefault(member.space, [])
+    acks: list[float] = out["acks"]
     done = asyncio.Event()
 
     async def read_acks() -> None:
@@ -105,27 +111,35 @@ async def _writer(
 
     reader = asyncio.create_task(read_acks())
     k = 0
-    skipped = 0
-    while True:
-        due = go["start"] + offset + k * interval
-        if due >= go["end"]:
-            break
-        await asyncio.sleep(max(0.0, due - time.time()))
-        if len(sent_at) >= MAX_OUTSTANDING:
-            skipped += 1
-        else:
-            batch = f"{plan.phase}-{member.space}-{k}"
-            op = writer.op(_stamp(plan.phase, k), field="title")
-            sent_at[batch] = (k, time.perf_counter(), due >= go["from"])
-            await sock.send({"type": "push", "batch_id": batch, "ops": [op]})
-        k += 1
-    done.set()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(reader, plan.grace + 30)
-    out["writes"][member.space] = writes
-    out["acks"] += acks
-    out["skipped"] += skipped
-    out["unanswered"] += len(sent_at)
+    try:
+        while not reader.done():
+            due = go["start"] + offset + k * interval
+            if due >= go["end"]:
+                break
+            await asyncio.sleep(max(0.0, due - time.time()))
+            if len(sent_at) >= MAX_OUTSTANDING:
+                out["skipped"] += 1
+            else:
+                batch = f"{plan.phase}-{member.space}-{k}"
+                op = writer.op(_stamp(plan.phase, k), field="title")
+                sent_at[batch] = (k, time.perf_counter(), due >= go["from"])
+                await sock.send({"type": "push", "batch_id": batch, "ops": [op]})
+            k += 1
+        done.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader, plan.grace + 30)
+    finally:
+        reader.cancel()
+        out["unanswered"] += len(sent_at)
+
+
+async def _closed_ok(coro: Coroutine[Any, Any, None], closed: list[str]) -> None:
+    """Run one socket's part; a close by the server is recorded, not raised."""
+    try:
+        await coro
+    except websockets.ConnectionClosed as exc:
+        frame = exc.rcvd
+        closed.append(f"{frame.code} {frame.reason}" if frame else "no close frame")
 
 
 async def drive_fanout(plan: FanoutPlan, link: Link) -> dict[str, Any]:
@@ -147,7 +161,9 @@ async def drive_fanout(plan: FanoutPlan, link: Link) -> dict[str, Any]:
     until = go["end"] + plan.grace
     received: list[list[tuple[int, int]]] = [[] for _ in subs]
     count = [0]
-    out: dict[str, Any] = {"writes": {}, "acks": [], "skipped": 0, "unanswered": 0}
+    out: dict[str, Any] = {
+        "writes": {}, "acks": [], "skipped": 0, "unanswered": 0, "closed": [],
+    }  # fmt: skip
 
     async def report_progress() -> None:
         while True:
@@ -156,8 +172,11 @@ async def drive_fanout(plan: FanoutPlan, link: Link) -> dict[str, Any]:
 
     ticker = asyncio.create_task(report_progress())
     await asyncio.gather(
-        *(_subscriber(s, plan.phase, until, received[i], count) for i, (_, s) in enumerate(subs)),
-        *(_writer(s, m, plan, go, out) for m, s in writers),
+        *(
+            _closed_ok(_subscriber(s, plan.phase, until, received[i], count), out["closed"])
+            for i, (_, s) in enumerate(subs)
+        ),
+        *(_closed_ok(_writer(s, m, plan, go, out), out["closed"]) for m, s in writers),
     )
     ticker.cancel()
     await asyncio.gather(*(s.close() for _, s in [*subs, *writers]), return_exceptions=True)
@@ -169,6 +188,7 @@ async def drive_fanout(plan: FanoutPlan, link: Link) -> dict[str, Any]:
 class FanoutResult:
     label: str
     gateways: int
+    rate: float
     seconds: float
     writes: int = 0
     delivered_all: int = 0
@@ -177,6 +197,7 @@ class FanoutResult:
     skipped: int = 0
     unanswered: int = 0
     failed_writes: int = 0
+    closed: list[str] = field(default_factory=list)
     cpu: rep.Cpu = (0.0, {}, 0.0)
     profiles: list[Profile] = field(default_factory=list)
 
@@ -184,15 +205,16 @@ class FanoutResult:
         return rep.percentile(self.latencies_ns, q) / 1e6
 
 
-def combine(label: str, gateways: int, seconds: float, results: list[dict[str, Any]],
-            subscribers_per_space: int) -> FanoutResult:  # fmt: skip
-    out = FanoutResult(label, gateways, seconds)
+def combine(label: str, gateways: int, rate: float, seconds: float,
+            results: list[dict[str, Any]], subscribers_per_space: int) -> FanoutResult:  # fmt: skip
+    out = FanoutResult(label, gateways, rate, seconds)
     writes: dict[int, list[tuple[int, bool]]] = {}
     for r in results:
         writes.update(r["writes"])
         out.acks += r["acks"]
         out.skipped += r["skipped"]
         out.unanswered += r["unanswered"]
+        out.closed += r["closed"]
     wanted = {space: {k for k, ok in ws if ok} for space, ws in writes.items()}
     out.failed_writes = sum(1 for ws in writes.values() for _, ok in ws if not ok)
     out.writes = sum(len(ks) for ks in wanted.values())
@@ -230,8 +252,8 @@ async def measure(
     profile: str | None,
 ) -> FanoutResult:
     """One phase: writers on gateway 1, subscribers dealt over ``gateways`` gateways."""
-    label = f"{gateways} gateway" + ("s" if gateways > 1 else "")
-    phase = f"g{gateways}"
+    label = f"{rate:,.0f}/s, {gateways} gateway" + ("s" if gateways > 1 else "")
+    phase = f"g{gateways}r{rate:.0f}"
     known = await heads(stack, spaces)
     urls = [g.ws_url for g in stack.gateways[:gateways]]
     writers: list[Member] = []
@@ -255,7 +277,7 @@ async def measure(
         )  # fmt: skip
     finally:
         pool.stop()
-    out = combine(label, gateways, seconds, window.results, len(groups[0]) - 1)
+    out = combine(label, gateways, rate, seconds, window.results, len(groups[0]) - 1)
     out.cpu, out.profiles = window.cpu, window.profiles
     return out
 
@@ -263,7 +285,7 @@ async def measure(
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spaces", type=int, default=100)
     parser.add_argument("--per-space", type=int, default=10, help="sockets per space")
-    parser.add_argument("--rate", type=float, default=500.0, help="writes/s over all spaces")
+    parser.add_argument("--rates", default="100,500", help="writes/s over all spaces, each run")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warm", type=float, default=3.0)
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to wait for stragglers")
@@ -271,20 +293,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateways", default="1,2", help="gateway counts to run, comma-separated")
 
 
-QUICK = {"spaces": 4, "per_space": 3, "rate": 40.0, "seconds": 2.0, "warm": 0.5, "grace": 5.0}
+QUICK = {"spaces": 4, "per_space": 3, "rates": "40", "seconds": 2.0, "warm": 0.5, "grace": 5.0}
 
 
-def add_rows(report: rep.Report, title: str, runs: list[FanoutResult], rate: float) -> None:
+def add_rows(report: rep.Report, title: str, runs: list[FanoutResult]) -> None:
     table = report.table(
         title,
-        ["gateways", "writes/s (target)", "deliveries", "latency p50 ms", "p95 ms", "p99 ms",
-         "max ms", "delivered to every subscriber", "ack p50 / p99 ms"],
+        ["gateways", "writes/s (offered)", "deliveries", "latency p50 ms", "p95 ms", "p99 ms",
+         "max ms", "delivered to every subscriber by the end of the grace", "ack p50 / p99 ms"],
     )  # fmt: skip
     for r in runs:
         share = r.delivered_all / r.writes if r.writes else 0.0
         table.add(
             r.gateways,
-            f"{r.writes / r.seconds:,.0f} ({rate:,.0f})",
+            f"{r.writes / r.seconds:,.0f} ({r.rate:,.0f})",
             f"{len(r.latencies_ns):,}",
             f"{r.p(50):.1f}",
             f"{r.p(95):.1f}",
@@ -293,14 +315,19 @@ def add_rows(report: rep.Report, title: str, runs: list[FanoutResult], rate: flo
             f"{100 * share:.2f}% of {r.writes:,}",
             f"{rep.ms(rep.percentile(r.acks, 50))} / {rep.ms(rep.percentile(r.acks, 99))}",
         )
-        key = f"{r.gateways}gw"
+        key = f"{r.gateways}gw-{r.rate:.0f}"
         report.figures[f"{key}.p99_ms"] = r.p(99)
         report.figures[f"{key}.delivered_all_share"] = share
         report.figures[f"{key}.writes"] = r.writes
-        if r.skipped or r.unanswered or r.failed_writes:
+        report.figures[f"{key}.closed"] = len(r.closed)
+        if r.skipped or r.unanswered or r.failed_writes or r.closed:
+            codes = sorted(set(r.closed))
             report.notes.append(
-                f"{r.label}: {r.skipped} beats skipped (writer backlog), {r.unanswered} pushes "
-                f"unanswered, {r.failed_writes} not applied."
+                f"{r.label}: {r.skipped} beats skipped (a writer had {MAX_OUTSTANDING} pushes "
+                f"unanswered), {r.unanswered} pushes unanswered at the end, {r.failed_writes} "
+                f"not applied, {len(r.closed)} sockets closed by the server"
+                + (f" ({'; '.join(codes[:3])})" if codes else "")
+                + "."
             )
     rep.cpu_table(
         report, "CPU over the measured window, % of one core", [(r.label, r.cpu) for r in runs]
@@ -320,23 +347,25 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
             groups = [users[i : i + args.per_space] for i in range(0, n, args.per_space)]
             with rep.phase_progress(f"{args.spaces} shared spaces, {n} members", None):
                 spaces = await accounts.shared_spaces(groups)
-        runs = []
-        for gateways in counts:
-            runs.append(
-                await measure(
-                    stack, groups, spaces, gateways=gateways, rate=args.rate,
-                    seconds=args.seconds, warm=args.warm, grace=args.grace,
-                    drivers=args.drivers,
-                    profile=f"fanout-{gateways}gw" if args.profile else None,
-                )
-            )  # fmt: skip
-            rep.console.print(f"{runs[-1].label}: p99 {runs[-1].p(99):.1f} ms")
+        runs: list[FanoutResult] = []
+        for rate in [float(x) for x in args.rates.split(",")]:
+            for gateways in counts:
+                if runs:  # start each phase from a quiet system
+                    await drain(stack, 120.0)
+                runs.append(
+                    await measure(
+                        stack, groups, spaces, gateways=gateways, rate=rate,
+                        seconds=args.seconds, warm=args.warm, grace=args.grace,
+                        drivers=args.drivers,
+                        profile=f"fanout-{gateways}gw-{rate:.0f}" if args.profile else None,
+                    )
+                )  # fmt: skip
+                rep.console.print(f"{runs[-1].label}: p99 {runs[-1].p(99):.1f} ms")
     add_rows(
         report,
         f"Fan-out: {args.spaces} spaces x {args.per_space} sockets (1 writer, "
         f"{args.per_space - 1} subscribers each), one-op pushes",
         runs,
-        args.rate,
     )
     report.notes.append(
         f"{args.seconds:.0f} s measured after {args.warm:.0f} s of warm-up, {args.grace:.0f} s "

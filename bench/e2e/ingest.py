@@ -65,8 +65,12 @@ def add_rows(report: rep.Report, title: str, runs: list[Measurement], drain_time
         report.figures[f"{key}.ack_p99_ms"] = m.p(99) * 1000
         report.figures[f"{key}.rejected"] = m.rejected
         report.figures[f"{key}.pushes"] = m.pushes
-        for error in m.errors[:3]:
-            report.notes.append(f"{m.label}: {error}")
+        report.figures[f"{key}.closed"] = len(m.closed)
+        if m.closed:
+            report.notes.append(
+                f"{m.label}: {len(m.closed)} sockets closed by the server during the run "
+                f"({'; '.join(sorted(set(m.closed))[:3])}); their devices stopped pushing."
+            )
     rep.cpu_table(
         report,
         "CPU over the measured window, % of one core (PostgreSQL: all its processes on the "

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import websockets
+
 from bench.e2e import report as rep
 from bench.e2e.accounts import Device
 from bench.e2e.drivers import Drivers, Link, split
@@ -64,8 +66,15 @@ async def drive_ingest(plan: IngestPlan, link: Link) -> dict[str, Any]:
     latencies: list[float] = []
     counted = {"ops": 0, "pushes": 0, "rejected": 0, "acked": 0}
     errors: list[str] = []
+    closed: list[str] = []
 
     async def device(sock: Socket, writer: Writer) -> None:
+        try:
+            await pushes(sock, writer)
+        except websockets.ConnectionClosed as exc:  # recorded and reported, not raised
+            closed.append(f"{exc.rcvd.code} {exc.rcvd.reason}" if exc.rcvd else "no close frame")
+
+    async def pushes(sock: Socket, writer: Writer) -> None:
         await asyncio.sleep(max(0.0, start - time.time()))
         while time.time() < end:
             batch, data = writer.push(plan.ops_per_push)
@@ -102,7 +111,7 @@ async def drive_ingest(plan: IngestPlan, link: Link) -> dict[str, Any]:
     ticker.cancel()
     link.progress(counted["acked"])
     await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
-    return {**counted, "latencies": latencies, "errors": errors}
+    return {**counted, "latencies": latencies, "errors": errors, "closed": closed}
 
 
 @dataclass
@@ -121,6 +130,7 @@ class Measurement:
     drained: tuple[float | None, float | None] = (None, None)
     cpu: rep.Cpu = (0.0, {}, 0.0)
     errors: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
 
     @property
@@ -246,6 +256,7 @@ async def ingest(
         m.rejected += r["rejected"]
         m.latencies += r["latencies"]
         m.errors += r["errors"]
+        m.closed += r["closed"]
     if m.rejected or m.errors:
         raise RuntimeError(f"{label}: {m.rejected} ops not applied: {m.errors[:3]}")
     if stack.workers:

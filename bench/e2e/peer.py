@@ -12,7 +12,8 @@ space) of its own, a push is 100 field sets over the device's 1,000 tasks (for
 Hocuspocus one Y.Doc transaction of 100 map sets, a root map per task), and the next
 push waits for the server's ack (Concord's ``push_result``; Hocuspocus's SyncStatus
 message); in fan-out, ``--spaces`` documents of ``--per-space`` sockets, one writer at
-a steady total ``--rate``, the rest receiving, latency = receipt minus send time.
+a steady total rate (each of ``--rates``), the rest receiving, latency = receipt minus
+send time.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from bench.e2e import report as rep
 from bench.e2e.accounts import Accounts
 from bench.e2e.fanout import FanoutResult, combine
 from bench.e2e.fanout import measure as concord_fanout
-from bench.e2e.load import Measurement, assignments
+from bench.e2e.load import Measurement, assignments, drain
 from bench.e2e.load import ingest as concord_ingest
 from bench.e2e.stack import open_stack
 from core.embedded import free_port
@@ -160,7 +161,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops-per-push", type=int, default=100)
     parser.add_argument("--spaces", type=int, default=100, help="fan-out spaces (documents)")
     parser.add_argument("--per-space", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=500.0, help="fan-out writes/s in all")
+    parser.add_argument("--rates", default="100,500", help="fan-out writes/s in all, each run")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warm", type=float, default=3.0)
     parser.add_argument("--grace", type=float, default=5.0)
@@ -168,14 +169,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 QUICK = {
-    "devices": 4, "ops_per_push": 20, "spaces": 4, "per_space": 3, "rate": 40.0,
+    "devices": 4, "ops_per_push": 20, "spaces": 4, "per_space": 3, "rates": "40",
     "seconds": 2.0, "warm": 0.5, "grace": 3.0,
 }  # fmt: skip
 
 
+def rates(args: argparse.Namespace) -> list[float]:
+    return [float(x) for x in args.rates.split(",")]
+
+
 async def run_concord(
     args: argparse.Namespace, report: rep.Report
-) -> tuple[Measurement, FanoutResult]:
+) -> tuple[Measurement, list[FanoutResult]]:
     async with open_stack(args.dsn, args.nats) as stack:
         await cli.describe(stack, report)
         n = args.spaces * args.per_space
@@ -192,17 +197,22 @@ async def run_concord(
             warm=args.warm, drivers=1, drain_timeout=180.0,
             profile="peer-ingest" if args.profile else None,
         )  # fmt: skip
-        fanout = await concord_fanout(
-            stack, groups, spaces, gateways=1, rate=args.rate, seconds=args.seconds,
-            warm=args.warm, grace=args.grace, drivers=args.drivers,
-            profile="peer-fanout" if args.profile else None,
-        )  # fmt: skip
-    return ingest, fanout
+        fanouts = []
+        for rate in rates(args):
+            await drain(stack, 120.0)
+            fanouts.append(
+                await concord_fanout(
+                    stack, groups, spaces, gateways=1, rate=rate, seconds=args.seconds,
+                    warm=args.warm, grace=args.grace, drivers=args.drivers,
+                    profile=f"peer-fanout-{rate:.0f}" if args.profile else None,
+                )
+            )  # fmt: skip
+    return ingest, fanouts
 
 
 async def run_hocuspocus(
     args: argparse.Namespace,
-) -> tuple[Measurement, FanoutResult]:
+) -> tuple[Measurement, list[FanoutResult]]:
     ensure_installed()
     scratch = Path(tempfile.mkdtemp(prefix="concord-bench-peer-"))
     port = free_port()
@@ -225,26 +235,31 @@ async def run_hocuspocus(
             "Hocuspocus ingest", args.devices, args.devices, args.ops_per_push, args.seconds,
             ops=raw["ops"], pushes=raw["pushes"], latencies=raw["latencies"], cpu=cpu,
         )  # fmt: skip
-        raw, cpu = await hocuspocus_phase(
-            server,
-            {"mode": "fanout", "url": url, "docs": args.spaces, "perDoc": args.per_space,
-             "rate": args.rate, "grace": args.grace, "phase": "h", "tag": "fanout"},
-            tail=args.grace, label="fan-out", **common,
-        )  # fmt: skip
-        converted = {
-            "writes": {int(s): [(k, True) for k in ks] for s, ks in raw["writes"].items()},
-            "acks": raw["acks"],
-            "skipped": 0,
-            "unanswered": 0,
-            "received": [(s, [(k, lat) for k, lat in got]) for s, got in raw["received"]],
-        }
-        fanout = combine("Hocuspocus fan-out", 1, args.seconds, [converted], args.per_space - 1)
-        fanout.cpu = cpu
+        fanouts = []
+        for rate in rates(args):
+            raw, cpu = await hocuspocus_phase(
+                server,
+                {"mode": "fanout", "url": url, "docs": args.spaces, "perDoc": args.per_space,
+                 "rate": rate, "grace": args.grace, "phase": f"h{rate:.0f}",
+                 "tag": f"fanout-{rate:.0f}"},
+                tail=args.grace, label=f"fan-out {rate:,.0f}/s", **common,
+            )  # fmt: skip
+            converted = {
+                "writes": {int(s): [(k, True) for k in ks] for s, ks in raw["writes"].items()},
+                "acks": raw["acks"],
+                "skipped": 0,
+                "unanswered": 0,
+                "closed": [],
+                "received": [(s, [(k, lat) for k, lat in got]) for s, got in raw["received"]],
+            }
+            label = f"Hocuspocus fan-out {rate:,.0f}/s"
+            fanouts.append(combine(label, 1, rate, args.seconds, [converted], args.per_space - 1))
+            fanouts[-1].cpu = cpu
     finally:
         await server.stop()
         with contextlib.suppress(OSError):
             shutil.rmtree(scratch)
-    return ingest, fanout
+    return ingest, fanouts
 
 
 def _cpu_summary(cpu: rep.Cpu) -> str:
@@ -254,8 +269,8 @@ def _cpu_summary(cpu: rep.Cpu) -> str:
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    c_ingest, c_fanout = await run_concord(args, report)
-    h_ingest, h_fanout = await run_hocuspocus(args)
+    c_ingest, c_fanouts = await run_concord(args, report)
+    h_ingest, h_fanouts = await run_hocuspocus(args)
     ingest = report.table(
         f"Ingest: {args.devices} devices, {args.ops_per_push} field sets per push, next push "
         "after the ack",
@@ -271,31 +286,31 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
             rep.ms(m.p(95)), rep.ms(m.p(99)), _cpu_summary(m.cpu),
         )  # fmt: skip
     fan = report.table(
-        f"Fan-out: {args.spaces} spaces/documents x {args.per_space} sockets, "
-        f"{args.rate:,.0f} writes/s in all, one server",
-        ["server", "writes", "latency p50 ms", "p95 ms", "p99 ms", "max ms",
+        f"Fan-out: {args.spaces} spaces/documents x {args.per_space} sockets (one writer, "
+        "the rest receiving), one server",
+        ["server", "writes/s offered", "writes", "latency p50 ms", "p95 ms", "p99 ms", "max ms",
          "delivered to every subscriber", "CPU, % of one core"],
     )  # fmt: skip
-    for name, f in (("Concord", c_fanout), ("Hocuspocus", h_fanout)):
-        share = f.delivered_all / f.writes if f.writes else 0.0
-        fan.add(
-            name, f"{f.writes:,}", f"{f.p(50):.1f}", f"{f.p(95):.1f}", f"{f.p(99):.1f}",
-            f"{f.p(100):.1f}", f"{100 * share:.2f}%", _cpu_summary(f.cpu),
-        )  # fmt: skip
+    for c, h in zip(c_fanouts, h_fanouts, strict=True):
+        for name, f in (("Concord", c), ("Hocuspocus", h)):
+            share = f.delivered_all / f.writes if f.writes else 0.0
+            fan.add(
+                name, f"{f.rate:,.0f}", f"{f.writes:,}", f"{f.p(50):.1f}", f"{f.p(95):.1f}",
+                f"{f.p(99):.1f}", f"{f.p(100):.1f}", f"{100 * share:.2f}%", _cpu_summary(f.cpu),
+            )  # fmt: skip
+            who = name.lower()
+            report.figures[f"{who}_fanout_p99_ms_{f.rate:.0f}"] = f.p(99)
+            report.figures[f"{who}_delivered_all_{f.rate:.0f}"] = share
     if h_ingest.ops_per_s:
         report.ratio("Concord / Hocuspocus, ingest ops/s", c_ingest.ops_per_s / h_ingest.ops_per_s)
-    if h_fanout.p(99):
-        report.ratio(
-            "Concord / Hocuspocus, fan-out p99 latency", c_fanout.p(99) / h_fanout.p(99),
-            "lower is better for Concord",
-        )  # fmt: skip
+    for c, h in zip(c_fanouts, h_fanouts, strict=True):
+        if h.p(99):
+            report.ratio(
+                f"Concord / Hocuspocus, fan-out p99 latency at {c.rate:,.0f} writes/s",
+                c.p(99) / h.p(99), "lower is better for Concord",
+            )  # fmt: skip
     report.figures.update(
-        concord_ops_per_s=c_ingest.ops_per_s,
-        hocuspocus_ops_per_s=h_ingest.ops_per_s,
-        concord_fanout_p99_ms=c_fanout.p(99),
-        hocuspocus_fanout_p99_ms=h_fanout.p(99),
-        hocuspocus_delivered_all=h_fanout.delivered_all / h_fanout.writes if h_fanout.writes else 0,
-        concord_delivered_all=c_fanout.delivered_all / c_fanout.writes if c_fanout.writes else 0,
+        concord_ops_per_s=c_ingest.ops_per_s, hocuspocus_ops_per_s=h_ingest.ops_per_s
     )
     report.notes.append(
         f"{args.seconds:.0f} s measured after {args.warm:.0f} s of warm-up per phase. Concord: "

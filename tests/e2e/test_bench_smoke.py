@@ -32,11 +32,12 @@ def _ingest(f: Figures) -> None:
 
 
 def _fanout(f: Figures) -> None:
-    for gateways in ("1gw", "2gw"):
-        assert f[f"{gateways}.writes"] > 0
+    for run in ("1gw-40", "2gw-40"):
+        assert f[f"{run}.writes"] > 0
         # Invariant 6: every subscriber gets every event, across gateways too.
-        assert f[f"{gateways}.delivered_all_share"] == 1.0
-        assert f[f"{gateways}.p99_ms"] > 0
+        assert f[f"{run}.delivered_all_share"] == 1.0
+        assert f[f"{run}.p99_ms"] > 0
+        assert f[f"{run}.closed"] == 0
 
 
 def _catchup(f: Figures) -> None:
@@ -64,10 +65,10 @@ def _reminders(f: Figures) -> None:
 def _peer(f: Figures) -> None:
     assert f["concord_ops_per_s"] > 0
     assert f["hocuspocus_ops_per_s"] > 0
-    assert f["concord_delivered_all"] == 1.0
-    assert f["hocuspocus_delivered_all"] == 1.0
-    assert f["concord_fanout_p99_ms"] > 0
-    assert f["hocuspocus_fanout_p99_ms"] > 0
+    assert f["concord_delivered_all_40"] == 1.0
+    assert f["hocuspocus_delivered_all_40"] == 1.0
+    assert f["concord_fanout_p99_ms_40"] > 0
+    assert f["hocuspocus_fanout_p99_ms_40"] > 0
 
 
 CHECKS: dict[str, Callable[[Figures], None]] = {
