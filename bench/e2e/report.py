@@ -293,3 +293,18 @@ def phase_progress(description: str, total: float | None) -> Iterator[Callable[[
             bar.update(task, completed=completed, note=note)
 
         yield tick
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> str:
+    """The bucket bound under which ``q`` of the observations between two scrapes of a
+    Prometheus histogram fell ("<= 50 ms"); "-" without observations."""
+    deltas = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = deltas[-1][1] if deltas else 0.0
+    if total <= 0:
+        return "-"
+    previous = 0.0
+    for le, count in deltas:
+        if count >= q * total:
+            return f"> {previous * 1000:,.0f}" if le == float("inf") else f"<= {le * 1000:,.0f}"
+        previous = le
+    return "-"

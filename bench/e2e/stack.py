@@ -254,16 +254,20 @@ class Stack:
         assert self.pool is not None
         return await lag_totals(self.pool)
 
-    async def metric(self, gateway: Gateway, name: str) -> float | None:
-        """One sample of the gateway's /metrics (the first series named ``name``)."""
-        async with httpx.AsyncClient(timeout=10) as http:
+    async def histogram(self, gateway: Gateway, name: str) -> dict[float, float]:
+        """The cumulative buckets (``le`` -> count) of a histogram on the gateway's
+        /metrics (the gateway's own view, e.g. ``concord_fanout_seconds``)."""
+        async with httpx.AsyncClient(timeout=30) as http:
             r = await http.get(
                 f"{gateway.url}/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
             )
+        buckets: dict[float, float] = {}
+        prefix = f'{name}_bucket{{le="'
         for line in r.text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+            if line.startswith(prefix):
+                le = line[len(prefix) :].split('"', 1)[0]
+                buckets[float(le)] = float(line.rsplit(" ", 1)[1])
+        return buckets
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
