@@ -52,6 +52,8 @@ class Profile:
 
     #: Samples of the process's other threads (argon2's pool, asyncpg's, ...), left out.
     other_threads: int = 0
+    #: Where the collapsed stacks are (the flame graph is beside, ``.svg``).
+    raw: Path | None = None
 
     @classmethod
     def parse(cls, name: str, raw: str, thread: str = "MainThread") -> Profile:
@@ -132,6 +134,7 @@ class Profiler:
                 print(f"py-spy on {name} failed: {err.decode(errors='replace')[-500:]}")
                 continue
             profile = Profile.parse(name, raw.read_text())
+            profile.raw = raw
             if name in ended and name in self._cpu:
                 profile.user = (ended[name][0] - self._cpu[name][0]) / wall
                 profile.system = (ended[name][1] - self._cpu[name][1]) / wall
@@ -167,9 +170,10 @@ def add_to_report(report: Report, profiles: list[Profile], top: int = 15) -> Non
                 f"{100 * totals[frame] / total:.1f}%",
                 "-" if frame in waiting else f"{100 * count / working:.1f}%",
             )
+        where = profile.raw.relative_to(OUT.parents[1]).with_suffix("") if profile.raw else "?"
         report.notes.append(
-            f"Profile of {profile.name}: bench/out/{report.workload}-{profile.name}.svg "
-            "(flame graph) and .txt (collapsed stacks, opens in speedscope). py-spy samples "
+            f"Profile of {profile.name}: {where}.svg (flame graph) and .txt (collapsed "
+            "stacks, opens in speedscope). py-spy samples "
             "wall time of a thread that is not blocked: a runnable thread waiting for a core "
             "counts where it waits (" + ", ".join(WAITING) + "); the last column leaves those "
             "frames out."

@@ -172,9 +172,8 @@ def markdown(report: Report) -> str:
     if report.ratios:
         lines += [f"- {label}: **{value}**" for label, value in report.ratios]
         lines.append("")
-    lines += [f"{note}" for note in report.notes]
-    if report.notes:
-        lines.append("")
+    for note in report.notes:  # each its own paragraph
+        lines += [note, ""]
     return "\n".join(lines)
 
 
