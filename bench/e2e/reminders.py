@@ -81,6 +81,7 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
         meter.start()
         deadline = base + args.spread + args.timeout
         counts: dict[str, int] = {}
+        known_at: float | None = None  # every reminder has its row (the scheduler knows it)
         with rep.phase_progress("reminders firing", float(args.reminders)) as tick:
             while time.time() < deadline:
                 stack.check_alive()
@@ -88,6 +89,8 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
                     "SELECT status, count(*) FROM reminders GROUP BY status"
                 )
                 counts = {r[0]: int(r[1]) for r in rows}
+                if known_at is None and sum(counts.values()) >= args.reminders:
+                    known_at = time.time()
                 finished = sum(counts.get(s, 0) for s in ("fired", "skipped", "dead"))
                 tick(finished, ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
                 if finished >= args.reminders:
@@ -113,6 +116,15 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
         ["what", "value"],
     )
     table.add("remind_at pushes took, s", f"{pushed:.2f}")
+    table.add(
+        "every reminder scheduled (its row in `reminders`), s after the pushes began",
+        f"{known_at - began:.1f}" if known_at else "never",
+    )
+    table.add("first due, s after the pushes began", f"{min(dues) - began:.1f}")
+    table.add(
+        "first firing, s after the first due time",
+        f"{fired_at[0] - min(dues):.1f}" if fired_at else "-",
+    )
     skipped, dead = counts.get("skipped", 0), counts.get("dead", 0)
     table.add(
         "fired / skipped / dead / not fired by the deadline",

@@ -8,6 +8,7 @@ that keep only the fields a workload reads.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -60,7 +61,24 @@ class Socket:
     async def open(
         cls, url: str, token: str, subscriptions: list[tuple[str, int]] | None = None
     ) -> Socket:
-        """Connect, send ``hello`` and wait for ``welcome``."""
+        """Connect, send ``hello`` and wait for ``welcome``; as a device would, retry (a
+        few times, backing off) when the server closes the socket before ``welcome`` with
+        1011 or 1013 (its storage was unavailable: a shared PostgreSQL out of
+        connections, say)."""
+        for attempt in range(5):
+            try:
+                return await cls._open(url, token, subscriptions)
+            except websockets.ConnectionClosedError as exc:
+                if exc.rcvd is None or exc.rcvd.code not in (1011, 1013) or attempt == 4:
+                    raise
+                print(f"hello refused ({exc.rcvd.code} {exc.rcvd.reason}); retrying", flush=True)
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    @classmethod
+    async def _open(
+        cls, url: str, token: str, subscriptions: list[tuple[str, int]] | None
+    ) -> Socket:
         ws = await websockets.connect(
             url,
             subprotocols=[Subprotocol("concord.v1.json")],
