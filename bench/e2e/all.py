@@ -4,7 +4,7 @@
 
 Options after the workload list are passed to each workload (``--only ingest,peer`` to
 run a few). A failed workload does not stop the others; the exit status says if any
-failed. At full size the whole suite takes about 40 minutes on two cores.
+failed. At full size the whole suite takes about 20 minutes on two cores.
 """
 
 from __future__ import annotations

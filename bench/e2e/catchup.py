@@ -148,7 +148,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    async with open_stack(args.dsn, args.nats, projector=False, scheduler=False) as stack:
+    async with open_stack(args, projector=False, scheduler=False) as stack:
         await cli.describe(stack, report)
         gateway = stack.gateways[0]
         async with Accounts(gateway.url) as accounts:

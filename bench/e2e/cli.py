@@ -6,6 +6,7 @@
 --record      append the result to docs/benchmarks.md
 --json PATH   write the result (with its raw figures) as JSON
 --profile     py-spy the gateway (and projector) during the load (bench/out/)
+--keep-logs   keep the Concord processes' logs (always kept when a run fails)
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     made.add_argument("--json", type=Path, help="write the result as JSON to this file")
     made.add_argument(
         "--profile", action="store_true", help="py-spy the gateway and projector under load"
+    )
+    made.add_argument(
+        "--keep-logs", action="store_true", help="keep the processes' logs in bench/out/logs"
     )
     return made
 

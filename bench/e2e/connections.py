@@ -66,9 +66,7 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
     total = args.users * args.devices_per_user
     nofile = total + 2000
     got = raise_nofile(nofile)
-    async with open_stack(
-        args.dsn, args.nats, projector=False, scheduler=False, nofile=nofile
-    ) as stack:
+    async with open_stack(args, projector=False, scheduler=False, nofile=nofile) as stack:
         await cli.describe(stack, report)
         gateway = stack.gateways[0]
         proc = gateway.ps()

@@ -364,7 +364,7 @@ def add_rows(report: rep.Report, title: str, runs: list[FanoutResult]) -> None:
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
     counts = [int(x) for x in args.gateways.split(",")]
-    async with open_stack(args.dsn, args.nats, gateways=max(counts)) as stack:
+    async with open_stack(args, gateways=max(counts)) as stack:
         await cli.describe(stack, report)
         n = args.spaces * args.per_space
         async with Accounts(stack.gateways[0].url) as accounts:
@@ -394,7 +394,7 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
         runs,
     )
     report.notes.append(
-        f"{args.seconds:.0f} s measured after {args.warm:.0f} s of warm-up, {args.grace:.0f} s "
+        f"{args.seconds:g} s measured after {args.warm:g} s of warm-up, {args.grace:g} s "
         f"grace for deliveries; {args.drivers} driver process(es) on one clock; latency = "
         "receipt by the subscriber minus the writer's send time (including the COMMIT). The "
         "gateway columns are the gateways' own histograms (`concord_push_seconds`, "

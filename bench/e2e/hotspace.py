@@ -38,7 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
     per_user = args.devices // args.spaces
-    async with open_stack(args.dsn, args.nats) as stack:
+    async with open_stack(args) as stack:
         await cli.describe(stack, report)
         async with Accounts(stack.gateways[0].url) as accounts:
             with rep.phase_progress(f"{args.spaces} users, {args.devices} devices", None):

@@ -83,7 +83,7 @@ def add_rows(report: rep.Report, title: str, runs: list[Measurement], drain_time
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
     devices, batches = sizes(args.devices), sizes(args.ops_per_push)
-    async with open_stack(args.dsn, args.nats) as stack:
+    async with open_stack(args) as stack:
         await cli.describe(stack, report)
         async with Accounts(stack.gateways[0].url) as accounts:
             with rep.phase_progress(f"registering {max(devices)} users", None):
@@ -108,7 +108,7 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
         report, "Ingest over WebSocket (each device in its own space)", runs, args.drain_timeout
     )
     report.notes.append(
-        f"{args.seconds:.0f} s measured after {args.warm:.0f} s of warm-up per run; one gateway, "
+        f"{args.seconds:g} s measured after {args.warm:g} s of warm-up per run; one gateway, "
         "the projector and the scheduler as separate processes; devices in "
         f"{args.drivers} driver process(es); every ack counted is `applied` (after COMMIT)."
     )

@@ -181,7 +181,7 @@ def rates(args: argparse.Namespace) -> list[float]:
 async def run_concord(
     args: argparse.Namespace, report: rep.Report
 ) -> tuple[Measurement, list[FanoutResult]]:
-    async with open_stack(args.dsn, args.nats) as stack:
+    async with open_stack(args) as stack:
         await cli.describe(stack, report)
         n = args.spaces * args.per_space
         async with Accounts(stack.gateways[0].url) as accounts:
@@ -313,7 +313,7 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
         concord_ops_per_s=c_ingest.ops_per_s, hocuspocus_ops_per_s=h_ingest.ops_per_s
     )
     report.notes.append(
-        f"{args.seconds:.0f} s measured after {args.warm:.0f} s of warm-up per phase. Concord: "
+        f"{args.seconds:g} s measured after {args.warm:g} s of warm-up per phase. Concord: "
         "one gateway, the projector and the scheduler as separate processes, Python driver "
         f"processes; Hocuspocus 3.4.4 (Node {node_version()}, SQLite extension, one server "
         "process), Node driver process."

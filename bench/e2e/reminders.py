@@ -58,7 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
-    async with open_stack(args.dsn, args.nats) as stack:
+    async with open_stack(args) as stack:
         assert stack.pool is not None
         await cli.describe(stack, report)
         gateway = stack.gateways[0]

@@ -10,6 +10,7 @@ separate processes, exactly as production runs them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,27 +313,24 @@ async def delete_stream(nats_url: str, prefix: str) -> None:
 
 @contextlib.asynccontextmanager
 async def open_stack(
-    dsn: str | None,
-    nats_url: str | None,
+    args: argparse.Namespace,
     *,
     gateways: int = 1,
     projector: bool = True,
     scheduler: bool = True,
-    options: Mapping[str, Any] | None = None,
     nofile: int | None = None,
-    keep_logs: Path | None = None,
 ) -> AsyncIterator[Stack]:
     """Services, a fresh migrated database, and the processes; all gone on exit."""
     scratch = _scratch_dir()
     try:
-        with services(dsn, nats_url, scratch) as found:
+        with services(args.dsn, args.nats, scratch) as found:
             database_url = await create_database(found.server_dsn)
             stack = Stack(
                 services=found,
                 database_url=database_url,
                 prefix=f"cb{secrets.token_hex(4)}",
                 data_dir=scratch,
-                options={**BENCH_OPTIONS, **(options or {})},
+                options=BENCH_OPTIONS,
             )
             failed = False
             try:
@@ -351,8 +349,8 @@ async def open_stack(
                 await asyncio.to_thread(stack.stop)
                 if stack.pool is not None:
                     await stack.pool.close()
-                if failed or keep_logs is not None:
-                    _save_logs(stack, keep_logs or ROOT / "bench" / "out" / "logs")
+                if failed or args.keep_logs:
+                    _save_logs(stack, ROOT / "bench" / "out" / "logs")
                 await delete_stream(found.nats_url, stack.prefix)
                 await drop_database(found.server_dsn, database_url)
     finally:
