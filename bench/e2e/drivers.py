@@ -50,6 +50,16 @@ class Link:
     def progress(self, count: int) -> None:
         self._out.put(("progress", self.index, count))
 
+    def progress_every_second(self, count: Callable[[], int]) -> asyncio.Task[None]:
+        """Report ``count()`` each second until the returned task is cancelled."""
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(1)
+                self.progress(count())
+
+        return asyncio.create_task(tick())
+
 
 def _main(target: str, index: int, plan: Any, commands: Queue[Any], out: Queue[Any]) -> None:
     module, _, name = target.partition(":")

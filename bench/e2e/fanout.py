@@ -32,7 +32,7 @@ from bench.e2e.drivers import Drivers, Link, split
 from bench.e2e.load import drain, open_sockets, timed_phase
 from bench.e2e.profiling import Profile, add_to_report
 from bench.e2e.stack import Stack, open_stack
-from bench.e2e.wsclient import Socket, Writer
+from bench.e2e.wsclient import Socket, Writer, close_reason
 
 #: Outstanding pushes a writer allows before it skips a beat (bounded, open loop).
 MAX_OUTSTANDING = 100
@@ -126,8 +126,9 @@ async def _writer(
                 await sock.send({"type": "push", "batch_id": batch, "ops": [op]})
             k += 1
         done.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reader, plan.grace + 30)
+        if sent_at or reader.done():  # acks to wait for (bounded), or the reader's failure
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader, plan.grace + 30)
     finally:
         reader.cancel()
         out["unanswered"] += len(sent_at)
@@ -138,8 +139,7 @@ async def _closed_ok(coro: Coroutine[Any, Any, None], closed: list[str]) -> None
     try:
         await coro
     except websockets.ConnectionClosed as exc:
-        frame = exc.rcvd
-        closed.append(f"{frame.code} {frame.reason}" if frame else "no close frame")
+        closed.append(close_reason(exc))
 
 
 async def drive_fanout(plan: FanoutPlan, link: Link) -> dict[str, Any]:
@@ -165,12 +165,7 @@ async def drive_fanout(plan: FanoutPlan, link: Link) -> dict[str, Any]:
         "writes": {}, "acks": [], "skipped": 0, "unanswered": 0, "closed": [],
     }  # fmt: skip
 
-    async def report_progress() -> None:
-        while True:
-            await asyncio.sleep(1)
-            link.progress(count[0])
-
-    ticker = asyncio.create_task(report_progress())
+    ticker = link.progress_every_second(lambda: count[0])
     await asyncio.gather(
         *(
             _closed_ok(_subscriber(s, plan.phase, until, received[i], count), out["closed"])

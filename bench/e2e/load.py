@@ -23,7 +23,7 @@ from bench.e2e.accounts import Device
 from bench.e2e.drivers import Drivers, Link, split
 from bench.e2e.profiling import Profile, Profiler
 from bench.e2e.stack import Stack
-from bench.e2e.wsclient import Socket, Writer
+from bench.e2e.wsclient import Socket, Writer, close_reason
 
 #: Sockets a driver opens at once (the gateway's accept backlog stays small).
 CONNECT_BATCH = 100
@@ -72,7 +72,7 @@ async def drive_ingest(plan: IngestPlan, link: Link) -> dict[str, Any]:
         try:
             await pushes(sock, writer)
         except websockets.ConnectionClosed as exc:  # recorded and reported, not raised
-            closed.append(f"{exc.rcvd.code} {exc.rcvd.reason}" if exc.rcvd else "no close frame")
+            closed.append(close_reason(exc))
 
     async def pushes(sock: Socket, writer: Writer) -> None:
         await asyncio.sleep(max(0.0, start - time.time()))
@@ -101,12 +101,7 @@ async def drive_ingest(plan: IngestPlan, link: Link) -> dict[str, Any]:
                 counted["pushes"] += 1
                 latencies.append(took)
 
-    async def report_progress() -> None:
-        while True:
-            await asyncio.sleep(1)
-            link.progress(counted["acked"])
-
-    ticker = asyncio.create_task(report_progress())
+    ticker = link.progress_every_second(lambda: counted["acked"])
     await asyncio.gather(*(device(s, w) for s, w in zip(sockets, writers, strict=True)))
     ticker.cancel()
     link.progress(counted["acked"])

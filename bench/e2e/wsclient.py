@@ -9,7 +9,6 @@ that keep only the fields a workload reads.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -157,6 +156,7 @@ class Writer:
         return batch, ENCODE({"type": "push", "batch_id": batch, "ops": ops})
 
 
-def now_ns() -> int:
-    """The clock every driver process shares (CLOCK_REALTIME)."""
-    return time.time_ns()
+def close_reason(exc: websockets.ConnectionClosed) -> str:
+    """How the server closed a socket: ``"1011 keepalive ping timeout"``."""
+    frame = exc.rcvd
+    return f"{frame.code} {frame.reason}" if frame else "no close frame"
