@@ -68,7 +68,7 @@ class Services:
 
     server_dsn: str
     nats_url: str
-    source: str  # "given" or "embedded" (per service)
+    source: str  # for the record: "given PostgreSQL, embedded NATS"
 
 
 @contextlib.contextmanager
@@ -175,7 +175,6 @@ class Stack:
     database_url: str
     prefix: str
     data_dir: Path
-    options: dict[str, Any]
     gateways: list[Gateway] = field(default_factory=list)
     workers: list[Proc] = field(default_factory=list)
     pool: asyncpg.Pool | None = None
@@ -191,7 +190,7 @@ class Stack:
             CONCORD_DATA_DIR=str(self.data_dir),
             # Longer than any run: no renewal traffic in the middle of a measurement.
             CONCORD_ACCESS_TOKEN_TTL="7200",
-            CONCORD_TEST_GATEWAY_OPTIONS=json.dumps(self.options),
+            CONCORD_TEST_GATEWAY_OPTIONS=json.dumps(BENCH_OPTIONS),
         )
         return env
 
@@ -330,7 +329,6 @@ async def open_stack(
                 database_url=database_url,
                 prefix=f"cb{secrets.token_hex(4)}",
                 data_dir=scratch,
-                options=BENCH_OPTIONS,
             )
             failed = False
             try:
