@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-fast test-js test-js-browser vectors coverage-crdt lint typecheck check bench lab clean
+.PHONY: help dev test test-fast test-js test-js-browser vectors coverage-crdt lint typecheck check bench bench-e2e lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +21,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 dev: $(STAMP) ## set up, then run Concord on embedded PostgreSQL and NATS (localhost:8000)
 	$(BIN)/concord dev
@@ -56,6 +57,9 @@ check: lint typecheck test coverage-crdt ## what CI runs
 bench: $(BENCH_STAMP) ## run the benchmarks (results: docs/benchmarks.md)
 	$(BIN)/python -m bench.crdt_bench
 	$(BIN)/python -m bench.eventstore_bench
+
+bench-e2e: $(BENCH_STAMP) ## the whole system end to end, each workload (BENCH_ARGS="--quick --record")
+	$(BIN)/python -m bench.e2e.all $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and caches (keeps .concord data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
