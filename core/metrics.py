@@ -8,6 +8,7 @@ multiprocess mode aggregates them.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -42,7 +43,7 @@ FANOUT_SECONDS = Histogram(
 PROJECTOR_LAG = Gauge(
     "concord_projector_lag_events",
     "Events committed but not yet projected",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 PROJECTOR_QUARANTINED = Counter(
     "concord_projector_quarantined",
@@ -51,10 +52,10 @@ PROJECTOR_QUARANTINED = Counter(
 PROJECTOR_QUARANTINE = Gauge(
     "concord_projector_quarantined_events",
     "Events in the projector's quarantine: left out of the read model, read from the log",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 OUTBOX_LAG = Gauge(
-    "concord_outbox_lag_events", "Events committed but not yet relayed", multiprocess_mode="max"
+    "concord_outbox_lag_events", "Events committed but not yet relayed", multiprocess_mode="livemax"
 )
 JOB_RUNS = Counter(
     "concord_scheduler_job_runs_total", "Background job runs by outcome", ["job", "outcome"]
@@ -68,7 +69,7 @@ REMINDER_LATENESS = Histogram(
 REMINDER_BACKLOG_AGE = Gauge(
     "concord_reminder_backlog_age_seconds",
     "Age of the oldest due but unfired reminder",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 IDEMPOTENCY_HITS = Counter(
     "concord_idempotency_hits_total", "Operations recognised as already stored", ["route"]
@@ -89,10 +90,23 @@ def render_metrics() -> bytes:
     return generate_latest()
 
 
+def _families(metric: MetricWrapperBase) -> list[Any]:
+    """``metric``'s families: of this process, or summed over every process of the
+    deployment's registry in multiprocess mode (``concord dev`` runs three)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return list(metric.collect())
+    name = next(iter(metric.describe())).name
+    registry = CollectorRegistry()
+    collector = multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    found: list[Any] = collector.collect()  # type: ignore[no-untyped-call]
+    return [family for family in found if family.name == name]
+
+
 def samples(metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
-    """This process's samples of ``metric`` whose name ends with ``suffix``."""
+    """The samples of ``metric`` whose name ends with ``suffix`` (every process's, summed
+    as the metric says, in multiprocess mode)."""
     found = []
-    for family in metric.collect():
+    for family in _families(metric):
         for sample in family.samples:
             if sample.name.endswith(suffix):
                 found.append((sample.labels, sample.value))

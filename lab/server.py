@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from core.command import read_port_file
+from concord.command import read_port_file
 from lab.proxy import TcpProxy
 
 #: Access token lifetime of the lab's own server: short enough that tokens expire
@@ -102,7 +102,7 @@ class OwnServer(LabServer):
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "core.cli",
+                "concord",
                 "dev",
                 "--port",
                 "0",
