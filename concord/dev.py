@@ -28,6 +28,7 @@ from concord.command import CommandError, write_port_file
 from concord.embedded import EmbeddedNats, EmbeddedPostgres
 from concord.serve import bind_socket, ensure_port_free
 from concord.supervisor import Child, Supervisor, die_with_parent, forget_metrics
+from core.metrics import mark_counters_start
 from core.settings import Settings, environment_of, with_overrides
 
 log = logging.getLogger("concord")
@@ -174,6 +175,7 @@ def cmd_dev(settings: Settings, *, port_file: Path | None, workers: int) -> None
         metrics_dir = data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()
+        mark_counters_start(metrics_dir)
         with bind_socket(resolved.host, resolved.port) as sock:
             port = int(sock.getsockname()[1])
             env = child_env(resolved, metrics_dir)

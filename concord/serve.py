@@ -20,12 +20,14 @@ import socket
 import tempfile
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from concord.command import CommandError
 from concord.logs import configure_logging
 from concord.runtime import tune_gc
 from concord.supervisor import Child, Supervisor, die_with_parent, forget_metrics
+from core.metrics import mark_counters_start
 from core.settings import Settings
 
 log = logging.getLogger("concord")
@@ -76,6 +78,7 @@ def serve(
     metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="concord-metrics-")
+        mark_counters_start(Path(metrics_dir))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         _serve_workers(settings, sock, workers, on_listening)

@@ -37,6 +37,17 @@ Handle = subprocess.Popen[bytes] | BaseProcess
 _PR_SET_PDEATHSIG = 1
 
 
+def process_family(pid: int) -> set[int]:
+    """``pid`` and its descendants: a server started as ``concord dev`` (or with
+    ``--workers``) answers from a child, whose pid ``/healthz`` names."""
+    import psutil
+
+    try:
+        return {pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))}
+    except psutil.NoSuchProcess:
+        return set()
+
+
 def forget_metrics(pid: int) -> None:
     """Mark ``pid`` dead for Prometheus' multiprocess mode (when it is on)."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -8,6 +8,9 @@ multiprocess mode aggregates them.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -18,6 +21,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 
 OPS = Counter("concord_ops_total", "Pushed operations by result status", ["status"])
@@ -81,13 +85,54 @@ BACKGROUND_ERRORS = Counter(
 )
 
 
+#: In multiprocess mode, the file of the registry's directory that holds when its counters
+#: began (written by whoever made the directory: ``concord dev``, ``--workers``).
+SINCE_FILE = "concord-since"
+_STARTED = time.time()
+
+
+def mark_counters_start(directory: Path) -> None:
+    """Record now as the time the counters of the registry in ``directory`` began."""
+    (directory / SINCE_FILE).write_text(f"{time.time():.3f}\n")
+
+
+def counters_since() -> float:
+    """When the counters ``/metrics`` shows began: this process's start, or in
+    multiprocess mode the time recorded in the registry's directory. Whoever reads the
+    counters twice (``increase()``, the lab's meters) knows they restarted at zero when
+    this moved (a restarted dev; not a restarted child, whose counts the registry keeps)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        try:
+            return float((Path(directory) / SINCE_FILE).read_text())
+        except (OSError, ValueError):
+            return _STARTED
+    return _STARTED
+
+
+class _Since:
+    """The ``concord_metrics_since_seconds`` gauge (a collector, read at scrape time)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "concord_metrics_since_seconds",
+            "When the counters shown began (Unix time): they restart at zero when it moves",
+            value=counters_since(),
+        )
+
+
 def render_metrics() -> bytes:
     """The Prometheus text exposition of this process (or of all, in multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(_Since())
         return generate_latest(registry)
-    return generate_latest()
+    return generate_latest() + generate_latest(_SINCE_ONLY)
+
+
+_SINCE_ONLY = CollectorRegistry()
+_SINCE_ONLY.register(_Since())
 
 
 def _families(metric: MetricWrapperBase) -> list[Any]:

@@ -28,12 +28,12 @@ from typing import Any
 
 import httpx
 import msgspec
-import psutil
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from concord.command import read_port_file
+from concord.supervisor import process_family
 from core.settings import Settings
 from tests.conftest import TEST_ADMIN_TOKEN, service_env
 
@@ -49,14 +49,6 @@ FAST_OPTIONS = {
 }
 
 
-def family(pid: int) -> set[int]:
-    """``pid`` and its descendants (``concord dev`` and ``--workers`` serve from children)."""
-    try:
-        return {pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))}
-    except psutil.NoSuchProcess:
-        return set()
-
-
 def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
     """Poll until ``/healthz`` names ``proc`` (its pid, or a child's: the server answering
     is the one started, not another that holds the address) and ``/readyz`` answers 200 (True), or
@@ -67,7 +59,9 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> 
             return False
         with contextlib.suppress(httpx.HTTPError, ValueError):
             health = httpx.get(f"{base_url}/healthz", timeout=1)
-            ours = health.status_code == 200 and health.json().get("pid") in family(proc.pid)
+            ours = health.status_code == 200 and health.json().get("pid") in process_family(
+                proc.pid
+            )
             if ours and httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
                 return True
         time.sleep(0.1)

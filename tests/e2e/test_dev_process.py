@@ -61,11 +61,14 @@ class DevProcess:
     def children(self, command: str) -> list[int]:
         """Pids of this dev's ``concord <command>`` processes."""
         assert self.proc is not None
-        return [
-            c.pid
-            for c in psutil.Process(self.proc.pid).children(recursive=True)
-            if command in c.cmdline()[3:4]
-        ]
+        found = []
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                if command in child.cmdline()[3:4]:
+                    found.append(child.pid)
+            except psutil.Error:  # gone, or a zombie not yet reaped
+                continue
+        return found
 
     def wait_for(self, command: str, other_than: int, within: float = 30) -> int:
         """The pid of a ``concord <command>`` child other than ``other_than``."""

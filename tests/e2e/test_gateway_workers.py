@@ -19,7 +19,14 @@ from tests.e2e.harness import FAST_OPTIONS, serve
 
 def _workers(pid: int) -> set[int]:
     """The gateway workers of ``pid`` (spawned processes; not multiprocessing's tracker)."""
-    return {c.pid for c in psutil.Process(pid).children() if "spawn_main" in " ".join(c.cmdline())}
+    found = set()
+    for child in psutil.Process(pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.add(child.pid)
+        except psutil.Error:  # gone, or a zombie not yet reaped
+            continue
+    return found
 
 
 def _pids_answering(url: str, tries: int = 60) -> set[int]:
