@@ -41,7 +41,7 @@ import asyncpg
 import msgspec
 import psutil
 
-from core.runtime import tune_gc
+from concord.runtime import tune_gc
 from eventstore import append as append_mod
 from eventstore import postgres as postgres_mod
 from eventstore import writer as writer_mod
@@ -402,7 +402,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    # The garbage-collector tuning every concord process applies at start (core/runtime.py);
+    # The garbage-collector tuning every concord process applies at start (concord/runtime.py);
     # CONCORD_GC_THRESHOLD=700,10,10 measures with CPython's defaults.
     print(f"GC thresholds {tune_gc()} (as in every concord process)")
     asyncio.run(bench(args))

@@ -313,7 +313,7 @@ async def rebuild_process(dsn: str, workers: int) -> Rebuilt:
     rebuild``), so that the writer, the readers and the live projector of this process
     do not share its CPU."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", "projector", "rebuild", "--database-url", dsn,
+        sys.executable, "-m", "concord", "projector", "rebuild", "--database-url", dsn,
         "--workers", str(workers),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip

@@ -30,7 +30,7 @@ from core.settings import Settings
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
 from projector.runner import in_process as projector_in_process
-from scheduler.cli import in_process as scheduler_in_process
+from scheduler.service import SchedulerService
 from scheduler.testing import TaskWriter
 
 SECRET = "bench-secret-key-0123456789abcdef-0123456789"
@@ -66,7 +66,7 @@ async def run(dsn: str, nats_url: str, count: int, spread: float, lead: float) -
         pool = await asyncpg.create_pool(target, min_size=1, max_size=4)
         async with (
             projector_in_process(settings),
-            scheduler_in_process(settings),
+            SchedulerService(settings),
             PostgresEventStore(pool, secret_key=SECRET) as store,
         ):
             began = time.monotonic()

@@ -8,6 +8,10 @@ multiprocess mode aggregates them.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,6 +21,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 
 OPS = Counter("concord_ops_total", "Pushed operations by result status", ["status"])
@@ -42,7 +47,7 @@ FANOUT_SECONDS = Histogram(
 PROJECTOR_LAG = Gauge(
     "concord_projector_lag_events",
     "Events committed but not yet projected",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 PROJECTOR_QUARANTINED = Counter(
     "concord_projector_quarantined",
@@ -51,10 +56,10 @@ PROJECTOR_QUARANTINED = Counter(
 PROJECTOR_QUARANTINE = Gauge(
     "concord_projector_quarantined_events",
     "Events in the projector's quarantine: left out of the read model, read from the log",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 OUTBOX_LAG = Gauge(
-    "concord_outbox_lag_events", "Events committed but not yet relayed", multiprocess_mode="max"
+    "concord_outbox_lag_events", "Events committed but not yet relayed", multiprocess_mode="livemax"
 )
 JOB_RUNS = Counter(
     "concord_scheduler_job_runs_total", "Background job runs by outcome", ["job", "outcome"]
@@ -68,7 +73,7 @@ REMINDER_LATENESS = Histogram(
 REMINDER_BACKLOG_AGE = Gauge(
     "concord_reminder_backlog_age_seconds",
     "Age of the oldest due but unfired reminder",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 IDEMPOTENCY_HITS = Counter(
     "concord_idempotency_hits_total", "Operations recognised as already stored", ["route"]
@@ -80,19 +85,73 @@ BACKGROUND_ERRORS = Counter(
 )
 
 
+#: In multiprocess mode, the file of the registry's directory that holds when its counters
+#: began (written by whoever made the directory: ``concord dev``, ``--workers``).
+SINCE_FILE = "concord-since"
+_STARTED = time.time()
+
+
+def mark_counters_start(directory: Path) -> None:
+    """Record now as the time the counters of the registry in ``directory`` began."""
+    (directory / SINCE_FILE).write_text(f"{time.time():.3f}\n")
+
+
+def counters_since() -> float:
+    """When the counters ``/metrics`` shows began: this process's start, or in
+    multiprocess mode the time recorded in the registry's directory. Whoever reads the
+    counters twice (``increase()``, the lab's meters) knows they restarted at zero when
+    this moved (a restarted dev; not a restarted child, whose counts the registry keeps)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        try:
+            return float((Path(directory) / SINCE_FILE).read_text())
+        except (OSError, ValueError):
+            return _STARTED
+    return _STARTED
+
+
+class _Since:
+    """The ``concord_metrics_since_seconds`` gauge (a collector, read at scrape time)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "concord_metrics_since_seconds",
+            "When the counters shown began (Unix time): they restart at zero when it moves",
+            value=counters_since(),
+        )
+
+
 def render_metrics() -> bytes:
     """The Prometheus text exposition of this process (or of all, in multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(_Since())
         return generate_latest(registry)
-    return generate_latest()
+    return generate_latest() + generate_latest(_SINCE_ONLY)
+
+
+_SINCE_ONLY = CollectorRegistry()
+_SINCE_ONLY.register(_Since())
+
+
+def _families(metric: MetricWrapperBase) -> list[Any]:
+    """``metric``'s families: of this process, or summed over every process of the
+    deployment's registry in multiprocess mode (``concord dev`` runs three)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return list(metric.collect())
+    name = next(iter(metric.describe())).name
+    registry = CollectorRegistry()
+    collector = multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    found: list[Any] = collector.collect()  # type: ignore[no-untyped-call]
+    return [family for family in found if family.name == name]
 
 
 def samples(metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
-    """This process's samples of ``metric`` whose name ends with ``suffix``."""
+    """The samples of ``metric`` whose name ends with ``suffix`` (every process's, summed
+    as the metric says, in multiprocess mode)."""
     found = []
-    for family in metric.collect():
+    for family in _families(metric):
         for sample in family.samples:
             if sample.name.endswith(suffix):
                 found.append((sample.labels, sample.value))

@@ -219,6 +219,23 @@ def load_settings(
     return settings
 
 
+def environment_of(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``CONCORD_*`` variables that ``load_settings`` reads back to
+    the same values (what a supervisor hands its child processes); unset ones left out."""
+    env: dict[str, str] = {}
+    for name, (attr, _) in _PARSERS.items():
+        value = getattr(settings, attr)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            env[name] = "true" if value else "false"
+        elif isinstance(value, tuple):
+            env[name] = ",".join(value)
+        else:
+            env[name] = str(value)
+    return env
+
+
 def with_overrides(settings: Settings, **changes: object) -> Settings:
     """A copy of ``settings`` with some attributes replaced (settings are frozen)."""
     return msgspec.structs.replace(settings, **changes)

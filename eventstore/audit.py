@@ -1,4 +1,4 @@
-"""Audit tooling behind ``concord audit export|verify|replay`` (the CLI: eventstore/cli.py).
+"""Audit tooling behind ``concord audit export|verify|replay`` (the CLI: concord/audit.py).
 
 Everything streams through server-side cursors, so a space of any size is handled in
 flat memory; each function reads one consistent snapshot (REPEATABLE READ, read only).

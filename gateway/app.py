@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from typing import Literal
 
 import asyncpg
@@ -211,26 +210,13 @@ async def readyz(state: State) -> Response[Readiness]:
     return Response(Readiness(status=overall, dependencies=deps), status_code=200)
 
 
-def create_app(
-    settings: Settings,
-    *,
-    workers: Sequence[AbstractAsyncContextManager[None]] = (),
-    options: GatewayOptions | None = None,
-) -> Litestar:
-    """The gateway application for ``settings``; ``workers`` (the projector and scheduler
-    of ``concord dev``) run inside its lifespan, after its resources are up. ``options``
-    default to ``CONCORD_TEST_GATEWAY_OPTIONS`` or the built-in values."""
+def create_app(settings: Settings, *, options: GatewayOptions | None = None) -> Litestar:
+    """The gateway application for ``settings``; ``options`` default to
+    ``CONCORD_TEST_GATEWAY_OPTIONS`` or the built-in values."""
     chosen = options if options is not None else options_from_env(os.environ)
     # The sandbox's routes exist only when it is on (docs/sandbox.md): off, they are 404.
     sandbox = [sandbox_router()] if settings.sandbox else []
     state = {"settings": settings, "options": chosen, **(sandbox_state() if sandbox else {})}
-
-    @contextlib.asynccontextmanager
-    async def _workers(app: Litestar) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            for worker in workers:
-                await stack.enter_async_context(worker)
-            yield
 
     return Litestar(
         route_handlers=[
@@ -248,7 +234,7 @@ def create_app(
             panel_router,
             *sandbox,
         ],
-        lifespan=[_resources, _websockets, _workers],
+        lifespan=[_resources, _websockets],
         state=State(state),
         dependencies={"gw": Provide(provide_gateway, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,

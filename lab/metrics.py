@@ -1,9 +1,10 @@
 """Scrape ``/metrics`` (admin token) and tell what moved between two points.
 
 A ``Meter`` sums the change of every ``concord_*`` sample over one or more segments
-(``checkpoint`` closes one). When the server process restarted in between (its
-``process_start_time_seconds`` changed), counters restarted at zero, so the segment's
-change is the new value, as Prometheus' ``increase()`` would count it.
+(``checkpoint`` closes one). When the server's counters restarted in between (its
+``concord_metrics_since_seconds`` moved: a restarted ``concord dev`` or gateway), they
+restarted at zero, so the segment's change is the new value, as Prometheus'
+``increase()`` would count it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def parse(text: str) -> Scrape:
     started = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "process_start_time_seconds":
+            if sample.name == "concord_metrics_since_seconds":
                 started = sample.value
+                continue
             if not sample.name.startswith("concord_") or sample.name.endswith(_SKIP_SUFFIXES):
                 continue
             key = (sample.name, tuple(sorted(sample.labels.items())))

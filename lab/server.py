@@ -21,7 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from core.command import read_port_file
+from concord.command import read_port_file
+from concord.supervisor import process_family
 from lab.proxy import TcpProxy
 
 #: Access token lifetime of the lab's own server: short enough that tokens expire
@@ -102,7 +103,7 @@ class OwnServer(LabServer):
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "core.cli",
+                "concord",
                 "dev",
                 "--port",
                 "0",
@@ -136,7 +137,8 @@ class OwnServer(LabServer):
         url = f"http://127.0.0.1:{port}"
         with contextlib.suppress(httpx.HTTPError, ValueError):
             health = await http.get(f"{url}/healthz")
-            if health.status_code == 200 and health.json().get("pid") == self.proc.pid:
+            ours = health.json().get("pid") in process_family(self.proc.pid)
+            if health.status_code == 200 and ours:
                 return (await http.get(f"{url}/readyz")).status_code == 200
         return False
 

@@ -24,7 +24,7 @@ import nats
 import nats.js.errors
 import pytest
 
-from core.embedded import EmbeddedNats, EmbeddedPostgres
+from concord.embedded import EmbeddedNats, EmbeddedPostgres
 from core.settings import Settings
 from eventstore.migrations import migrate
 from projector.stream import Names

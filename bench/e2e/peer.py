@@ -40,7 +40,7 @@ from bench.e2e.fanout import measure as concord_fanout
 from bench.e2e.load import Measurement, assignments, drain
 from bench.e2e.load import ingest as concord_ingest
 from bench.e2e.stack import open_stack
-from core.embedded import free_port
+from concord.embedded import free_port
 
 PEER = Path(__file__).resolve().parents[1] / "peer"
 STAMP = PEER / "node_modules" / ".concord-bench-lock"

@@ -2,7 +2,7 @@
 
 PostgreSQL and NATS are the ones named by ``--dsn``/``--nats`` or by
 ``CONCORD_TEST_DATABASE_URL``/``CONCORD_TEST_NATS_URL``, else embedded ones
-(``core.embedded``) under a scratch directory. Each run creates its own database
+(``concord.embedded``) under a scratch directory. Each run creates its own database
 (dropped at the end) and NATS prefix (its stream deleted at the end), then starts
 ``concord gateway`` (one or more), ``concord projector`` and ``concord scheduler`` as
 separate processes, exactly as production runs them.
@@ -35,7 +35,7 @@ import nats
 import nats.js.errors
 import psutil
 
-from core.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from concord.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from eventstore.migrations import migrate
 from projector.readmodel import lag_totals
 from projector.stream import Names
@@ -198,7 +198,7 @@ class Stack:
         log = self.data_dir / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "core.cli", *argv],
+                [sys.executable, "-m", "concord", *argv],
                 env=self.env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,

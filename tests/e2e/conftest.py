@@ -1,6 +1,6 @@
 """A real gateway process on a port it binds itself, on this run's PostgreSQL and NATS.
 
-``gateway`` is the session's server (``python -m core.cli gateway``) with light argon2
+``gateway`` is the session's server (``python -m concord.cli gateway``) with light argon2
 parameters and loose address throttles, so the suite stays fast on two cores; the
 protocol's defaults (the 30 s refresh grace window, per-account login throttling) are
 kept. ``start_gateway(options)`` starts another one with other options (a short grace

@@ -32,7 +32,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from core.command import read_port_file
+from concord.command import read_port_file
+from concord.supervisor import process_family
 from core.settings import Settings
 from tests.conftest import TEST_ADMIN_TOKEN, service_env
 
@@ -49,8 +50,8 @@ FAST_OPTIONS = {
 
 
 def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Poll until ``/healthz`` names ``proc`` (its pid: the server answering is the one
-    started, not another that holds the address) and ``/readyz`` answers 200 (True), or
+    """Poll until ``/healthz`` names ``proc`` (its pid, or a child's: the server answering
+    is the one started, not another that holds the address) and ``/readyz`` answers 200 (True), or
     until the process exits (False); raise AssertionError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -58,7 +59,9 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> 
             return False
         with contextlib.suppress(httpx.HTTPError, ValueError):
             health = httpx.get(f"{base_url}/healthz", timeout=1)
-            ours = health.status_code == 200 and health.json().get("pid") == proc.pid
+            ours = health.status_code == 200 and health.json().get("pid") in process_family(
+                proc.pid
+            )
             if ours and httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
                 return True
         time.sleep(0.1)
@@ -85,7 +88,7 @@ def serve(
     server binds, so no other test can take it first) and return the process and its
     port once it is ready. AssertionError, with the log's tail, if it exits first."""
     port_file = log.with_name(f"{log.name}.{uuid.uuid4().hex[:8]}.port")
-    command = [sys.executable, "-m", "core.cli", *args, "--port", str(port)]
+    command = [sys.executable, "-m", "concord", *args, "--port", str(port)]
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [*command, "--port-file", str(port_file)],
@@ -148,7 +151,7 @@ class ServerProcess:
         """Start a command that serves no HTTP (``projector``, ``scheduler``)."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "core.cli", self.command],
+                [sys.executable, "-m", "concord", self.command],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

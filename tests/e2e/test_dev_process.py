@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -56,6 +58,28 @@ class DevProcess:
         self.proc.send_signal(sig)
         return self.proc.wait(30)
 
+    def children(self, command: str) -> list[int]:
+        """Pids of this dev's ``concord <command>`` processes."""
+        assert self.proc is not None
+        found = []
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                if command in child.cmdline()[3:4]:
+                    found.append(child.pid)
+            except psutil.Error:  # gone, or a zombie not yet reaped
+                continue
+        return found
+
+    def wait_for(self, command: str, other_than: int, within: float = 30) -> int:
+        """The pid of a ``concord <command>`` child other than ``other_than``."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            fresh = [p for p in self.children(command) if p != other_than]
+            if fresh:
+                return fresh[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no new {command} within {within} s:\n{self.log.read_text()}")
+
     def database_url(self) -> str:
         lines = (self.data_dir / "postgres" / "postmaster.pid").read_text().splitlines()
         return f"postgresql://postgres@127.0.0.1:{int(lines[3])}/postgres"
@@ -87,7 +111,9 @@ def _sql(dsn: str, statement: str) -> object:
 def test_sigterm_leaves_nothing_behind(dev: DevProcess) -> None:
     dev.start()
     assert dev.proc is not None
-    assert httpx.get(dev.url("/healthz")).json() == {"status": "ok", "pid": dev.proc.pid}
+    health = httpx.get(dev.url("/healthz")).json()
+    assert health["status"] == "ok"
+    assert health["pid"] in dev.children("gateway"), "the gateway is a process of its own"
     # The banner names the sandbox, which works on the embedded default.
     assert f"sandbox:     {dev.url('/sandbox')}" in dev.log.read_text()
     assert httpx.get(dev.url("/sandbox")).status_code == 200
@@ -129,7 +155,15 @@ def test_sigkill_then_restart_adopts_and_loses_nothing(dev: DevProcess) -> None:
         dev.url("/v1/sync/push"), json={"batch_id": "b", "ops": ops}, headers=auth, timeout=30
     ).json()
     assert {r["status"] for r in pushed["results"]} == {"applied"}
+    children = [
+        psutil.Process(p) for c in ("gateway", "projector", "scheduler") for p in dev.children(c)
+    ]
+    assert len(children) >= 3, "gateway, projector and scheduler"
     dev.stop(signal.SIGKILL)
+    # Its processes die with it (they asked the kernel for SIGTERM when it goes) ...
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left running after the supervisor was killed: {alive}"
+    # ... but the embedded servers are meant to outlive it.
     orphans = _leftovers(dev.data_dir)
     assert orphans, "SIGKILL orphans the embedded servers: the next start must adopt them"
     dev.start()
@@ -144,9 +178,84 @@ def test_sigkill_then_restart_adopts_and_loses_nothing(dev: DevProcess) -> None:
     assert _leftovers(dev.data_dir) == []
 
 
+def test_three_processes_and_a_crashed_one_is_restarted(dev: DevProcess) -> None:
+    """The gateway, the projector (with the relay) and the scheduler run as processes of
+    their own; killing one restarts it, logged, and the others go on."""
+    dev.start()
+    for command in ("gateway", "projector", "scheduler"):
+        assert len(dev.children(command)) == 1, (command, dev.log.read_text()[-2000:])
+    for command in ("projector", "scheduler", "gateway"):
+        [pid] = dev.children(command)
+        os.kill(pid, signal.SIGKILL)
+        fresh = dev.wait_for(command, other_than=pid)
+        assert fresh != pid
+        assert f"{command} (pid {pid}) exited with status -9; restarting" in dev.log.read_text()
+    # The restarted gateway took over the same socket: same port, no gap to re-bind.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(dev.url("/readyz"), timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    health = httpx.get(dev.url("/healthz"), timeout=5).json()
+    assert health["pid"] in dev.children("gateway")
+    assert dev.stop(signal.SIGTERM) == 0
+    assert _leftovers(dev.data_dir) == []
+
+
+def test_metrics_of_all_three_processes_reach_the_gateway(dev: DevProcess) -> None:
+    """A reminder fired by the scheduler process is counted on the gateway's /metrics:
+    the three processes share one registry."""
+    dev.start()
+    token = json.loads((dev.data_dir / "secrets.json").read_text())["admin_token"]
+    admin = {"authorization": f"Bearer {token}"}
+    account = httpx.post(
+        dev.url("/v1/auth/register"),
+        json={"email": "metrics@example.com", "password": "correct horse", "device_name": "d"},
+        timeout=30,
+    ).json()
+    due = datetime.now(UTC) + timedelta(seconds=1)
+    remind = {
+        "op_id": str(uuid.uuid4()), "space_id": account["personal_space_id"],
+        "entity_type": "task", "entity_id": "t-1", "kind": "set", "field": "remind_at",
+        "value": due.strftime("%Y-%m-%dT%H:%M:%SZ"), "lamport": 1,
+    }  # fmt: skip
+    httpx.post(
+        dev.url("/v1/sync/push"),
+        json={"batch_id": "r", "ops": [remind]},
+        headers={"authorization": f"Bearer {account['access_token']}"},
+        timeout=30,
+    ).raise_for_status()
+    wanted = 'concord_reminders_total{outcome="fired"} 1.0'
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline and wanted not in text:
+        time.sleep(0.5)
+        text = httpx.get(dev.url("/metrics"), headers=admin, timeout=10).text
+    assert wanted in text, "the scheduler's counter never reached the gateway's /metrics"
+    assert dev.stop(signal.SIGTERM) == 0
+
+
+def test_ctrl_c_stops_every_process(dev: DevProcess) -> None:
+    """SIGINT (Ctrl-C) to the supervisor stops all its processes, quickly (in a terminal
+    the children get the SIGINT too, and stop on it as on the supervisor's SIGTERM)."""
+    dev.start()
+    assert dev.proc is not None
+    family = [psutil.Process(dev.proc.pid), *psutil.Process(dev.proc.pid).children(True)]
+    started = time.monotonic()
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(30) in (0, 130)
+    _gone, alive = psutil.wait_procs(family, timeout=5)
+    assert alive == []
+    assert time.monotonic() - started < 10
+    assert _leftovers(dev.data_dir) == []
+
+
 def _one_line_error(args: list[str], env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "concord", *args],
         env=env or _env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr

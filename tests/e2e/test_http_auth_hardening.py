@@ -179,7 +179,7 @@ def test_a_nats_url_that_cannot_work_stops_the_start_without_its_credentials(
     env = service_env(settings)
     env["CONCORD_NATS_URL"] = "nats://alice:n4ts-pa55word@127.0.0.1:99999"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "gateway", "--port", "0"],
+        [sys.executable, "-m", "concord", "gateway", "--port", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

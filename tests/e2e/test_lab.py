@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from concord.lab import NAMES
 from core.settings import Settings, with_overrides
-from lab.cli import NAMES
 from lab.scenarios import SCENARIOS
 from tests.conftest import TEST_ADMIN_TOKEN, Services, create_database, drop_database
 from tests.e2e.harness import ServerProcess
@@ -47,7 +47,7 @@ async def concord_lab(*args: str, within: float) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "core.cli",
+        "concord",
         "lab",
         *args,
         env=env,

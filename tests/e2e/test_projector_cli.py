@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _concord(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "concord", *args],
         env=service_env(settings),
         cwd=ROOT,
         capture_output=True,
@@ -42,7 +42,7 @@ def _concord(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
 def _start_service(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "projector"],
+            [sys.executable, "-m", "concord", "projector"],
             env=service_env(settings),
             cwd=ROOT,
             stdout=sink,

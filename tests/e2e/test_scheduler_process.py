@@ -45,7 +45,7 @@ DOWNTIME = 6.0
 
 
 class SchedulerProcess:
-    """``python -m core.cli scheduler`` against this test's database."""
+    """``python -m concord.cli scheduler`` against this test's database."""
 
     def __init__(self, settings: Settings, log: Path, **env: str) -> None:
         self.env = service_env(settings)
@@ -60,7 +60,7 @@ class SchedulerProcess:
     def start(self, **env: str) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "core.cli", "scheduler"],
+                [sys.executable, "-m", "concord", "scheduler"],
                 env={**self.env, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import websockets
 
-from core.embedded import EmbeddedNats
+from concord.embedded import EmbeddedNats
 from core.settings import Settings
 from projector.stream import Names
 from tests.e2e.harness import (

@@ -21,7 +21,7 @@ def concord(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
     env["CONCORD_DATABASE_URL"] = dsn
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", "audit", *args],
+        [sys.executable, "-m", "concord", "audit", *args],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 

@@ -97,7 +97,7 @@ def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     and block it)."""
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "projector"],
+            [sys.executable, "-m", "concord", "projector"],
             env=service_env(settings),
             cwd=ROOT,
             stdout=sink,

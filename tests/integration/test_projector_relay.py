@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-import core.embedded
-from core.embedded import EmbeddedNats
+import concord.embedded
+from concord.embedded import EmbeddedNats
 from core.settings import Settings, with_overrides
 from eventstore.postgres import PostgresEventStore
 from projector.readmodel import lag_by_space
@@ -113,7 +113,7 @@ async def test_nats_outage_loses_nothing(
             assert (lag.projector_lag, lag.outbox_lag) == (0, 200)
             # Restart on the same port (the clients reconnect to the URL they know).
             port = nats_server.port
-            monkeypatch.setattr(core.embedded, "free_port", lambda *_, **__: port)
+            monkeypatch.setattr(concord.embedded, "free_port", lambda *_, **__: port)
             assert nats_server.start() == url
             await eventually(lambda: _outbox_empty(pool, space), within=20)
             assert service.bus.connected

@@ -9,7 +9,7 @@ from pathlib import Path
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from core.embedded import EmbeddedNats, EmbeddedPostgres
+from concord.embedded import EmbeddedNats, EmbeddedPostgres
 from core.settings import Settings
 from gateway.app import create_app
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_SECRET

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from core.embedded import free_port
+from concord.embedded import free_port
 
 
 class _Sockets:
@@ -44,7 +44,7 @@ class _Sockets:
 
 def test_a_port_to_avoid_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     sockets = _Sockets([8000, 8000, 41234])
-    monkeypatch.setattr(socket, "socket", sockets)  # the module core.embedded uses
+    monkeypatch.setattr(socket, "socket", sockets)  # the module concord.embedded uses
     assert free_port(avoid=(8000,)) == 41234
     assert sockets.made == 3
 

@@ -1,10 +1,12 @@
 """Dependencies point inward (docs/architecture.md, "Packages and their boundaries"): checked
 by reading every module's imports.
 
-``crdt`` is pure: standard-library modules without I/O, clocks or randomness, plus
-msgspec. ``core`` imports no adapter; adapters never import each other. (The
-``concord`` command assembles adapters by module name with importlib: that is the
-composition root, and it is the one place allowed to name them.)
+The layering: ``crdt`` ← ``core`` ← ``eventstore`` ← ``projector``, ``scheduler`` ←
+``gateway`` ← ``concord`` (the composition root: the ``concord`` command, embedded
+services, logging and runtime set-up, each component's command; the one package that
+may import every other). ``crdt`` is pure: standard-library modules without I/O, clocks
+or randomness, plus msgspec. The device SDK, ``client``, imports only ``crdt`` and
+``core``. Nothing below ``concord`` imports it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"core", "crdt", "eventstore", "gateway", "projector", "scheduler", "client", "lab", "bench"}
+OURS = {
+    "core", "crdt", "eventstore", "gateway", "projector", "scheduler", "client", "lab", "bench",
+    "concord",
+}  # fmt: skip
 
 CRDT_ALLOWED = {
     "__future__", "msgspec", "typing", "typing_extensions", "collections", "dataclasses",
@@ -31,10 +36,12 @@ PUBLIC_INTERFACES = {"projector.readmodel", "scheduler.queries"}
 FORBIDDEN: dict[str, set[str]] = {
     "crdt": OURS - {"crdt"},
     "core": OURS - {"core", "crdt"},
-    "eventstore": {"gateway", "projector", "scheduler", "client", "lab"},
-    "gateway": {"projector", "scheduler", "client", "lab"},
-    "projector": {"gateway", "scheduler", "client", "lab"},
-    "scheduler": {"gateway", "projector", "client", "lab"},
+    "eventstore": OURS - {"eventstore", "core", "crdt"},
+    "projector": OURS - {"projector", "eventstore", "core", "crdt"},
+    "scheduler": OURS - {"scheduler", "eventstore", "core", "crdt"},
+    "gateway": {"projector", "scheduler", "client", "lab", "bench", "concord"},
+    "client": OURS - {"client", "core", "crdt"},
+    "concord": {"bench"},
 }
 
 
@@ -83,6 +90,12 @@ def test_crdt_is_pure() -> None:
             ):
                 problems.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {node.func.id}()")
     assert not problems, problems
+
+
+def test_core_holds_no_process_assembly() -> None:
+    """The command, embedded services and logging set-up left ``core`` for ``concord``."""
+    leftovers = {"cli.py", "command.py", "embedded.py", "logs.py", "runtime.py"}
+    assert not leftovers & {p.name for p in (ROOT / "core").glob("*.py")}
 
 
 def test_the_checker_sees_nested_imports(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Every error line carries its traceback (``core.logs.configure_logging``).
+"""Every error line carries its traceback (``concord.logs.configure_logging``).
 
 The JSON renderer printed ``"exc_info": true`` and no traceback for structlog's
 ``log.exception``, and a bare repr of the exception for stdlib loggers.
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
-from core.logs import configure_logging
+from concord.logs import configure_logging
 
 
 @pytest.fixture

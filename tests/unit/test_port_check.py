@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from core.cli import ensure_port_free
-from core.command import CommandError
+from concord.command import CommandError
+from concord.serve import ensure_port_free
 
 HOST = "127.0.0.1"
 

@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from core.runtime import DEFAULT_THRESHOLDS, RuntimeSettingError, gc_thresholds, tune_gc
+from concord.runtime import DEFAULT_THRESHOLDS, RuntimeSettingError, gc_thresholds, tune_gc
 
 
 def test_defaults_and_override() -> None:

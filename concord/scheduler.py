@@ -1,17 +1,15 @@
-"""``concord scheduler`` and the in-process scheduler of ``concord dev`` (core.cli plugins)."""
+"""``concord scheduler``: reminders and background jobs until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
 
 import asyncpg
 
-from core.command import CommandError, add_setting_flags, settings_from
+from concord.command import CommandError, add_setting_flags, settings_from
 from core.settings import Settings
 from scheduler.service import SchedulerService
 
@@ -25,13 +23,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("scheduler", help=HELP, description=HELP)
     add_setting_flags(parser)
     parser.set_defaults(handler=cmd_scheduler)
-
-
-@contextlib.asynccontextmanager
-async def in_process(settings: Settings) -> AsyncIterator[None]:
-    """A scheduler running beside the gateway of ``concord dev``."""
-    async with SchedulerService(settings):
-        yield
 
 
 def cmd_scheduler(args: argparse.Namespace) -> None:

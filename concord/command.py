@@ -1,9 +1,6 @@
-"""The plugin API of the ``concord`` command: flags, settings, the one-line error.
-
-Adapter packages (``projector/cli.py``, ``scheduler/cli.py``, ...) import these from
-here rather than from ``core.cli``: under ``python -m core.cli`` that module runs as
-``__main__``, and a second import of it would define a second ``CommandError``.
-"""
+"""What every ``concord`` subcommand shares: one flag per ``CONCORD_*`` variable, the
+settings they make, the one-line error, the database a one-shot command uses, and the
+``--port-file`` of the serving commands."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.embedded import EmbeddedPostgres
+from concord.embedded import EmbeddedPostgres
 from core.settings import ENV_NAMES, Settings, load_settings
 
 

@@ -1,4 +1,4 @@
-"""``concord lab SCENARIO|all [--against URL --admin-token T]`` (a core.cli plugin)."""
+"""``concord lab SCENARIO|all [--against URL --admin-token T]``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.command import CommandError
+from concord.command import CommandError
 
 if TYPE_CHECKING:
     from lab.report import Outcome

@@ -1,7 +1,6 @@
 """``concord projector`` (run the projector and relay), ``... rebuild`` and ``... verify``.
 
-Loaded by ``core.cli`` as a plugin: ``register`` adds the commands, ``in_process`` is
-what ``concord dev`` runs inside the gateway's lifespan.
+``register`` adds the commands to the ``concord`` parser.
 """
 
 from __future__ import annotations
@@ -26,13 +25,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from core.command import CommandError, add_setting_flags, settings_from
+from concord.command import CommandError, add_setting_flags, settings_from
 from core.settings import Settings
 from projector.rebuild import RebuildError, rebuild
-from projector.runner import in_process, running
+from projector.runner import running
 from projector.verify import verify
 
-__all__ = ["in_process", "register"]
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,6 +1,6 @@
 """``concord audit export|verify|replay``: the log, its hash chain, and state from the log alone.
 
-Loaded by ``core.cli`` as a plugin. Exit status: 0 when all is well, 1 when
+Exit status: 0 when all is well, 1 when
 ``verify`` finds a broken chain, 2 for bad input, an unknown space included (one line
 on stderr).
 """
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from core.command import CommandError, add_setting_flags, database_url_for, settings_from
+from concord.command import CommandError, add_setting_flags, database_url_for, settings_from
 from core.errors import ConcordError
 from eventstore import audit
 
