@@ -1,6 +1,7 @@
 """Concord's Python device SDK: a durable offline queue, CRDT merge, automatic sync.
 
 See docs/sdk.md. The entry point is :class:`Device` (``async with Device.open(...)``).
+May import: ``crdt`` and ``core`` only (a device ships without the server).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Reminders and every other background job (docs/scheduler.md).
+"""Reminders and every other background job, on APScheduler 3 with its durable state in
+our own PostgreSQL tables (docs/scheduler.md). Run it with ``concord scheduler`` (one
+of the processes ``concord dev`` supervises). Reads for the gateway:
+:mod:`scheduler.queries`.
 
-Run it with ``concord scheduler`` (or inside ``concord dev``): :mod:`concord.scheduler`.
-Reads for the gateway, injected by the composition root (the gateway may not import
-this package): :mod:`scheduler.queries`.
+May import: ``core``, ``crdt``, ``eventstore``. Imported by ``concord`` (and the
+gateway's read interface).
 """
