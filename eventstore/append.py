@@ -28,6 +28,7 @@ from crdt import (
     check_preds,
 )
 from crdt.validate import is_canonical_uuid
+from eventstore.heads import FieldKey, upsert_sql
 from eventstore.push import Checked, Push, refuse_all, rejected
 from eventstore.rows import Conn, decode_value
 from eventstore.writer import Batch, SpaceCursor, lock_spaces
@@ -40,9 +41,13 @@ FaultHook = Callable[[Conn], Awaitable[None]]
 #   0. the pushers' current roles (user_id in op_id, role in kind);
 #   1. idempotency and pred targets: every stored event of the group's spaces named by an
 #      op_id or a pred entry of the group;
-#   2. the stored sets of every field a pushed set touches: enough to know the field's
-#      heads, so that concord_conflicts_total counts a set after which its field has
-#      several.
+#   2. the heads of every field a pushed set touches (in pred), one row per field from
+#      field_heads (eventstore/heads.py), so that concord_conflicts_total counts a set
+#      after which its field has several.
+# Parts 1 and 2 probe their table once per key: a LATERAL subquery that LIMIT keeps
+# from being flattened is a nested loop over the keys with one lookup of a unique index
+# each, whatever the table's size or the plan cached; the rows read are the rows found,
+# never a field's history.
 _LOOKUP = """
 SELECT 0 AS part, m.space_id, m.user_id AS op_id, NULL::bigint AS seq,
        NULL::text AS entity_type, NULL::text AS entity_id, m.role AS kind,
@@ -54,18 +59,19 @@ UNION ALL
 SELECT 1, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, e.kind, e.field, e.value,
        e.lamport, e.payload_hash, NULL
 FROM (SELECT DISTINCT * FROM unnest($3::uuid[], $4::uuid[])) AS k(space_id, op_id)
-JOIN events e ON e.space_id = k.space_id AND e.op_id = k.op_id
+CROSS JOIN LATERAL (
+    SELECT * FROM events WHERE space_id = k.space_id AND op_id = k.op_id LIMIT 1
+) AS e
 UNION ALL
-SELECT 2, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, NULL, e.field, NULL,
-       NULL, NULL, e.pred
+SELECT 2, h.space_id, NULL, NULL, h.entity_type, h.entity_id, NULL, h.field, NULL,
+       NULL, NULL, h.heads
 FROM (SELECT DISTINCT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[]))
     AS k(space_id, entity_type, entity_id, field)
-JOIN events e ON e.space_id = k.space_id AND e.entity_type = k.entity_type
-    AND e.entity_id = k.entity_id AND e.field = k.field AND e.kind = 'set'
+CROSS JOIN LATERAL (
+    SELECT * FROM field_heads WHERE space_id = k.space_id AND entity_type = k.entity_type
+        AND entity_id = k.entity_id AND field = k.field LIMIT 1
+) AS h
 """
-
-#: A field of an entity of a space: (space_id, entity_type, entity_id, field).
-FieldKey = tuple[str, str, str, str]
 
 
 @dataclass
@@ -162,7 +168,6 @@ async def _look_up(
         return known
     keys, fields = _probe_keys(pushes, cursors, known.views, probe_all)
     rows = await conn.fetch(_LOOKUP, *_columns(pairs, 2), *_columns(keys, 2), *_columns(fields, 4))
-    sets: list[asyncpg.Record] = []
     for r in rows:
         part = r["part"]
         if part == 0:
@@ -181,13 +186,8 @@ async def _look_up(
                 lamport=r["lamport"],
             )
         else:
-            sets.append(r)
-    sets.sort(key=lambda r: r["seq"])
-    for r in sets:  # in seq order: a set supersedes the heads it names
-        key = (str(r["space_id"]), r["entity_type"], r["entity_id"], r["field"])
-        heads = known.heads.setdefault(key, set())
-        heads.difference_update(str(p) for p in r["pred"])
-        heads.add(str(r["op_id"]))
+            key = (str(r["space_id"]), r["entity_type"], r["entity_id"], r["field"])
+            known.heads[key] = {str(h) for h in r["pred"]}
     return known
 
 
@@ -199,6 +199,8 @@ class _Context:
     batch: Batch
     #: Heads of every field the group sets (stored, then as the group's sets land).
     heads: dict[FieldKey, set[str]]
+    #: The fields whose heads the group changed (written back before COMMIT).
+    changed: set[FieldKey] = field(default_factory=set)
     conflicts: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -238,7 +240,7 @@ def _plan_push(
     targets, stored, skipped = view.targets, view.stored, view.skipped
     lamport_before, headroom = cursor.max_lamport, ctx.headroom
     cap = lamport_before + headroom
-    add, heads, user_id = ctx.batch.add, ctx.heads, push.user_id
+    add, heads, changed, user_id = ctx.batch.add, ctx.heads, ctx.changed, push.user_id
     results: list[OpResult] = []
     events: list[Event] = []
     for echo, item in zip(push.echo_ids, push.items, strict=True):
@@ -269,6 +271,7 @@ def _plan_push(
         targets[op_id] = event  # a later pred names it: its value as stored
         if op.kind == "set" and op.field is not None:
             key = (space_id, op.entity_type, op.entity_id, op.field)
+            changed.add(key)
             field_heads = heads.get(key)
             if field_heads is None:
                 heads[key] = {op_id}
@@ -324,7 +327,8 @@ async def _transaction(
         await ctx.batch.copy(conn)
         if fault_hook is not None:
             await fault_hook(conn)
-        await conn.execute(ctx.batch.advance_sql() + "COMMIT")
+        new_heads = {key: ctx.heads[key] for key in ctx.changed}
+        await conn.execute(upsert_sql(new_heads) + ctx.batch.advance_sql() + "COMMIT")
     except BaseException:
         await _roll_back(conn)
         raise
