@@ -33,16 +33,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import msgspec
 import nats
 
+from core.ops import op_from_row
 from core.settings import Settings
-from crdt import EntityState, Op, encode_state
+from crdt import EntityState, encode_state
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
+from eventstore.reads import ALL_OP_ROWS, chunks
 from eventstore.rows import READ_COLUMNS
 from eventstore.testing import new_id, op
-from projector.folding import ALL_EVENTS, chunks
 from projector.readmodel import get_entity, lag_totals, list_entities
 from projector.runner import running
 from projector.service import ProjectorOptions
@@ -129,7 +129,7 @@ async def fill(store: PostgresEventStore, spaces: int, events: int) -> list[tupl
 
 
 #: The raw reads: the projector's columns (what the rebuild reads), every column.
-RAW_QUERIES = {"proj": ALL_EVENTS, "full": RAW_FULL}
+RAW_QUERIES = {"proj": ALL_OP_ROWS, "full": RAW_FULL}
 
 
 async def raw_read_here(dsn: str, which: str) -> Read:
@@ -189,29 +189,13 @@ async def reader(pool: asyncpg.Pool, spaces: list[tuple[str, str]], live: Live) 
             await asyncio.sleep(0.02)  # a steady read load: ~50 entity reads + pages a second
 
 
-def _op(row: asyncpg.Record) -> Op:
-    """An Op from a row of ``ALL_EVENTS``, built the way ``fold_spaces`` builds it."""
-    _, op_id, etype, eid, kind, field, value, pred, lamport, device_id, _ = row
-    return Op(
-        op_id=op_id,
-        entity_type=etype,
-        entity_id=eid,
-        kind=kind,
-        field=field,
-        value=None if value is None else msgspec.json.decode(value),
-        pred=tuple(pred),
-        lamport=lamport,
-        device_id=device_id,
-    )
-
-
 async def breakdown(pool: asyncpg.Pool) -> dict[str, float]:
     """Where a rebuild's time goes: the bulk phase redone with a stopwatch per step."""
     times = dict.fromkeys(("fetch", "decode", "merge", "derive+encode", "copy"), 0.0)
     async with pool.acquire() as conn, pool.acquire() as out:
         await out.execute("CREATE TEMP TABLE scratch_states (LIKE entity_states)")
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            cursor = await conn.cursor(ALL_EVENTS)
+            cursor = await conn.cursor(ALL_OP_ROWS)
             states: dict[tuple[str, str, str], EntityState] = {}
             while True:
                 t0 = time.perf_counter()
@@ -219,7 +203,7 @@ async def breakdown(pool: asyncpg.Pool) -> dict[str, float]:
                 t1 = time.perf_counter()
                 if not rows:
                     break
-                ops = [(row[10], _op(row)) for row in rows]
+                ops = [(row[10], op_from_row(row)) for row in rows]
                 t2 = time.perf_counter()
                 for space, o in ops:
                     key = (space, o.entity_type, o.entity_id)

@@ -29,12 +29,13 @@ import asyncpg
 
 from core.events import ReminderChange
 from core.metrics import PROJECTOR_QUARANTINED
-from core.ops import op_from_event
+from core.ops import op_from_event, op_from_row
 from core.wire import Event
 from crdt import EntityState, Op, decode_state, encode_state
 from eventstore.errors import is_transient
+from eventstore.reads import op_rows_between
 from eventstore.rows import Conn
-from projector.tables import LIVE, READ_EVENTS, Tables, columns_of, op_from_row
+from projector.tables import LIVE, Tables, columns_of
 from projector.typed import TASK, ReminderKey, derive, reminder_key
 
 BIG = 2**62
@@ -94,7 +95,7 @@ async def read_events(
 ) -> list[tuple[int, Op]]:
     """Events ``after < seq <= up_to`` from the log, cut at the first gap (none should
     exist: a space's seqs commit in order, under its row lock)."""
-    rows = await conn.fetch(READ_EVENTS, space_id, after, up_to, limit)
+    rows = await op_rows_between(conn, space_id, after, up_to, limit)
     out: list[tuple[int, Op]] = []
     for row in rows:
         if row[0] != after + len(out) + 1:
@@ -181,7 +182,7 @@ async def _apply_isolating(
     no part can hold quarantined; the checkpoint moves past them all."""
     async with conn.transaction():
         checkpoint = await lock_checkpoint(conn, tables, sid)
-        rows = await conn.fetch(READ_EVENTS, sid, checkpoint, up_to or BIG, max_events)
+        rows = await op_rows_between(conn, sid, checkpoint, up_to or BIG, max_events)
         items = _items(rows, checkpoint)
         if not items:
             return None

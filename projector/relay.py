@@ -30,7 +30,9 @@ import msgspec
 from nats.js import JetStreamContext
 
 from core.natsbus import NatsBus
-from eventstore.rows import READ_COLUMNS, Conn, event_from_row
+from core.wire import Event
+from eventstore.reads import events_between
+from eventstore.rows import Conn
 from projector.stream import JetStream, Names, ensure_stream, honour_cancellation
 
 log = logging.getLogger("concord.projector.relay")
@@ -46,9 +48,6 @@ INSERT INTO outbox_cursors (space_id) SELECT unnest($1::uuid[]) ON CONFLICT DO N
 _LOCK_CURSORS = """
 SELECT space_id, published_seq FROM outbox_cursors WHERE space_id = ANY($1::uuid[])
 ORDER BY space_id FOR UPDATE SKIP LOCKED
-"""
-_READ = f"""
-SELECT {READ_COLUMNS} FROM events WHERE space_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq
 """
 _ADVANCE = "UPDATE outbox_cursors SET published_seq = $2 WHERE space_id = $1"
 _DELETE = "DELETE FROM outbox WHERE space_id = $1 AND head = ANY($2::bigint[])"
@@ -128,9 +127,9 @@ class Relay:
         target = min(max(heads), published + self.max_events)
         count = 0
         if target > published:
-            rows = await conn.fetch(_READ, sid, published, target)
-            await self._publish(js, rows)
-            count = len(rows)
+            events = await events_between(conn, sid, published, target)
+            await self._publish(js, events)
+            count = len(events)
             await conn.execute(_ADVANCE, sid, target)
             published = target
         covered = [h for h in heads if h <= published]
@@ -138,12 +137,11 @@ class Relay:
             await conn.execute(_DELETE, sid, covered)
         return count
 
-    async def _publish(self, js: JetStreamContext, rows: list[asyncpg.Record]) -> None:
+    async def _publish(self, js: JetStreamContext, events: list[Event]) -> None:
         """Publish in seq order (one connection keeps the order) and await every ack."""
         futures = []
         try:
-            for row in rows:
-                event = event_from_row(row)
+            for event in events:
                 futures.append(
                     await js.publish_async(
                         self.names.log_subject(event.space_id),

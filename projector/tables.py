@@ -11,11 +11,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import asyncpg
-import msgspec
-
-from crdt import Op
-
 STATE_COLUMNS: tuple[str, ...] = (
     "space_id",
     "entity_type",
@@ -46,34 +41,6 @@ _ARRAY_TYPES = (
     "text[]",
     "uuid[]",
 )
-
-#: What the projector reads of an event: ids as text (no UUID objects to build and
-#: stringify), the value as its stored JSON text.
-EVENT_SELECT = (
-    "SELECT seq, op_id::text, entity_type, entity_id, kind, field, value, pred::text[], "
-    "lamport, device_id::text FROM events"
-)
-
-READ_EVENTS = f"{EVENT_SELECT} WHERE space_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4"
-
-_json = msgspec.json.decode
-
-
-def op_from_row(row: asyncpg.Record) -> Op:
-    """The merge-relevant part of a row selected with :data:`EVENT_SELECT` (unpacked in
-    one go: this runs once per event, and unpacking beats ten index lookups)."""
-    _, op_id, entity_type, entity_id, kind, field, value, pred, lamport, device_id = row
-    return Op(
-        op_id=op_id,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        kind=kind,
-        field=field,
-        value=None if value is None else _json(value),
-        pred=tuple(pred),
-        lamport=lamport,
-        device_id=device_id,
-    )
 
 
 @dataclass(frozen=True)
