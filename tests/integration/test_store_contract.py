@@ -28,7 +28,7 @@ from core.ports import Acceptance, EventStore, Invitation, RoleChange
 from core.wire import SERVER_DEVICE_ID, Event
 from crdt import EntityState
 from eventstore.postgres import PostgresEventStore
-from eventstore.testing import new_id, op
+from eventstore.testing import new_id, new_user, op
 from tests.conftest import TEST_SECRET
 
 DAY = 86_400.0
@@ -49,13 +49,7 @@ class Harness:
 @contextlib.asynccontextmanager
 async def _postgres(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
     async def user() -> str:
-        user_id = new_id()
-        await pool.execute(
-            "INSERT INTO users (user_id, email, password_hash) VALUES ($1, $2, 'x')",
-            user_id,
-            f"{user_id}@example.test",
-        )
-        return user_id
+        return await new_user(pool)
 
     @contextlib.asynccontextmanager
     async def transaction() -> AsyncIterator[Any]:
@@ -135,32 +129,39 @@ async def test_create_space_in_shares_the_callers_transaction(harness: Harness) 
 
 
 async def test_member_changes_are_events(harness: Harness, store: EventStore) -> None:
+    """Add, re-role, remove: each an event carrying who, what before, what now and by
+    whom; the current role and its ``since_seq`` follow; a no-op writes nothing."""
     space, owner = await _space(harness)
     other = await harness.user()
     added = await store.change_member(space_id=space, user_id=other, role="reader", by=owner)
     assert added is not None
     assert (added.kind, added.seq) == ("member_added", 2)
     assert await store.change_member(space_id=space, user_id=other, role="reader", by=owner) is None
-    raised = await store.change_member(space_id=space, user_id=other, role="editor", by=owner)
+    raised = await store.change_member(space_id=space, user_id=other, role="owner", by=owner)
     assert raised is not None
-    assert raised.kind == "member_role_changed"
-    assert raised.value == {
-        "user_id": other,
-        "role": "editor",
-        "previous_role": "reader",
-        "by": owner,
-    }
+    assert (raised.kind, raised.value) == (
+        "member_role_changed",
+        {"user_id": other, "role": "owner", "previous_role": "reader", "by": owner},
+    )
     membership = await store.membership(space, other)
     assert membership is not None
     assert membership.since_seq == raised.seq
-    removed = await store.change_member(space_id=space, user_id=other, role=None, by=owner)
+    # The new owner removes the first: the space keeps an owner, so that is allowed.
+    removed = await store.change_member(space_id=space, user_id=owner, role=None, by=other)
     assert removed is not None
-    assert removed.kind == "member_removed"
-    assert await store.role_of(space, other) is None
-    assert await store.membership(space, other) is None
-    assert await store.removal_after(space, other, raised.seq) == removed
-    assert await store.removal_after(space, other, removed.seq) is None
-    assert await store.members_of(space) == {owner: "owner"}
+    assert (removed.kind, removed.value["role"], removed.value["previous_role"]) == (
+        "member_removed",
+        None,
+        "owner",
+    )
+    assert await store.role_of(space, owner) is None
+    assert await store.membership(space, owner) is None
+    assert await store.spaces_of(owner) == []
+    assert await store.removal_after(space, owner, raised.seq) == removed
+    assert await store.removal_after(space, owner, removed.seq) is None
+    assert await store.change_member(space_id=space, user_id=owner, role=None, by=other) is None
+    assert await store.members_of(space) == {other: "owner"}
+    assert [e.seq for e in await store.read(space, 0, 100)] == [1, 2, 3, 4]
 
 
 async def test_a_space_keeps_an_owner(harness: Harness, store: EventStore) -> None:
