@@ -9,38 +9,58 @@ the same whatever its field's history.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 
 #: A field of an entity of a space: (space_id, entity_type, entity_id, field).
 FieldKey = tuple[str, str, str, str]
 
-# One statement of literals, so that it can share COMMIT's round trip (see
-# eventstore/append.py). Client text (entity type and id, field) never enters the SQL
-# as text: it is sent as the hex of its UTF-8 bytes and decoded by the server; ids are
-# UUIDs parsed and printed here. So every character of the statement is made here.
-_UPSERT = """
-INSERT INTO field_heads (space_id, entity_type, entity_id, field, heads)
-VALUES {values}
-ON CONFLICT (space_id, entity_type, entity_id, field) DO UPDATE SET heads = EXCLUDED.heads;
-"""
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _text(value: str) -> str:
-    return f"convert_from(decode('{value.encode().hex()}', 'hex'), 'UTF8')"
+def field_key(entity_type: str, entity_id: str, field: str) -> str:
+    """The field's key in ``field_heads``: as the SQL function ``field_key`` of migration
+    0008 computes it (the first 16 bytes of SHA-256 over the length-prefixed names)."""
+    text = f"{len(entity_type)}:{entity_type}{len(entity_id)}:{entity_id}{field}"
+    return str(uuid.UUID(bytes=hashlib.sha256(text.encode()).digest()[:16]))
 
 
-def _uuids(ids: Iterable[str]) -> str:
-    return "'{" + ",".join(str(uuid.UUID(i)) for i in sorted(ids)) + "}'::uuid[]"
+def _uuid(value: str) -> str:
+    """``value`` when it is a canonical UUID: all this module puts between quotes."""
+    if _CANONICAL.fullmatch(value) is None:
+        raise ValueError(f"not a canonical UUID: {value!r}")
+    return value
 
 
-def upsert_sql(heads: Mapping[FieldKey, Iterable[str]]) -> str:
-    """The statement storing ``heads`` (each field's complete new heads); "" for none."""
-    if not heads:
-        return ""
-    values = ", ".join(
-        f"('{uuid.UUID(space_id)}'::uuid, {_text(entity_type)}, {_text(entity_id)}, "
-        f"{_text(field)}, {_uuids(ids)})"
-        for (space_id, entity_type, entity_id, field), ids in heads.items()
+def _rows(rows: Iterable[tuple[str, str, Iterable[str]]]) -> str:
+    return ", ".join(
+        f"('{_uuid(space_id)}'::uuid, '{_uuid(key)}'::uuid, "
+        f"'{{{','.join(_uuid(h) for h in heads)}}}'::uuid[])"
+        for space_id, key, heads in rows
     )
-    return _UPSERT.format(values=values)
+
+
+def write_sql(
+    new: Mapping[tuple[str, str], Iterable[str]], changed: Mapping[tuple[str, str], Iterable[str]]
+) -> str:
+    """Statements storing the heads of fields without a row yet (``new``) and of fields
+    with one (``changed``), keyed by (space_id, field_key); "" when there are none.
+
+    Literals only, so that they share COMMIT's round trip (eventstore/append.py): every
+    character is a UUID checked here or SQL of this module. A plain INSERT and an UPDATE,
+    not an upsert: the lookup under the space lock said which rows exist, and only
+    holders of that lock write them."""
+    sql = ""
+    if new:
+        values = _rows((s, k, h) for (s, k), h in new.items())
+        sql += f"INSERT INTO field_heads (space_id, field_key, heads) VALUES {values};\n"
+    if changed:
+        values = _rows((s, k, h) for (s, k), h in changed.items())
+        sql += (
+            f"UPDATE field_heads AS f SET heads = u.heads FROM (VALUES {values})"
+            " AS u(space_id, field_key, heads)"
+            " WHERE f.space_id = u.space_id AND f.field_key = u.field_key;\n"
+        )
+    return sql

@@ -5,16 +5,28 @@
 -- fields it changed in the same transaction, under the space lock (the only writers of
 -- a space's rows here hold that lock, so rows never wait on each other).
 --
+-- A field is keyed by a digest of its name, field_key(entity_type, entity_id, field):
+-- a fixed 16-byte key keeps the index small and its comparisons cheap, and the append's
+-- statements carry nothing but UUIDs. eventstore/heads.py computes the same key.
+--
 -- Room left on each page (fillfactor) so the frequent rewrites of a row stay on its
 -- page (HOT updates: no index entry per rewrite).
 
+-- The first 16 bytes of SHA-256 over the length-prefixed names (lengths in characters),
+-- so no two different (entity_type, entity_id, field) read the same text.
+CREATE FUNCTION field_key(entity_type text, entity_id text, field text) RETURNS uuid
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT encode(substr(sha256(convert_to(
+        length(entity_type) || ':' || entity_type || length(entity_id) || ':' || entity_id
+        || field, 'UTF8')), 1, 16), 'hex')::uuid
+$$;
+
 CREATE TABLE field_heads (
-    space_id    uuid   NOT NULL,
-    entity_type text   NOT NULL,
-    entity_id   text   NOT NULL,
-    field       text   NOT NULL,
-    heads       uuid[] NOT NULL,
-    PRIMARY KEY (space_id, entity_type, entity_id, field)
+    space_id  uuid   NOT NULL,
+    field_key uuid   NOT NULL,
+    heads     uuid[] NOT NULL,
+    PRIMARY KEY (space_id, field_key)
 ) WITH (fillfactor = 80);
 
 -- Backfill from the log. No event may be appended between this snapshot and COMMIT
@@ -29,8 +41,9 @@ WITH named AS (
     FROM events l CROSS JOIN LATERAL unnest(l.pred) AS p(op_id)
     WHERE l.kind = 'set' AND l.field IS NOT NULL
 )
-INSERT INTO field_heads (space_id, entity_type, entity_id, field, heads)
-SELECT e.space_id, e.entity_type, e.entity_id, e.field, array_agg(e.op_id ORDER BY e.seq)
+INSERT INTO field_heads (space_id, field_key, heads)
+SELECT e.space_id, field_key(e.entity_type, e.entity_id, e.field),
+       array_agg(e.op_id ORDER BY e.seq)
 FROM events e
 WHERE e.kind = 'set' AND e.field IS NOT NULL
   AND NOT EXISTS (

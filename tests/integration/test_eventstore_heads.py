@@ -15,7 +15,7 @@ import pytest
 from core.ops import parse_op
 from crdt import Violation
 from eventstore import members
-from eventstore.heads import FieldKey, upsert_sql
+from eventstore.heads import FieldKey, field_key, write_sql
 from eventstore.migrations import discover, migrate
 from eventstore.postgres import PostgresEventStore
 from eventstore.rows import Conn
@@ -123,13 +123,16 @@ def heads_from_log(events: list[tuple[str, str, str, str, str | None, str, list[
     return heads
 
 
-async def _stored_heads(conn: Conn | asyncpg.Pool, space: str) -> Heads:
+async def _stored_heads(conn: Conn | asyncpg.Pool, space: str) -> dict[str, set[str]]:
+    """The space's rows of field_heads: field_key -> heads."""
     rows = await conn.fetch(
-        "SELECT space_id::text, entity_type, entity_id, field, heads::text[] AS heads"
-        " FROM field_heads WHERE space_id = $1",
-        space,
+        "SELECT field_key::text, heads::text[] FROM field_heads WHERE space_id = $1", space
     )
-    return {(r[0], r[1], r[2], r[3]): set(r["heads"]) for r in rows}
+    return {r[0]: set(r[1]) for r in rows}
+
+
+def _keyed(heads: Heads) -> dict[str, set[str]]:
+    return {field_key(f[1], f[2], f[3]): h for f, h in heads.items()}
 
 
 async def _log_of(conn: Conn | asyncpg.Pool, space: str) -> Heads:
@@ -184,7 +187,7 @@ async def test_the_table_holds_the_heads_the_log_gives(pool: asyncpg.Pool) -> No
         await store.append(user_id=user, device_id=new_id(), ops=pushes[3])  # duplicates
     expected = await _log_of(pool, space)
     assert sum(len(h) > 1 for h in expected.values()) > 0  # some fields are conflicted
-    assert await _stored_heads(pool, space) == expected
+    assert await _stored_heads(pool, space) == _keyed(expected)
 
 
 async def test_migration_0008_fills_the_table_from_the_log(
@@ -217,22 +220,42 @@ async def test_migration_0008_fills_the_table_from_the_log(
         expected = await _log_of(conn, space)
         assert sum(len(h) > 1 for h in expected.values()) > 0
         assert await migrate(conn, migrations) == [m.version for m in migrations if m.version >= 8]
-        assert await _stored_heads(conn, space) == expected
+        assert await _stored_heads(conn, space) == _keyed(expected)
     finally:
         await conn.close()
 
 
-async def test_the_upsert_carries_any_text(pool: asyncpg.Pool) -> None:
-    """Ids are restricted before they get here, but the statement does not rely on it:
-    text reaches the server as hex, whatever it holds."""
-    a, b = new_id(), new_id()
-    key: FieldKey = (new_id(), "it's", "\\ '); DROP TABLE events; --", 'ü 😀 $$ "')
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            await conn.execute(upsert_sql({key: {a}}))
-            await conn.execute(upsert_sql({key: {a, b}}))
-            assert await _stored_heads(conn, key[0]) == {key: {a, b}}
-        finally:
-            await transaction.rollback()
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("task", "t-1", "title"),
+        ("task", "a:b.c_d-e", "notes"),
+        ("ü 😀", "it's", '\\ "$$'),
+        ("", "", ""),
+    ],
+)
+async def test_field_keys_agree_with_the_database(
+    pool: asyncpg.Pool, names: tuple[str, str, str]
+) -> None:
+    """The append computes keys in Python, the migration's backfill in SQL: the same."""
+    assert await pool.fetchval("SELECT field_key($1, $2, $3)::text", *names) == field_key(*names)
+
+
+def test_field_keys_tell_names_apart() -> None:
+    """Length prefixes: moving characters from one name to the next changes the key."""
+    keys = {
+        field_key("ab", "c", "d"),
+        field_key("a", "bc", "d"),
+        field_key("a", "b", "cd"),
+        field_key("a1:b", "c", "d"),
+    }
+    assert len(keys) == 4
+
+
+def test_only_uuids_enter_the_statements() -> None:
+    space, key, head = new_id(), field_key("task", "t", "title"), new_id()
+    assert write_sql({}, {}) == ""
+    sql = write_sql({(space, key): [head]}, {(space, key): [head]})
+    assert sql.count(head) == 2
+    with pytest.raises(ValueError, match="canonical UUID"):
+        write_sql({(space, key): ["x'); DROP TABLE events; --"]}, {})
