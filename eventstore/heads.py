@@ -11,35 +11,42 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 
 #: A field of an entity of a space: (space_id, entity_type, entity_id, field).
 FieldKey = tuple[str, str, str, str]
 
-_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_CANONICAL = re.compile(_UUID)
+#: A comma-separated list of them.
+_IDS = re.compile(f"{_UUID}(?:,{_UUID})*")
 
 
 def field_key(entity_type: str, entity_id: str, field: str) -> str:
-    """The field's key in ``field_heads``: as the SQL function ``field_key`` of migration
-    0008 computes it (the first 16 bytes of SHA-256 over the length-prefixed names)."""
+    """The field's key in ``field_heads`` (a canonical UUID string): as the SQL function
+    ``field_key`` of migration 0008 computes it, the first 16 bytes of SHA-256 over the
+    length-prefixed names. (Formatted by hand: once per field of every group.)"""
     text = f"{len(entity_type)}:{entity_type}{len(entity_id)}:{entity_id}{field}"
-    return str(uuid.UUID(bytes=hashlib.sha256(text.encode()).digest()[:16]))
+    h = _sha256(text.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
-def _uuid(value: str) -> str:
-    """``value`` when it is a canonical UUID: all this module puts between quotes."""
-    if _CANONICAL.fullmatch(value) is None:
-        raise ValueError(f"not a canonical UUID: {value!r}")
-    return value
+_sha256 = hashlib.sha256
 
 
 def _rows(rows: Iterable[tuple[str, str, Iterable[str]]]) -> str:
-    return ", ".join(
-        f"('{_uuid(space_id)}'::uuid, '{_uuid(key)}'::uuid, "
-        f"'{{{','.join(_uuid(h) for h in heads)}}}'::uuid[])"
-        for space_id, key, heads in rows
-    )
+    """VALUES rows of (space_id, field_key, heads). Every id must be a canonical UUID (all
+    this module puts between quotes): checked in one pass over their concatenation."""
+    values: list[str] = []
+    ids: list[str] = []
+    for space_id, key, heads in rows:
+        listed = ",".join(heads)
+        ids += (space_id, key, listed)
+        values.append(f"('{space_id}'::uuid, '{key}'::uuid, '{{{listed}}}'::uuid[])")
+    if _IDS.fullmatch(",".join(ids)) is None:
+        bad = [i for i in ",".join(ids).split(",") if _CANONICAL.fullmatch(i) is None]
+        raise ValueError(f"not a canonical UUID: {bad[0]!r}")
+    return ", ".join(values)
 
 
 def write_sql(
