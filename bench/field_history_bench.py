@@ -10,12 +10,16 @@ device edits a title) through ``PostgresEventStore.append`` in pushes of 1,000. 
 * *long history*: ``--ops`` one-op pushes, one after another, each a set of that field
   naming its head (the field's history grows by ``--ops`` each round);
 * *fresh field*: ``--ops`` one-op pushes in the same space, each a set of a field never
-  set before (a new task's title).
+  set before (a new task's title);
+* *young field*: the same, each of a field with one earlier set (stored untimed just
+  before), naming it: an op like the long-history one (a pred to look up, a heads row
+  to rewrite) but for the history.
 
-The two differ only in the history of the field they set (same space, same size, same
-ops per push), so the ratio of their per-op times is what the history costs. Printed per
-round: wall µs per op (one push at a time, so that is the append's latency) and the
-database backends' CPU µs per op; then the median of the round-by-round ratios.
+They differ only in the history of the field they set (same space, same size, same ops
+per push), so the ratios of their per-op times are what the history costs. Printed per
+round: wall µs per op (one push at a time, so that is the append's latency, commit
+included) and the database backends' CPU µs per op; then the medians of the
+round-by-round ratios.
 """
 
 from __future__ import annotations
@@ -110,31 +114,63 @@ async def _bench_in(pool: asyncpg.Pool, dsn: str, args: argparse.Namespace) -> N
             f"({args.history / seconds:,.0f} ops/s, pushes of {FILL_BATCH})"
         )
         await pool.execute("VACUUM ANALYZE")
-        fresh = 0
-        walls: list[float] = []
-        cpus: list[float] = []
-        print(f"{'round':<7}{'long history µs/op':>20}{'fresh µs/op':>14}{'ratio':>8}"
-              f"{'db CPU long':>13}{'db CPU fresh':>14}")  # fmt: skip
-        for number in range(args.rounds):
-            long_ops = [hot.next_op(space) for _ in range(args.ops)]
-            fresh_ops = []
+        await _rounds(dsn, store, user, space, hot, args)
+
+
+PATHS = ("long", "fresh", "young")
+
+
+async def _rounds(
+    dsn: str,
+    store: PostgresEventStore,
+    user: str,
+    space: str,
+    hot: Field,
+    args: argparse.Namespace,
+) -> None:
+    """The three paths, ``--rounds`` times; per round µs/op, then the medians of the
+    round-by-round ratios of the long history to each of the others."""
+    made = 0
+    ratios: dict[str, list[float]] = {
+        f"{kind} {p}": [] for kind in ("wall", "cpu") for p in PATHS[1:]
+    }
+    print("µs per op, wall (one push at a time) / database CPU")
+    print(f"{'round':<7}" + "".join(f"{p:>18}" for p in PATHS))
+    for number in range(args.rounds):
+        ops: dict[str, list[dict[str, Any]]] = {
+            "long": [hot.next_op(space) for _ in range(args.ops)]
+        }
+        firsts: list[dict[str, Any]] = []
+        for path in PATHS[1:]:
+            ops[path] = []
             for _ in range(args.ops):
-                fresh += 1
-                fresh_ops.append(op(space, entity_id=f"fresh-{fresh}", lamport=hot.lamport))
-            long_wall, long_cpu = await _timed(dsn, store, user, long_ops)
-            fresh_wall, fresh_cpu = await _timed(dsn, store, user, fresh_ops)
-            walls.append(long_wall / fresh_wall)
-            if long_cpu > 0 and fresh_cpu > 0:  # 0: the backend was not seen (it left)
-                cpus.append(long_cpu / fresh_cpu)
-            print(
-                f"{number + 1:<7}{long_wall:>20.0f}{fresh_wall:>14.0f}"
-                f"{long_wall / fresh_wall:>7.2f}x{_cpu(long_cpu):>13}{_cpu(fresh_cpu):>14}"
-            )
-    cpu = f"{statistics.median(cpus):.2f}x" if cpus else "n/a"
-    print(
-        f"median of round-by-round ratios (field with {args.history:,}+ earlier sets ÷ "
-        f"fresh field): wall {statistics.median(walls):.2f}x, database CPU {cpu}"
-    )
+                made += 1
+                raw = op(space, entity_id=f"{path}-{made}", lamport=hot.lamport)
+                if path == "young":  # one earlier set, stored now, untimed
+                    firsts.append(raw)
+                    raw = op(
+                        space,
+                        entity_id=raw["entity_id"],
+                        lamport=hot.lamport + 1,
+                        pred=[raw["op_id"]],
+                    )
+                ops[path].append(raw)
+        for i in range(0, len(firsts), FILL_BATCH):
+            await _push(store, user, str(uuid.uuid4()), firsts[i : i + FILL_BATCH])
+        got = {path: await _timed(dsn, store, user, ops[path]) for path in PATHS}
+        wall, cpu = got["long"]
+        for path in PATHS[1:]:
+            ratios[f"wall {path}"].append(wall / got[path][0])
+            if cpu > 0 and got[path][1] > 0:  # 0: the backend was not seen (it left)
+                ratios[f"cpu {path}"].append(cpu / got[path][1])
+        print(f"{number + 1:<7}" + "".join(f"{w:>10.0f} / {_cpu(c):>5}" for w, c in got.values()))
+    print(f"median of round-by-round ratios, field with {args.history:,}+ earlier sets ÷")
+    for path, what in (("fresh", "a field never set"), ("young", "a field with one earlier set")):
+        cpus = ratios[f"cpu {path}"]
+        shown = f"{statistics.median(cpus):.2f}x" if cpus else "n/a"
+        print(
+            f"  {what}: wall {statistics.median(ratios[f'wall {path}']):.2f}x, database CPU {shown}"
+        )
 
 
 def _cpu(micros: float) -> str:
