@@ -41,16 +41,16 @@ async def fold_spaces(
     current: SpaceFold | None = None
     async for rows in source:
         for row in rows:
-            # The hot loop of a rebuild: one slice, one Op, one apply per event.
-            seq, sid = row[0], row[10]
+            # The hot loop of a rebuild: one unpack, one Op, one apply per event.
+            seq, _, etype, eid, _, _, _, _, _, _, sid = row
             if current is None or sid != current.space_id:
                 if current is not None:
                     yield current
                 current = SpaceFold(sid)
-            key = (row[2], row[3])
+            key = (etype, eid)
             state = current.states.get(key)
             if state is None:
-                state = current.states[key] = EntityState(*key)
+                state = current.states[key] = EntityState(etype, eid)
             try:  # free unless it raises
                 state.apply(op_from_row(row))
             except Exception:
