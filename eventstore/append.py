@@ -241,7 +241,7 @@ def _plan_push(
     targets, stored, skipped = view.targets, view.stored, view.skipped
     lamport_before, headroom = cursor.max_lamport, ctx.headroom
     cap = lamport_before + headroom
-    add, heads, changed, user_id = ctx.batch.add, ctx.heads, ctx.changed, push.user_id
+    add, heads, user_id = ctx.batch.add, ctx.heads, push.user_id
     results: list[OpResult] = []
     events: list[Event] = []
     for echo, item in zip(push.echo_ids, push.items, strict=True):
@@ -272,7 +272,7 @@ def _plan_push(
         targets[op_id] = event  # a later pred names it: its value as stored
         if op.kind == "set" and op.field is not None:
             key = (space_id, op.entity_type, op.entity_id, op.field)
-            changed.add(key)
+            ctx.changed.add(key)
             field_heads = heads.get(key)
             if field_heads is None:
                 heads[key] = {op_id}

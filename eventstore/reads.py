@@ -42,6 +42,30 @@ _SOME_OP_ROWS = ALL_OP_ROWS.replace(
     " ORDER BY", " WHERE e.space_id BETWEEN $1::uuid AND $2::uuid ORDER BY"
 )
 
+# Several spaces, each its own range, in one query: a LATERAL subquery per range (one
+# index range scan each), the spaces in the order given, each in seq order.
+_RANGES = """
+SELECT {select} FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) WITH ORDINALITY
+    AS r(sid, lo, hi, n)
+CROSS JOIN LATERAL (
+    SELECT {columns} FROM events WHERE space_id = r.sid AND seq > r.lo AND seq <= r.hi
+    ORDER BY seq LIMIT $4
+) AS e
+ORDER BY r.n, e.seq
+"""
+
+#: A stored event as a wire ``Event``'s fields, every one ready to be sent as it is: ids
+#: and ``recorded_at`` as text (formatted like ``rows.format_time``), the value as its
+#: stored JSON text (for ``msgspec.Raw``).
+WIRE_COLUMNS = (
+    "seq, op_id::text, space_id::text, entity_type, entity_id, kind, field, value, "
+    "pred::text[], lamport, client_time, device_id::text, user_id::text, "
+    """to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') """
+    "AS recorded_at, schema_version"
+)
+_WIRE_RANGES = _RANGES.format(select="r.sid, e.*", columns=WIRE_COLUMNS)
+_OP_RANGES = _RANGES.format(select="e.*, r.sid::text", columns=OP_COLUMNS)
+
 _RECENT = """
 SELECT space_id, seq, op_id, kind, entity_type, entity_id, field, device_id, recorded_at
 FROM events WHERE recorded_at > now() - $1::interval
@@ -67,6 +91,31 @@ async def op_rows_between(
     """The space's events with ``after < seq <= up_to`` as op rows (``OP_COLUMNS``: seq
     first, then what ``core.ops.op_from_row`` reads), in seq order, at most ``limit``."""
     return await conn.fetch(_OP_ROWS_BETWEEN, space_id, after, up_to, limit)
+
+
+async def wire_rows_of_ranges(
+    conn: Conn,
+    space_ids: Sequence[uuid.UUID],
+    afters: Sequence[int],
+    up_tos: Sequence[int],
+    limit: int = BIG,
+) -> list[asyncpg.Record]:
+    """The events ``afters[i] < seq <= up_tos[i]`` of each ``space_ids[i]`` (at most
+    ``limit`` each) in one query, space after space in the order given, each in seq
+    order: rows of the space's uuid, then ``WIRE_COLUMNS``."""
+    return await conn.fetch(_WIRE_RANGES, list(space_ids), list(afters), list(up_tos), limit)
+
+
+async def op_rows_of_ranges(
+    conn: Conn,
+    space_ids: Sequence[uuid.UUID],
+    afters: Sequence[int],
+    up_tos: Sequence[int],
+    limit: int = BIG,
+) -> list[asyncpg.Record]:
+    """As ``wire_rows_of_ranges``, as op rows with the space_id (text) after them: the
+    shape of ``everything``."""
+    return await conn.fetch(_OP_RANGES, list(space_ids), list(afters), list(up_tos), limit)
 
 
 async def chunks(

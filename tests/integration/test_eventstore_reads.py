@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
+import msgspec
 import pytest
 
 from core.ops import op_from_event, op_from_row
@@ -44,6 +45,23 @@ async def test_ranges_as_events_and_as_op_rows(
         rows = await reads.op_rows_between(conn, space, 1, 7, 3)
     assert [r[0] for r in rows] == [2, 3, 4]
     assert [op_from_row(r) for r in rows] == [op_from_event(e) for e in events[1:4]]
+
+
+async def test_several_ranges_in_one_query(store: PostgresEventStore, pool: asyncpg.Pool) -> None:
+    a, _ = await _space(store, 5)
+    b, _ = await _space(store, 3)
+    ids = [uuid.UUID(b), uuid.UUID(a)]
+    async with pool.acquire() as conn:
+        wire = await reads.wire_rows_of_ranges(conn, ids, [0, 2], [2, 6])
+        ops = await reads.op_rows_of_ranges(conn, ids, [0, 2], [2, 6], limit=3)
+    assert [(str(r[0]), r["seq"]) for r in wire] == [(b, 1), (b, 2), (a, 3), (a, 4), (a, 5), (a, 6)]
+    stored = await store.read(a, 2, 10)
+    as_wire = {k: v for k, v in msgspec.to_builtins(stored[0]).items() if k != "value"}
+    row = wire[2]
+    assert {k: row[k] for k in as_wire} == as_wire
+    assert msgspec.json.decode(row["value"]) == stored[0].value
+    assert [(r[10], r[0]) for r in ops] == [(b, 1), (b, 2), (a, 3), (a, 4), (a, 5)]
+    assert [op_from_row(r) for r in ops[2:]] == [op_from_event(e) for e in stored[:3]]
 
 
 async def test_everything_in_key_order_and_by_range(
