@@ -29,6 +29,7 @@ from nats.js.api import (
 )
 
 from core.natsbus import NatsBus
+from core.settings import Settings
 
 log = logging.getLogger("concord.projector")
 
@@ -40,7 +41,10 @@ log = logging.getLogger("concord.projector")
 DUPLICATE_WINDOW_S = 10 * 60.0
 #: The stream is a fast path only (PostgreSQL is the log), so it keeps one day.
 MAX_AGE_S = 24 * 3600.0
-MAX_BYTES = 1 << 30
+#: The default cap of the stream's size (``CONCORD_NATS_STREAM_MAX_BYTES``). JetStream
+#: reserves it from the server's storage when the stream is made, so a server with less
+#: room refuses the stream ("insufficient storage resources available").
+MAX_BYTES = Settings().nats_stream_max_bytes
 #: A projector slot's durable consumer disappears after an hour without a fetch.
 CONSUMER_INACTIVE_S = 3600.0
 
@@ -50,6 +54,8 @@ class Names:
     """Stream, subjects and consumers of one deployment (one NATS prefix)."""
 
     prefix: str
+    #: The stream's ``max_bytes`` (the oldest messages go first past it).
+    stream_max_bytes: int = MAX_BYTES
 
     @property
     def stream(self) -> str:
@@ -85,7 +91,7 @@ def stream_config(names: Names, *, duplicate_window: float = DUPLICATE_WINDOW_S)
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         max_age=MAX_AGE_S,
-        max_bytes=MAX_BYTES,
+        max_bytes=names.stream_max_bytes,
         duplicate_window=duplicate_window,
     )
 
