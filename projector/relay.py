@@ -3,19 +3,27 @@ write path step 6).
 
 Every append transaction inserts an ``outbox`` row naming its space's new head (same
 transaction as the events, so a committed event always has one). The relay, in one
-transaction per cycle:
+transaction per cycle, works on a whole batch of spaces at once:
 
 1. claims outbox rows with ``FOR UPDATE SKIP LOCKED`` (several relays share the work);
 2. locks the claimed spaces' ``outbox_cursors`` rows, again ``SKIP LOCKED``: a space is
    relayed by one relay at a time, so its events reach the stream in seq order;
-3. publishes each space's events ``published_seq + 1 .. claimed head`` in seq order,
-   message id ``<space_id>:<seq>``, and waits for every JetStream ack;
-4. advances the cursor and deletes the claimed rows it covered; COMMIT.
+3. reads every locked space's events ``published_seq + 1 .. claimed head`` in ONE query
+   (at most ``max_events`` per space and ``max_batch`` per cycle, shared fairly);
+4. publishes them all pipelined (``publish_async``, in seq order per space on one
+   connection), message id ``<space_id>:<seq>``, and waits ONCE for the acks;
+5. advances each space's cursor to the end of its acked prefix (never past a message
+   that was not acked) and deletes the claimed rows that cover, one statement each;
+   COMMIT. If some message was not acked, the cycle then reports the failure and the
+   run loop backs off.
 
 A crash or a NATS failure anywhere before COMMIT rolls it all back: the rows stay and
 the events are published again next cycle; JetStream drops the repeats (message ids
 within its duplicate window, see ``projector.stream``). Nothing is lost; nothing is
-skipped. When NATS is down the relay keeps polling and publishes once it is back.
+skipped. When NATS is down the relay keeps polling and publishes once it is back. (A
+message refused in the middle of a pipelined batch can land after its successors,
+which were acked: consumers take the stream's order as a hint and read any gap from
+PostgreSQL, as the projector does.)
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -47,13 +58,52 @@ _LOCK_CURSORS = """
 SELECT space_id, published_seq FROM outbox_cursors WHERE space_id = ANY($1::uuid[])
 ORDER BY space_id FOR UPDATE SKIP LOCKED
 """
-_READ = f"""
-SELECT {READ_COLUMNS} FROM events WHERE space_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq
+_ADVANCE = """
+UPDATE outbox_cursors AS c SET published_seq = u.seq
+FROM unnest($1::uuid[], $2::bigint[]) AS u(space_id, seq)
+WHERE c.space_id = u.space_id
 """
-_ADVANCE = "UPDATE outbox_cursors SET published_seq = $2 WHERE space_id = $1"
-_DELETE = "DELETE FROM outbox WHERE space_id = $1 AND head = ANY($2::bigint[])"
+# Only rows this cycle claimed (and so holds locked): another relay's are left alone.
+_DELETE = """
+DELETE FROM outbox AS o USING unnest($1::uuid[], $2::bigint[]) AS u(space_id, head)
+WHERE o.space_id = u.space_id AND o.head = u.head
+"""
 
 _encode = msgspec.json.encode
+
+
+@dataclass(frozen=True)
+class Range:
+    """One space's part of a cycle: events ``after < seq <= up_to``."""
+
+    space_id: uuid.UUID
+    after: int
+    up_to: int
+
+
+def plan(
+    cursors: Sequence[tuple[uuid.UUID, int]],
+    heads: dict[uuid.UUID, list[int]],
+    per_space: int,
+    budget: int,
+) -> list[Range]:
+    """Each locked space's range for this cycle: up to its highest claimed head, at most
+    ``per_space`` events, and ``budget`` events in all, shared evenly first (so a space
+    with a deep backlog cannot starve the others), the rest in order."""
+    wanted = [(sid, seq, min(max(heads[sid]), seq + per_space) - seq) for sid, seq in cursors]
+    busy = sum(1 for *_, need in wanted if need > 0)
+    share = budget // busy if busy else 0
+    given = [max(0, min(need, share)) for *_, need in wanted]
+    left = budget - sum(given)
+    for i, (*_, need) in enumerate(wanted):
+        extra = max(0, min(need - given[i], left))
+        given[i] += extra
+        left -= extra
+    return [Range(sid, seq, seq + n) for (sid, seq, _), n in zip(wanted, given, strict=True)]
+
+
+class RelayFailed(Exception):
+    """Some messages of a cycle were not acked; the cursors stopped before them."""
 
 
 class Relay:
@@ -66,8 +116,9 @@ class Relay:
         names: Names,
         *,
         interval: float = 0.2,
-        claim_rows: int = 500,
-        max_events: int = 2000,
+        claim_rows: int = 2000,
+        max_events: int = 5000,
+        max_batch: int = 10_000,
         ack_timeout: float = 5.0,
     ) -> None:
         self.pool = pool
@@ -75,6 +126,7 @@ class Relay:
         self.interval = interval
         self.claim_rows = claim_rows
         self.max_events = max_events
+        self.max_batch = max_batch
         self.ack_timeout = ack_timeout
         self.published = 0
         self._js = JetStream(bus)
@@ -99,7 +151,9 @@ class Relay:
                 await asyncio.sleep(delay)
 
     async def relay_once(self) -> int:
-        """One cycle; the number of events published (0: nothing to do, or NATS down)."""
+        """One cycle; the number of events published (0: nothing to do, or NATS down).
+        Raises :class:`RelayFailed` (after committing what was acked) when some message
+        was not acked."""
         js = self._js.get()
         if js is None:
             return 0
@@ -114,44 +168,95 @@ class Relay:
             for row in claimed:
                 heads[row[0]].append(row[1])
             await conn.execute(_ENSURE_CURSORS, list(heads))
-            total = 0
-            for row in await conn.fetch(_LOCK_CURSORS, list(heads)):
-                total += await self._relay_space(conn, js, row[0], row[1], heads[row[0]])
+            locked = await conn.fetch(_LOCK_CURSORS, list(heads))
+            start: dict[uuid.UUID, int] = {r[0]: r[1] for r in locked}
+            ranges = plan(list(start.items()), heads, self.max_events, self.max_batch)
+            todo = [r for r in ranges if r.up_to > r.after]
+            rows = await read_ranges(conn, todo) if todo else []
+            acked, failure = await self._publish(js, rows)
+            done = {r.space_id: acked.get(r.space_id, r.after) for r in ranges}
+            moved = [(sid, seq) for sid, seq in done.items() if seq > start[sid]]
+            if moved:
+                await conn.execute(_ADVANCE, [m[0] for m in moved], [m[1] for m in moved])
+            covered = [(sid, h) for sid, seq in done.items() for h in heads[sid] if h <= seq]
+            if covered:
+                await conn.execute(_DELETE, [c[0] for c in covered], [c[1] for c in covered])
+        total = sum(seq - start[sid] for sid, seq in moved)
         self.published += total
+        if failure is not None:
+            raise RelayFailed(f"{total} of {len(rows)} events acked: {failure!r}") from failure
         return total
 
-    async def _relay_space(
-        self, conn: Conn, js: JetStreamContext, sid: uuid.UUID, published: int, heads: list[int]
-    ) -> int:
-        """Publish one space from its cursor to its highest claimed head (at most
-        ``max_events`` of them), advance the cursor, delete the rows it covers."""
-        target = min(max(heads), published + self.max_events)
-        count = 0
-        if target > published:
-            rows = await conn.fetch(_READ, sid, published, target)
-            await self._publish(js, rows)
-            count = len(rows)
-            await conn.execute(_ADVANCE, sid, target)
-            published = target
-        covered = [h for h in heads if h <= published]
-        if covered:
-            await conn.execute(_DELETE, sid, covered)
-        return count
-
-    async def _publish(self, js: JetStreamContext, rows: list[asyncpg.Record]) -> None:
-        """Publish in seq order (one connection keeps the order) and await every ack."""
-        futures = []
+    async def _publish(
+        self, js: JetStreamContext, rows: Sequence[asyncpg.Record]
+    ) -> tuple[dict[uuid.UUID, int], BaseException | None]:
+        """Publish the rows in order (one connection keeps each space's order), wait once
+        for every ack; each space's highest seq acked with all before it, and the first
+        failure (None when every message was acked)."""
+        sent: list[tuple[uuid.UUID, int, asyncio.Future[Any]]] = []
+        log_subject, msg_id = self.names.log_subject, Names.msg_id
         try:
             for row in rows:
                 event = event_from_row(row)
-                futures.append(
-                    await js.publish_async(
-                        self.names.log_subject(event.space_id),
-                        _encode(event),
-                        headers={"Nats-Msg-Id": Names.msg_id(event.space_id, event.seq)},
-                    )
+                future = await js.publish_async(
+                    log_subject(event.space_id),
+                    _encode(event),
+                    headers={"Nats-Msg-Id": msg_id(event.space_id, event.seq)},
                 )
-            await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout)
+                sent.append((row[0], event.seq, future))
+            if sent:
+                await asyncio.wait([f for *_, f in sent], timeout=self.ack_timeout)
+            return _acked_prefixes(sent)
         finally:
-            for future in futures:
+            for *_, future in sent:
                 future.cancel()  # no-op for the acked ones; frees the stalled ones
+
+
+def _acked_prefixes(
+    sent: Sequence[tuple[uuid.UUID, int, asyncio.Future[Any]]],
+) -> tuple[dict[uuid.UUID, int], BaseException | None]:
+    """Per space, the last seq of the run of acked messages from its first one."""
+    acked: dict[uuid.UUID, int] = {}
+    stopped: set[uuid.UUID] = set()
+    failure: BaseException | None = None
+    for sid, seq, future in sent:
+        if sid in stopped:
+            continue
+        if future.done() and not future.cancelled() and future.exception() is None:
+            acked[sid] = seq
+            continue
+        stopped.add(sid)
+        if failure is None:
+            failure = (
+                future.exception()
+                if future.done() and not future.cancelled()
+                else TimeoutError("no ack")
+            )
+    return acked, failure
+
+
+# --------------------------------------------------------------- SQL on ``events``
+#
+# The one read of the ``events`` table in this module (kept apart so that it can move
+# into eventstore/ with the other readers of the log).
+
+_READ_RANGES = f"""
+SELECT e.* FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) WITH ORDINALITY
+    AS r(sid, lo, hi, n)
+CROSS JOIN LATERAL (
+    SELECT {READ_COLUMNS} FROM events
+    WHERE space_id = r.sid AND seq > r.lo AND seq <= r.hi ORDER BY seq
+) AS e
+ORDER BY r.n, e.seq
+"""
+
+
+async def read_ranges(conn: Conn, ranges: Sequence[Range]) -> list[asyncpg.Record]:
+    """The events of every range in one query, space after space, each in seq order
+    (rows selected with ``READ_COLUMNS``)."""
+    return await conn.fetch(
+        _READ_RANGES,
+        [r.space_id for r in ranges],
+        [r.after for r in ranges],
+        [r.up_to for r in ranges],
+    )
