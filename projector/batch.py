@@ -1,0 +1,144 @@
+"""Apply the delivered events of several spaces in ONE transaction (the stream's batches).
+
+A fetch from the stream carries events of many spaces. Applying each space in its own
+transaction costs about six round trips per space; here the whole fetch is one
+transaction with one statement per step, whatever the number of spaces:
+
+1. create the missing checkpoint rows, then lock every space's checkpoint row
+   (``FOR UPDATE``, in ``space_id`` order: the order every writer of the read model
+   uses, so two writers cannot deadlock);
+2. keep each space's delivered events that continue its checkpoint; read the spaces
+   with a gap from the log, all in one query (at most ``max_events`` each);
+3. load the stored states of every touched entity of every space in one query;
+4. fold each space's events (``projector.apply.fold_batch``, the code ``apply_space``
+   runs), upsert every state in one statement, and move every checkpoint in one
+   statement, in the same transaction as the states: COMMIT makes them all visible
+   together, a failure leaves none.
+
+This is the fast path only. When the transaction fails for a reason that is not
+transient (an event that cannot be folded, a value PostgreSQL refuses), the caller
+applies the spaces one by one with ``apply_space``, which isolates and quarantines the
+event to blame (docs/projector.md, "Quarantine").
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+from core.wire import Event
+from crdt import EntityState, Op, decode_state
+from eventstore.rows import Conn
+from projector.apply import Applied, Key, fold_batch, usable
+from projector.tables import EVENT_SELECT, LIVE, Tables, op_from_row
+from projector.typed import ReminderKey, reminder_key
+
+#: A space with a gap: its events ``after < seq <= up_to`` are read from the log.
+Gap = tuple[str, int, int]
+
+
+async def apply_spaces(
+    conn: Conn,
+    delivered: Mapping[str, Sequence[Event]],
+    *,
+    tables: Tables = LIVE,
+    max_events: int = 5000,
+) -> list[Applied]:
+    """Apply the delivered events of every space in ``delivered`` (ids as canonical
+    UUID text) in one transaction; what was applied, per space that moved. A space may
+    end below its last delivered seq (``max_events``, or a gap in the log): the caller
+    continues it from the log."""
+    ids = sorted(delivered)
+    if not ids:
+        return []
+    out: list[Applied] = []
+    async with conn.transaction():
+        await conn.execute(tables.create_checkpoints, ids)
+        checkpoints = {r[0]: r[1] for r in await conn.fetch(tables.lock_checkpoints, ids)}
+        batches: dict[str, list[tuple[int, Op]]] = {}
+        gaps: list[Gap] = []
+        for sid in ids:
+            events, checkpoint = delivered[sid], checkpoints[sid]
+            batch = usable(events, checkpoint)
+            if batch is None:
+                gaps.append((sid, checkpoint, max(e.seq for e in events)))
+            elif batch:
+                batches[sid] = batch
+        if gaps:
+            batches.update(await read_gaps(conn, gaps, max_events))
+        if not batches:
+            return []
+        states, before = await _load(conn, tables, batches)
+        rows: list[tuple[object, ...]] = []
+        for sid, batch in batches.items():
+            applied, upserts = fold_batch(sid, batch, states.get(sid, {}), before.get(sid, {}))
+            out.append(applied)
+            rows += [(sid, *row) for row in upserts]
+        await conn.execute(tables.upsert_states_of_spaces, *_columns(rows))
+        # The checkpoints share the transaction with the states (module docstring).
+        await conn.execute(tables.set_checkpoints, [a.space_id for a in out], [a.seq for a in out])
+    return out
+
+
+async def _load(
+    conn: Conn, tables: Tables, batches: Mapping[str, list[tuple[int, Op]]]
+) -> tuple[dict[str, dict[Key, EntityState]], dict[str, dict[Key, ReminderKey]]]:
+    """The stored states (and reminder keys) of every entity the batches touch."""
+    keys = [
+        (sid, *key)
+        for sid, batch in batches.items()
+        for key in dict.fromkeys((op.entity_type, op.entity_id) for _, op in batch)
+    ]
+    rows = await conn.fetch(
+        tables.load_states_of_spaces,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+    )
+    states: dict[str, dict[Key, EntityState]] = {}
+    before: dict[str, dict[Key, ReminderKey]] = {}
+    for sid, etype, eid, state, done, deleted, remind_op in rows:
+        states.setdefault(sid, {})[(etype, eid)] = decode_state(bytes(state))
+        before.setdefault(sid, {})[(etype, eid)] = reminder_key(remind_op, done, deleted)
+    return states, before
+
+
+def _columns(rows: list[tuple[object, ...]]) -> list[list[object]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+# --------------------------------------------------------------- SQL on ``events``
+#
+# The one read of the ``events`` table in this module (kept apart so that it can move
+# into eventstore/ with the other readers of the log).
+
+_READ_GAPS = (
+    "SELECT e.*, r.sid::text FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) "
+    "WITH ORDINALITY AS r(sid, lo, hi, n) CROSS JOIN LATERAL ("
+    + EVENT_SELECT
+    + " WHERE space_id = r.sid AND seq > r.lo AND seq <= r.hi ORDER BY seq LIMIT $4"
+    + ") AS e ORDER BY r.n, e.seq"
+)
+
+
+async def read_gaps(
+    conn: Conn, gaps: Sequence[Gap], max_events: int
+) -> dict[str, list[tuple[int, Op]]]:
+    """Each gap's events from the log (at most ``max_events`` per space), in one query,
+    each space's cut at its first missing seq like ``apply.read_events``."""
+    rows = await conn.fetch(
+        _READ_GAPS,
+        [uuid.UUID(g[0]) for g in gaps],
+        [g[1] for g in gaps],
+        [g[2] for g in gaps],
+        max_events,
+    )
+    after = {g[0]: g[1] for g in gaps}
+    out: dict[str, list[tuple[int, Op]]] = {}
+    for row in rows:
+        *event, sid = row
+        batch = out.setdefault(sid, [])
+        if event[0] != after[sid] + len(batch) + 1:
+            continue  # past a gap: the rest of this space waits
+        batch.append((event[0], op_from_row(event)))
+    return {sid: batch for sid, batch in out.items() if batch}
