@@ -41,7 +41,8 @@ import msgspec
 from nats.js import JetStreamContext
 
 from core.natsbus import NatsBus
-from eventstore.rows import READ_COLUMNS, Conn, event_from_row
+from core.wire import Event
+from eventstore.rows import Conn
 from projector.stream import JetStream, Names, ensure_stream, honour_cancellation
 
 log = logging.getLogger("concord.projector.relay")
@@ -197,13 +198,11 @@ class Relay:
         log_subject, msg_id = self.names.log_subject, Names.msg_id
         try:
             for row in rows:
-                event = event_from_row(row)
+                sid, seq, payload = _message(row)
                 future = await js.publish_async(
-                    log_subject(event.space_id),
-                    _encode(event),
-                    headers={"Nats-Msg-Id": msg_id(event.space_id, event.seq)},
+                    log_subject(sid), payload, headers={"Nats-Msg-Id": msg_id(sid, seq)}
                 )
-                sent.append((row[0], event.seq, future))
+                sent.append((row[0], seq, future))
             if sent:
                 await asyncio.wait([f for *_, f in sent], timeout=self.ack_timeout)
             return _acked_prefixes(sent)
@@ -235,25 +234,56 @@ def _acked_prefixes(
     return acked, failure
 
 
+def _message(row: asyncpg.Record) -> tuple[str, int, bytes]:
+    """A row selected by :func:`read_ranges` as (space_id, seq, the ``wire.Event`` JSON).
+
+    Built without decoding anything: the ids come as text, ``recorded_at`` formatted by
+    PostgreSQL like ``eventstore.rows.format_time``, and the stored value (JSON text) is
+    embedded as it is (``msgspec.Raw``) instead of decoded and encoded again."""
+    _, seq, op_id, sid, etype, eid, kind, field, value, pred, lamport, client_time = row[:12]
+    device_id, user_id, recorded_at, schema_version = row[12:]
+    event = Event(
+        seq=seq,
+        op_id=op_id,
+        space_id=sid,
+        entity_type=etype,
+        entity_id=eid,
+        kind=kind,
+        field=field,
+        value=None if value is None else msgspec.Raw(value),
+        pred=pred,
+        lamport=lamport,
+        client_time=client_time,
+        device_id=device_id,
+        user_id=user_id,
+        recorded_at=recorded_at,
+        schema_version=schema_version,
+    )
+    return sid, seq, _encode(event)
+
+
 # --------------------------------------------------------------- SQL on ``events``
 #
 # The one read of the ``events`` table in this module (kept apart so that it can move
-# into eventstore/ with the other readers of the log).
+# into eventstore/ with the other readers of the log). The first column is the space's
+# uuid (the cursors' key); the rest is what :func:`_message` turns into a message.
 
-_READ_RANGES = f"""
-SELECT e.* FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) WITH ORDINALITY
+_READ_RANGES = """
+SELECT r.sid, e.* FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) WITH ORDINALITY
     AS r(sid, lo, hi, n)
 CROSS JOIN LATERAL (
-    SELECT {READ_COLUMNS} FROM events
-    WHERE space_id = r.sid AND seq > r.lo AND seq <= r.hi ORDER BY seq
+    SELECT seq, op_id::text, space_id::text, entity_type, entity_id, kind, field, value,
+        pred::text[], lamport, client_time, device_id::text, user_id::text,
+        to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        schema_version
+    FROM events WHERE space_id = r.sid AND seq > r.lo AND seq <= r.hi ORDER BY seq
 ) AS e
 ORDER BY r.n, e.seq
 """
 
 
 async def read_ranges(conn: Conn, ranges: Sequence[Range]) -> list[asyncpg.Record]:
-    """The events of every range in one query, space after space, each in seq order
-    (rows selected with ``READ_COLUMNS``)."""
+    """The events of every range in one query, space after space, each in seq order."""
     return await conn.fetch(
         _READ_RANGES,
         [r.space_id for r in ranges],

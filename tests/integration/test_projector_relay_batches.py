@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
+import nats
 import nats.errors
 import pytest
 from nats.js import JetStreamContext
@@ -22,7 +24,9 @@ import projector.relay
 from concord.embedded import EmbeddedNats
 from core.natsbus import NatsBus
 from core.settings import Settings
+from core.wire import Event
 from eventstore.postgres import PostgresEventStore
+from eventstore.testing import new_id, op
 from projector.relay import Range, Relay, RelayFailed, plan
 from projector.stream import Names, ensure_stream, stream_config
 from tests.conftest import TEST_SECRET
@@ -33,6 +37,7 @@ from tests.integration.test_projector_support import (
     head,
     increments,
     new_space,
+    push,
     stream_seqs,
 )
 
@@ -70,6 +75,50 @@ def test_plan_shares_the_budget_so_no_space_starves() -> None:
     assert plan(cursors, heads, per_space=50, budget=1000)[0] == Range(a, 0, 50)
     # Nothing to publish (the cursor is past the claimed head): an empty range.
     assert plan([(b, 7)], heads, per_space=50, budget=10) == [Range(b, 7, 7)]
+
+
+async def _stream_events(url: str, names: Names, space: str, expect: int) -> list[Event]:
+    nc = await nats.connect(url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(names.log_subject(space), stream=names.stream)
+        msgs = await sub.fetch(expect, timeout=5)
+        return [msgspec.json.decode(m.data, type=Event) for m in msgs]
+    finally:
+        await nc.close()
+
+
+async def test_messages_are_the_stored_events(
+    pool: asyncpg.Pool, store: PostgresEventStore, settings: Settings
+) -> None:
+    """Each message decodes to exactly the event a read of the log returns: values of
+    every shape (embedded as stored), ids, times, a server event without a user."""
+    names = Names(f"{settings.nats_prefix}m{secrets.token_hex(2)}")
+    url = settings.nats_url or ""
+    space, owner = await new_space(store)
+    values = ['Grüße ☃ "q"', 1.5, 10**15, None, {"a": [1, {"b": None}]}, True]
+    for i, value in enumerate(values):
+        await append_unchecked(store, owner, space, entity_id="t-1", value=value, lamport=i + 1)
+    # Stored JSON text that is not msgspec's own spelling of the value.
+    raw = b'{"x": 1.0, "s": "\\u00e9"}'
+    await append_unchecked(store, owner, space, entity_id="t-2", value_json=raw, lamport=9)
+    delete = op(space, entity_id="t-1", kind="delete", field=None, lamport=20)
+    await push(store, owner, new_id(), [delete])
+    await store.append_server_event(
+        space_id=space, kind="reminder_fired", entity_type="task", entity_id="t-1",
+        value={"reminder_id": new_id(), "lateness_ms": 3}, key=f"k:{new_id()}",
+    )  # fmt: skip
+    await _drain_outbox_of_others(pool, [space])
+    bus = NatsBus(url, prefix=names.prefix, name="relay-payload-test")
+    await bus.start()
+    try:
+        assert await bus.wait_connected(10)
+        relay = Relay(pool, bus, names)
+        top = await head(pool, space)
+        assert await relay.relay_once() == top
+        assert await _stream_events(url, names, space, top) == await store.read(space, 0, 100)
+    finally:
+        await bus.close()
+        await delete_stream(url, names)
 
 
 async def test_a_refused_message_stops_its_space_there_and_not_the_others(
