@@ -5,8 +5,9 @@ transaction costs about six round trips per space; here the whole fetch is one
 transaction with one statement per step, whatever the number of spaces:
 
 1. create the missing checkpoint rows, then lock every space's checkpoint row
-   (``FOR UPDATE``, in ``space_id`` order: the order every writer of the read model
-   uses, so two writers cannot deadlock);
+   (``FOR UPDATE SKIP LOCKED``: a space another writer holds right now, the tick or
+   another instance, is left out and reported ``busy``, instead of being waited for
+   while the batch holds every other space's lock);
 2. keep each space's delivered events that continue its checkpoint; read the spaces
    with a gap from the log, all in one query (at most ``max_events`` each);
 3. load the stored states of every touched entity of every space in one query;
@@ -15,7 +16,8 @@ transaction with one statement per step, whatever the number of spaces:
    statement, in the same transaction as the states: COMMIT makes them all visible
    together, a failure leaves none.
 
-This is the fast path only. When the transaction fails for a reason that is not
+The caller applies the ``busy`` spaces on their own (``apply_space`` waits for the
+lock). This is the fast path only. When the transaction fails for a reason that is not
 transient (an event that cannot be folded, a value PostgreSQL refuses), the caller
 applies the spaces one by one with ``apply_space``, which isolates and quarantines the
 event to blame (docs/projector.md, "Quarantine").
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from core.wire import Event
 from crdt import EntityState, Op, decode_state
@@ -37,27 +40,37 @@ from projector.typed import ReminderKey, reminder_key
 Gap = tuple[str, int, int]
 
 
+@dataclass
+class Batched:
+    """What one transaction did: ``applied`` per space that moved; ``busy`` the spaces
+    whose checkpoint another writer held (nothing done for them)."""
+
+    applied: list[Applied] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+
+
 async def apply_spaces(
     conn: Conn,
     delivered: Mapping[str, Sequence[Event]],
     *,
     tables: Tables = LIVE,
     max_events: int = 5000,
-) -> list[Applied]:
+) -> Batched:
     """Apply the delivered events of every space in ``delivered`` (ids as canonical
-    UUID text) in one transaction; what was applied, per space that moved. A space may
-    end below its last delivered seq (``max_events``, or a gap in the log): the caller
-    continues it from the log."""
+    UUID text) in one transaction. A space may end below its last delivered seq
+    (``max_events``, or a gap in the log), or be busy: the caller continues it alone."""
     ids = sorted(delivered)
+    done = Batched()
     if not ids:
-        return []
-    out: list[Applied] = []
+        return done
+    out = done.applied
     async with conn.transaction():
         await conn.execute(tables.create_checkpoints, ids)
         checkpoints = {r[0]: r[1] for r in await conn.fetch(tables.lock_checkpoints, ids)}
+        done.busy = [sid for sid in ids if sid not in checkpoints]
         batches: dict[str, list[tuple[int, Op]]] = {}
         gaps: list[Gap] = []
-        for sid in ids:
+        for sid in checkpoints:
             events, checkpoint = delivered[sid], checkpoints[sid]
             batch = usable(events, checkpoint)
             if batch is None:
@@ -67,7 +80,7 @@ async def apply_spaces(
         if gaps:
             batches.update(await read_gaps(conn, gaps, max_events))
         if not batches:
-            return []
+            return done
         states, before = await _load(conn, tables, batches)
         rows: list[tuple[object, ...]] = []
         for sid, batch in batches.items():
@@ -77,7 +90,7 @@ async def apply_spaces(
         await conn.execute(tables.upsert_states_of_spaces, *_columns(rows))
         # The checkpoints share the transaction with the states (module docstring).
         await conn.execute(tables.set_checkpoints, [a.space_id for a in out], [a.seq for a in out])
-    return out
+    return done
 
 
 async def _load(

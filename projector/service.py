@@ -196,23 +196,25 @@ class Projector:
         left below its last delivered seq is continued from PostgreSQL."""
         try:
             async with self._gate, self.pool.acquire() as conn:
-                applied = await apply_spaces(conn, by_space, max_events=self.options.max_events)
+                batched = await apply_spaces(conn, by_space, max_events=self.options.max_events)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("a batch of %d spaces failed (%r): one space at a time", len(by_space), exc)
             await self._each(by_space.items(), lambda item: self.project(item[0], item[1]))
             return
-        reached = {a.space_id: a.seq for a in applied}
-        for done in applied:
+        reached = {a.space_id: a.seq for a in batched.applied}
+        for done in batched.applied:
             self.applied_events += done.count
             await self._announce(done)
-        behind = []
+        rest: list[tuple[str, Sequence[Event], int]] = []
         for sid, events in by_space.items():
             top = max(e.seq for e in events)
-            if reached.get(sid, top) < top:
-                behind.append((sid, top))
-        await self._each(behind, lambda item: self.project(item[0], up_to=item[1]))
+            if sid in batched.busy:  # held by the tick or another instance: wait for it
+                rest.append((sid, events, top))
+            elif reached.get(sid, top) < top:
+                rest.append((sid, (), top))
+        await self._each(rest, lambda item: self.project(item[0], item[1], up_to=item[2]))
 
     # ------------------------------------------------------------------ apply
 

@@ -132,10 +132,11 @@ class Tables:
 
     @cached_property
     def lock_checkpoints(self) -> str:
-        # In space_id order: two writers of overlapping sets of spaces cannot deadlock.
+        # SKIP LOCKED: a space another writer holds (the tick, another instance) is left
+        # out rather than waited for while the batch holds all the others (a convoy).
         return (
             f"SELECT space_id::text, seq FROM {self.checkpoints} "
-            "WHERE space_id = ANY($1::uuid[]) ORDER BY space_id FOR UPDATE"
+            "WHERE space_id = ANY($1::uuid[]) ORDER BY space_id FOR UPDATE SKIP LOCKED"
         )
 
     @cached_property

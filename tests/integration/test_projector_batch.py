@@ -65,7 +65,7 @@ async def test_many_spaces_in_one_transaction_equal_a_replay(scratch: Scratch) -
     calls: list[str] = []
     async with pool.acquire() as conn:
         conn.add_query_logger(lambda q: calls.append(q.query))
-        applied = await apply_spaces(conn, delivered)
+        applied = (await apply_spaces(conn, delivered)).applied
     assert sorted((a.space_id, a.seq, a.count) for a in applied) == [
         (s, 41, 41) for s in sorted(spaces)
     ]
@@ -76,7 +76,7 @@ async def test_many_spaces_in_one_transaction_equal_a_replay(scratch: Scratch) -
     assert len(ours) == 5
     await assert_matches_replay(pool, store, spaces)
     async with pool.acquire() as conn:
-        assert await apply_spaces(conn, delivered) == []  # all repeats
+        assert (await apply_spaces(conn, delivered)).applied == []  # all repeats
 
 
 async def test_a_gap_is_read_from_the_log_per_space(scratch: Scratch) -> None:
@@ -88,14 +88,33 @@ async def test_a_gap_is_read_from_the_log_per_space(scratch: Scratch) -> None:
         holed: [e for e in events if e.seq > 20],  # 1..20 never delivered
     }
     async with pool.acquire() as conn:
-        applied = await apply_spaces(conn, delivered, max_events=25)
+        applied = (await apply_spaces(conn, delivered, max_events=25)).applied
     reached = {a.space_id: (a.seq, a.count) for a in applied}
     assert reached == {whole: (31, 31), holed: (25, 25)}  # read from the log, capped
     assert await checkpoint(pool, holed) == 25
     async with pool.acquire() as conn:
-        applied = await apply_spaces(conn, {holed: delivered[holed]})
+        applied = (await apply_spaces(conn, {holed: delivered[holed]})).applied
     assert [(a.seq, a.count) for a in applied] == [(31, 6)]
     await assert_matches_replay(pool, store, [whole, holed])
+
+
+async def test_a_space_another_writer_holds_is_left_out_not_waited_for(
+    scratch: Scratch,
+) -> None:
+    pool, store = scratch.pool, scratch.store
+    free, held = await _spaces(store, 2, 10)
+    delivered = {s: list(await store.read(s, 0, 100)) for s in (free, held)}
+    await pool.execute("INSERT INTO projector_checkpoints (space_id, seq) VALUES ($1, 0)", held)
+    async with pool.acquire() as holder, holder.transaction():
+        # The tick (or another instance) is applying this space.
+        await holder.execute(
+            "SELECT 1 FROM projector_checkpoints WHERE space_id = $1 FOR UPDATE", held
+        )
+        async with pool.acquire() as conn:
+            batched = await apply_spaces(conn, delivered)
+        assert batched.busy == [held]
+        assert [(a.space_id, a.seq) for a in batched.applied] == [(free, 11)]
+    assert await checkpoint(pool, held) == 0  # untouched: the caller applies it alone
 
 
 async def test_a_failed_batch_moves_no_checkpoint(scratch: Scratch) -> None:
