@@ -10,8 +10,9 @@ transaction per cycle, works on a whole batch of spaces at once:
    relayed by one relay at a time, so its events reach the stream in seq order;
 3. reads every locked space's events ``published_seq + 1 .. claimed head`` in ONE query
    (at most ``max_events`` per space and ``max_batch`` per cycle, shared fairly);
-4. publishes them all pipelined (``publish_async``, in seq order per space on one
-   connection), message id ``<space_id>:<seq>``, and waits ONCE for the acks;
+4. publishes them all pipelined (in seq order per space on one connection), message id
+   ``<space_id>:<seq>``, replies to an inbox of its own (:class:`Acks`), and waits ONCE
+   for the acks;
 5. advances each space's cursor to the end of its acked prefix (never past a message
    that was not acked) and deletes the claimed rows that cover, one statement each;
    COMMIT. If some message was not acked, the cycle then reports the failure and the
@@ -29,21 +30,23 @@ PostgreSQL, as the projector does.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from core.natsbus import NatsBus
 from core.wire import Event
 from eventstore.rows import Conn
-from projector.stream import JetStream, Names, ensure_stream, honour_cancellation
+from projector.stream import JetStream, Names, client_of, ensure_stream, honour_cancellation
 
 log = logging.getLogger("concord.projector.relay")
 
@@ -131,6 +134,7 @@ class Relay:
         self.ack_timeout = ack_timeout
         self.published = 0
         self._js = JetStream(bus)
+        self._acks = Acks()
         self._stream_ready = False
 
     async def run(self) -> None:
@@ -194,44 +198,104 @@ class Relay:
         """Publish the rows in order (one connection keeps each space's order), wait once
         for every ack; each space's highest seq acked with all before it, and the first
         failure (None when every message was acked)."""
-        sent: list[tuple[uuid.UUID, int, asyncio.Future[Any]]] = []
+        if not rows:
+            return {}, None
+        nc = client_of(js)
+        reply = await self._acks.begin(nc, len(rows))
         log_subject, msg_id = self.names.log_subject, Names.msg_id
-        try:
-            for row in rows:
-                sid, seq, payload = _message(row)
-                future = await js.publish_async(
-                    log_subject(sid), payload, headers={"Nats-Msg-Id": msg_id(sid, seq)}
+        sent: list[tuple[uuid.UUID, int]] = []
+        for i, row in enumerate(rows):
+            sid, seq, payload = _message(row)
+            headers = {"Nats-Msg-Id": msg_id(sid, seq)}
+            await nc.publish(log_subject(sid), payload, reply=f"{reply}{i}", headers=headers)
+            sent.append((row[0], seq))
+        await self._acks.wait(self.ack_timeout)
+        return self._acks.prefixes(sent)
+
+
+class RefusedError(Exception):
+    """JetStream did not store a message (its answer, as text)."""
+
+
+class Acks:
+    """The relay's own reply inbox for JetStream's acks: one subscription, and per cycle
+    one status per message, instead of ``publish_async``'s future, NUID, semaphore slot
+    and parsed ``PubAck`` per message (most of the relay's CPU in a profile).
+
+    Reply subjects are ``<inbox>.<cycle>.<index>``: an ack of an earlier cycle that
+    arrives late is ignored. An ack counts when it names a stored sequence and no error
+    (JetStream answers a refused message with ``{"error": ...}``, and the server answers
+    with an empty 503 status message when no stream listens)."""
+
+    WAITING, ACKED, REFUSED = 0, 1, 2
+
+    def __init__(self) -> None:
+        self._nc: NatsClient | None = None
+        self._inbox = ""
+        self._cycle = 0
+        self._status: list[int] = []
+        self._left = 0
+        self._errors: dict[int, bytes] = {}
+        self._all = asyncio.Event()
+
+    async def begin(self, nc: NatsClient, count: int) -> str:
+        """Start a cycle of ``count`` messages; the reply prefix of its messages."""
+        if self._nc is not nc:  # the first cycle (the client resubscribes on reconnects)
+            self._inbox = nc.new_inbox()
+            await nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
+            self._nc = nc
+        self._cycle += 1
+        self._status = [self.WAITING] * count
+        self._left = count
+        self._errors = {}
+        self._all.clear()
+        return f"{self._inbox}.{self._cycle}."
+
+    async def _on_reply(self, msg: Msg) -> None:
+        cycle, _, index = msg.subject[len(self._inbox) + 1 :].partition(".")
+        if int(cycle) != self._cycle:
+            return
+        i = int(index)
+        if self._status[i] != self.WAITING:
+            return
+        data = msg.data
+        if b'"seq"' in data and b'"error"' not in data:
+            self._status[i] = self.ACKED
+        else:
+            self._status[i] = self.REFUSED
+            self._errors[i] = data[:300] or f"status {msg.headers}".encode()
+        self._left -= 1
+        if self._left == 0:
+            self._all.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Until every message of the cycle is answered, or ``seconds`` have passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all.wait(), seconds)
+
+    def prefixes(
+        self, sent: Sequence[tuple[uuid.UUID, int]]
+    ) -> tuple[dict[uuid.UUID, int], BaseException | None]:
+        """Per space, the last seq of the run of acked messages from its first one; the
+        first failure (None when every message was acked)."""
+        acked: dict[uuid.UUID, int] = {}
+        stopped: set[uuid.UUID] = set()
+        failure: BaseException | None = None
+        for i, (sid, seq) in enumerate(sent):
+            if sid in stopped:
+                continue
+            status = self._status[i]
+            if status == self.ACKED:
+                acked[sid] = seq
+                continue
+            stopped.add(sid)
+            if failure is None:
+                failure = (
+                    RefusedError(self._errors[i].decode(errors="replace"))
+                    if status == self.REFUSED
+                    else TimeoutError("no ack")
                 )
-                sent.append((row[0], seq, future))
-            if sent:
-                await asyncio.wait([f for *_, f in sent], timeout=self.ack_timeout)
-            return _acked_prefixes(sent)
-        finally:
-            for *_, future in sent:
-                future.cancel()  # no-op for the acked ones; frees the stalled ones
-
-
-def _acked_prefixes(
-    sent: Sequence[tuple[uuid.UUID, int, asyncio.Future[Any]]],
-) -> tuple[dict[uuid.UUID, int], BaseException | None]:
-    """Per space, the last seq of the run of acked messages from its first one."""
-    acked: dict[uuid.UUID, int] = {}
-    stopped: set[uuid.UUID] = set()
-    failure: BaseException | None = None
-    for sid, seq, future in sent:
-        if sid in stopped:
-            continue
-        if future.done() and not future.cancelled() and future.exception() is None:
-            acked[sid] = seq
-            continue
-        stopped.add(sid)
-        if failure is None:
-            failure = (
-                future.exception()
-                if future.done() and not future.cancelled()
-                else TimeoutError("no ack")
-            )
-    return acked, failure
+        return acked, failure
 
 
 def _message(row: asyncpg.Record) -> tuple[str, int, bytes]:

@@ -17,6 +17,7 @@ import msgspec
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 import concord.embedded
@@ -200,10 +201,10 @@ async def test_a_server_killed_mid_batch_leaves_no_cursor_past_an_ack(
         assert js is not None
         await ensure_stream(js, names)
         relay = Relay(pool, bus, names, ack_timeout=2)
-        real = JetStreamContext.publish_async
+        real = NatsClient.publish
         calls = 0
 
-        async def killing(self: JetStreamContext, *args: Any, **kwargs: Any) -> Any:
+        async def killing(self: NatsClient, *args: Any, **kwargs: Any) -> Any:
             nonlocal calls
             calls += 1
             if calls == 300:
@@ -211,10 +212,10 @@ async def test_a_server_killed_mid_batch_leaves_no_cursor_past_an_ack(
                 nats_server.stop()
             return await real(self, *args, **kwargs)
 
-        monkeypatch.setattr(JetStreamContext, "publish_async", killing)
+        monkeypatch.setattr(NatsClient, "publish", killing)
         with pytest.raises((RelayFailed, nats.errors.Error, OSError)):
             await relay.relay_once()
-        monkeypatch.setattr(JetStreamContext, "publish_async", real)
+        monkeypatch.setattr(NatsClient, "publish", real)
         cursors = {s: await _cursor(pool, s) for s in ids}
         assert sum(cursors.values()) < 4 * 251  # the kill did cut the batch
 
