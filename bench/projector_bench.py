@@ -15,6 +15,9 @@ Creates a scratch database (dropped at the end), then:
    (``get_entity``, ``list_entities``), counting failed reads and the slowest one;
 5. checks that, after the swap, the read model equals a replay of the log (verify);
 6. splits the rebuild's time: fetch, row decoding, merging, deriving and encoding, COPY.
+
+``--relay-only`` stops after step 1 and times the outbox relay alone instead (nothing
+else in the process): events/s and CPU per event to publish the whole backlog.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 import asyncpg
 import nats
 
+from core.natsbus import NatsBus
 from core.ops import op_from_row
 from core.settings import Settings
 from crdt import EntityState, encode_state
@@ -44,6 +48,7 @@ from eventstore.reads import ALL_OP_ROWS, chunks
 from eventstore.rows import READ_COLUMNS
 from eventstore.testing import new_id, op
 from projector.readmodel import get_entity, lag_totals, list_entities
+from projector.relay import Relay
 from projector.runner import running
 from projector.service import ProjectorOptions
 from projector.stream import Names
@@ -275,6 +280,9 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"append (store, 4 pushers)     {rate(total, time.perf_counter() - t0)}")
                 # A rebuild reads an old log: vacuumed, hint bits set, statistics known.
                 await pool.execute("VACUUM ANALYZE events")
+                if args.relay_only:
+                    await relay_alone(pool, settings, total)
+                    return
                 ok = await run_phases(pool, store, spaces, settings, total, args.workers)
         finally:
             await pool.close()
@@ -389,6 +397,30 @@ async def drop_stream(url: str, names: Names) -> None:
         await nc.close()
 
 
+async def relay_alone(pool: asyncpg.Pool, settings: Settings, total: int) -> None:
+    """Publish the whole backlog with the relay alone; its rate and CPU per event (the
+    first cycle, which also creates the stream, is left out)."""
+    bus = NatsBus(settings.nats_url or "", prefix=settings.nats_prefix, name="bench-relay")
+    await bus.start()
+    try:
+        if not await bus.wait_connected(10):
+            raise SystemExit("NATS is not reachable")
+        relay = Relay(pool, bus, Names(settings.nats_prefix))
+        await relay.relay_once()
+        first = relay.published
+        wall, cpu = time.perf_counter(), time.process_time()
+        while await pool.fetchval("SELECT count(*) FROM outbox"):
+            await relay.relay_once()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        done = relay.published - first
+        print(f"relay alone, after its first cycle {rate(done, wall)}")
+        print(
+            f"  {cpu:.2f} s of CPU: {1e6 * cpu / max(done, 1):.1f} us per event ({total:,} in all)"
+        )
+    finally:
+        await bus.close()
+
+
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
@@ -396,6 +428,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--spaces", type=int, default=20)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--relay-only", action="store_true", help="time the relay alone")
     parser.add_argument("--raw-read", choices=sorted(RAW_QUERIES), help=argparse.SUPPRESS)
     return parser.parse_args()
 

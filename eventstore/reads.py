@@ -268,3 +268,24 @@ async def verify(conn: Conn, space_id: str) -> int | None:
     if bytes(space["chain_tip"]) != previous:
         return max(last, 1)
     return None
+
+
+_STORED = f"""
+SELECT {READ_COLUMNS} FROM events
+WHERE (space_id, op_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
+"""
+
+
+async def stored_server_events(
+    conn: Conn, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Event]:
+    """The stored events among ``(space_id, op_id)`` pairs (through the log's unique
+    ``(space_id, op_id)`` index), keyed by the pair."""
+    if not pairs:
+        return {}
+    rows = await conn.fetch(_STORED, [p[0] for p in pairs], [p[1] for p in pairs])
+    out: dict[tuple[str, str], Event] = {}
+    for row in rows:
+        event = event_from_row(row)
+        out[(event.space_id, event.op_id)] = event
+    return out

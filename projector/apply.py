@@ -267,6 +267,21 @@ async def _apply_batch(
         key = (row[0], row[1])
         states[key] = decode_state(bytes(row[2]))
         before[key] = reminder_key(row[5], row[3], row[4])
+    applied, out = fold_batch(space_id, batch, states, before)
+    await conn.execute(tables.upsert_states, sid, *columns_of(out))
+    return applied
+
+
+def fold_batch(
+    space_id: str,
+    batch: list[tuple[int, Op]],
+    states: dict[Key, EntityState],
+    before: dict[Key, ReminderKey],
+) -> tuple[Applied, list[tuple[object, ...]]]:
+    """Fold a space's batch into ``states`` (the stored states of its entities, updated
+    in place; ``before`` their reminder keys); what it did, and the rows to upsert
+    (``STATE_COLUMNS`` without space_id)."""
+    keys = list(dict.fromkeys((op.entity_type, op.entity_id) for _, op in batch))
     last: dict[Key, int] = {}
     for seq, op in batch:
         key = (op.entity_type, op.entity_id)
@@ -296,5 +311,4 @@ async def _apply_batch(
                     deleted=now[2],
                 )
             )
-    await conn.execute(tables.upsert_states, sid, *columns_of(out))
-    return applied
+    return applied, out

@@ -35,6 +35,7 @@ from core.metrics import OUTBOX_LAG, PROJECTOR_LAG, PROJECTOR_QUARANTINE
 from core.natsbus import NatsBus
 from core.wire import Event
 from projector.apply import Applied, apply_space
+from projector.batch import apply_spaces
 from projector.membership import Membership
 from projector.readmodel import lag_totals, quarantine_count
 from projector.stream import (
@@ -186,7 +187,34 @@ class Projector:
                 continue
             if self.membership.owns(event.space_id):
                 by_space[event.space_id].append(event)
-        await self._each(by_space.items(), lambda item: self.project(item[0], item[1]))
+        if by_space:
+            await self._apply_together(by_space)
+
+    async def _apply_together(self, by_space: dict[str, list[Event]]) -> None:
+        """All the spaces of a fetch in one transaction (``projector.batch``); when that
+        fails, each space on its own (``project``: isolation and quarantine). A space
+        left below its last delivered seq is continued from PostgreSQL."""
+        try:
+            async with self._gate, self.pool.acquire() as conn:
+                batched = await apply_spaces(conn, by_space, max_events=self.options.max_events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("a batch of %d spaces failed (%r): one space at a time", len(by_space), exc)
+            await self._each(by_space.items(), lambda item: self.project(item[0], item[1]))
+            return
+        reached = {a.space_id: a.seq for a in batched.applied}
+        for done in batched.applied:
+            self.applied_events += done.count
+            await self._announce(done)
+        rest: list[tuple[str, Sequence[Event], int]] = []
+        for sid, events in by_space.items():
+            top = max(e.seq for e in events)
+            if sid in batched.busy:  # held by the tick or another instance: wait for it
+                rest.append((sid, events, top))
+            elif reached.get(sid, top) < top:
+                rest.append((sid, (), top))
+        await self._each(rest, lambda item: self.project(item[0], item[1], up_to=item[2]))
 
     # ------------------------------------------------------------------ apply
 

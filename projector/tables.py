@@ -87,6 +87,51 @@ class Tables:
             f"ON CONFLICT (space_id, entity_type, entity_id) DO UPDATE SET {updates}"
         )
 
+    # Several spaces in one transaction (projector.batch): the same statements over arrays.
+
+    @cached_property
+    def create_checkpoints(self) -> str:
+        return (
+            f"INSERT INTO {self.checkpoints} (space_id, seq) SELECT unnest($1::uuid[]), 0 "
+            "ON CONFLICT (space_id) DO NOTHING"
+        )
+
+    @cached_property
+    def lock_checkpoints(self) -> str:
+        # SKIP LOCKED: a space another writer holds (the tick, another instance) is left
+        # out rather than waited for while the batch holds all the others (a convoy).
+        return (
+            f"SELECT space_id::text, seq FROM {self.checkpoints} "
+            "WHERE space_id = ANY($1::uuid[]) ORDER BY space_id FOR UPDATE SKIP LOCKED"
+        )
+
+    @cached_property
+    def set_checkpoints(self) -> str:
+        return (
+            f"UPDATE {self.checkpoints} AS c SET seq = u.seq "
+            "FROM unnest($1::uuid[], $2::bigint[]) AS u(space_id, seq) "
+            "WHERE c.space_id = u.space_id"
+        )
+
+    @cached_property
+    def load_states_of_spaces(self) -> str:
+        return (
+            "SELECT space_id::text, entity_type, entity_id, state, done, deleted, "
+            f"remind_at_op_id::text FROM {self.states} "
+            "WHERE (space_id, entity_type, entity_id) IN "
+            "(SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]))"
+        )
+
+    @cached_property
+    def upsert_states_of_spaces(self) -> str:
+        args = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(("uuid[]", *_ARRAY_TYPES)))
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS[3:])
+        return (
+            f"INSERT INTO {self.states} ({', '.join(STATE_COLUMNS)}) "
+            f"SELECT u.* FROM unnest({args}) AS u "
+            f"ON CONFLICT (space_id, entity_type, entity_id) DO UPDATE SET {updates}"
+        )
+
     @cached_property
     def add_quarantined(self) -> str:
         return (

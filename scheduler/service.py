@@ -42,6 +42,7 @@ from scheduler.faults import Faults
 from scheduler.jobs import Job, JobRunner
 from scheduler.options import SchedulerOptions, options_from_env
 from scheduler.retention import run_retention
+from scheduler.server_events import PostgresServerEvents
 from scheduler.store import Applied
 from scheduler.webhook import WebhookSender, signing_secret
 
@@ -137,7 +138,8 @@ class SchedulerService:
             settings.database_url, min_size=1, max_size=size + 1
         )
         stack.push_async_callback(_close_pool, events_pool)
-        self.events = PostgresEventStore(events_pool, secret_key=settings.require_secret_key())
+        secret_key = settings.require_secret_key()
+        self.events = PostgresEventStore(events_pool, secret_key=secret_key)
         stack.push_async_callback(self.events.close)
         self.bus = NatsBus(settings.nats_url, prefix=settings.nats_prefix, name="concord-scheduler")
         await self.bus.start()
@@ -161,6 +163,9 @@ class SchedulerService:
             prefix=settings.nats_prefix,
             webhook_enabled=sender is not None,
             faults=self.faults,
+            server_events=PostgresServerEvents(
+                events_pool, secret_key=secret_key, schema_version=self.events.schema.version
+            ),
         )
         self.deliveries = None if sender is None else Deliveries(
             pool=self.pool,
