@@ -155,14 +155,10 @@ class ReminderEngine:
 
     async def reconcile(self, page: int = 500, rounds: int = 100) -> Applied:
         """Apply every read-model task state not applied yet (a lost NATS message, a
-        scheduler that was down), space by space from the scheduler's cursor. A no-op
-        until the read model (0003) exists."""
+        scheduler that was down), space by space from the scheduler's cursor."""
         scheduled: list[tuple[str, datetime]] = []
         cancelled: list[str] = []
         tasks = 0
-        async with self.pool.acquire() as conn:
-            if not await store.read_model_exists(conn):
-                return Applied([], [], 0)
         for _ in range(rounds):
             async with self.pool.acquire() as conn:
                 behind = await store.spaces_behind(conn, page)
