@@ -47,11 +47,11 @@ _NAME = re.compile(NAME_PATTERN)
 _ENTITY_ID = re.compile(ENTITY_ID_PATTERN)
 
 #: The ``after`` of the space list: the last space_id of the previous page.
-SPACE_CURSOR = rf"^({CANONICAL_UUID})?$"
+SPACE_CURSOR = rf"^{CANONICAL_UUID}$"
 #: The ``after`` of the device, invitation and reminder lists (``core.ids``).
-KEYSET_AFTER = rf"^({KEYSET_CURSOR})?$"
+KEYSET_AFTER = rf"^{KEYSET_CURSOR}$"
 #: The ``after`` of the entity list: ``<entity_type>/<entity_id>`` of the last entity.
-ENTITY_CURSOR = rf"^({NAME_RE.pattern}/{ENTITY_ID_PATTERN})?$"
+ENTITY_CURSOR = rf"^{NAME_RE.pattern}/{ENTITY_ID_PATTERN}$"
 #: Entity types a client may read (``_member`` and other internal types are not).
 READABLE_TYPES = sorted(t for t in DEFAULT_SCHEMA.entity_types if not t.startswith("_"))
 
@@ -134,9 +134,9 @@ def page_size(limit: int | None, *, default: int = DEFAULT_PAGE, cap: int = MAX_
 
 
 def given_cursor(raw: str | None, pattern: str) -> str | None:
-    """An ``after`` of a route that states ``pattern``: None when absent or empty (the
-    first page), the cursor when the whole of it matches, else 400."""
-    if not raw:
+    """An ``after`` of a route that states ``pattern``: None when absent (the first
+    page), the cursor when the whole of it matches, else 400 (an empty one too)."""
+    if raw is None:
         return None
     if re.fullmatch(pattern, raw) is None:
         raise BadMessage("after: not a valid cursor")
@@ -156,10 +156,10 @@ def _integer(low: int, high: int) -> dict[str, Any]:
 
 
 def absent_or_given(request: Request[Any, Any, Any], name: str, value: object) -> None:
-    """400 when an optional integer query parameter came as ``null`` (litestar reads it as
-    absent; the document says an integer)."""
+    """400 when an optional query parameter was given but read as None (litestar reads
+    ``null`` so for an integer or a choice; the document admits no null)."""
     if value is None and name in request.query_params:
-        raise BadMessage(f"{name}: Expected `int`")
+        raise BadMessage(f"{name}: not a valid value")
 
 
 def uuid_path(description: str) -> Any:
@@ -188,8 +188,8 @@ def limit_query(description: str) -> Any:
 
 
 def after_query(pattern: str, description: str = "the `next` of the previous page") -> Any:
-    """A cursor: the ``next`` of the previous page, as given; empty is the first page.
-    Anything else ``pattern`` does not match is 400 (``given_cursor``: the whole value,
+    """A cursor: the ``next`` of the previous page, as given (absent: the first page).
+    Anything ``pattern`` does not match is 400 (``given_cursor``: the whole value,
     as JSON Schema reads a pattern, not ``re.search``'s ``$`` before a final newline)."""
     return QueryParameter(
         description=description,

@@ -157,6 +157,7 @@ _TAIL_PAGE = 1000
 async def list_entities(
     space_id: Annotated[str, uuid_path("the space")],
     principal: PrincipalDep,
+    request: Request[Any, Any, Any],
     gw: GatewayDep,
     type: Annotated[
         str | None,
@@ -170,6 +171,7 @@ async def list_entities(
     after: Annotated[str | None, after_query(ENTITY_CURSOR)] = None,
 ) -> EntityList:
     """Ordered by (entity_type, entity_id); every state reflects the same ``seq``."""
+    absent_or_given(request, "type", type)
     after = given_cursor(after, ENTITY_CURSOR)
     target, _ = await require_member(gw, principal, space_id)
     if type is not None and entity_spec(gw.schema, type) is None:
@@ -247,6 +249,7 @@ async def list_reminders(
     space_id: Annotated[str, uuid_path("the space")],
     principal: PrincipalDep,
     gw: GatewayDep,
+    request: Request[Any, Any, Any],
     status: Annotated[
         ReminderStatus | None,
         QueryParameter(
@@ -259,6 +262,7 @@ async def list_reminders(
 ) -> ReminderList:
     """The scheduler's rows for the space (scheduled, fired, cancelled, retrying, dead,
     skipped), ordered by due time, paged."""
+    absent_or_given(request, "status", status)
     await require_member(gw, principal, space_id)
     page, cursor = await reminder_queries.list_reminders(
         gw.pool, space_id, status, limit, given_cursor(after, KEYSET_AFTER)

@@ -26,11 +26,12 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS as REGISTRY
 from schemathesis.checks import load_all_checks
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.parameters import ParameterLocation
 
 from core.settings import Settings
 from gateway.app import create_app
@@ -105,6 +106,35 @@ def _aim_at_own_space(case: Any, space_id: str, rng: random.Random) -> None:
         case.query["space_id"] = space_id
 
 
+#: Where a negative case must break something for the answer to mean anything: the
+#: Authorization header is set by the test itself (``ignored_auth`` checks it apart).
+_BREAKABLE = {ParameterLocation.QUERY, ParameterLocation.PATH, ParameterLocation.BODY}
+
+
+def _testable(case: Any) -> bool:
+    """A positive case; or a negative one that breaks a query, path or body value the
+    document declares. Unknown query parameters are ignored by the server on purpose
+    (docs/http-api.md: forward compatibility) and the document says nothing of them, so
+    a case whose only fault is one is not negative data."""
+    if case.meta.generation.mode.is_positive:
+        return True
+    declared = {p["name"] for p in _parameters(case.operation.label) if p["in"] == "query"}
+    if isinstance(case.query, dict) and not set(case.query) <= declared:
+        return False
+    return any(
+        info.mode is GenerationMode.NEGATIVE
+        for location, info in case.meta.components.items()
+        if location in _BREAKABLE
+    )
+
+
+def _parameters(label: str) -> list[dict[str, Any]]:
+    method, path = label.split(" ", 1)
+    spec = DOCUMENT["paths"][path][method.lower()]
+    parameters: list[dict[str, Any]] = spec.get("parameters", [])
+    return parameters
+
+
 #: Every operation of the document, as ``"METHOD /path"``.
 OPERATIONS = sorted(
     f"{method.upper()} {path}" for path, item in DOCUMENT["paths"].items() for method in item
@@ -135,7 +165,7 @@ def test_api_conforms(label: str, mode: GenerationMode, caller: Caller) -> None:
     operation = schema.find_operation_by_label(label)
     assert operation is not None
 
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=operation.as_strategy(generation_mode=mode).filter(_testable))
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
@@ -202,6 +232,9 @@ def test_stateful(caller: Caller) -> None:
         settings=settings(
             max_examples=SCENARIOS,
             stateful_step_count=STEPS,
+            # No shrinking: a live server answers a replay differently (new ids), which
+            # Hypothesis would take for a flaky strategy; the first failure is reported.
+            phases=[Phase.explicit, Phase.generate],
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
