@@ -31,6 +31,7 @@ import msgspec
 
 from core.errors import BadMessage, ErrorBody
 from crdt import DEFAULT_LAMPORT_HEADROOM, plain_text
+from crdt.validate import UUID_PATTERN
 from crdt.views import FieldView, Head
 
 Role = Literal["owner", "editor", "reader"]
@@ -366,9 +367,7 @@ InvitationCode = Annotated[
     ),
 ]
 #: A UUID in the canonical form the server answers with.
-CanonicalUuid = Annotated[
-    str, msgspec.Meta(pattern="^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-]
+CanonicalUuid = Annotated[str, msgspec.Meta(pattern=f"^{UUID_PATTERN}$")]
 #: A time as the server writes it: RFC 3339, UTC, ``Z``.
 UtcTime = Annotated[
     str,

@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import httpx
 import pytest
 
+from concord.child import serve
 from core.settings import Settings
 from tests.conftest import service_env
-from tests.e2e.harness import serve
 
 #: Fast hashing and no address throttle: tests register many users from 127.0.0.1.
 BASE_OPTIONS: dict[str, Any] = {

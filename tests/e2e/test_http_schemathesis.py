@@ -36,6 +36,7 @@ from schemathesis.core.parameters import ParameterLocation
 from core.settings import Settings
 from gateway.app import create_app
 from gateway.options import GatewayOptions
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.e2e.conftest import Api, GatewayProcess, Session
 
 load_all_checks()
@@ -94,6 +95,16 @@ def test_served_document_is_the_tested_one(gateway: GatewayProcess) -> None:
     served = httpx.get(f"{gateway.base_url}/schema/openapi.json", timeout=30)
     assert served.status_code == 200
     assert served.json() == json.loads(json.dumps(DOCUMENT))
+
+
+def _token_for(case: Any, caller: Caller) -> str:
+    """The admin token for operator routes, a throwaway session for logout (it revokes
+    its session), else the user's."""
+    if {"admin": []} in (case.operation.definition.raw.get("security") or []):
+        return TEST_ADMIN_TOKEN
+    if case.operation.path == "/v1/auth/logout":
+        return caller.fresh_token()
+    return caller.user.access_token
 
 
 def _aim_at_own_space(case: Any, space_id: str, rng: random.Random) -> None:
@@ -175,9 +186,7 @@ def test_api_conforms(label: str, mode: GenerationMode, caller: Caller) -> None:
     def run(case: Any) -> None:
         rng = random.Random(len(_cases))
         _aim_at_own_space(case, caller.user.personal_space_id, rng)
-        token = caller.user.access_token
-        if case.operation.path == "/v1/auth/logout":
-            token = caller.fresh_token()
+        token = _token_for(case, caller)
         _cases.append(label)
         case.call_and_validate(
             base_url=caller.base_url, headers={"Authorization": f"Bearer {token}"}, checks=CHECKS
@@ -220,9 +229,7 @@ def test_stateful(caller: Caller) -> None:
 
     class Workflow(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            token = caller.user.access_token
-            if case.operation.path == "/v1/auth/logout":
-                token = caller.fresh_token()
+            token = _token_for(case, caller)
             return {"base_url": caller.base_url, "headers": {"Authorization": f"Bearer {token}"}}
 
         def after_call(self, response: Any, case: Any) -> None:
