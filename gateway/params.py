@@ -21,7 +21,6 @@ from litestar.params import PathParameter, QueryParameter
 from core.errors import BadMessage, NotFound
 from core.ids import CANONICAL_UUID, KEYSET_CURSOR, canonical_id, parse_keyset_cursor
 from core.wire import (
-    BATCH_ID_MAX,
     EMAIL_MAX,
     EMAIL_PATTERN,
     NAME_PATTERN,
@@ -33,8 +32,6 @@ from core.wire import (
 from crdt import DEFAULT_SCHEMA, plain_text
 from crdt.schema import NAME_RE
 from crdt.validate import ENTITY_ID_PATTERN
-
-__all__ = ["BATCH_ID_MAX", "EMAIL_MAX", "PASSWORD_MAX", "PASSWORD_MIN"]
 
 NAME_MAX = 200
 DEFAULT_PAGE = 100

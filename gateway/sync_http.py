@@ -19,14 +19,13 @@ from core.errors import BadMessage, Forbidden, NotFound, TooLarge
 from core.metrics import IDEMPOTENCY_HITS, PUSH_SECONDS
 from core.ops import push_space
 from core.ports import AppendOutcome
-from core.wire import PullResponse, PushRequest, PushResponse
+from core.wire import BATCH_ID_MAX, PullResponse, PushRequest, PushResponse
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import GatewayDep
 from gateway.examples import PULL_ANSWER, PUSH_ANSWER, PUSH_BODY, ok
 from gateway.limits import push_allowed
 from gateway.openapi import SPACE, USER_SECURITY, errors
 from gateway.params import (
-    BATCH_ID_MAX,
     OpsRequest,
     limit_query,
     page_size,
