@@ -276,13 +276,15 @@ NewPassword = Annotated[
 Password = Annotated[str, msgspec.Meta(max_length=PASSWORD_MAX, pattern=NO_NUL_PATTERN)]
 DisplayName = Annotated[
     str,
-    msgspec.Meta(pattern=NAME_PATTERN, description="trimmed; 1 to 200 characters, no control"),
+    msgspec.Meta(
+        pattern=NAME_PATTERN, description="trimmed; 1 to 200 characters, no control character"
+    ),
 ]
 DeviceName = Annotated[
     str,
     msgspec.Meta(
         pattern=DEVICE_NAME_PATTERN,
-        description='trimmed; 1 to 200 characters, no control; blank: "Unnamed device"',
+        description='trimmed; 1 to 200 characters, no control character; blank: "Unnamed device"',
     ),
 ]
 BatchId = Annotated[str, msgspec.Meta(max_length=BATCH_ID_MAX, pattern=NO_NUL_PATTERN)]
@@ -427,7 +429,8 @@ class InvitationList(_Frozen, frozen=True, kw_only=True):
 
 class PushRequest(_Sent, frozen=True, kw_only=True):
     batch_id: BatchId
-    #: More than ``max_ops_per_push`` is 413 ``too_large`` (stated, checked by the route).
+    #: More than ``max_ops_per_push`` is 413 ``too_large``: stated in the document only
+    #: (litestar reads ``extra`` as extra schema), checked by the route, not by msgspec.
     ops: Annotated[
         list[Any],
         msgspec.Meta(extra_json_schema={"extra": {"maxItems": DEFAULT_LIMITS.max_ops_per_push}}),
