@@ -45,6 +45,9 @@ load_all_checks()
 #: enforced; what the document admits accepted and what it refuses refused (400); an
 #: undeclared method 405 with ``Allow`` (also ``test_undocumented_methods_are_405_with_allow``).
 CHECKS = list(REGISTRY.get_all())
+assert {"positive_data_acceptance", "negative_data_rejection", "ignored_auth"} <= {
+    check.__name__ for check in CHECKS
+}
 EXAMPLES = 35
 MINIMUM_CASES = 1000
 _cases: list[str] = []
