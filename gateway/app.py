@@ -34,7 +34,7 @@ from gateway.errors import EXCEPTION_HANDLERS
 from gateway.hints import Hints
 from gateway.invitations import invitations_router
 from gateway.limits import LoginThrottle, TokenBuckets
-from gateway.openapi import openapi_config
+from gateway.openapi import add_links, openapi_config
 from gateway.operator import operator_router
 from gateway.options import GatewayOptions, options_from_env
 from gateway.panel import panel_router
@@ -218,7 +218,7 @@ def create_app(settings: Settings, *, options: GatewayOptions | None = None) -> 
     sandbox = [sandbox_router()] if settings.sandbox else []
     state = {"settings": settings, "options": chosen, **(sandbox_state() if sandbox else {})}
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             healthz,
             readyz,
@@ -244,3 +244,5 @@ def create_app(settings: Settings, *, options: GatewayOptions | None = None) -> 
         openapi_config=openapi_config(),
         logging_config=None,
     )
+    add_links(app)
+    return app

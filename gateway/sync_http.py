@@ -14,19 +14,24 @@ from typing import Annotated
 
 from litestar import Router, get, post
 from litestar.di import Provide
-from litestar.params import QueryParameter
 
 from core.errors import BadMessage, Forbidden, NotFound, TooLarge
 from core.metrics import IDEMPOTENCY_HITS, PUSH_SECONDS
 from core.ops import push_space
 from core.ports import AppendOutcome
-from core.wire import PullResponse, PushRequest, PushResponse
+from core.wire import BATCH_ID_MAX, PullResponse, PushRequest, PushResponse
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import GatewayDep
 from gateway.examples import PULL_ANSWER, PUSH_ANSWER, PUSH_BODY, ok
 from gateway.limits import push_allowed
 from gateway.openapi import SPACE, USER_SECURITY, errors
-from gateway.params import BATCH_ID_MAX, MAX_SEQ, OpsRequest, page_size, uuid_query
+from gateway.params import (
+    OpsRequest,
+    limit_query,
+    page_size,
+    seq_query,
+    uuid_query,
+)
 from gateway.spaces import require_member
 
 DEFAULT_PULL = 500
@@ -90,10 +95,8 @@ async def pull(
     principal: PrincipalDep,
     gw: GatewayDep,
     space_id: Annotated[str, uuid_query("the space")],
-    after: Annotated[int, QueryParameter(ge=0, le=MAX_SEQ, description="the last seq held")] = 0,
-    limit: Annotated[
-        int | None, QueryParameter(ge=1, description="default 500, clamped to max_pull_limit")
-    ] = None,
+    after: Annotated[int, seq_query("the last seq held")] = 0,
+    limit: Annotated[int, limit_query("default 500, clamped to max_pull_limit")] = DEFAULT_PULL,
 ) -> PullResponse:
     """Events after ``after`` in seq order, and the head; read on until the last seq is
     the head."""
