@@ -18,7 +18,6 @@ and nothing of it is committed.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from core.errors import ConcordError, NotFound
+from core.ids import canonical_id
 from core.ports import EventStore, ServerAppend
 from core.wire import SERVER_DEVICE_ID
 from crdt import DEFAULT_SCHEMA
@@ -111,7 +111,7 @@ class PostgresServerEvents:
                 return await self._append(conn, events)
 
     async def _append(self, conn: Conn, events: Sequence[ServerEvent]) -> list[Outcome]:
-        sids = [_canonical(e.space_id) for e in events]
+        sids = [canonical_id(e.space_id) for e in events]
         op_ids = [server_op_id(self.secret_key, e.key) for e in events]
         # Also the op_ids of before the key separation: their events may be stored already.
         legacy = [legacy_server_op_id(self.secret_key, e.key) for e in events]
@@ -152,10 +152,3 @@ class PostgresServerEvents:
                 out.append(ServerAppend(event=appended, duplicate=False))
             await batch.flush(conn)
         return out
-
-
-def _canonical(space_id: str) -> str | None:
-    try:
-        return str(uuid.UUID(space_id))
-    except (ValueError, TypeError, AttributeError):
-        return None
