@@ -25,7 +25,7 @@ log = logging.getLogger("concord.bus")
 
 
 class NatsBus:
-    """A reconnecting NATS connection; subjects are ``<prefix>.<kind>.<space_id>``."""
+    """A reconnecting NATS connection; its subjects are ``core.events.Names(prefix)``."""
 
     def __init__(self, url: str, *, prefix: str = "concord", name: str = "concord") -> None:
         self.url = url
@@ -37,10 +37,6 @@ class NatsBus:
         self._subs: dict[int, tuple[str, Handler, Any]] = {}
         self._next_token = 0
         self._ready = asyncio.Event()
-
-    def subject(self, kind: str, space_id: str = "*") -> str:
-        """``<prefix>.space.<id>``, ``<prefix>.projection.<id>``, ``<prefix>.reminders.<id>``."""
-        return f"{self.prefix}.{kind}.{space_id}"
 
     @property
     def connected(self) -> bool:

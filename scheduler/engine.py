@@ -30,7 +30,13 @@ from typing import Any
 import asyncpg
 
 from core.errors import ConcordError
-from core.events import ENCODER, NotificationEnvelope, ReminderChange, publish_space_hint
+from core.events import (
+    ENCODER,
+    Names,
+    NotificationEnvelope,
+    ReminderChange,
+    publish_space_hint,
+)
 from core.metrics import REMINDER_BACKLOG_AGE, REMINDER_LATENESS, REMINDERS
 from core.ports import Bus, EventStore, ServerAppend
 from core.wire import Notification
@@ -348,7 +354,7 @@ class ReminderEngine:
         envelope = NotificationEnvelope(
             space_id=firing.space_id, notification=notification_of(firing)
         )
-        subject = f"{self.prefix}.notifications.{firing.space_id}"
+        subject = Names(self.prefix).notifications(firing.space_id)
         await self.bus.publish(subject, ENCODER.encode(envelope))
 
     # ------------------------------------------------------------------ views

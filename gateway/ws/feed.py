@@ -1,38 +1,48 @@
 """Live feeds of spaces for the WebSocket connections of one gateway process.
 
-NATS hints (``<prefix>.space.<id>``: "seqs a..b are committed") only say *that* there
-is something new; the events themselves are always read from PostgreSQL, once per
-space per wake-up for every connection of this gateway (a small contiguous cache),
-so a lost, repeated or reordered hint can delay delivery but never corrupt it.
+What this gateway commits is handed to its feed at once (``FeedHub.committed``, from
+gateway/committed.py): appended to the space's cache when it follows on, so its
+subscribers never read it back. What other processes commit arrives as NATS hints
+(``<prefix>.space.<id>``: "seqs a..b are committed"), which only say *that* there is
+something new; those events are read from PostgreSQL, once per space per wake-up for
+every connection of this gateway (a small contiguous cache), so a lost, repeated or
+reordered hint can delay delivery but never corrupt it.
 Because a space's seqs are assigned under its row lock and committed in seq order,
 everything up to a hinted seq is visible when the hint arrives: no reorder buffer is
 needed before reading. A periodic head check (every ``poll_interval`` while NATS is
 down, every ``safety_interval`` while it is up) covers lost hints and NATS outages.
+
+Each ``events`` message is encoded once per format and the same bytes (or text) go
+to every subscriber whose cursor asks for that page (``SpaceFeed.frame``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 import msgspec
 import structlog
 
-from core.events import SpaceHint
+from core.events import Names, SpaceHint
 from core.metrics import BACKGROUND_ERRORS
 from core.natsbus import NatsBus
 from core.ports import EventStore
-from core.wire import Event
+from core.wire import JSON_ENCODER, MSGPACK_ENCODER, Event, Events
 
 log = structlog.get_logger("concord.gateway.feed")
 
 _HINTS = msgspec.json.Decoder(SpaceHint)
 #: Events kept per space for the connections of this gateway that are caught up.
 CACHE_EVENTS = 2000
+#: Encoded ``events`` messages kept per space (the pages of the latest wake-ups).
+CACHE_FRAMES = 8
+
+#: A frame as the socket sends it: text (``concord.v1.json``) or bytes (msgpack).
+Frame = str | bytes
 
 
 class SpaceFeed:
@@ -44,6 +54,7 @@ class SpaceFeed:
         self.known_head = 0
         self.committed_at: dict[int, float] = {}
         self._cache: list[Event] = []
+        self._frames: dict[tuple[int, int, int, bool], Frame] = {}
         self._lock = asyncio.Lock()
         self.listeners: set[Callable[[], None]] = set()
         self.nats_token: object | None = None
@@ -59,6 +70,42 @@ class SpaceFeed:
             self.known_head = head
             for wake in list(self.listeners):
                 wake()
+
+    def offer(self, events: Sequence[Event], committed_at: float) -> None:
+        """This gateway committed ``events``: keep them (when they follow on from the
+        cache) and wake every listener."""
+        self._extend(events)
+        self.advance(events[-1].seq, committed_at)
+
+    def _extend(self, events: Sequence[Event]) -> None:
+        """Append the events that follow on from the cache's tail; anything else (a gap:
+        another process committed in between) is left for a read from PostgreSQL."""
+        cache = self._cache
+        if not cache:
+            cache.extend(events)
+            return
+        tail = cache[-1].seq
+        fresh = [e for e in events if e.seq > tail]
+        if not fresh or fresh[0].seq != tail + 1:
+            return
+        cache.extend(fresh)
+        if len(cache) > CACHE_EVENTS:
+            del cache[: len(cache) - CACHE_EVENTS]
+
+    def frame(self, page: list[Event], head: int, msgpack: bool) -> Frame:
+        """The ``events`` message of ``page``, encoded once for every subscriber."""
+        key = (page[0].seq, page[-1].seq, head, msgpack)
+        frame = self._frames.get(key)
+        if frame is None:
+            message = Events(space_id=self.space_id, events=page, head=head)
+            if msgpack:
+                frame = MSGPACK_ENCODER.encode(message)
+            else:
+                frame = JSON_ENCODER.encode(message).decode()
+            if len(self._frames) >= CACHE_FRAMES:
+                del self._frames[next(iter(self._frames))]
+            self._frames[key] = frame
+        return frame
 
     def _from_cache(self, after: int, limit: int) -> list[Event] | None:
         cache = self._cache
@@ -92,9 +139,14 @@ class SpaceFeed:
             if not fresh:
                 return []
             self.known_head = max(self.known_head, fresh[-1].seq)
-            self._cache = (self._cache + fresh)[-CACHE_EVENTS:] if self._cache else fresh
+            if not self._cache or self._cache[-1].seq < fresh[0].seq - 1:
+                self._cache = fresh[-CACHE_EVENTS:]  # nothing cached joins on: start anew
+            else:
+                self._extend(fresh)  # events offered while this read ran are kept
             hit = self._from_cache(after, limit)
-        return hit or []
+            if hit is None:  # the cache moved on while this read ran: answer from it
+                hit = [e for e in fresh if e.seq > after][:limit]
+        return hit
 
 
 class FeedHub:
@@ -114,6 +166,7 @@ class FeedHub:
         self._pool = pool
         self.poll_interval = poll_interval
         self.safety_interval = safety_interval
+        self._names = Names(bus.prefix)
         self._feeds: dict[str, SpaceFeed] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -135,9 +188,7 @@ class FeedHub:
         feed = self._feeds.get(space_id)
         if feed is None:
             feed = self._feeds[space_id] = SpaceFeed(space_id, self._store)
-            feed.nats_token = await self._bus.subscribe(
-                self._bus.subject("space", space_id), self._on_hint
-            )
+            feed.nats_token = await self._bus.subscribe(self._names.space(space_id), self._on_hint)
             feed.known_head = await self._store.head(space_id)
         feed.listeners.add(wake)
         return feed
@@ -152,11 +203,11 @@ class FeedHub:
             if feed.nats_token is not None:
                 await self._bus.unsubscribe(feed.nats_token)
 
-    def local_commit(self, space_id: str, head: int) -> None:
-        """A push on this gateway committed up to ``head``: no need to wait for NATS."""
+    def committed(self, space_id: str, events: Sequence[Event], committed_at: float) -> None:
+        """This gateway committed ``events``: no need to wait for NATS, nor to read them."""
         feed = self._feeds.get(space_id)
-        if feed is not None:
-            feed.advance(head, time.time())
+        if feed is not None and events:
+            feed.offer(events, committed_at)
 
     async def _on_hint(self, subject: str, payload: bytes) -> None:
         try:
