@@ -52,6 +52,9 @@ class SpaceFeed:
         self.space_id = space_id
         self._store = store
         self.known_head = 0
+        #: True once ``known_head`` came from PostgreSQL or news (a hint, a commit here):
+        #: from then on a cursor at the head waits for news instead of asking.
+        self.head_known = False
         self.committed_at: dict[int, float] = {}
         self._cache: list[Event] = []
         self._frames: dict[tuple[int, int, int, bool], Frame] = {}
@@ -66,6 +69,7 @@ class SpaceFeed:
             if len(self.committed_at) > 256:
                 for seq in sorted(self.committed_at)[:128]:
                     del self.committed_at[seq]
+        self.head_known = True
         if head > self.known_head:
             self.known_head = head
             for wake in list(self.listeners):
@@ -119,6 +123,10 @@ class SpaceFeed:
         hit = self._from_cache(after, limit)
         if hit is not None:
             return hit
+        if self.head_known and after >= self.known_head:
+            # Nothing is committed past what this gateway knows of (every caught-up
+            # subscriber asks once more after each page): wait for news, do not query.
+            return []
         if self._cache and after + 1 < self._cache[0].seq:
             # Behind the cache (an old catch-up): read straight from PostgreSQL.
             return await self._store.read(self.space_id, after, limit)
@@ -189,7 +197,7 @@ class FeedHub:
         if feed is None:
             feed = self._feeds[space_id] = SpaceFeed(space_id, self._store)
             feed.nats_token = await self._bus.subscribe(self._names.space(space_id), self._on_hint)
-            feed.known_head = await self._store.head(space_id)
+            feed.advance(await self._store.head(space_id))
         feed.listeners.add(wake)
         return feed
 
