@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import structlog
 
-from core.wire import Notification
+from core.wire import Event, Notification
 
 if TYPE_CHECKING:
     from core.ports import Bus
@@ -51,6 +51,9 @@ class SpaceHint(_Payload, frozen=True, kw_only=True):
     last_seq: int
     #: Epoch seconds of the COMMIT (for ``concord_fanout_seconds``); 0 when unknown.
     committed_at: float = 0.0
+    #: The events ``first_seq..last_seq`` themselves when there are few (at most
+    #: ``HINT_EVENTS``), so that gateways need not read them back; empty otherwise.
+    events: list[Event] = msgspec.field(default_factory=list)
 
 
 class ReminderChange(_Payload, frozen=True, kw_only=True):
@@ -94,6 +97,8 @@ class MembershipChange(_Payload, frozen=True, kw_only=True):
 
 
 ENCODER = msgspec.json.Encoder()
+#: A space hint carries its events when there are at most this many.
+HINT_EVENTS = 200
 
 #: Every space: the last token of a subject that names one (``Names.space(ANY)``).
 ANY = "*"
@@ -151,12 +156,25 @@ class Names:
 
 
 def space_hint(
-    prefix: str, space_id: str, first_seq: int, last_seq: int, committed_at: float
+    prefix: str,
+    space_id: str,
+    first_seq: int,
+    last_seq: int,
+    committed_at: float,
+    events: list[Event] | None = None,
 ) -> tuple[str, bytes]:
     """The subject and payload announcing that seqs ``first_seq..last_seq`` of
-    ``space_id`` are committed (``committed_at``: epoch seconds of the COMMIT)."""
+    ``space_id`` are committed (``committed_at``: epoch seconds of the COMMIT), with
+    ``events`` (exactly those seqs) when given and few enough."""
+    carried = events if events and len(events) <= HINT_EVENTS else []
+    if carried and (carried[0].seq, carried[-1].seq) != (first_seq, last_seq):
+        carried = []
     hint = SpaceHint(
-        space_id=space_id, first_seq=first_seq, last_seq=last_seq, committed_at=committed_at
+        space_id=space_id,
+        first_seq=first_seq,
+        last_seq=last_seq,
+        committed_at=committed_at,
+        events=carried,
     )
     return Names(prefix).space(space_id), ENCODER.encode(hint)
 

@@ -63,7 +63,11 @@ async def _connect(
         settings.database_url, min_size=1, max_size=10, command_timeout=30
     )
     stack.push_async_callback(pool.close)
-    bus = NatsBus(settings.nats_url, prefix=settings.nats_prefix, name="concord-gateway")
+    # No echo: what this gateway publishes it has already handed to itself in memory
+    # (gateway/committed.py; a revocation is learnt before it is broadcast).
+    bus = NatsBus(
+        settings.nats_url, prefix=settings.nats_prefix, name="concord-gateway", echo=False
+    )
     await bus.start()
     stack.push_async_callback(bus.close)
     announcer = Announcer(bus, settings.nats_prefix, publish=options.publish_hints)

@@ -64,8 +64,9 @@ class Announcer:
         #: after every COMMIT (its own feeds are still handed the events).
         self.publish = publish
         self.local: Local | None = None
-        #: Space hints not yet published: space_id -> (first_seq, last_seq, committed_at).
-        self._hints: dict[str, tuple[int, int, float]] = {}
+        #: Space hints not yet published: space_id -> (first_seq, last_seq, committed_at,
+        #: the events when every one of first..last is held, else None).
+        self._hints: dict[str, tuple[int, int, float, list[Event] | None]] = {}
         self._changes: list[MembershipChange] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -80,12 +81,21 @@ class Announcer:
         if self.local is not None:
             self.local.committed(space_id, events, now)
         if self.publish:
-            first, last = events[0].seq, events[-1].seq
-            queued = self._hints.get(space_id)
-            if queued is not None:
-                first, last = min(first, queued[0]), max(last, queued[1])
-            self._hints[space_id] = (first, last, now)
+            self._queue(space_id, list(events), now)
             self._wake.set()
+
+    def _queue(self, space_id: str, events: list[Event], now: float) -> None:
+        """Queue the hint of ``events``, merged with one of the same space still queued
+        (it keeps the events only while they stay contiguous)."""
+        first, last = events[0].seq, events[-1].seq
+        held: list[Event] | None = events
+        queued = self._hints.get(space_id)
+        if queued is not None:
+            q_first, q_last, _, q_events = queued
+            joined = q_events is not None and q_last + 1 == first
+            held = q_events + events if joined and q_events is not None else None
+            first, last = min(first, q_first), max(last, q_last)
+        self._hints[space_id] = (first, last, now, held)
 
     def member_changed(self, event: Event | None) -> None:
         """A member event is committed: its space hint, and the change itself."""
@@ -117,8 +127,8 @@ class Announcer:
         """Publish every queued hint and membership change now."""
         hints, self._hints = self._hints, {}
         changes, self._changes = self._changes, []
-        for space_id, (first, last, at) in hints.items():
-            await self._send(*space_hint(self.prefix, space_id, first, last, at))
+        for space_id, (first, last, at, events) in hints.items():
+            await self._send(*space_hint(self.prefix, space_id, first, last, at, events))
         for change in changes:
             await self._send(self.names.membership(change.space_id), ENCODER.encode(change))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -224,7 +225,12 @@ class FeedHub:
             log.warning("malformed space hint", subject=subject)
             return
         feed = self._feeds.get(hint.space_id)
-        if feed is not None:
+        if feed is None:
+            return
+        events = hint.events
+        if events and events[-1].seq == hint.last_seq and events[0].space_id == hint.space_id:
+            feed.offer(events, hint.committed_at or time.time())  # no read back
+        else:
             feed.advance(hint.last_seq, hint.committed_at or None)
 
     async def poll_once(self) -> None:

@@ -90,6 +90,20 @@ async def test_local_feeds_get_events_at_once_and_hints_never_hold_the_caller() 
         await announcer.close()
     hints = [(s, msgspec.json.decode(p, type=SpaceHint)) for s, p in bus.sent]
     assert [(s, h.first_seq, h.last_seq) for s, h in hints] == [(Names("p").space(SPACE), 1, 3)]
+    assert [e.seq for e in hints[0][1].events] == [1, 2, 3], "the events ride along"
+
+
+async def test_a_merged_hint_with_a_gap_carries_no_events() -> None:
+    """Hints of one space queued together merge; they carry the events only while every
+    seq of the range is held (a gap: commits of another process in between)."""
+    bus = Bus()
+    bus.release.set()
+    announcer = Announcer(bus, "p")
+    announcer.committed(SPACE, [event(1)])
+    announcer.committed(SPACE, [event(3)])
+    await announcer.flush()
+    [hint] = [msgspec.json.decode(p, type=SpaceHint) for _, p in bus.sent]
+    assert (hint.first_seq, hint.last_seq, hint.events) == (1, 3, [])
 
 
 async def test_a_removal_ends_local_subscriptions_and_is_published() -> None:

@@ -4,10 +4,13 @@ and never ``e3`` (invariant 8)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import msgspec
 
+from core.events import Names, SpaceHint
 from core.wire import SERVER_DEVICE_ID, Error, Event, Events, decode_server
-from gateway.ws.feed import Frame, SpaceFeed
+from gateway.ws.feed import FeedHub, Frame, SpaceFeed
 from gateway.ws.subscription import Subscription, removal_of
 
 SPACE = "0d8c6a52-5f0e-4a55-9a55-2f0d7b8e1c01"
@@ -155,3 +158,21 @@ async def test_committed_events_are_served_from_memory() -> None:
     feed.offer([event(5)], committed_at=3.0)  # seq 4 was committed elsewhere
     assert feed.known_head == 5
     assert feed._from_cache(3, 10) is None, "not cached across the gap"
+
+
+async def test_a_hint_carrying_its_events_is_served_without_a_read() -> None:
+    """Another gateway's hint with the events themselves: the feed offers them (no
+    query); a hint without them only moves the head."""
+    conn = FakeConnection()
+    hub = FeedHub(store=conn, bus=SimpleNamespace(prefix="p"), pool=None)  # type: ignore[arg-type]
+    feed = feed_at(2, conn)
+    hub._feeds[SPACE] = feed
+    names = Names("p")
+    carried = SpaceHint(space_id=SPACE, first_seq=3, last_seq=4, events=[event(3), event(4)])
+    await hub._on_hint(names.space(SPACE), msgspec.json.encode(carried))
+    conn.read = None  # type: ignore[assignment]  # any read from the store would fail
+    assert [e.seq for e in await feed.read_after(2, 10)] == [3, 4]
+    bare = SpaceHint(space_id=SPACE, first_seq=5, last_seq=5)
+    await hub._on_hint(names.space(SPACE), msgspec.json.encode(bare))
+    assert feed.known_head == 5
+    assert feed._from_cache(4, 10) is None
