@@ -3,10 +3,12 @@
 What this gateway commits is handed to its feed at once (``FeedHub.committed``, from
 gateway/committed.py): appended to the space's cache when it follows on, so its
 subscribers never read it back. What other processes commit arrives as NATS hints
-(``<prefix>.space.<id>``: "seqs a..b are committed"), which only say *that* there is
-something new; those events are read from PostgreSQL, once per space per wake-up for
-every connection of this gateway (a small contiguous cache), so a lost, repeated or
-reordered hint can delay delivery but never corrupt it.
+(``<prefix>.space.<id>``: "seqs a..b are committed"), which carry the events when there
+are few (offered like a local commit) and otherwise only say *that* there is something
+new; those events are read from PostgreSQL, once per space per wake-up for every
+connection of this gateway (a small contiguous cache). Either way a lost, repeated or
+reordered hint can delay delivery but never corrupt it: the cache only ever takes
+events that follow on from its tail, and a cursor reads from its own ``last + 1``.
 Because a space's seqs are assigned under its row lock and committed in seq order,
 everything up to a hinted seq is visible when the hint arrives: no reorder buffer is
 needed before reading. A periodic head check (every ``poll_interval`` while NATS is
