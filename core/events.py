@@ -97,8 +97,11 @@ class MembershipChange(_Payload, frozen=True, kw_only=True):
 
 
 ENCODER = msgspec.json.Encoder()
-#: A space hint carries its events when there are at most this many.
+#: A space hint carries its events when there are at most this many, and when they
+#: keep it under ``HINT_BYTES`` (far below NATS's 1 MB default payload limit: a hint too
+#: large to publish would be lost whole, seqs included).
 HINT_EVENTS = 200
+HINT_BYTES = 64 * 1024
 
 #: Every space: the last token of a subject that names one (``Names.space(ANY)``).
 ANY = "*"
@@ -176,7 +179,10 @@ def space_hint(
         committed_at=committed_at,
         events=carried,
     )
-    return Names(prefix).space(space_id), ENCODER.encode(hint)
+    payload = ENCODER.encode(hint)
+    if carried and len(payload) > HINT_BYTES:
+        payload = ENCODER.encode(msgspec.structs.replace(hint, events=[]))
+    return Names(prefix).space(space_id), payload
 
 
 async def publish_space_hint(

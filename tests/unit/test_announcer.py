@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from core.events import MembershipChange, Names, SpaceHint
+from core.events import HINT_BYTES, MembershipChange, Names, SpaceHint, space_hint
 from core.ports import Handler
 from core.wire import SERVER_DEVICE_ID, Event
 from gateway.committed import Announcer
@@ -132,3 +132,16 @@ async def test_the_fault_hook_publishes_nothing_but_still_feeds_this_gateway() -
     assert bus.sent == []
     assert local.events == [(SPACE, [1]), (SPACE, [2])]
     assert [c.role for c in local.changes] == ["reader"]
+
+
+def test_a_hint_too_large_for_its_events_carries_only_the_seqs() -> None:
+    """Events that would make the hint large (NATS refuses payloads over its limit, and
+    the hint would be lost whole) are left for the gateways to read."""
+    small = [event(1), event(2)]
+    _, payload = space_hint("p", SPACE, 1, 2, 0.0, small)
+    assert [e.seq for e in msgspec.json.decode(payload, type=SpaceHint).events] == [1, 2]
+    big = [event(seq, value="x" * 60_000) for seq in (1, 2)]
+    _, payload = space_hint("p", SPACE, 1, 2, 0.0, big)
+    assert len(payload) <= HINT_BYTES
+    hint = msgspec.json.decode(payload, type=SpaceHint)
+    assert (hint.first_seq, hint.last_seq, hint.events) == (1, 2, [])
