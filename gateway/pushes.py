@@ -78,6 +78,9 @@ async def store(
     elapsed = time.perf_counter() - started
     PUSH_SECONDS.observe(elapsed)
     if log.isEnabledFor(logging.DEBUG):  # a line per push is too dear for info
+        counts: dict[str, int] = {}
+        for result in outcome.results:
+            counts[result.status] = counts.get(result.status, 0) + 1
         log.debug(
             "push",
             route=route,
@@ -87,6 +90,7 @@ async def store(
             ops=len(ops),
             head=outcome.head,
             duration_ms=round(elapsed * 1000, 2),
+            **counts,
         )
     return PushResult(
         batch_id=batch_id, server_lamport=outcome.server_lamport, results=outcome.results
