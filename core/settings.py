@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: The live sandbox (``/sandbox`` and ``/v1/sandbox/*``, docs/sandbox.md). None: the
     #: command decides (``concord dev`` turns it on, ``concord gateway`` leaves it off).
     sandbox: bool | None = None
+    #: WebSocket permessage-deflate (RFC 7692) offered by a device is accepted only when
+    #: on: Concord's frames are small, where compression costs more CPU and memory per
+    #: socket than it saves (docs/websocket.md).
+    ws_compression: bool = False
 
     def require_secret_key(self) -> str:
         """The signing key; settings loading guarantees it in production and dev fills it."""
@@ -168,6 +172,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "CONCORD_WEBHOOK_SECRET": ("webhook_secret", lambda n, v: v),
     "CONCORD_TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "CONCORD_SANDBOX": ("sandbox", _bool),
+    "CONCORD_WS_COMPRESSION": ("ws_compression", _bool),
 }
 
 #: The flags of ``concord`` commands, each overriding the variable of the same name.

@@ -84,7 +84,6 @@ async def accept_invitation(
     )
     if accepted is None:
         raise NotFound("no such invitation")
-    await gw.hints.membership(accepted.event)
     return InvitationAccepted(space_id=accepted.space_id, role=accepted.role)
 
 

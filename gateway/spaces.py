@@ -152,7 +152,6 @@ async def add_member(
         user_id=user_id,
     )
     if isinstance(outcome, RoleChange):
-        await gw.hints.membership(outcome.event)
         member = MemberRole(space_id=outcome.space_id, user_id=outcome.user_id, role=outcome.role)
         return Response(member, status_code=200)
     created = InvitationCreated(
@@ -225,10 +224,9 @@ async def remove_member(
         raise Forbidden("only owners manage members")
     if await gw.store.role_of(target_space, target_user) is None:
         raise NotFound("no such member")
-    event = await gw.store.change_member(
+    await gw.store.change_member(
         space_id=target_space, user_id=target_user, role=None, by=principal.user_id
     )
-    await gw.hints.membership(event)
 
 
 spaces_router = Router(

@@ -10,8 +10,8 @@ Two loops run side by side:
   it up from PostgreSQL. So a dropped message, a NATS outage or a crash of another
   instance costs at most one tick of latency, never an event.
 
-After each committed batch the projector publishes ``ProjectionChange`` and, for tasks
-whose reminder changed, ``ReminderChange`` (core NATS, best effort: both are hints).
+After each committed batch the projector publishes, for tasks whose reminder changed,
+``ReminderChange`` for the scheduler (core NATS, best effort: a hint).
 
 An event that cannot be applied never stalls its space: ``apply_space`` quarantines it
 and the space goes on (docs/projector.md); the tick keeps the quarantine gauge.
@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-from core.events import ENCODER, EntityRef, ProjectionChange
+from core.events import ENCODER
 from core.metrics import OUTBOX_LAG, PROJECTOR_LAG, PROJECTOR_QUARANTINE
 from core.natsbus import NatsBus
 from core.wire import Event
@@ -260,11 +260,6 @@ class Projector:
             )
 
     async def _announce(self, applied: Applied) -> None:
-        refs = [EntityRef(entity_type=t, entity_id=i) for t, i in applied.entities]
-        change = ProjectionChange(space_id=applied.space_id, seq=applied.seq, entities=refs)
-        await self.bus.publish(
-            self.names.projection_subject(applied.space_id), ENCODER.encode(change)
-        )
         for reminder in applied.reminders:
             await self.bus.publish(
                 self.names.reminders_subject(applied.space_id), ENCODER.encode(reminder)

@@ -34,7 +34,13 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from core.errors import ConcordError
-from core.events import ENCODER, NotificationEnvelope, ReminderChange, publish_space_hint
+from core.events import (
+    ENCODER,
+    Names,
+    NotificationEnvelope,
+    ReminderChange,
+    publish_space_hint,
+)
 from core.metrics import REMINDER_BACKLOG_AGE, REMINDER_LATENESS, REMINDERS
 from core.ports import Bus, EventStore, ServerAppend
 from core.wire import Notification
@@ -283,7 +289,7 @@ class ReminderEngine:
             envelope = NotificationEnvelope(
                 space_id=done.space_id, notification=notification_of(done)
             )
-            subject = f"{self.prefix}.notifications.{done.space_id}"
+            subject = Names(self.prefix).notifications(done.space_id)
             await self.bus.publish(subject, ENCODER.encode(envelope))
 
     # ------------------------------------------------------------------ views

@@ -31,7 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from core.events import ReminderChange
+from core.events import ANY, Names, ReminderChange
 from core.natsbus import NatsBus
 from core.settings import Settings
 from eventstore.postgres import PostgresEventStore
@@ -113,7 +113,7 @@ class SchedulerService:
         self.aps = AsyncIOScheduler(timezone=UTC)
         self.aps.start()
         self._subscription = await self.bus.subscribe(
-            f"{self.settings.nats_prefix}.reminders.*", self._on_change
+            Names(self.settings.nats_prefix).reminders_subject(ANY), self._on_change
         )
         self._spawn(self._apply_loop(), "scheduler-apply")
         self._spawn(self._fire_loop(), "scheduler-fire")

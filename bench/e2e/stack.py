@@ -129,6 +129,8 @@ class Stack:
     gateways: list[ConcordProcess] = field(default_factory=list)
     workers: list[ConcordProcess] = field(default_factory=list)
     pool: asyncpg.Pool | None = None
+    #: Variables added to every process's environment (``CONCORD_WS_COMPRESSION``, say).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
@@ -143,6 +145,7 @@ class Stack:
             CONCORD_ACCESS_TOKEN_TTL="7200",
             CONCORD_TEST_GATEWAY_OPTIONS=json.dumps(BENCH_OPTIONS),
         )
+        env.update(self.extra_env)
         return env
 
     def _process(self, name: str, argv: list[str], nofile: int | None) -> ConcordProcess:
@@ -254,6 +257,7 @@ async def open_stack(
     projector: bool = True,
     scheduler: bool = True,
     nofile: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Services, a fresh migrated database, and the processes; all gone on exit."""
     scratch = _scratch_dir()
@@ -265,6 +269,7 @@ async def open_stack(
                 database_url=database_url,
                 prefix=f"cb{secrets.token_hex(4)}",
                 data_dir=scratch,
+                extra_env=dict(env or {}),
             )
             failed = False
             try:
