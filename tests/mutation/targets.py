@@ -74,7 +74,10 @@ TARGETS = (
     Target(
         name="ws",
         modules=("gateway/ws/subscription.py",),
-        tests=("tests/unit/test_ws_subscription.py",),
+        tests=(
+            "tests/unit/test_ws_subscription.py",
+            "tests/unit/test_ws_subscription_loop.py",
+        ),
         floor=0.80,
     ),
     Target(
