@@ -97,10 +97,12 @@ def prepare(target: Target, work: Path) -> None:
     (work / "setup.cfg").write_text(setup_cfg(target))
 
 
-def run_mutmut(target: Target, work: Path, jobs: int) -> float:
-    """Run mutmut niced in ``work``; its output goes to ``work/mutmut.log``. Seconds taken."""
+def run_mutmut(target: Target, work: Path, jobs: int, names: list[str]) -> float:
+    """Run mutmut niced in ``work`` (only the mutants ``names``, when given); its output
+    goes to ``work/mutmut.log``. Seconds taken."""
     start = time.monotonic()
     cmd = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)]
+    cmd += names
     with (work / "mutmut.log").open("w") as log:
         done = subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
@@ -171,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "mutation")
     parser.add_argument("--diff", action="store_true", help="print each survivor's diff")
     parser.add_argument("--report-only", action="store_true", help="report the last run's verdicts")
+    parser.add_argument(
+        "--again", action="store_true", help="retest only the last run's survivors (new tests)"
+    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.targets if n not in BY_NAME]
     if unknown:
@@ -188,8 +193,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n== {target.name}: skipped, set {' and '.join(missing)} (real services)")
                 ok = False
                 continue
-            prepare(target, work)
-            seconds = run_mutmut(target, work, args.jobs)
+            again = (
+                [m.split(" ", 1)[0] for r in scores(target, work) for m in r.survived]
+                if args.again
+                else []
+            )
+            if args.again and not again:
+                print(f"\n== {target.name}: no survivors to retest")
+            else:
+                prepare(target, work)
+                seconds = run_mutmut(target, work, args.jobs, again)
         ok = report(target, scores(target, work), seconds, work, args.diff) and ok
     return 0 if ok else 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -49,6 +49,9 @@ class Log:
     """The store's reads a subscription and its feed make, over a list of events."""
 
     events: list[Event] = field(default_factory=list)
+    #: Called after each read has taken its snapshot (a commit racing with the read).
+    after_read: list[Callable[[], None]] = field(default_factory=list)
+    removal_lookups: int = 0
 
     def append(self, *kinds: tuple[str, str]) -> None:
         for kind, entity in kinds:
@@ -58,11 +61,15 @@ class Log:
         assert space_id == SPACE
         assert isinstance(after, int)
         assert isinstance(limit, int)
-        return [e for e in self.events if e.seq > after][:limit]
+        found = [e for e in self.events if e.seq > after][:limit]
+        if self.after_read:
+            self.after_read.pop(0)()
+        return found
 
     async def removal_after(self, space_id: str, user_id: str, floor: int) -> Event | None:
         assert (space_id, user_id) == (SPACE, USER)
         assert isinstance(floor, int)
+        self.removal_lookups += 1
         for e in self.events:
             if e.kind == "member_removed" and e.entity_id == user_id and e.seq > floor:
                 return e
@@ -342,7 +349,94 @@ async def test_fan_out_time_is_observed_for_the_events_with_a_commit_time() -> N
     sub = Subscription(conn, SPACE, 0, floor=0)  # type: ignore[arg-type]
     count, total = _fanout()
     late = time.time() - 1000.0
-    await sub._deliver([event(1), event(2), event(3)], 3, {2: late, 3: time.time() + 1000.0})
+    await sub._deliver([event(1), event(2)], 2, {2: late})
     new_count, new_total = _fanout()
-    assert new_count == count + 2, "one per event with a stamp"
-    assert 1000.0 <= new_total - total < 1100.0, "a stamp in the future counts as 0"
+    assert new_count == count + 1, "one per event with a stamp"
+    assert 1000.0 <= new_total - total < 1100.0
+    await sub._deliver([event(3)], 3, {3: time.time() + 1000.0})
+    assert _fanout() == (new_count + 1, new_total), "a stamp in the future counts as 0"
+
+
+async def test_expired_while_reading_delivers_after_auth_ok(live: Running) -> None:
+    """The token expires while a page is being read: the page waits for auth_ok."""
+    live.log.after_read.append(live.conn.resumed.clear)
+    live.start()
+    await settle()
+    assert live.conn.sent.empty()
+    live.conn.resumed.set()
+    assert await live.conn.events() == [1, 2, 3]
+    await caught_up(live.conn, 3)
+
+
+async def test_a_cursor_moved_during_a_read_drops_what_it_passed(live: Running) -> None:
+    """Subscribing again while a page is read moves the cursor: that page is trimmed."""
+    live.log.after_read.append(lambda: live.sub.resume_from(2))
+    live.start()
+    assert await live.conn.events() == [3]
+    await caught_up(live.conn, 3)
+
+
+async def test_a_commit_racing_with_the_empty_read_is_not_missed(live: Running) -> None:
+    """The head moves between an empty read and the wait: the loop reads again."""
+    live.log.after_read.extend([lambda: None, lambda: None, lambda: live.commit(("set", "t-3"))])
+    live.start()
+    assert await live.conn.events() == [1, 2, 3]
+    await caught_up(live.conn, 3)
+    assert await live.conn.events() == [4]
+
+
+async def test_subscribed_at_the_removal_itself_gets_it_and_nothing_after() -> None:
+    """A cursor exactly at the member's removal (subscribing again after an unseen one):
+    the removal event, not_found, and never the event after it."""
+    log = Log()
+    log.append(("member_added", USER), ("set", "t-1"), ("member_removed", USER), ("set", "t-2"))
+    running = _running(log, after=3)
+    running.sub.removed(3)
+    running.start()
+    message = await running.conn.next()
+    assert isinstance(message, Events)
+    assert [(e.seq, e.kind) for e in message.events] == [(3, "member_removed")]
+    await not_found(running.conn)
+    await running.ended()
+
+
+async def test_a_removal_hint_the_feed_cannot_read_yet_ends_with_the_removal() -> None:
+    """The hint is there, the feed reads nothing after the cursor yet: the removal event
+    is read from the store itself, then not_found."""
+    log = Log()
+    log.append(("member_added", USER), ("set", "t-1"), ("member_removed", USER))
+    running = _running(log, after=2)
+    running.feed.known_head = 7
+
+    async def nothing(after: int, limit: int) -> list[Event]:
+        return []
+
+    running.feed.read_after = nothing  # type: ignore[method-assign]
+    running.sub.removed(3)
+    running.start()
+    message = await running.conn.next()
+    assert isinstance(message, Events)
+    assert [(e.seq, e.kind) for e in message.events] == [(3, "member_removed")]
+    assert message.head == 7
+    await not_found(running.conn)
+    await running.ended()
+
+
+async def test_a_removal_landing_exactly_at_a_cursor_beyond_the_head_ends_it() -> None:
+    log = Log()
+    log.append(("member_added", USER), ("set", "t-1"), ("set", "t-2"))
+    running = _running(log, after=5)
+    running.start()
+    await caught_up(running.conn, 5)
+    running.commit(("set", "t-3"))
+    await settle()
+    assert running.log.removal_lookups == 1, "the head moved: the log is asked"
+    running.sub.wake()  # a wake-up without the head moving asks nothing
+    await settle()
+    assert running.log.removal_lookups == 1
+    running.commit(("member_removed", USER))  # seq 5, the cursor itself
+    message = await running.conn.next()
+    assert isinstance(message, Events)
+    assert [(e.seq, e.kind) for e in message.events] == [(5, "member_removed")]
+    await not_found(running.conn)
+    await running.ended()
