@@ -64,6 +64,7 @@ TARGETS = (
             "tests/unit/test_crdt_schema.py",
             "tests/unit/test_crdt_state.py",
             "tests/unit/test_crdt_validate.py",
+            "tests/unit/test_crdt_edges.py",
             "tests/property/test_crdt_algebra.py",
             "tests/property/test_crdt_convergence.py",
             "tests/property/test_crdt_shape_fast_path.py",
