@@ -15,11 +15,14 @@ from crdt import (
     EntityState,
     Op,
     PredTarget,
+    SchemaError,
     canonical_value,
     check_preds,
     check_shape,
+    compatibility_problems,
     decode_state,
     encode_state,
+    parse_schema,
     plainly_valid,
     validate,
 )
@@ -181,3 +184,55 @@ def test_a_decoded_state_holds_the_same_head_ops() -> None:
     state.apply(restore)
     back = decode_state(encode_state(state))
     assert back._life == {C: msgspec.structs.replace(restore, pred=())}
+
+
+def _schema(version: int = 1, **fields: dict[str, Any]) -> str:
+    return msgspec.json.encode(
+        {"version": version, "entity_types": {"note": {"fields": fields}}}
+    ).decode()
+
+
+def test_schema_limits_at_their_edges_are_accepted() -> None:
+    parse_schema(_schema(a={"type": "lww", "value": "string", "max_length": 1}), "json")
+    parse_schema(_schema(a={"type": "lww", "value": "integer", "max_abs": 0}), "json")
+    parse_schema(_schema(a={"type": "lww", "value": "number", "max_abs": MAX_SAFE_INT}), "json")
+    with pytest.raises(SchemaError, match=r"max_abs must lie in 0\.\.2\^53-1"):
+        parse_schema(_schema(a={"type": "lww", "value": "number", "max_abs": 2**53}), "json")
+
+
+def test_a_schema_document_is_read_strictly_and_names_every_problem() -> None:
+    with pytest.raises(SchemaError):
+        parse_schema(_schema(a={"type": "lww", "value": "string", "max_length": "5"}), "json")
+    bad = _schema(0, a={"type": "lww", "value": "string", "max_length": 0})
+    with pytest.raises(SchemaError) as caught:
+        parse_schema(bad, "json")
+    assert str(caught.value) == (
+        "schema: version must be at least 1; note.a: max_length must be at least 1"
+    )
+
+
+def test_compatibility_reports_every_dropped_thing() -> None:
+    old = parse_schema(
+        msgspec.json.encode(
+            {
+                "version": 1,
+                "entity_types": {
+                    "gone": {"fields": {"a": {"type": "lww", "value": "string"}}},
+                    "kept": {"fields": {"b": {"type": "lww", "value": "string"}}},
+                },
+            }
+        ),
+        "json",
+    )
+    new = parse_schema(
+        msgspec.json.encode({"version": 2, "entity_types": {"kept": {"fields": {}}}}), "json"
+    )
+    assert compatibility_problems(old, new) == [
+        "entity type 'gone' was dropped",
+        "field 'kept.b' was dropped",
+    ]
+
+
+def test_a_full_pred_goes_the_long_way_too() -> None:
+    """64 entries with a value only the long way checks (a float)."""
+    assert check_shape(op(field="pomodoros", value=1.5, pred=ids(MAX_PRED))) is None
