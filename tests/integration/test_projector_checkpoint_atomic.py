@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import asyncpg
+import msgspec
 import pytest
 
 from eventstore.postgres import PostgresEventStore
 from eventstore.rows import Conn
 from eventstore.testing import new_id, op
 from projector.apply import Applied, apply_space
+from projector.readmodel import get_entity
 from tests.conftest import TEST_SECRET
 from tests.integration.test_projector_support import checkpoint, eventually, head, new_space, push
 
@@ -231,3 +234,51 @@ async def test_two_concurrent_applies_apply_each_event_once(
     assert sum(r.count for r in done) == total, results
     assert len(done) == 1, "both calls applied the same events"
     assert await checkpoint(pool, space) == first.seq + total
+
+
+async def _title(pool: asyncpg.Pool, space: str, entity: str) -> Any:
+    state, _ = await get_entity(pool, space, "task", entity)
+    assert state is not None
+    return state.view().fields["title"].value
+
+
+async def test_delivered_events_that_continue_the_checkpoint_are_used_as_they_are(
+    pool: asyncpg.Pool, store: PostgresEventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events from the stream, out of order, repeated, some already applied, continue
+    the checkpoint: they are applied as delivered (told apart from the log here by their
+    values), in seq order, once, in one transaction (nothing isolated)."""
+    space = await tasks(store, 3)  # seqs 1 (member) and 2..4
+    async with pool.acquire() as conn:
+        first = await apply_space(conn, space, up_to=2)
+    assert first is not None
+    assert first.seq == 2
+    logged = await store.read(space, 0, 10)
+    stream = [msgspec.structs.replace(e, value=f"stream {e.seq}") for e in logged[1:]]
+    delivered = [stream[2], stream[0], logged[0], stream[1], stream[0]]
+    with caplog.at_level(logging.WARNING, logger="concord.projector"):
+        async with pool.acquire() as conn:
+            applied = await apply_space(conn, space, delivered=delivered)
+    assert caplog.records == [], "a healthy batch is never isolated"
+    assert applied is not None
+    assert (applied.seq, applied.count) == (4, 2)
+    assert await _title(pool, space, "t-0") == "task 0", "applied before: from the log"
+    assert await _title(pool, space, "t-1") == "stream 3"
+    assert await _title(pool, space, "t-2") == "stream 4"
+
+
+async def test_delivered_events_after_a_gap_are_read_from_the_log(
+    pool: asyncpg.Pool, store: PostgresEventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    space = await tasks(store, 3)
+    logged = await store.read(space, 0, 10)
+    stream = [msgspec.structs.replace(e, value=f"stream {e.seq}") for e in logged]
+    with caplog.at_level(logging.WARNING, logger="concord.projector"):
+        async with pool.acquire() as conn:
+            applied = await apply_space(conn, space, delivered=[stream[2], stream[3]])
+    assert caplog.records == []
+    assert applied is not None
+    assert (applied.seq, applied.count) == (4, 4), "seq 1 was missing: all read from the log"
+    assert [await _title(pool, space, f"t-{i}") for i in range(3)] == ["task 0", "task 1", "task 2"]
+    async with pool.acquire() as conn:
+        assert await apply_space(conn, space, delivered=stream) is None, "nothing new"
