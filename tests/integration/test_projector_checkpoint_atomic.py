@@ -21,7 +21,7 @@ import pytest
 from eventstore.postgres import PostgresEventStore
 from eventstore.rows import Conn
 from eventstore.testing import new_id, op
-from projector.apply import Applied, apply_space
+from projector.apply import ERROR_TEXT_MAX, Applied, _plain, apply_space
 from projector.readmodel import get_entity
 from tests.conftest import TEST_SECRET
 from tests.integration.test_projector_support import checkpoint, eventually, head, new_space, push
@@ -282,3 +282,43 @@ async def test_delivered_events_after_a_gap_are_read_from_the_log(
     assert [await _title(pool, space, f"t-{i}") for i in range(3)] == ["task 0", "task 1", "task 2"]
     async with pool.acquire() as conn:
         assert await apply_space(conn, space, delivered=stream) is None, "nothing new"
+
+
+async def test_an_event_set_aside_is_reported_in_full(
+    pool: asyncpg.Pool, store: PostgresEventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A permanent failure on one entity: that event is quarantined, the others are
+    applied, and the log names the space, seq, op and error, with the traceback."""
+    space = await tasks(store, 4)
+    body = "IF NEW.entity_id = 't-2' THEN RAISE EXCEPTION 'no t-2 here'; END IF;"
+    await install(pool, "refuse_t2", "entity_states", space, body)
+    try:
+        with caplog.at_level(logging.WARNING, logger="concord.projector"):
+            async with pool.acquire() as conn:
+                applied = await apply_space(conn, space)
+    finally:
+        await remove(pool, "refuse_t2", "entity_states")
+    assert applied is not None
+    assert (applied.seq, applied.quarantined) == (5, 1)
+    assert sorted(await states(pool, space)) == ["t-0", "t-1", "t-3"]
+    row = await pool.fetchrow(
+        "SELECT seq, op_id, error_type, error FROM projector_quarantine WHERE space_id = $1",
+        space,
+    )
+    assert row is not None
+    bad = (await store.read(space, 3, 1))[0]
+    assert (row["seq"], str(row["op_id"])) == (4, bad.op_id)
+    assert row["error_type"] == "RaiseError (P0001)"
+    assert "no t-2 here" in row["error"]
+    [report] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert report.getMessage() == (
+        f"event quarantined: space {space} seq 4 op {bad.op_id} (RaiseError (P0001)); "
+        "the projector goes on without it"
+    )
+    assert report.exc_info is not None
+
+
+def test_error_text_is_stored_plain_and_bounded() -> None:
+    """NULs and unpaired surrogates escaped (PostgreSQL refuses both), then cut."""
+    assert _plain("a\x00b\ud800c") == "a\\x00b\\ud800c"
+    assert _plain("é" * (ERROR_TEXT_MAX + 5)) == "é" * ERROR_TEXT_MAX
