@@ -106,6 +106,7 @@ async def test_a_failed_upsert_leaves_the_checkpoint_where_it_was(
         applied = await apply_space(conn, space)
     assert applied is not None
     assert (applied.seq, applied.count) == (await head(pool, space), 6)
+    assert applied.reminders == [], "a new task without a reminder changes no reminder"
     assert await checkpoint(pool, space) == applied.seq
     assert sorted(await states(pool, space)) == [f"t-{i}" for i in range(5)]
 
@@ -255,7 +256,7 @@ async def test_delivered_events_that_continue_the_checkpoint_are_used_as_they_ar
     assert first.seq == 2
     logged = await store.read(space, 0, 10)
     stream = [msgspec.structs.replace(e, value=f"stream {e.seq}") for e in logged[1:]]
-    delivered = [stream[2], stream[0], logged[0], stream[1], stream[0]]
+    delivered = [stream[2], stream[0], logged[0], stream[1], stream[0], stream[1], stream[2]]
     with caplog.at_level(logging.WARNING, logger="concord.projector"):
         async with pool.acquire() as conn:
             applied = await apply_space(conn, space, delivered=delivered)
@@ -275,11 +276,18 @@ async def test_delivered_events_after_a_gap_are_read_from_the_log(
     stream = [msgspec.structs.replace(e, value=f"stream {e.seq}") for e in logged]
     with caplog.at_level(logging.WARNING, logger="concord.projector"):
         async with pool.acquire() as conn:
-            applied = await apply_space(conn, space, delivered=[stream[2], stream[3]])
+            applied = await apply_space(conn, space, delivered=[stream[2]])
+            assert applied is not None
+            assert (applied.seq, applied.count) == (3, 3), "read from the log up to seq 3"
+            applied = await apply_space(conn, space, delivered=[stream[3]])
     assert caplog.records == []
     assert applied is not None
-    assert (applied.seq, applied.count) == (4, 4), "seq 1 was missing: all read from the log"
-    assert [await _title(pool, space, f"t-{i}") for i in range(3)] == ["task 0", "task 1", "task 2"]
+    assert (applied.seq, applied.count) == (4, 1)
+    assert [await _title(pool, space, f"t-{i}") for i in range(3)] == [
+        "task 0",
+        "task 1",
+        "stream 4",
+    ]
     async with pool.acquire() as conn:
         assert await apply_space(conn, space, delivered=stream) is None, "nothing new"
 
@@ -295,12 +303,18 @@ async def test_an_event_set_aside_is_reported_in_full(
     try:
         with caplog.at_level(logging.WARNING, logger="concord.projector"):
             async with pool.acquire() as conn:
-                applied = await apply_space(conn, space)
+                applied = await apply_space(conn, space, up_to=4)
+                rest = await apply_space(conn, space)
     finally:
         await remove(pool, "refuse_t2", "entity_states")
     assert applied is not None
-    assert (applied.seq, applied.quarantined) == (5, 1)
+    assert (applied.seq, applied.quarantined) == (4, 1), "no further than up_to"
+    assert rest is not None
+    assert (rest.seq, rest.count, rest.quarantined) == (5, 1, 0)
     assert sorted(await states(pool, space)) == ["t-0", "t-1", "t-3"]
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert warning.getMessage().startswith(f"a batch of space {space} failed (RaiseError(")
+    assert warning.getMessage().endswith("): isolating the event to blame")
     row = await pool.fetchrow(
         "SELECT seq, op_id, error_type, error FROM projector_quarantine WHERE space_id = $1",
         space,
@@ -322,3 +336,39 @@ def test_error_text_is_stored_plain_and_bounded() -> None:
     """NULs and unpaired surrogates escaped (PostgreSQL refuses both), then cut."""
     assert _plain("a\x00b\ud800c") == "a\\x00b\\ud800c"
     assert _plain("é" * (ERROR_TEXT_MAX + 5)) == "é" * ERROR_TEXT_MAX
+
+
+async def test_a_batch_holds_at_most_max_events(
+    pool: asyncpg.Pool, store: PostgresEventStore
+) -> None:
+    space = await tasks(store, 4)
+    body = "IF NEW.entity_id = 't-1' THEN RAISE EXCEPTION 'no t-1 here'; END IF;"
+    async with pool.acquire() as conn:
+        first = await apply_space(conn, space, max_events=2)
+        assert first is not None
+        assert (first.seq, first.count) == (2, 2)
+        await install(pool, "refuse_t1", "entity_states", space, body)
+        try:
+            isolated = await apply_space(conn, space, max_events=2)  # the isolating way
+        finally:
+            await remove(pool, "refuse_t1", "entity_states")
+        assert isolated is not None
+        assert (isolated.seq, isolated.count, isolated.quarantined) == (4, 1, 1)
+        last = await apply_space(conn, space, max_events=2)
+    assert last is not None
+    assert (last.seq, last.count, last.quarantined) == (5, 1, 0)
+
+
+async def test_a_reminder_set_on_a_task_is_reported_as_a_change(
+    pool: asyncpg.Pool, store: PostgresEventStore
+) -> None:
+    space = await tasks(store, 1)
+    owner = await owner_of(pool, space)
+    remind = op(space, entity_id="t-0", field="remind_at", value="2030-01-01T09:00:00Z", lamport=5)
+    await push(store, owner, new_id(), [remind])
+    async with pool.acquire() as conn:
+        applied = await apply_space(conn, space)
+    assert applied is not None
+    [change] = applied.reminders
+    assert (change.space_id, change.entity_type, change.entity_id) == (space, "task", "t-0")
+    assert (change.reminder_id, change.remind_at) == (remind["op_id"], "2030-01-01T09:00:00Z")
