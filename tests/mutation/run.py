@@ -48,6 +48,8 @@ class ModuleScore:
     killed: int = 0
     survived: list[str] = field(default_factory=list)
     unchecked: int = 0
+    #: mutmut has mutated this module (its ``.meta`` file exists).
+    ran: bool = True
 
     @property
     def decided(self) -> int:
@@ -115,8 +117,8 @@ def scores(target: Target, work: Path) -> list[ModuleScore]:
     """Each module's verdicts, read from mutmut's ``.meta`` files."""
     out = []
     for module in target.modules:
-        result = ModuleScore(module)
         meta = work / "mutants" / f"{module}.meta"
+        result = ModuleScore(module, ran=meta.exists())
         codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
         for name, code in sorted(codes.items()):
             if code in KILLED_CODES:
@@ -153,6 +155,10 @@ def report(
     print(f"\n== {target.name} (floor {target.floor:.0%}{took}; tests: {' '.join(target.tests)})")
     ok = True
     for r in results:
+        if not r.ran:
+            print(f"  {r.module:34} not run yet")
+            ok = False
+            continue
         below = r.score < target.floor
         ok = ok and not below
         extra = f", {r.unchecked} not run" if r.unchecked else ""
