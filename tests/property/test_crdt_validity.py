@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import datetime
 from typing import Any
 
 from hypothesis import given
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from crdt import (
     MAX_SAFE_INT,
     EntityState,
+    FieldSpec,
     Op,
     Schema,
     canonical_value,
@@ -30,10 +33,49 @@ def test_devices_that_follow_the_protocol_are_never_rejected(history: History) -
     assert store(history).rejected == []
 
 
-def _assert_valid_stored(op: Op, held: dict[str, Op], schema: Schema) -> None:
-    """What docs/protocol.md sections 2 and 3 promise of every stored op."""
+# The limits of docs/protocol.md section 2, written out here rather than imported from the
+# code under test: a check that reads the limit from crdt/ cannot notice it drifting.
+SAFE = 2**53 - 1
+MAX_PRED_ENTRIES = 64
+HEADROOM = 2**20
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+ENTITY_ID = re.compile(r"[A-Za-z0-9_:.\-]{1,128}")
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z", re.ASCII)
+KINDS_OF = {"lww": {"set"}, "mv": {"set"}, "counter": {"inc"}, "set": {"add", "remove"}}
+
+
+def _assert_valid_stored(op: Op, held: dict[str, Op], schema: Schema, max_lamport: int) -> None:
+    """Every rule the store enforces (docs/protocol.md sections 2 and 3), checked on every
+    stored op: ids, kind and field, the schema's types and limits, text, numbers, pred and
+    lamport. ``max_lamport`` is the highest lamport stored before ``op``."""
+    assert UUID.fullmatch(op.op_id), op
+    assert ENTITY_ID.fullmatch(op.entity_id), op
+    assert op.entity_type in schema.entity_types, op
+    assert not op.entity_type.startswith("_"), op
     spec = schema.entity_types[op.entity_type]
-    assert op.lamport >= 1
+    assert type(op.lamport) is int, op
+    assert 1 <= op.lamport <= SAFE, op
+    assert op.lamport <= max_lamport + HEADROOM, op
+    _assert_valid_pred(op, held)
+    for text in _strings(op):
+        assert plain_text(text), op  # never a NUL or an unpaired surrogate
+    _assert_valid_numbers(op.value)
+    if op.field is None:
+        assert op.kind in ("delete", "restore"), op
+        assert op.value is None, op
+        return
+    assert op.field in spec.fields, op
+    fspec = spec.fields[op.field]
+    assert op.kind in KINDS_OF[fspec.type], op
+    _assert_valid_value(op.value, fspec)
+
+
+def _assert_valid_pred(op: Op, held: dict[str, Op]) -> None:
+    assert len(op.pred) <= MAX_PRED_ENTRIES, op
+    assert len(set(op.pred)) == len(op.pred), op
+    assert op.op_id not in op.pred, op
+    if op.kind in ("add", "inc"):
+        assert op.pred == (), op
     for p in op.pred:
         target = held[p]
         assert (target.entity_type, target.entity_id) == (op.entity_type, op.entity_id)
@@ -41,22 +83,56 @@ def _assert_valid_stored(op: Op, held: dict[str, Op], schema: Schema) -> None:
         if op.kind == "set":
             assert (target.kind, target.field) == ("set", op.field)
         elif op.kind == "remove":
-            assert (target.kind, target.field, target.value) == ("add", op.field, op.value)
+            assert (target.kind, target.field) == ("add", op.field)
+            assert type(target.value) is type(op.value)
+            assert target.value == op.value
         else:
             assert target.kind in ("delete", "restore")
-    for text in _strings(op):
-        assert plain_text(text), op  # never a NUL or an unpaired surrogate
-    if op.field is None:
-        assert op.kind in ("delete", "restore")
+
+
+def _assert_valid_numbers(value: Any) -> None:
+    """Finite floats and safe integers only, however deep."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float):
+            assert math.isfinite(v), value
+        elif isinstance(v, int) and not isinstance(v, bool):
+            assert -SAFE <= v <= SAFE, value
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+
+
+def _assert_valid_value(value: Any, fspec: FieldSpec) -> None:
+    """The field's value kind, nullability and limits; numeric aliases never stored."""
+    if value is None:
+        assert fspec.nullable, fspec
         return
-    fspec = spec.fields[op.field]
-    value: Any = op.value
-    if fspec.value in ("integer", "number") or fspec.type == "counter":
-        # numeric aliases never reach the log: integral floats were canonicalised or refused
-        assert not (isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INT)
     if fspec.type == "set":
-        assert isinstance(value, str | int)
-        assert not isinstance(value, bool)
+        assert isinstance(value, str | int), value
+        assert not isinstance(value, bool), value
+    kind = fspec.value
+    if kind == "string":
+        assert isinstance(value, str), value
+    elif kind == "boolean":
+        assert isinstance(value, bool), value
+    elif kind == "timestamp":
+        assert isinstance(value, str), value
+        assert TIMESTAMP.fullmatch(value), value
+        datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")  # a real instant
+    else:
+        assert isinstance(value, int | float), value
+        assert not isinstance(value, bool), value
+        if kind == "integer":
+            assert isinstance(value, int), value
+        # numeric aliases never reach the log: integral floats were canonicalised or refused
+        assert not (isinstance(value, float) and value.is_integer() and abs(value) <= SAFE)
+        if fspec.max_abs is not None:
+            assert abs(value) <= fspec.max_abs, (value, fspec)
+    if isinstance(value, str) and fspec.max_length is not None:
+        assert len(value) <= fspec.max_length, (len(value), fspec)
 
 
 def _strings(op: Op) -> list[str]:
@@ -82,9 +158,11 @@ def test_adversarial_ops_are_rejected_with_a_protocol_code(history: History) -> 
     stored = store(history)
     assert {v.code for _, v in stored.rejected} <= CODES
     held: dict[str, Op] = {}
+    max_lamport = 0
     for op in stored.accepted:
-        _assert_valid_stored(op, held, history.schema)
+        _assert_valid_stored(op, held, history.schema, max_lamport)
         held[op.op_id] = op
+        max_lamport = max(max_lamport, op.lamport)
     for op, violation in stored.rejected:
         assert violation.message
         assert op.op_id not in held or held[op.op_id] is not op

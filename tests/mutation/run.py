@@ -1,0 +1,217 @@
+"""``make mutation``: run mutmut over each target of ``targets.py`` and report.
+
+    python -m tests.mutation.run [TARGET ...] [--jobs N] [--diff] [--work DIR]
+
+Each target runs in its own copy of the project (``build/mutation/<target>``), so its
+mutmut configuration (modules, test subset) and its cache of verdicts are its own: a run
+again retests only the functions that changed. Prints, per module, the mutants killed and
+surviving and the score (killed / mutants with a verdict, a function no test reaches
+counting as surviving), then each survivor (``--diff``: with its diff). Exits 1 when a
+module is below its target's floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.mutation.targets import BY_NAME, PACKAGES, TARGETS, Target
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# mutmut's exit codes per mutant (mutmut/stats.py), sorted into the three outcomes that count.
+KILLED_CODES = {1, 3, 36, 37, -24, 24, 152, 255, -11, -9}  # failed, timed out, crashed
+SURVIVED_CODES = {0, 5, 33, 35}  # passed, no test reached it, suspicious
+# Anything else (None: not run yet, 34: skipped, 2: interrupted) has no verdict.
+
+PYTEST_ARGS = (
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "tests.mutation.plugin",
+    "--hypothesis-profile=mutation",
+    "-x",
+    "-q",
+)
+
+
+@dataclass
+class ModuleScore:
+    module: str
+    killed: int = 0
+    survived: list[str] = field(default_factory=list)
+    unchecked: int = 0
+    #: mutmut has mutated this module (its ``.meta`` file exists).
+    ran: bool = True
+
+    @property
+    def decided(self) -> int:
+        return self.killed + len(self.survived)
+
+    @property
+    def score(self) -> float:
+        return self.killed / self.decided if self.decided else 1.0
+
+
+def _lines(key: str, values: list[str]) -> str:
+    return f"{key} =\n" + "".join(f"    {v}\n" for v in values)
+
+
+def setup_cfg(target: Target) -> str:
+    """mutmut's configuration for one target (setup.cfg of its working copy)."""
+    others = [p for p in PACKAGES if p not in target.packages]
+    return (
+        "[mutmut]\n"
+        + _lines("source_paths", list(target.packages))
+        + _lines("only_mutate", list(target.modules))
+        + _lines("also_copy", others)
+        + _lines("pytest_add_cli_args", list(PYTEST_ARGS))
+        + _lines("pytest_add_cli_args_test_selection", list(target.tests))
+        + "use_git_change_detection = false\n"
+    )
+
+
+def prepare(target: Target, work: Path) -> None:
+    """Bring the target's working copy up to date with the project (mtimes kept, so mutmut
+    regenerates only the mutants of files that changed)."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in (*PACKAGES, "tests"):
+        subprocess.run(
+            [
+                "rsync",
+                "-a",
+                "--delete",
+                "--exclude",
+                "__pycache__",
+                f"{ROOT / name}/",
+                f"{work / name}/",
+            ],
+            check=True,
+        )
+    shutil.copy2(ROOT / "pyproject.toml", work / "pyproject.toml")
+    (work / "setup.cfg").write_text(setup_cfg(target))
+
+
+def run_mutmut(target: Target, work: Path, jobs: int, names: list[str]) -> float:
+    """Run mutmut niced in ``work`` (only the mutants ``names``, when given); its output
+    goes to ``work/mutmut.log``. Seconds taken."""
+    start = time.monotonic()
+    cmd = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)]
+    cmd += names
+    with (work / "mutmut.log").open("w") as log:
+        done = subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        tail = (work / "mutmut.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"mutmut failed for {target.name} (exit {done.returncode}):\n{tail}")
+    return time.monotonic() - start
+
+
+def scores(target: Target, work: Path) -> list[ModuleScore]:
+    """Each module's verdicts, read from mutmut's ``.meta`` files."""
+    out = []
+    for module in target.modules:
+        meta = work / "mutants" / f"{module}.meta"
+        result = ModuleScore(module, ran=meta.exists())
+        codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+        for name, code in sorted(codes.items()):
+            if code in KILLED_CODES:
+                result.killed += 1
+            elif code in SURVIVED_CODES:
+                result.survived.append(f"{name} ({_STATUS.get(code, code)})")
+            else:
+                result.unchecked += 1
+        out.append(result)
+    return out
+
+
+_STATUS = {0: "survived", 5: "no tests", 33: "no tests", 35: "suspicious"}
+
+
+def show(work: Path, mutant: str) -> str:
+    """mutmut's diff of one mutant."""
+    name = mutant.split(" ", 1)[0]
+    done = subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", name],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip()
+
+
+def report(
+    target: Target, results: list[ModuleScore], seconds: float | None, work: Path, diff: bool
+) -> bool:
+    """Print the target's scores and survivors; True when every module reaches the floor."""
+    took = "" if seconds is None else f", {seconds / 60:.1f} min"
+    print(f"\n== {target.name} (floor {target.floor:.0%}{took}; tests: {' '.join(target.tests)})")
+    ok = True
+    for r in results:
+        if not r.ran:
+            print(f"  {r.module:34} not run yet")
+            ok = False
+            continue
+        below = r.score < target.floor
+        ok = ok and not below
+        extra = f", {r.unchecked} not run" if r.unchecked else ""
+        flag = "  BELOW FLOOR" if below else ""
+        print(f"  {r.module:34} {r.score:6.1%}  killed {r.killed}/{r.decided}{extra}{flag}")
+    for r in results:
+        for mutant in r.survived:
+            print(f"    survived: {mutant}")
+            if diff:
+                print("      " + show(work, mutant).replace("\n", "\n      "))
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("targets", nargs="*", metavar="TARGET", help=", ".join(BY_NAME))
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATION_JOBS", "1")))
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "mutation")
+    parser.add_argument("--diff", action="store_true", help="print each survivor's diff")
+    parser.add_argument("--report-only", action="store_true", help="report the last run's verdicts")
+    parser.add_argument(
+        "--again", action="store_true", help="retest only the last run's survivors (new tests)"
+    )
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.targets if n not in BY_NAME]
+    if unknown:
+        parser.error(f"unknown target {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    chosen = [BY_NAME[n] for n in args.targets] or list(TARGETS)
+    missing = [
+        v for v in ("CONCORD_TEST_DATABASE_URL", "CONCORD_TEST_NATS_URL") if not os.environ.get(v)
+    ]
+    ok = True
+    for target in chosen:
+        work = args.work / target.name
+        seconds = None
+        if not args.report_only:
+            if target.services and missing:
+                print(f"\n== {target.name}: skipped, set {' and '.join(missing)} (real services)")
+                ok = False
+                continue
+            again = (
+                [m.split(" ", 1)[0] for r in scores(target, work) for m in r.survived]
+                if args.again
+                else []
+            )
+            if args.again and not again:
+                print(f"\n== {target.name}: no survivors to retest")
+            else:
+                prepare(target, work)
+                seconds = run_mutmut(target, work, args.jobs, again)
+        ok = report(target, scores(target, work), seconds, work, args.diff) and ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""What ``make mutation`` mutates, and the tests each target is mutated against.
+
+A target is one mutmut run: the modules it mutates and the fast test subset that must
+kill their mutants (mutmut runs, per mutant, only the tests of that subset that call the
+mutated function). Tests that start server processes are left out on purpose: code run
+in another process is invisible to mutmut's per-function test mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Every top-level package of the project: a mutation run copies them all, mutated or not.
+PACKAGES = (
+    "core",
+    "crdt",
+    "eventstore",
+    "gateway",
+    "projector",
+    "scheduler",
+    "client",
+    "lab",
+    "concord",
+    "bench",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One mutmut run: ``modules`` (paths of .py files) mutated against ``tests``."""
+
+    name: str
+    modules: tuple[str, ...]
+    tests: tuple[str, ...]
+    #: The score each module must reach (killed / mutants with a verdict).
+    floor: float
+    #: The tests need CONCORD_TEST_DATABASE_URL / CONCORD_TEST_NATS_URL.
+    services: bool = False
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """The packages holding ``modules`` (mutmut's ``source_paths``)."""
+        return tuple(dict.fromkeys(m.split("/", 1)[0] for m in self.modules))
+
+
+TARGETS = (
+    Target(
+        name="crdt",
+        modules=(
+            "crdt/__init__.py",
+            "crdt/codec.py",
+            "crdt/fields.py",
+            "crdt/ops.py",
+            "crdt/order.py",
+            "crdt/schema.py",
+            "crdt/state.py",
+            "crdt/validate.py",
+            "crdt/views.py",
+        ),
+        tests=(
+            "tests/unit/test_crdt_codec.py",
+            "tests/unit/test_crdt_order.py",
+            "tests/unit/test_crdt_regressions.py",
+            "tests/unit/test_crdt_schema.py",
+            "tests/unit/test_crdt_state.py",
+            "tests/unit/test_crdt_validate.py",
+            "tests/unit/test_crdt_edges.py",
+            "tests/property/test_crdt_algebra.py",
+            "tests/property/test_crdt_convergence.py",
+            "tests/property/test_crdt_shape_fast_path.py",
+            "tests/property/test_crdt_validity.py",
+        ),
+        floor=0.90,
+    ),
+    Target(
+        name="ws",
+        modules=("gateway/ws/subscription.py",),
+        tests=(
+            "tests/unit/test_ws_subscription.py",
+            "tests/unit/test_ws_subscription_loop.py",
+        ),
+        floor=0.80,
+    ),
+    Target(
+        name="projector",
+        modules=("projector/apply.py",),
+        tests=(
+            "tests/integration/test_projector_readmodel.py",
+            "tests/integration/test_projector_quarantine.py",
+            "tests/integration/test_projector_checkpoint_atomic.py",
+        ),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
+        name="eventstore",
+        modules=("eventstore/append.py", "eventstore/group.py", "eventstore/push.py"),
+        tests=(
+            "tests/unit/test_eventstore_group.py",
+            "tests/unit/test_eventstore_ops.py",
+            "tests/integration/test_eventstore_basics.py",
+            "tests/integration/test_eventstore_validation.py",
+            "tests/integration/test_eventstore_concurrency.py",
+        ),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
+        name="scheduler",
+        modules=("scheduler/engine.py",),
+        tests=("tests/integration/test_scheduler_engine.py",),
+        floor=0.80,
+        services=True,
+    ),
+)
+
+BY_NAME = {t.name: t for t in TARGETS}
