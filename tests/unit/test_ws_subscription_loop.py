@@ -87,8 +87,15 @@ class Conn:
         self.sent: asyncio.Queue[msgspec.Struct] = asyncio.Queue()
         self.dropped: list[tuple[str, bool]] = []
 
+    #: Frames are JSON text (the default subprotocol).
+    msgpack = False
+
     async def enqueue(self, message: msgspec.Struct) -> None:
         self.sent.put_nowait(message)
+
+    async def send_frame(self, frame: str | bytes) -> None:
+        """An encoded ``events`` page (one encoding for every subscriber), read back."""
+        self.sent.put_nowait(msgspec.json.decode(frame, type=Events))
 
     async def drop_subscription(self, space_id: str, *, cancel: bool = True) -> None:
         self.dropped.append((space_id, cancel))
@@ -200,10 +207,13 @@ async def test_catch_up_comes_in_pages_and_caught_up_names_the_last_seq() -> Non
 
 
 async def test_each_page_names_the_head_known_or_its_own_last_seq() -> None:
-    conn = Conn(Log())
+    log = Log()
+    conn = Conn(log)
     sub = Subscription(conn, SPACE, 0, floor=0)  # type: ignore[arg-type]
-    assert not await sub._deliver([event(1), event(2)], 9, {})
-    assert not await sub._deliver([event(3), event(4)], 0, {})  # the hint is behind
+    ahead, behind = SpaceFeed(SPACE, log), SpaceFeed(SPACE, log)  # type: ignore[arg-type]
+    ahead.advance(9)
+    assert not await sub._deliver(ahead, [event(1), event(2)])
+    assert not await sub._deliver(behind, [event(3), event(4)])  # the hint is behind
     first, second = await conn.next(), await conn.next()
     assert isinstance(first, Events)
     assert isinstance(second, Events)
@@ -348,12 +358,14 @@ async def test_fan_out_time_is_observed_for_the_events_with_a_commit_time() -> N
     conn = Conn(Log())
     sub = Subscription(conn, SPACE, 0, floor=0)  # type: ignore[arg-type]
     count, total = _fanout()
-    late = time.time() - 1000.0
-    await sub._deliver([event(1), event(2)], 2, {2: late})
+    feed = SpaceFeed(SPACE, conn.store)  # type: ignore[arg-type]
+    feed.advance(2, committed_at=time.time() - 1000.0)
+    await sub._deliver(feed, [event(1), event(2)])
     new_count, new_total = _fanout()
     assert new_count == count + 1, "one per event with a stamp"
     assert 1000.0 <= new_total - total < 1100.0
-    await sub._deliver([event(3)], 3, {3: time.time() + 1000.0})
+    feed.advance(3, committed_at=time.time() + 1000.0)
+    await sub._deliver(feed, [event(3)])
     assert _fanout() == (new_count + 1, new_total), "a stamp in the future counts as 0"
 
 
