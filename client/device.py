@@ -26,7 +26,7 @@ from client.faults import FlakyLink
 from client.http import HttpApi
 from client.replica import Replica
 from client.session import Login, Session
-from client.state import DeviceConfig, RejectedOp, SyncStats
+from client.state import Acknowledged, DeviceConfig, RejectedOp, SyncStats
 from client.store import LocalStore, Snapshot
 from core.wire import Event, Notification, Operation
 from crdt import EntityView
@@ -239,6 +239,16 @@ class Device:
     def on_event(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener`` for every event received (server kinds included)."""
         self.engine.listeners.append(listener)
+
+    def on_acknowledged(self, listener: Callable[[Acknowledged], None]) -> None:
+        """Call ``listener`` once per op the server stored (``applied`` or ``duplicate``),
+        after the acknowledgement is durable on this device."""
+        self.engine.ack_listeners.append(listener)
+
+    def on_rejected(self, listener: Callable[[RejectedOp], None]) -> None:
+        """Call ``listener`` once per op the server refused for good (after it is in
+        ``rejected()``)."""
+        self.engine.reject_listeners.append(listener)
 
     # ------------------------------------------------------------------ link
 

@@ -40,6 +40,16 @@ class RejectedOp:
     rejected_at: str
 
 
+@dataclass(frozen=True)
+class Acknowledged:
+    """An op the server stored: ``status`` is ``applied`` or ``duplicate`` (a resend of
+    an op it already held), ``seq`` its place in the space's log."""
+
+    op: Operation
+    status: str
+    seq: int
+
+
 @dataclass
 class SyncStats:
     """What the device did on the network since it was opened (not persisted)."""

@@ -22,6 +22,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from core.breaks import broken
 from core.events import SpaceHint
 from core.metrics import BACKGROUND_ERRORS
 from core.natsbus import NatsBus
@@ -116,6 +117,8 @@ class FeedHub:
         self.safety_interval = safety_interval
         self._feeds: dict[str, SpaceFeed] = {}
         self._task: asyncio.Task[None] | None = None
+        #: Only in the chaos lab's broken build: hints dropped, PostgreSQL never polled.
+        self._deaf = broken("hint")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._poll_forever(), name="feed-poll")
@@ -164,13 +167,15 @@ class FeedHub:
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("malformed space hint", subject=subject)
             return
+        if self._deaf:
+            return
         feed = self._feeds.get(hint.space_id)
         if feed is not None:
             feed.advance(hint.last_seq, hint.committed_at or None)
 
     async def poll_once(self) -> None:
         """Read the heads of every watched space in one query and advance the feeds."""
-        if not self._feeds:
+        if not self._feeds or self._deaf:
             return
         ids = list(self._feeds)
         rows: list[Any] = await self._pool.fetch(

@@ -1,0 +1,209 @@
+"""``concord lab chaos``: start the cluster, run the workload under the fault schedule,
+heal, check, print the report. Exit status 0 only when every property holds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import asyncpg
+
+from lab.chaos.checker import Verdict, run_checks
+from lab.chaos.cluster import ACCESS_TTL, Cluster
+from lab.chaos.faults import run_faults
+from lab.chaos.report import Figures, print_report
+from lab.chaos.schedule import Fault, make_schedule
+from lab.chaos.workload import World, churn_members, close_device, drive, open_device, set_up
+
+#: How long healing may take: queues drained, projector and devices caught up.
+HEAL_SECONDS = 180.0
+
+
+@dataclass
+class ChaosConfig:
+    seed: int
+    ops: int = 100_000
+    users: int = 10
+    devices_per_user: int = 5
+    rate: float = 110.0  # ops per second over all devices, while the chaos lasts
+    breaks: tuple[str, ...] = ()
+    data_dir: Path | None = None
+    command: str = "concord lab chaos"
+
+    @property
+    def devices(self) -> int:
+        return self.users * self.devices_per_user
+
+    @property
+    def chaos_seconds(self) -> float:
+        return max(30.0, self.ops / self.rate)
+
+
+@dataclass
+class Run:
+    config: ChaosConfig
+    out: TextIO
+    figures: Figures = field(default_factory=Figures)
+    faults: Counter[str] = field(default_factory=Counter)
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+
+async def run_chaos(config: ChaosConfig, out: TextIO = sys.stdout) -> list[Verdict]:
+    run = Run(config, out)
+    root = config.data_dir or Path(tempfile.mkdtemp(prefix="concord-chaos-"))
+    cluster = Cluster(root / "cluster", breaks=config.breaks)
+    schedule = make_schedule(config.seed, config.chaos_seconds)
+    run.say(f"concord lab chaos: seed {config.seed} (replay: {config.command})")
+    run.say(
+        f"  {config.ops} ops over {config.chaos_seconds:.0f}s by {config.devices} devices of "
+        f"{config.users} users in {config.users * 2} spaces; access tokens live {ACCESS_TTL}s"
+        + (f"; BROKEN BUILD: {','.join(config.breaks)}" if config.breaks else "")
+    )
+    run.say(f"fault schedule ({len(schedule)} faults):")
+    for fault in schedule:
+        run.say(f"  {fault.describe()}")
+    world = World(cluster, root / "devices", random.Random(f"chaos-work-{config.seed}"))
+    world.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        await cluster.start()
+        run.say(f"cluster up: {', '.join(cluster.procs)}; PostgreSQL, NATS under {root}")
+        await set_up(world, config.users, config.devices_per_user)
+        run.say(
+            f"{len(world.users)} users, {len(world.roles) * 2} spaces, {len(world.sims)} devices"
+        )
+        lagging = await _chaos_then_heal(run, cluster, world, schedule)
+        pool = await asyncpg.create_pool(cluster.dsn, min_size=1, max_size=4)
+        try:
+            verdicts = await run_checks(world, pool, lagging)
+        finally:
+            await pool.close()
+        await run.figures.collect(world, cluster, run.faults)
+        print_report(run.say, config, run.figures, verdicts)
+        return verdicts
+    finally:
+        await world.close()
+        await cluster.close()
+        if config.data_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def _chaos_then_heal(
+    run: Run, cluster: Cluster, world: World, schedule: list[Fault]
+) -> dict[str, int]:
+    config = run.config
+    started = time.monotonic()
+    until = started + config.chaos_seconds
+    per_device = config.ops // config.devices
+    pace = config.chaos_seconds / max(1, per_device) * 0.9
+    rng = random.Random(f"chaos-members-{config.seed}")
+    lag = asyncio.create_task(run.figures.sample_lag(cluster))
+    progress = asyncio.create_task(_progress(run, world, started))
+    drivers = [drive(world, s, per_device, until + 60, pace) for s in world.sims]
+    await asyncio.gather(
+        run_faults(cluster, world, schedule, started, run.faults, run.say, config.seed),
+        churn_members(world, until, rng),
+        *drivers,
+    )
+    run.say(f"chaos over after {time.monotonic() - started:.0f}s; healing")
+    await cluster.heal()
+    lagging = await _heal(run, cluster, world)
+    progress.cancel()
+    lag.cancel()
+    return lagging
+
+
+async def _progress(run: Run, world: World, started: float) -> None:
+    while True:
+        await asyncio.sleep(15)
+        made = sum(len(s.made) for s in world.sims)
+        acked = sum(len(s.acked) for s in world.sims)
+        queued = sum(len(s.device.replica.pending) for s in world.sims if s.device is not None)
+        run.say(
+            f"  t+{time.monotonic() - started:5.0f}s: {made} ops made, {acked} acknowledged, "
+            f"{queued} queued"
+        )
+
+
+async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, int]:
+    """Every device open and online; queues drained; one last write each (so live
+    delivery is exercised after the faults); then wait, without resubscribing, until
+    every device holds every head of its spaces. Returns the devices that did not."""
+    deadline = time.monotonic() + HEAL_SECONDS
+    for sim in world.sims:
+        if sim.device is None:
+            await open_device(world, sim)
+        assert sim.device is not None
+        sim.device.go_online()
+        sim.device.faults.drop_results = sim.device.faults.cut_after_send = 0
+    await _until(
+        lambda: all(not s.device.replica.pending for s in world.sims if s.device), deadline
+    )
+    for sim in world.sims:
+        assert sim.device is not None
+        await sim.device.set(sim.user.personal_space, "list", "final", "name", sim.name)
+    await _until(
+        lambda: all(not s.device.replica.pending for s in world.sims if s.device), deadline
+    )
+    conn = await asyncpg.connect(cluster.dsn)
+    try:
+        lagging: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            lagging = await _behind(conn, world)
+            projected = await conn.fetchval(
+                "SELECT count(*) FROM spaces s LEFT JOIN projector_checkpoints c "
+                "USING (space_id) WHERE coalesce(c.seq, 0) < s.head"
+            )
+            if not lagging and projected == 0:
+                break
+            await asyncio.sleep(1.0)
+        run.say(f"healed in {HEAL_SECONDS - (deadline - time.monotonic()):.0f}s")
+    finally:
+        await conn.close()
+    await asyncio.sleep(5)  # reminders due at the very end: one sweep more
+    for sim in world.sims:
+        assert sim.device is not None
+        try:
+            await sim.device.sync(within=max(10.0, deadline - time.monotonic()))
+        except Exception as exc:  # the checker reports what is left in its queue
+            run.say(f"  {sim.name}: sync failed: {type(exc).__name__}: {exc}")
+    return lagging
+
+
+async def _behind(conn: asyncpg.Connection, world: World) -> dict[str, int]:
+    """Devices whose cursor is short of the head of a space their user is a member of."""
+    rows = await conn.fetch(
+        "SELECT m.space_id::text, m.user_id::text, s.head FROM members m JOIN spaces s "
+        "USING (space_id)"
+    )
+    heads: dict[str, list[tuple[str, int]]] = {}
+    for space, user, head in rows:
+        heads.setdefault(user, []).append((space, int(head)))
+    behind: dict[str, int] = {}
+    for sim in world.sims:
+        assert sim.device is not None
+        for space, head in heads.get(sim.user.user_id, []):
+            if sim.device.cursor(space) < head:
+                behind[sim.name] = behind.get(sim.name, 0) + 1
+    return behind
+
+
+async def _until(check: Callable[[], bool], deadline: float) -> bool:
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.5)
+    return True
+
+
+__all__ = ["ChaosConfig", "close_device", "run_chaos"]
