@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     chaos.add_argument(
         "--rate", type=float, metavar="R", help="chaos: ops per second over all devices (110)"
     )
+    chaos.add_argument("--users", type=int, default=10, help="chaos: users (default 10)")
+    chaos.add_argument(
+        "--devices-per-user", type=int, default=5, metavar="N", help="chaos: default 5"
+    )
     parser.set_defaults(handler=cmd_lab)
 
 
@@ -103,7 +107,16 @@ def cmd_chaos(args: argparse.Namespace) -> None:
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
     ops = args.ops or (10_000 if args.quick else 100_000)
     command = f"concord lab chaos --seed {seed} --ops {ops}"
-    config = ChaosConfig(seed=seed, ops=ops, data_dir=args.data_dir, command=command)
+    if (args.users, args.devices_per_user) != (10, 5):
+        command += f" --users {args.users} --devices-per-user {args.devices_per_user}"
+    config = ChaosConfig(
+        seed=seed,
+        ops=ops,
+        users=args.users,
+        devices_per_user=args.devices_per_user,
+        data_dir=args.data_dir,
+        command=command,
+    )
     if args.rate:
         config.rate = args.rate
         config.command += f" --rate {args.rate:g}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -59,8 +60,17 @@ class Run:
         print(line, file=self.out, flush=True)
 
 
+def _dump_tasks(out: TextIO) -> None:
+    """SIGUSR1: print where every task of the run waits (a hung run says why)."""
+    for task in asyncio.all_tasks():
+        print(f"-- {task.get_name()}", file=out)
+        task.print_stack(limit=12, file=out)
+    out.flush()
+
+
 async def run_chaos(config: ChaosConfig, out: TextIO = sys.stdout) -> list[Verdict]:
     run = Run(config, out)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks, out)
     root = config.data_dir or Path(tempfile.mkdtemp(prefix="concord-chaos-"))
     cluster = Cluster(root / "cluster", breaks=config.breaks)
     schedule = make_schedule(config.seed, config.chaos_seconds)
@@ -124,6 +134,8 @@ async def _chaos_then_heal(
 
 
 async def _progress(run: Run, world: World, started: float) -> None:
+    """A line every 15 s; when nothing moved for a minute, where every task waits."""
+    last, still = (-1, -1), 0
     while True:
         await asyncio.sleep(15)
         made = sum(len(s.made) for s in world.sims)
@@ -133,6 +145,11 @@ async def _progress(run: Run, world: World, started: float) -> None:
             f"  t+{time.monotonic() - started:5.0f}s: {made} ops made, {acked} acknowledged, "
             f"{queued} queued"
         )
+        still = still + 1 if (made, acked) == last and queued else 0
+        last = (made, acked)
+        if still == 4:
+            run.say("  nothing moved for a minute with ops queued: every task's stack follows")
+            _dump_tasks(run.out)
 
 
 async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, int]:
@@ -151,7 +168,8 @@ async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, int]:
     )
     for sim in world.sims:
         assert sim.device is not None
-        await sim.device.set(sim.user.personal_space, "list", "final", "name", sim.name)
+        op_id = await sim.device.set(sim.user.personal_space, "list", "final", "name", sim.name)
+        sim.made[op_id] = sim.device.replica.pending[op_id]
     await _until(
         lambda: all(not s.device.replica.pending for s in world.sims if s.device), deadline
     )

@@ -1,0 +1,38 @@
+"""The SDK tells the app what the server answered: an acknowledgement callback per stored
+op (``applied``, or ``duplicate`` for a resend whose first answer was lost) and a
+rejection callback per op refused for good."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from client import Acknowledged, Device, FlakyLink, RejectedOp
+from tests.e2e.conftest import GatewayProcess
+from tests.e2e.harness import register
+
+
+async def test_acknowledgements_and_rejections_are_told_once_each(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    account = await register(gateway.base_url)
+    acked: list[Acknowledged] = []
+    refused: list[RejectedOp] = []
+    async with Device.open(
+        gateway.base_url,
+        tmp_path / "phone.db",
+        email=account.email,
+        password=account.password,
+        online=False,
+        faults=FlakyLink(drop_results=1),  # the first answer is lost: a resend follows
+    ) as phone:
+        phone.on_acknowledged(acked.append)
+        phone.on_rejected(refused.append)
+        space = phone.personal_space_id
+        good = [await phone.set(space, "task", f"t-{i}", "title", f"task {i}") for i in range(5)]
+        bad = await phone.set(space, "task", "t-0", "done", "not a boolean")
+        phone.go_online()
+        await phone.sync()
+    assert sorted(a.op.op_id for a in acked) == sorted(good)
+    assert {a.status for a in acked} == {"duplicate"}  # the lost push was stored whole
+    assert all(a.seq > 0 for a in acked)
+    assert [(r.op.op_id, r.code) for r in refused] == [(bad, "type_mismatch")]
