@@ -4,7 +4,6 @@ checker judges the server against this record."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,7 +58,6 @@ class Sim:
     gateway: str
     refresh_early: bool
     device: Device | None = None
-    stack: contextlib.AsyncExitStack | None = None
     made: dict[str, Operation] = field(default_factory=dict)
     acked: dict[str, Acknowledged] = field(default_factory=dict)
     rejected: dict[str, RejectedOp] = field(default_factory=dict)
@@ -94,12 +92,14 @@ class Sim:
         self.received.append(Received(event.space_id, event.seq, event.kind, time.time()))
 
     def fold_stats(self) -> None:
-        """Add the open device's network counters to the run's (before it closes)."""
+        """The device's network counters, over every open (``SyncStats`` persist)."""
         if self.device is not None:
             stats = self.device.stats
-            self.renewals += stats.renewals
-            self.reconnects += stats.reconnects
-            self.pushes += stats.pushes
+            self.renewals, self.reconnects, self.pushes = (
+                stats.renewals,
+                stats.reconnects,
+                stats.pushes,
+            )
 
 
 def retryable(exc: BaseException) -> bool:

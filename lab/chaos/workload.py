@@ -145,27 +145,22 @@ async def open_device(world: World, sim: Sim, *, online: bool = True) -> None:
     for this gateway), retrying while the server is down."""
     url = world.cluster.url(sim.gateway)
     for attempt in range(60):
-        stack = contextlib.AsyncExitStack()
         try:
-            device = await stack.enter_async_context(
-                Device.open(
-                    url,
-                    sim.path,
-                    email=sim.user.email,
-                    password=PASSWORD,
-                    device_name=sim.name,
-                    online=online,
-                    config=DEVICE_CONFIG,
-                    faults=FlakyLink(proactive_refresh=sim.refresh_early),
-                )
+            device = await Device.open(
+                url,
+                sim.path,
+                email=sim.user.email,
+                password=PASSWORD,
+                device_name=sim.name,
+                online=online,
+                config=DEVICE_CONFIG,
+                faults=FlakyLink(proactive_refresh=sim.refresh_early),
             )
         except ApiError as exc:
-            await stack.aclose()
             if (not exc.retryable and exc.status not in (429,)) or attempt == 59:
                 raise
             await asyncio.sleep(1.0)
             continue
-        sim.stack = stack
         sim.attach(device)
         for space, roles in world.roles.items():
             if sim.user.email in roles:
@@ -174,10 +169,9 @@ async def open_device(world: World, sim: Sim, *, online: bool = True) -> None:
 
 
 async def close_device(sim: Sim) -> None:
-    sim.fold_stats()
-    stack, sim.stack, sim.device = sim.stack, None, None
-    if stack is not None:
-        await stack.aclose()
+    device, sim.device = sim.device, None
+    if device is not None:
+        await device.close()  # its SyncStats are stored in its file for the next open
 
 
 def _soon(rng: random.Random) -> str:

@@ -36,3 +36,31 @@ async def test_acknowledgements_and_rejections_are_told_once_each(
     assert {a.status for a in acked} == {"duplicate"}  # the lost push was stored whole
     assert all(a.seq > 0 for a in acked)
     assert [(r.op.op_id, r.code) for r in refused] == [(bad, "type_mismatch")]
+
+
+async def test_a_device_closes_and_reopens_without_a_context_and_keeps_its_stats(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    account = await register(gateway.base_url)
+    path = tmp_path / "tablet.db"
+    tablet = await Device.open(
+        gateway.base_url, path, email=account.email, password=account.password
+    )
+    await tablet.set(tablet.personal_space_id, "task", "t-1", "title", "first open")
+    await tablet.sync()
+    first = tablet.stats
+    assert first.pushes >= 1
+    assert first.connects >= 1
+    await tablet.close()
+    await tablet.close()  # idempotent
+
+    again = await Device.open(gateway.base_url, path)  # the stored session
+    try:
+        assert again.stats.pushes == first.pushes  # counters kept across opens
+        assert again.stats.results == first.results
+        await again.set(again.personal_space_id, "task", "t-1", "title", "second open")
+        await again.sync()
+        assert again.stats.pushes == first.pushes + 1
+        assert again.stats.connects == first.connects + 1
+    finally:
+        await again.close()

@@ -37,7 +37,9 @@ async def concord_lab_chaos(
     except TimeoutError:
         proc.terminate()  # the run stops its own servers on SIGTERM
         out, _ = await proc.communicate()
-        raise AssertionError(f"concord lab chaos did not finish in {within}s:\n{out.decode()}")
+        raise AssertionError(
+            f"concord lab chaos did not finish in {within}s:\n{out.decode()}"
+        ) from None
     return proc.returncode or 0, out.decode()
 
 

@@ -171,3 +171,22 @@ def test_flaky_link_budgets_run_out(drops: int, cuts: int) -> None:
     link = FlakyLink(drop_results=drops, cut_after_send=cuts)
     assert sum(link.take_drop() for _ in range(5)) == drops
     assert sum(link.take_cut() for _ in range(5)) == cuts
+
+
+def test_a_push_takes_every_queued_op_of_the_oldest_ops_space_in_order() -> None:
+    """Writes interleaved over spaces go out a space at a time, in full batches (they
+    went out one per push when only the run at the head of the queue was taken)."""
+    replica = Replica(DEVICE)
+    other = str(uuid.uuid4())
+    made = []
+    for i in range(10):
+        for space in (SPACE, other):
+            op = replica.make_op(space, "task", f"t-{i}", "set", "title", f"v{i}")
+            replica.add_pending(op)
+            made.append(op)
+    first = replica.next_batch(limit=8, budget=1_000_000)
+    assert [op.op_id for op in first] == [op.op_id for op in made if op.space_id == SPACE][:8]
+    replica.acknowledge(op.op_id for op in first)
+    second = replica.next_batch(limit=100, budget=1_000_000)
+    assert [op.op_id for op in second] == [op.op_id for op in made if op.space_id == other]
+    assert len(replica.next_batch(limit=1, budget=1)) == 1  # the first op always goes
