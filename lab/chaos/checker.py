@@ -21,6 +21,9 @@ from projector.verify import verify as verify_projection
 
 Key = tuple[str, str, str]  # space, entity type, entity id
 
+#: Refusals of a whole push for a pusher who is no longer a member or may not write.
+ACCESS_LOST = frozenset({"not_found", "forbidden"})
+
 
 @dataclass
 class Verdict:
@@ -92,12 +95,27 @@ def check_acknowledged(sims: list[Sim], facts: Facts) -> Verdict:
     lost = [i for i in acked if facts.op_counts[i] == 0]
     twice = [i for i, n in facts.op_counts.items() if n > 1]
     wrong_seq = [i for i, a in acked.items() if a.seq and facts.op_seq.get(i, a.seq) != a.seq]
-    refused_yet_stored = [i for sim in sims for i in sim.rejected if facts.op_counts[i]]
+    # A push refused because the pusher lost access (not_found, forbidden) is refused
+    # before idempotency is looked at (docs/protocol.md 2.5): an earlier send of the op
+    # whose answer was lost may have stored it. Any other refusal of a stored op is wrong.
+    refused_yet_stored = [
+        i
+        for sim in sims
+        for i, r in sim.rejected.items()
+        if facts.op_counts[i] and r.code not in ACCESS_LOST
+    ]
+    access_lost_stored = sum(
+        1
+        for sim in sims
+        for i, r in sim.rejected.items()
+        if facts.op_counts[i] and r.code in ACCESS_LOST
+    )
     holds = not (lost or twice or wrong_seq or refused_yet_stored)
     detail = (
         f"{len(acked)} acknowledged ops: {len(lost)} lost, {len(twice)} duplicated in the log, "
         f"{len(wrong_seq)} at another seq than acknowledged, "
-        f"{len(refused_yet_stored)} rejected yet stored"
+        f"{len(refused_yet_stored)} rejected yet stored ({access_lost_stored} refused after "
+        "the pusher lost access had been stored by an earlier send)"
     )
     return Verdict("acknowledged-exactly-once", holds, detail + _examples(lost + twice))
 

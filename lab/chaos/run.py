@@ -21,6 +21,7 @@ import asyncpg
 from lab.chaos.checker import Verdict, run_checks
 from lab.chaos.cluster import ACCESS_TTL, Cluster
 from lab.chaos.faults import run_faults
+from lab.chaos.model import Sim
 from lab.chaos.report import Figures, print_report
 from lab.chaos.schedule import Fault, make_schedule
 from lab.chaos.workload import World, churn_members, close_device, drive, open_device, set_up
@@ -189,13 +190,17 @@ async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, int]:
     finally:
         await conn.close()
     await asyncio.sleep(5)  # reminders due at the very end: one sweep more
-    for sim in world.sims:
-        assert sim.device is not None
-        try:
-            await sim.device.sync(within=max(10.0, deadline - time.monotonic()))
-        except Exception as exc:  # the checker reports what is left in its queue
-            run.say(f"  {sim.name}: sync failed: {type(exc).__name__}: {exc}")
+    within = max(15.0, deadline - time.monotonic())
+    await asyncio.gather(*(_sync(run, sim, within) for sim in world.sims))
     return lagging
+
+
+async def _sync(run: Run, sim: Sim, within: float) -> None:
+    assert sim.device is not None
+    try:
+        await sim.device.sync(within=within)
+    except Exception as exc:  # the checker reports what is left in its queue
+        run.say(f"  {sim.name}: sync failed: {type(exc).__name__}: {exc}")
 
 
 async def _behind(conn: asyncpg.Connection, world: World) -> dict[str, int]:
