@@ -314,8 +314,15 @@ class Device:
         self.engine.online.set()
 
     def subscribe(self, space_id: str) -> None:
-        """Receive a space's events (spaces written to are subscribed automatically)."""
+        """Receive a space's events (spaces written to are subscribed automatically).
+
+        Always sends a fresh ``subscribe`` (from the cursor), also for a space this
+        device holds or lost: an app calls it when it learns it is a member again, and
+        a subscription the server ended with ``not_found`` (a removal) must be asked
+        for anew."""
         self.engine.watch(space_id)
+        self.engine.lost_spaces.discard(space_id)
+        self.engine.resubscribe([space_id])
 
     async def sync(self, within: float = 60.0) -> None:
         """Wait until the queue is drained and every space is caught up with the server.

@@ -175,8 +175,12 @@ async def check_converged(
                 if s != space:
                     continue
                 compared += 1
-                if normal(sim.device.state(space, etype, eid)) != expected:
-                    problems.append(f"{sim.name} {space} {etype}/{eid} differs from the replay")
+                shown = normal(sim.device.state(space, etype, eid))
+                if shown != expected:
+                    problems.append(
+                        f"{sim.name} {space} {etype}/{eid} differs from the replay: "
+                        f"{_difference(shown, expected)}"
+                    )
     detail = (
         f"{len(facts.replay)} entities: replay vs projection ({len(differences)} differ), "
         f"vs {reads} server reads, vs {compared} device states; {len(problems)} differences"
@@ -269,14 +273,13 @@ def check_counters(sims: list[Sim], facts: Facts) -> Verdict:
     return Verdict("counters-sum", not wrong, detail + _examples(wrong))
 
 
-def check_delivered(lagging: dict[str, int]) -> Verdict:
+def check_delivered(lagging: dict[str, str]) -> Verdict:
     detail = f"{len(lagging)} devices did not reach every head by live delivery"
-    if lagging:
-        detail += f" ({_counts(Counter(lagging))})"
-    return Verdict("delivered-live", not lagging, detail)
+    examples = [f"{name}: {where}" for name, where in sorted(lagging.items())]
+    return Verdict("delivered-live", not lagging, detail + _examples(examples))
 
 
-async def run_checks(world: World, pool: asyncpg.Pool, lagging: dict[str, int]) -> list[Verdict]:
+async def run_checks(world: World, pool: asyncpg.Pool, lagging: dict[str, str]) -> list[Verdict]:
     facts = await read_facts(pool)
     sims = world.sims
     return [
@@ -289,6 +292,18 @@ async def run_checks(world: World, pool: asyncpg.Pool, lagging: dict[str, int]) 
         check_counters(sims, facts),
         check_delivered(lagging),
     ]
+
+
+def _difference(shown: dict[str, Any], expected: dict[str, Any]) -> str:
+    """What differs between two normal forms (device first, then the replay)."""
+    parts = []
+    if shown.get("deleted") != expected.get("deleted"):
+        parts.append(f"deleted {shown.get('deleted')} vs {expected.get('deleted')}")
+    mine, theirs = shown.get("fields", {}), expected.get("fields", {})
+    for name in sorted(mine.keys() | theirs.keys()):
+        if mine.get(name) != theirs.get(name):
+            parts.append(f"{name} {mine.get(name)} vs {theirs.get(name)}")
+    return "; ".join(parts)
 
 
 def _counts(counter: Counter[str]) -> str:

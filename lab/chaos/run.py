@@ -111,7 +111,7 @@ async def run_chaos(config: ChaosConfig, out: TextIO = sys.stdout) -> list[Verdi
 
 async def _chaos_then_heal(
     run: Run, cluster: Cluster, world: World, schedule: list[Fault]
-) -> dict[str, int]:
+) -> dict[str, str]:
     config = run.config
     started = time.monotonic()
     until = started + config.chaos_seconds
@@ -153,7 +153,7 @@ async def _progress(run: Run, world: World, started: float) -> None:
             _dump_tasks(run.out)
 
 
-async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, int]:
+async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, str]:
     """Every device open and online; queues drained; one last write each (so live
     delivery is exercised after the faults); then wait, without resubscribing, until
     every device holds every head of its spaces. Returns the devices that did not."""
@@ -176,7 +176,7 @@ async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, int]:
     )
     conn = await asyncpg.connect(cluster.dsn)
     try:
-        lagging: dict[str, int] = {}
+        lagging: dict[str, str] = {}
         while time.monotonic() < deadline:
             lagging = await _behind(conn, world)
             projected = await conn.fetchval(
@@ -203,7 +203,7 @@ async def _sync(run: Run, sim: Sim, within: float) -> None:
         run.say(f"  {sim.name}: sync failed: {type(exc).__name__}: {exc}")
 
 
-async def _behind(conn: asyncpg.Connection, world: World) -> dict[str, int]:
+async def _behind(conn: asyncpg.Connection, world: World) -> dict[str, str]:
     """Devices whose cursor is short of the head of a space their user is a member of."""
     rows = await conn.fetch(
         "SELECT m.space_id::text, m.user_id::text, s.head FROM members m JOIN spaces s "
@@ -212,12 +212,12 @@ async def _behind(conn: asyncpg.Connection, world: World) -> dict[str, int]:
     heads: dict[str, list[tuple[str, int]]] = {}
     for space, user, head in rows:
         heads.setdefault(user, []).append((space, int(head)))
-    behind: dict[str, int] = {}
+    behind: dict[str, str] = {}
     for sim in world.sims:
         assert sim.device is not None
         for space, head in heads.get(sim.user.user_id, []):
             if sim.device.cursor(space) < head:
-                behind[sim.name] = behind.get(sim.name, 0) + 1
+                behind[sim.name] = f"{space} at {sim.device.cursor(space)} of {head}"
     return behind
 
 
