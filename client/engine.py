@@ -29,7 +29,7 @@ from client.link import CLOSE_UNAUTHENTICATED, Link, LinkClosed, first_failure
 from client.replica import Replica
 from client.session import Session, parse_time
 from client.state import Acknowledged, DeviceConfig, Inflight, RejectedOp, SyncStats
-from client.store import LocalStore, StateRow
+from client.store import LocalStore
 from core.errors import ErrorBody
 from core.wire import (
     DEFAULT_LIMITS,
@@ -400,18 +400,18 @@ class SyncEngine:
         # Shielded: once the answer is applied in memory it is stored and told to the
         # listeners even if the device is closed meanwhile (else an app would miss an
         # acknowledgement that its file holds).
-        await asyncio.shield(self._record(acked, final, rows, answered))
+        stored = self.store.settle(acked, final, rows)  # queued before anything else runs
+        await asyncio.shield(self._record(stored, final, answered))
         if retry is not None:
             await self._back_off(link, retry)
 
     async def _record(
         self,
-        acked: list[str],
+        stored: asyncio.Future[None],
         final: list[tuple[Operation, str, str]],
-        rows: list[StateRow],
         answered: list[Acknowledged],
     ) -> None:
-        await self.store.settle(acked, final, rows)
+        await stored
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         refused = [RejectedOp(op, code, msg, now) for op, code, msg in final]
         self.rejected.extend(refused)

@@ -167,6 +167,7 @@ async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, str]:
     await _until(
         lambda: all(not s.device.replica.pending for s in world.sims if s.device), deadline
     )
+    await _subscribe_members(cluster, world)
     for sim in world.sims:
         assert sim.device is not None
         op_id = await sim.device.set(sim.user.personal_space, "list", "final", "name", sim.name)
@@ -193,6 +194,20 @@ async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, str]:
     within = max(15.0, deadline - time.monotonic())
     await asyncio.gather(*(_sync(run, sim, within) for sim in world.sims))
     return lagging
+
+
+async def _subscribe_members(cluster: Cluster, world: World) -> None:
+    """As an app does when it reads its memberships: every device subscribes to every
+    space its user is a member of (the lab's own record may have raced a removal)."""
+    conn = await asyncpg.connect(cluster.dsn)
+    try:
+        rows = await conn.fetch("SELECT space_id::text, user_id::text FROM members")
+    finally:
+        await conn.close()
+    for space, user in rows:
+        for sim in world.sims:
+            if sim.user.user_id == user and sim.device is not None:
+                sim.device.subscribe(space)
 
 
 async def _sync(run: Run, sim: Sim, within: float) -> None:
