@@ -11,6 +11,10 @@ Per result: ``applied``/``duplicate`` leave the queue; a retryable rejection kee
 op queued (``auth_expired``: renew with ``auth`` and resend after ``auth_ok``;
 ``rate_limited``: wait ``retry_after_ms``; ``unavailable``: back off); any other
 rejection is final: the op moves to the rejected record and is never sent again.
+
+Waits with a deadline use ``asyncio.timeout``, never ``asyncio.wait_for``: in Python
+3.11, ``wait_for`` returns a result that arrives in the same loop turn as a
+cancellation and drops the cancellation, which left ``stop()`` waiting for ever.
 """
 
 from __future__ import annotations
@@ -159,7 +163,8 @@ class SyncEngine:
             if remaining <= 0:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+                async with asyncio.timeout(min(remaining, 1.0)):
+                    await self._changed.wait()
         return True
 
     # ------------------------------------------------------------------ connection loop
@@ -349,7 +354,8 @@ class SyncEngine:
             await self._renew(link)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), left + 0.05)
+            async with asyncio.timeout(left + 0.05):
+                await self.wake.wait()
 
     def _next_batch(self) -> list[Operation]:
         """The head of the queue: one space, within the published limits."""
@@ -366,7 +372,8 @@ class SyncEngine:
                 self.stats.links_cut += 1
                 raise _Cut("fault: link cut right after a push")
             try:
-                return await asyncio.wait_for(inflight.future, self.config.push_timeout)
+                async with asyncio.timeout(self.config.push_timeout):
+                    return await inflight.future
             except TimeoutError:
                 raise _Cut("no push_result in time") from None
         finally:

@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,10 @@ async def run_chaos(config: ChaosConfig, out: TextIO = sys.stdout) -> list[Verdi
         await run.figures.collect(world, cluster, run.faults)
         print_report(run.say, config, run.figures, verdicts)
         return verdicts
+    except Exception:
+        run.say("the run itself failed (not a verdict on Concord):")
+        run.say(traceback.format_exc())
+        raise
     finally:
         await world.close()
         await cluster.close()

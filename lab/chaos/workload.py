@@ -69,7 +69,8 @@ class World:
 
     async def close(self) -> None:
         for sim in self.sims:
-            await close_device(sim)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close_device(sim), 30)
         if self.api is not None:
             await self.api.aclose()
 

@@ -234,3 +234,29 @@ async def test_an_acknowledgement_never_stores_an_older_state_over_newer_events(
     assert view is not None
     assert snapshot.cursors == {SPACE: 1}
     assert view.fields["pomodoros"].value == 5  # both increments, as the cursor promises
+
+
+async def test_a_stop_that_races_a_wake_up_is_not_lost(tmp_path: Path) -> None:
+    """Found by ``concord lab chaos --quick --seed 7``: closing a device whose writer was
+    woken in the same loop turn hung for ever. ``asyncio.wait_for`` (Python 3.11)
+    returned the wake-up and dropped the cancellation, so the writer went on waiting
+    and ``stop()`` waited for it."""
+    import time
+
+    from client.engine import SyncEngine
+    from client.state import DeviceConfig
+
+    store = LocalStore(tmp_path / "device.db")
+    await store.open()
+    engine = SyncEngine(
+        base_url="http://127.0.0.1:9", replica=Replica(DEVICE), store=store, session=None,  # type: ignore[arg-type]
+        config=DeviceConfig(), faults=FlakyLink(), cursors={}, rejected=[],
+    )  # fmt: skip
+    engine._link_expires_at = time.time() + 600
+    idle = asyncio.create_task(engine._idle(None))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)  # waiting for work
+    engine.wake.set()
+    idle.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await idle
+    await store.close()
