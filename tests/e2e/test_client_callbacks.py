@@ -64,3 +64,32 @@ async def test_a_device_closes_and_reopens_without_a_context_and_keeps_its_stats
         assert again.stats.connects == first.connects + 1
     finally:
         await again.close()
+
+
+async def test_http_api_lists_spaces_entities_and_devices(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    account = await register(gateway.base_url)
+    async with Device.open(
+        gateway.base_url, tmp_path / "phone.db", email=account.email, password=account.password
+    ) as phone:
+        space = phone.personal_space_id
+        await phone.set(space, "task", "t-1", "title", "listed")
+        await phone.set(space, "task", "t-2", "title", "gone")
+        await phone.delete(space, "task", "t-2")
+        await phone.sync()
+        api, token = phone.api, await phone.token()
+        shared = await api.create_space(token, "shared")
+        spaces = {s.space_id: (s.role, s.personal) for s in await api.spaces(token)}
+        assert spaces == {space: ("owner", True), shared: ("owner", False)}
+        listed = await api.entities(token, space, "task")
+        assert [(e.entity_id, e.fields["title"].value) for e in listed] == [("t-1", "listed")]
+        everything = await api.entities(token, space, include_deleted=True)
+        assert [e.entity_id for e in everything] == ["t-1", "t-2"]
+        devices = await api.devices(token)
+        others = [d for d in devices if not d.current]
+        assert [d.device_id for d in devices if d.current] == [phone.device_id]
+        assert others  # the device that registered the account
+        await api.revoke_device(token, others[0].device_id)
+        revoked = {d.device_id: d.revoked for d in await api.devices(token)}
+        assert revoked[others[0].device_id] is True
