@@ -125,7 +125,10 @@ async def _chaos_then_heal(
     rng = random.Random(f"chaos-members-{config.seed}")
     lag = asyncio.create_task(run.figures.sample_lag(cluster))
     progress = asyncio.create_task(_progress(run, world, started))
-    drivers = [drive(world, s, per_device, until + 60, pace) for s in world.sims]
+    # A loaded machine writes slower than the pace asks: devices may go on past the
+    # fault schedule (as long again at most) until they made their share of the ops.
+    late = until + config.chaos_seconds
+    drivers = [drive(world, s, per_device, late, pace) for s in world.sims]
     await asyncio.gather(
         run_faults(cluster, world, schedule, started, run.faults, run.say, config.seed),
         churn_members(world, until, rng),
