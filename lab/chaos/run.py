@@ -4,6 +4,7 @@ heal, check, print the report. Exit status 0 only when every property holds."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import shutil
 import signal
@@ -25,7 +26,16 @@ from lab.chaos.faults import run_faults
 from lab.chaos.model import Sim
 from lab.chaos.report import Figures, print_report
 from lab.chaos.schedule import Fault, make_schedule
-from lab.chaos.workload import World, churn_members, close_device, drive, open_device, set_up
+from lab.chaos.workload import (
+    World,
+    churn_members,
+    close_device,
+    drive,
+    open_device,
+    remove,
+    set_up,
+    with_retries,
+)
 
 #: How long healing may take: queues drained, projector and devices caught up.
 HEAL_SECONDS = 180.0
@@ -176,10 +186,16 @@ async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, str]:
         lambda: all(not s.device.replica.pending for s in world.sims if s.device), deadline
     )
     await _subscribe_members(cluster, world)
+    await asyncio.sleep(2)  # the subscriptions are live
+    shared = await _last_removal(world)
     for sim in world.sims:
         assert sim.device is not None
-        op_id = await sim.device.set(sim.user.personal_space, "list", "final", "name", sim.name)
-        sim.made[op_id] = sim.device.replica.pending[op_id]
+        spaces = [sim.user.personal_space] + (
+            [shared] if shared in world.writable(sim.user) else []
+        )
+        for space in spaces:
+            op_id = await sim.device.set(space, "list", "final", "name", sim.name)
+            sim.made[op_id] = sim.device.replica.pending[op_id]
     await _until(
         lambda: all(not s.device.replica.pending for s in world.sims if s.device), deadline
     )
@@ -202,6 +218,21 @@ async def _heal(run: Run, cluster: Cluster, world: World) -> dict[str, str]:
     within = max(15.0, deadline - time.monotonic())
     await asyncio.gather(*(_sync(run, sim, within) for sim in world.sims))
     return lagging
+
+
+async def _last_removal(world: World) -> str | None:
+    """One removal after healing, with every device connected, then writes in that
+    space: a removal that does not end delivery cannot hide behind a reconnect."""
+    rng = random.Random(f"chaos-last-removal-{len(world.sims)}")
+    for space in sorted(world.shared):
+        owner = world.shared[space]
+        members = sorted(e for e, role in world.roles[space].items() if e != owner.email)
+        if members:
+            email = rng.choice(members)
+            user = next(u for u in world.users if u.email == email)
+            await with_retries(functools.partial(remove, world, space, user))
+            return space
+    return None
 
 
 async def _subscribe_members(cluster: Cluster, world: World) -> None:
