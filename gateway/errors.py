@@ -154,6 +154,9 @@ _UNAVAILABLE = (
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
     asyncpg.TransactionRollbackError,
+    # A backend killed under a query can leave the driver mid-operation ("cannot switch
+    # to state ...; another operation is in progress"; eventstore/group.py says so too).
+    asyncpg.InternalClientError,
 )
 
 
