@@ -21,6 +21,9 @@ from projector.verify import verify as verify_projection
 
 Key = tuple[str, str, str]  # space, entity type, entity id
 
+#: Codes that say the server failed, not the op: never a reason to drop a write for good.
+SERVER_FAULTS = frozenset({"internal"})
+
 #: Refusals of a whole push for a pusher who is no longer a member or may not write.
 ACCESS_LOST = frozenset({"not_found", "forbidden"})
 
@@ -117,6 +120,7 @@ def check_acknowledged(sims: list[Sim], facts: Facts) -> Verdict:
 
 def check_queues(sims: list[Sim]) -> Verdict:
     vanished: list[str] = []
+    dropped: list[str] = []  # valid writes refused for good because the server failed
     stuck: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     for sim in sims:
@@ -129,6 +133,8 @@ def check_queues(sims: list[Sim]) -> Verdict:
             if op_id in stored_rejections or op_id in sim.rejected:
                 rejected = stored_rejections.get(op_id) or sim.rejected[op_id]
                 reasons[rejected.code] += 1
+                if rejected.code in SERVER_FAULTS:
+                    dropped.append(f"{sim.name} {op_id} ({rejected.code}: {rejected.message})")
             elif op_id in pending:
                 stuck[sim.name] += 1
             else:
@@ -141,7 +147,10 @@ def check_queues(sims: list[Sim]) -> Verdict:
     )
     if stuck:
         detail += f"; queued on {_counts(stuck)}"
-    return Verdict("queues-accounted", not vanished and not stuck, detail + _examples(vanished))
+    if dropped:
+        detail += f"; {len(dropped)} refused for a server fault"
+    holds = not vanished and not stuck and not dropped
+    return Verdict("queues-accounted", holds, detail + _examples(vanished + dropped))
 
 
 async def check_converged(

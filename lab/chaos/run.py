@@ -136,8 +136,8 @@ async def _chaos_then_heal(
     lag = asyncio.create_task(run.figures.sample_lag(cluster))
     progress = asyncio.create_task(_progress(run, world, started))
     # A loaded machine writes slower than the pace asks: devices may go on past the
-    # fault schedule (as long again at most) until they made their share of the ops.
-    late = until + config.chaos_seconds
+    # fault schedule (three times as long at most) until they made their share.
+    late = until + 3 * config.chaos_seconds
     drivers = [drive(world, s, per_device, late, pace) for s in world.sims]
     await asyncio.gather(
         run_faults(cluster, world, schedule, started, run.faults, run.say, config.seed),

@@ -34,3 +34,15 @@ def test_a_connection_lost_under_a_query_is_unavailable_not_internal(error: Exce
     body = msgspec.json.decode(response.content)
     assert body["error"]["code"] == "unavailable"
     assert body["error"]["retryable"] is True
+
+
+def test_a_push_cut_by_a_lost_connection_is_retryable() -> None:
+    """Found by ``concord lab chaos --quick --seed 7``: a push whose connection was
+    killed under it was answered ``internal`` (not retryable), and the device dropped
+    a valid write for good."""
+    from eventstore.errors import is_transient, translate
+
+    lost = asyncpg.InternalClientError("cannot switch to state 21; another operation (2)")
+    assert is_transient(lost)
+    error = translate(lost)
+    assert (error.code, error.retryable) == ("unavailable", True)
