@@ -99,3 +99,23 @@ def test_a_counter_must_equal_its_acknowledged_increments() -> None:
     assert check_counters([device], facts(replay=right)).holds
     wrong = {key: {"deleted": False, "fields": {"pomodoros": (7, None)}}}
     assert not check_counters([device], facts(replay=wrong)).holds
+
+
+def test_a_write_refused_for_a_server_fault_fails_the_queue_property() -> None:
+    from unittest.mock import Mock
+
+    from lab.chaos.checker import check_queues
+
+    device = sim(User("u0", "u0@example.com", user_id="u"))
+    good, dropped = op(), op()
+    device.made = {good.op_id: good, dropped.op_id: dropped}
+    device.acked = {good.op_id: Acknowledged(good, "applied", 1)}
+    device.rejected = {dropped.op_id: RejectedOp(dropped, "invalid_op", "", "")}
+    device.device = Mock(pending=list, rejected=list)
+    assert check_queues([device]).holds
+    device.rejected = {dropped.op_id: RejectedOp(dropped, "internal", "", "")}
+    verdict = check_queues([device])
+    assert not verdict.holds
+    assert "1 refused for a server fault" in verdict.detail
+    device.rejected = {}
+    assert "1 vanished" in check_queues([device]).detail
