@@ -104,6 +104,8 @@ def cmd_chaos(args: argparse.Namespace) -> None:
 
     if args.against:
         raise CommandError("concord lab chaos starts its own servers: --against is not for it")
+    if args.users < 4 or args.devices_per_user < 1:
+        raise CommandError("concord lab chaos needs --users 4 or more and --devices-per-user 1+")
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
     ops = args.ops or (10_000 if args.quick else 100_000)
     command = f"concord lab chaos --seed {seed} --ops {ops}"
