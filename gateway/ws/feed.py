@@ -92,7 +92,10 @@ class SpaceFeed:
             fresh = await self._store.read(self.space_id, tail, after - tail + limit)
             if not fresh:
                 return []
-            self.known_head = max(self.known_head, fresh[-1].seq)
+            # Through ``advance``: a head learnt by reading must wake the listeners too,
+            # else the hint that follows is no news and a subscription asleep at the
+            # old head never wakes (found by ``concord lab chaos --seed 19``).
+            self.advance(fresh[-1].seq)
             self._cache = (self._cache + fresh)[-CACHE_EVENTS:] if self._cache else fresh
             hit = self._from_cache(after, limit)
         return hit or []
