@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlparse
@@ -268,19 +268,26 @@ def eventsourcing_work(
     return work, datastore.close
 
 
-async def bench(args: argparse.Namespace) -> None:
+@contextlib.asynccontextmanager
+async def scratch_database(server_dsn: str) -> AsyncIterator[str]:
+    """A migrated database of its own (its DSN), dropped at the end."""
     name = f"concord_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(args.dsn)
+    admin = await asyncpg.connect(server_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _with_database(args.dsn, name)
+    dsn = _with_database(server_dsn, name)
     try:
         conn = await asyncpg.connect(dsn)
         await migrate(conn)
         await conn.close()
-        await _bench_in(dsn, args)
+        yield dsn
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def bench(args: argparse.Namespace) -> None:
+    async with scratch_database(args.dsn) as dsn:
+        await _bench_in(dsn, args)
 
 
 async def _bench_in(dsn: str, args: argparse.Namespace) -> None:

@@ -15,6 +15,9 @@ Creates a scratch database (dropped at the end), then:
    (``get_entity``, ``list_entities``), counting failed reads and the slowest one;
 5. checks that, after the swap, the read model equals a replay of the log (verify);
 6. splits the rebuild's time: fetch, row decoding, merging, deriving and encoding, COPY.
+
+``--relay-only`` stops after step 1 and times the outbox relay alone instead (nothing
+else in the process): events/s and CPU per event to publish the whole backlog.
 """
 
 from __future__ import annotations
@@ -33,17 +36,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import msgspec
 import nats
 
+from core.natsbus import NatsBus
+from core.ops import op_from_row
 from core.settings import Settings
-from crdt import EntityState, Op, encode_state
+from crdt import EntityState, encode_state
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
+from eventstore.reads import ALL_OP_ROWS, chunks
 from eventstore.rows import READ_COLUMNS
 from eventstore.testing import new_id, op
-from projector.folding import ALL_EVENTS, chunks
 from projector.readmodel import get_entity, lag_totals, list_entities
+from projector.relay import Relay
 from projector.runner import running
 from projector.service import ProjectorOptions
 from projector.stream import Names
@@ -129,7 +134,7 @@ async def fill(store: PostgresEventStore, spaces: int, events: int) -> list[tupl
 
 
 #: The raw reads: the projector's columns (what the rebuild reads), every column.
-RAW_QUERIES = {"proj": ALL_EVENTS, "full": RAW_FULL}
+RAW_QUERIES = {"proj": ALL_OP_ROWS, "full": RAW_FULL}
 
 
 async def raw_read_here(dsn: str, which: str) -> Read:
@@ -189,29 +194,13 @@ async def reader(pool: asyncpg.Pool, spaces: list[tuple[str, str]], live: Live) 
             await asyncio.sleep(0.02)  # a steady read load: ~50 entity reads + pages a second
 
 
-def _op(row: asyncpg.Record) -> Op:
-    """An Op from a row of ``ALL_EVENTS``, built the way ``fold_spaces`` builds it."""
-    _, op_id, etype, eid, kind, field, value, pred, lamport, device_id, _ = row
-    return Op(
-        op_id=op_id,
-        entity_type=etype,
-        entity_id=eid,
-        kind=kind,
-        field=field,
-        value=None if value is None else msgspec.json.decode(value),
-        pred=tuple(pred),
-        lamport=lamport,
-        device_id=device_id,
-    )
-
-
 async def breakdown(pool: asyncpg.Pool) -> dict[str, float]:
     """Where a rebuild's time goes: the bulk phase redone with a stopwatch per step."""
     times = dict.fromkeys(("fetch", "decode", "merge", "derive+encode", "copy"), 0.0)
     async with pool.acquire() as conn, pool.acquire() as out:
         await out.execute("CREATE TEMP TABLE scratch_states (LIKE entity_states)")
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            cursor = await conn.cursor(ALL_EVENTS)
+            cursor = await conn.cursor(ALL_OP_ROWS)
             states: dict[tuple[str, str, str], EntityState] = {}
             while True:
                 t0 = time.perf_counter()
@@ -219,7 +208,7 @@ async def breakdown(pool: asyncpg.Pool) -> dict[str, float]:
                 t1 = time.perf_counter()
                 if not rows:
                     break
-                ops = [(row[10], _op(row)) for row in rows]
+                ops = [(row[10], op_from_row(row)) for row in rows]
                 t2 = time.perf_counter()
                 for space, o in ops:
                     key = (space, o.entity_type, o.entity_id)
@@ -291,6 +280,9 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"append (store, 4 pushers)     {rate(total, time.perf_counter() - t0)}")
                 # A rebuild reads an old log: vacuumed, hint bits set, statistics known.
                 await pool.execute("VACUUM ANALYZE events")
+                if args.relay_only:
+                    await relay_alone(pool, settings, total)
+                    return
                 ok = await run_phases(pool, store, spaces, settings, total, args.workers)
         finally:
             await pool.close()
@@ -405,6 +397,30 @@ async def drop_stream(url: str, names: Names) -> None:
         await nc.close()
 
 
+async def relay_alone(pool: asyncpg.Pool, settings: Settings, total: int) -> None:
+    """Publish the whole backlog with the relay alone; its rate and CPU per event (the
+    first cycle, which also creates the stream, is left out)."""
+    bus = NatsBus(settings.nats_url or "", prefix=settings.nats_prefix, name="bench-relay")
+    await bus.start()
+    try:
+        if not await bus.wait_connected(10):
+            raise SystemExit("NATS is not reachable")
+        relay = Relay(pool, bus, Names(settings.nats_prefix))
+        await relay.relay_once()
+        first = relay.published
+        wall, cpu = time.perf_counter(), time.process_time()
+        while await pool.fetchval("SELECT count(*) FROM outbox"):
+            await relay.relay_once()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        done = relay.published - first
+        print(f"relay alone, after its first cycle {rate(done, wall)}")
+        print(
+            f"  {cpu:.2f} s of CPU: {1e6 * cpu / max(done, 1):.1f} us per event ({total:,} in all)"
+        )
+    finally:
+        await bus.close()
+
+
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
@@ -412,6 +428,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--spaces", type=int, default=20)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--relay-only", action="store_true", help="time the relay alone")
     parser.add_argument("--raw-read", choices=sorted(RAW_QUERIES), help=argparse.SUPPRESS)
     return parser.parse_args()
 

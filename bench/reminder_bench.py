@@ -7,7 +7,9 @@ same ``remind_at`` spread over ``--spaces`` spaces through ``PostgresEventStore.
 projects them with the projector's apply step, lets ``--instances`` scheduler engines
 learn of them by reconciliation, then moves their (manual) clock past the due time and
 measures how long the engines take to fire everything (claim, append ``reminder_fired``,
-mark fired), with ``--concurrency`` firings at once per engine.
+mark fired), ``--batch`` reminders per claim. ``--appends batch`` (the default, what
+the scheduler service runs) appends a claim's events in one transaction; ``--appends
+port`` appends them one ``append_server_event`` each, ``--concurrency`` at once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from projector.apply import apply_space
 from scheduler.clock import ManualClock, format_time
 from scheduler.engine import ReminderEngine
 from scheduler.options import SchedulerOptions
+from scheduler.server_events import PortServerEvents, PostgresServerEvents, ServerEvents
 from scheduler.testing import TaskWriter
 
 SECRET = secrets.token_urlsafe(48)
@@ -70,6 +73,11 @@ async def run(args: argparse.Namespace) -> None:
         due = await _setup(pool, store, args)
         clock = ManualClock()
         options = SchedulerOptions(fire_concurrency=size, claim_batch=args.batch)
+        appends: ServerEvents = (
+            PostgresServerEvents(events_pool, secret_key=SECRET)
+            if args.appends == "batch"
+            else PortServerEvents(store)
+        )
         engines = [
             ReminderEngine(
                 pool=pool,
@@ -78,6 +86,7 @@ async def run(args: argparse.Namespace) -> None:
                 instance=f"bench-{i}",
                 max_lateness=86_400,
                 options=options,
+                server_events=appends,
             )
             for i in range(args.instances)
         ]
@@ -89,7 +98,8 @@ async def run(args: argparse.Namespace) -> None:
         fired = sum(len(d) for d in done)
         print(
             f"{fired} reminders fired by {args.instances} engine(s), concurrency {size}, "
-            f"{args.spaces} space(s): {elapsed:.2f} s, {fired / elapsed:.0f} reminders/s "
+            f"{args.spaces} space(s), {args.batch} per claim, {args.appends} appends: "
+            f"{elapsed:.2f} s, {fired / elapsed:.0f} reminders/s "
             f"(per engine: {[len(d) for d in done]})"
         )
         await store.close()
@@ -107,7 +117,8 @@ def main() -> None:
     parser.add_argument("--spaces", type=int, default=20)
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=SchedulerOptions().claim_batch)
+    parser.add_argument("--appends", choices=("batch", "port"), default="batch")
     asyncio.run(run(parser.parse_args()))
 
 

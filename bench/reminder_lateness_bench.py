@@ -5,10 +5,14 @@
 
 Creates a scratch database (dropped at the end), runs the projector and the scheduler as
 ``concord dev`` runs them (in this process, real clock, real NATS), writes ``--reminders``
-tasks whose ``remind_at`` values are spread over the next ``--spread`` seconds (each at
-least ``--lead`` seconds after its write, as a user sets a reminder ahead), waits until
-every one has fired, and prints the lateness distribution (firing time minus due time,
-as recorded in the ``reminders`` table). Target: p99 <= 250 ms.
+tasks whose ``remind_at`` values are spread over ``--spread`` seconds starting ``--lead``
+seconds after the writes begin (10 writers, 100 tasks per push, at once; the bench says
+when a write finished after its first due time, which would make the run meaningless),
+waits until every one has fired, and prints the lateness distribution (firing time
+minus due time, as recorded in the ``reminders`` table) and the firing rate from the
+first due time to the last firing. Targets: p99 <= 250 ms for the default 300 over
+20 s; for 10,000 due within a minute (``--reminders 10000 --spread 60 --lead 30``),
+p99 <= 1 s.
 """
 
 from __future__ import annotations
@@ -40,14 +44,25 @@ def _with_db(dsn: str, name: str) -> str:
     return urlparse(dsn)._replace(path=f"/{name}").geturl()
 
 
-async def _write(store: PostgresEventStore, count: int, spread: float, lead: float) -> None:
+async def _write(store: PostgresEventStore, count: int, spread: float, lead: float) -> datetime:
+    """Write the tasks (10 writers at once, 100 tasks per push); the first due time."""
     writers = [await TaskWriter.new_space(store, f"lateness-{i}") for i in range(10)]
     rng = random.Random(7)
     start = datetime.now(UTC) + timedelta(seconds=lead)
-    for i in range(count):
-        due = start + timedelta(seconds=rng.uniform(0, spread))
-        remind_at = due.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        await writers[i % len(writers)].task(f"t-{i}", remind_at)
+    dues = [start + timedelta(seconds=rng.uniform(0, spread)) for _ in range(count)]
+
+    async def write(k: int, writer: TaskWriter) -> None:
+        mine = list(range(k, count, len(writers)))
+        for at in range(0, len(mine), 100):
+            ops = []
+            for i in mine[at : at + 100]:
+                remind_at = dues[i].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                ops += [writer.op(f"t-{i}", "set", "title", "task")]
+                ops += [writer.op(f"t-{i}", "set", "remind_at", remind_at)]
+            await writer.push(ops)
+
+    await asyncio.gather(*(write(k, w) for k, w in enumerate(writers)))
+    return min(dues)
 
 
 async def run(dsn: str, nats_url: str, count: int, spread: float, lead: float) -> None:
@@ -70,8 +85,10 @@ async def run(dsn: str, nats_url: str, count: int, spread: float, lead: float) -
             PostgresEventStore(pool, secret_key=SECRET) as store,
         ):
             began = time.monotonic()
-            await _write(store, count, spread, lead)
-            print(f"wrote {count} reminders in {time.monotonic() - began:.1f} s")
+            first_due = await _write(store, count, spread, lead)
+            print(f"wrote {count} reminders in {time.monotonic() - began:.1f} s", flush=True)
+            if datetime.now(UTC) > first_due:
+                print("WARNING: the writes ended after the first due time: raise --lead")
             deadline = time.monotonic() + lead + spread + 120
             fired = 0
             while time.monotonic() < deadline:
@@ -79,16 +96,27 @@ async def run(dsn: str, nats_url: str, count: int, spread: float, lead: float) -
                 if fired >= count:
                     break
                 await asyncio.sleep(0.5)
-            rows = await pool.fetch("SELECT lateness_ms FROM reminders WHERE status = 'fired'")
+            rows = await pool.fetch(
+                "SELECT lateness_ms, fire_at, fired_at FROM reminders WHERE status = 'fired'"
+            )
         await pool.close()
         late = sorted(r["lateness_ms"] for r in rows)
         if not late:
             print("no reminder fired")
             return
         q = statistics.quantiles(late, n=100, method="inclusive")
+        span = (max(r["fired_at"] for r in rows) - min(r["fire_at"] for r in rows)).total_seconds()
+        busiest: dict[int, int] = {}
+        for r in rows:
+            second = int(r["fired_at"].timestamp())
+            busiest[second] = busiest.get(second, 0) + 1
+        print(
+            f"firings/s, first due to last firing: {len(late) / span:.0f} (offered "
+            f"{count / spread:.0f}/s); busiest second {max(busiest.values())}"
+        )
         print(
             f"fired {len(late)}/{count}; lateness ms: p50 {q[49]:.0f}  p95 {q[94]:.0f}  "
-            f"p99 {q[98]:.0f}  max {late[-1]}  (target p99 <= 250)"
+            f"p99 {q[98]:.0f}  max {late[-1]}"
         )
     finally:
         with contextlib.suppress(Exception):

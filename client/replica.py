@@ -22,7 +22,6 @@ from crdt import (
     EntityState,
     EntityView,
     LamportClock,
-    Op,
     Schema,
     decode_state,
     encode_state,
@@ -30,21 +29,6 @@ from crdt import (
 
 Key = tuple[str, str, str]
 """(space_id, entity_type, entity_id)"""
-
-
-def op_of(op: Operation, device_id: str) -> Op:
-    """The merge view of a queued operation."""
-    return Op(
-        op_id=op.op_id,
-        entity_type=op.entity_type,
-        entity_id=op.entity_id,
-        kind=op.kind,
-        field=op.field,
-        value=op.value,
-        pred=tuple(op.pred),
-        lamport=op.lamport,
-        device_id=op.device_id or device_id,
-    )
 
 
 class Replica:
@@ -112,7 +96,7 @@ class Replica:
         key = (op.space_id, op.entity_type, op.entity_id)
         self.pending[op.op_id] = op
         self._pending_by_key.setdefault(key, []).append(op.op_id)
-        self._local(key).apply(op_of(op, self.device_id))
+        self._local(key).apply(op_from_event(op, self.device_id))
         self.clock.observe(op.lamport)
 
     def _local(self, key: Key) -> EntityState:
@@ -167,7 +151,7 @@ class Replica:
             if op is None:
                 continue
             key = (op.space_id, op.entity_type, op.entity_id)
-            self._confirmed(key).apply(op_of(op, self.device_id))
+            self._confirmed(key).apply(op_from_event(op, self.device_id))
             touched.add(key)
         return [self._row(key) for key in touched]
 
@@ -182,7 +166,7 @@ class Replica:
             self.local.pop(key, None)
             rebuilt = self._local(key)
             for op_id in self._pending_by_key.get(key, []):
-                rebuilt.apply(op_of(self.pending[op_id], self.device_id))
+                rebuilt.apply(op_from_event(self.pending[op_id], self.device_id))
 
     def apply_events(self, events: Iterable[Event]) -> list[StateRow]:
         """Events of one ``events`` message: into both states; the rows to store."""

@@ -124,6 +124,9 @@ def _serve_here(
         log_level=settings.log_level,
         lifespan="on",
         ws_max_size=16 * 1024 * 1024,
+        # permessage-deflate only when configured (docs/websocket.md): off, a device that
+        # offers it is answered without it.
+        ws_per_message_deflate=settings.ws_compression,
         # After the WebSocket drain (gateway.ws.registry.DRAIN_SECONDS), whatever is still
         # open (an HTTP request in flight, a device that reads nothing) gets this long:
         # a stop stays well under two seconds (docs/operations.md). uvicorn annotates it

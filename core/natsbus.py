@@ -25,22 +25,23 @@ log = logging.getLogger("concord.bus")
 
 
 class NatsBus:
-    """A reconnecting NATS connection; subjects are ``<prefix>.<kind>.<space_id>``."""
+    """A reconnecting NATS connection; its subjects are ``core.events.Names(prefix)``."""
 
-    def __init__(self, url: str, *, prefix: str = "concord", name: str = "concord") -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "concord", name: str = "concord", echo: bool = True
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.name = name
+        #: False: the server never delivers this connection's own publishes back to it
+        #: (the gateway hands what it commits to itself in memory).
+        self.echo = echo
         self.dropped = 0
         self._nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._subs: dict[int, tuple[str, Handler, Any]] = {}
         self._next_token = 0
         self._ready = asyncio.Event()
-
-    def subject(self, kind: str, space_id: str = "*") -> str:
-        """``<prefix>.space.<id>``, ``<prefix>.projection.<id>``, ``<prefix>.reminders.<id>``."""
-        return f"{self.prefix}.{kind}.{space_id}"
 
     @property
     def connected(self) -> bool:
@@ -68,6 +69,7 @@ class NatsBus:
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
                     error_cb=self._on_error,
+                    no_echo=not self.echo,
                 )
             except Exception as exc:  # any failure to connect: retry with backoff
                 log.warning("nats connect to %s failed: %s", self.safe_url, self._scrub(exc))

@@ -1,6 +1,8 @@
-"""Raw pushed operations (decoded JSON values) to ``crdt.Op``, one result per op.
+"""Operations to ``crdt.Op``: raw pushed ones (decoded JSON values), one result per op;
+and stored ones, as wire events (``op_from_event``) or as rows (``op_from_row``, the one
+conversion of a stored row: the event store's reads, the projector's folds).
 
-docs/protocol.md section 2 gives every op its own result, so nothing here raises: a value that
+docs/protocol.md section 2 gives every op its own result, so parsing raises nothing: a value that
 is not an object, a missing or wrongly typed field, or an op of another space becomes an
 ``invalid_op`` violation for that op alone. Ids are taken in any spelling ``uuid.UUID``
 accepts and known from then on in their canonical form (docs/protocol.md section 2); the formats
@@ -13,7 +15,7 @@ client sends: no NUL, no unpaired surrogate (``crdt.plain_text``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -25,7 +27,10 @@ from crdt.validate import is_canonical_uuid
 __all__ = [
     "MAX_CLIENT_TIME",
     "ParsedOp",
+    "StoredRow",
     "client_time_ok",
+    "op_from_event",
+    "op_from_row",
     "parse_op",
     "push_space",
     "result_op_id",
@@ -165,8 +170,10 @@ def parse_op(raw: Any, space_id: str | None, device_id: str) -> ParsedOp | Viola
     )
 
 
-def op_from_event(event: Event) -> Op:
-    """The merge view of a stored event (server kinds included: they change no field)."""
+def op_from_event(event: Event | Operation, device_id: str = "") -> Op:
+    """The merge view of an event (server kinds included: they change no field), or of
+    an operation not yet stored: then ``device_id`` is the pushing device's, used when
+    the operation names none."""
     return Op(
         op_id=event.op_id,
         entity_type=event.entity_type,
@@ -176,5 +183,34 @@ def op_from_event(event: Event) -> Op:
         value=event.value,
         pred=tuple(event.pred),
         lamport=event.lamport,
-        device_id=event.device_id,
+        device_id=event.device_id or device_id,
+    )
+
+
+_decode_json = msgspec.json.decode
+
+
+class StoredRow(Protocol):
+    """A row of stored columns that slices like a tuple (a database record, a tuple)."""
+
+    def __getitem__(self, index: slice, /) -> Sequence[Any]: ...
+
+
+def op_from_row(row: StoredRow) -> Op:
+    """The merge view of a stored event read as a row: ``(seq, op_id, entity_type,
+    entity_id, kind, field, value, pred, lamport, device_id, ...)``, ids as text, the
+    value as its stored JSON text (None for null); columns after the tenth are ignored.
+    ``eventstore.rows.OP_COLUMNS`` selects that shape. One slice and one unpack: it runs
+    once per event of a rebuild."""
+    _, op_id, entity_type, entity_id, kind, field, value, pred, lamport, device_id = row[:10]
+    return Op(
+        op_id=op_id,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        kind=kind,
+        field=field,
+        value=None if value is None else _decode_json(value),
+        pred=tuple(pred),
+        lamport=lamport,
+        device_id=device_id,
     )

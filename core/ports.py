@@ -5,7 +5,7 @@ The gateway, projector and scheduler depend on these, never on an adapter's inte
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,10 +82,29 @@ class Acceptance(msgspec.Struct, frozen=True, kw_only=True):
 
 class EventStore(Protocol):
     """The append-only log (docs/protocol.md sections 2 and 4; docs/architecture.md
-    invariants 1-5)."""
+    invariants 1-5). Every implementation passes ``tests/integration/test_store_contract.py``.
+
+    What a store promises, whatever it is built on:
+
+    * each space's events are numbered 1, 2, 3... without gaps, in commit order; a
+      reader never sees seq N+1 before N; nothing stored is ever changed or removed;
+    * a space is created with its creator's ``member_added`` as seq 1; every membership
+      change is an event of the space, ordered against pushes: a push is checked
+      against the roles as they are when it is stored;
+    * an op_id is stored at most once per space: the same payload again is
+      ``duplicate`` (with the first seq), another payload ``op_id_conflict``;
+    * a push is answered op by op, in input order, only once durable, and either all
+      its valid ops are stored or none (then it raises ``core.errors.Unavailable``);
+    * malformed ids read as unknown (empty, 0, None), never as an error.
+    """
 
     async def append(self, *, user_id: str, device_id: str, ops: Sequence[Any]) -> AppendOutcome:
-        """Store one push: the space is the first op's; one result per op, after COMMIT."""
+        """Store one push: the space is the first op's; one result per op, after COMMIT.
+
+        Checks, in docs/protocol.md section 2.5's order: the space and the caller's role
+        (``not_found`` for every op of a non-member or unknown space, ``forbidden`` for a
+        reader; nothing stored), then each op's validity (``invalid_op`` and the schema's
+        codes), then idempotency. ``device_id`` must be a UUID (``ValueError``)."""
         ...
 
     async def append_server_event(
@@ -157,7 +176,9 @@ class EventStore(Protocol):
         """Withdraw a pending invitation; False when the space has no such invitation."""
         ...
 
-    async def role_of(self, space_id: str, user_id: str) -> Role | None: ...
+    async def role_of(self, space_id: str, user_id: str) -> Role | None:
+        """The user's current role in the space; None for a non-member."""
+        ...
 
     async def membership(self, space_id: str, user_id: str) -> Membership | None:
         """The user's role in the space with its ``since_seq``; None for a non-member."""
@@ -167,19 +188,35 @@ class EventStore(Protocol):
         """The first ``member_removed`` of ``user_id`` in the space with seq > ``after``."""
         ...
 
-    async def spaces_of(self, user_id: str) -> list[SpaceMembership]: ...
+    async def spaces_of(self, user_id: str) -> list[SpaceMembership]:
+        """The user's spaces with their roles, oldest first."""
+        ...
 
-    async def members_of(self, space_id: str) -> dict[str, Role]: ...
+    async def members_of(self, space_id: str) -> dict[str, Role]:
+        """Every member of the space with their role."""
+        ...
 
-    async def head(self, space_id: str) -> int: ...
+    async def head(self, space_id: str) -> int:
+        """The space's last seq (0 for an unknown space)."""
+        ...
 
     async def read(self, space_id: str, after: int, limit: int) -> list[Event]:
         """Events with seq > ``after``, in seq order, at most ``limit``."""
         ...
 
+    def iter_events(
+        self, space_id: str, after: int = 0, up_to: int | None = None
+    ) -> AsyncIterator[Event]:
+        """Events with ``after < seq <= up_to`` (default: to the end) in seq order, as a
+        stream: any range in flat memory. Close it (``contextlib.aclosing``) when left
+        early: it may hold a connection."""
+        ...
+
     async def entity_events(
         self, space_id: str, entity_type: str, entity_id: str, after: int, limit: int
-    ) -> list[Event]: ...
+    ) -> list[Event]:
+        """One entity's events with seq > ``after``, in seq order, at most ``limit``."""
+        ...
 
     async def max_lamport(self, space_ids: Sequence[str]) -> int:
         """The highest lamport stored in any of ``space_ids`` (0 if none)."""

@@ -40,6 +40,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     production: bool = False
     log_level: str = "info"
     nats_prefix: str = "concord"
+    #: The cap of the JetStream stream of the log; JetStream reserves it up front.
+    nats_stream_max_bytes: int = 1 << 30
     webhook_url: str | None = None
     webhook_secret: str | None = None
     #: Peers whose ``X-Forwarded-For`` is believed (addresses and networks, normalised);
@@ -48,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: The live sandbox (``/sandbox`` and ``/v1/sandbox/*``, docs/sandbox.md). None: the
     #: command decides (``concord dev`` turns it on, ``concord gateway`` leaves it off).
     sandbox: bool | None = None
+    #: WebSocket permessage-deflate (RFC 7692) offered by a device is accepted only when
+    #: on: Concord's frames are small, where compression costs more CPU and memory per
+    #: socket than it saves (docs/websocket.md).
+    ws_compression: bool = False
 
     def require_secret_key(self) -> str:
         """The signing key; settings loading guarantees it in production and dev fills it."""
@@ -158,10 +164,15 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "CONCORD_PRODUCTION": ("production", _bool),
     "CONCORD_LOG_LEVEL": ("log_level", lambda n, v: _log_level(n, v)),
     "CONCORD_NATS_PREFIX": ("nats_prefix", lambda n, v: _subject_token(n, v)),
+    "CONCORD_NATS_STREAM_MAX_BYTES": (
+        "nats_stream_max_bytes",
+        lambda n, v: _int(n, v, lo=1 << 20, hi=1 << 50),
+    ),
     "CONCORD_WEBHOOK_URL": ("webhook_url", lambda n, v: _url(n, v, ("http", "https"))),
     "CONCORD_WEBHOOK_SECRET": ("webhook_secret", lambda n, v: v),
     "CONCORD_TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "CONCORD_SANDBOX": ("sandbox", _bool),
+    "CONCORD_WS_COMPRESSION": ("ws_compression", _bool),
 }
 
 #: The flags of ``concord`` commands, each overriding the variable of the same name.

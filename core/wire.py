@@ -31,6 +31,8 @@ import msgspec
 
 from core.errors import BadMessage, ErrorBody
 from crdt import DEFAULT_LAMPORT_HEADROOM, plain_text
+from crdt.validate import UUID_PATTERN
+from crdt.views import FieldView, Head
 
 Role = Literal["owner", "editor", "reader"]
 OpStatus = Literal["applied", "duplicate", "rejected"]
@@ -232,21 +234,78 @@ ServerMessage = (
 # --------------------------------------------------------------------------- HTTP bodies
 
 
+# What the HTTP routes accept, stated as JSON Schema (the OpenAPI document) and enforced
+# by msgspec with the same patterns as the bodies are decoded: a value the document
+# admits is never refused as malformed, a value it refuses is 400 ``bad_message``.
+# Patterns use no ``\s``, ``\d`` or ``\w`` (engines read them differently) and read the
+# same under Python's ``re.search`` and ECMA-262: where ``$`` could end before a final
+# newline, whitespace that takes the newline comes first.
+
+#: Any text but NUL (every string a client sends; unpaired surrogates cannot be JSON).
+NO_NUL_PATTERN = r"^[^\x00]*$"
+#: What is trimmed from names and emails: ASCII whitespace (``TRIMMED`` as characters).
+TRIMMED = " \t\n\x0b\x0c\r"
+_WS = r" \t\n\x0b\x0c\r"
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+#: A display name: 1 to 200 characters once trimmed, no control character.
+NAME_PATTERN = rf"^[{_WS}]*[^{_WS}{_CONTROL}](?:[^{_CONTROL}]{{0,198}}[^{_WS}{_CONTROL}])?[{_WS}]*$"
+#: A device name: a display name, or only whitespace (then the server names it).
+DEVICE_NAME_PATTERN = rf"^[{_WS}]*$|{NAME_PATTERN}"
+EMAIL_MAX = 254
+#: An email as sent: something@domain.tld, whitespace around it trimmed.
+EMAIL_PATTERN = rf"^[{_WS}]*[^@{_WS}\x00]+@[^@{_WS}\x00]+\.[^@{_WS}.\x00]+[{_WS}]*$"
+PASSWORD_MIN = 8
+PASSWORD_MAX = 1024
+BATCH_ID_MAX = 200
+
+PlainText = Annotated[str, msgspec.Meta(pattern=NO_NUL_PATTERN)]
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=EMAIL_MAX,
+        pattern=EMAIL_PATTERN,
+        description="trimmed and lowercased before use",
+        examples=["ada@example.com"],
+    ),
+]
+#: At login any email may be tried (an unknown one is 401): only the bounds of storage.
+LoginEmail = Annotated[str, msgspec.Meta(max_length=EMAIL_MAX * 4, pattern=NO_NUL_PATTERN)]
+NewPassword = Annotated[
+    str, msgspec.Meta(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL_PATTERN)
+]
+Password = Annotated[str, msgspec.Meta(max_length=PASSWORD_MAX, pattern=NO_NUL_PATTERN)]
+DisplayName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=NAME_PATTERN, description="trimmed; 1 to 200 characters, no control character"
+    ),
+]
+DeviceName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=DEVICE_NAME_PATTERN,
+        description='trimmed; 1 to 200 characters, no control character; blank: "Unnamed device"',
+    ),
+]
+BatchId = Annotated[str, msgspec.Meta(max_length=BATCH_ID_MAX, pattern=NO_NUL_PATTERN)]
+
+
 class RegisterRequest(_Sent, frozen=True, kw_only=True):
-    email: str
-    password: str
-    device_name: str
+    email: Email
+    password: NewPassword
+    device_name: DeviceName
 
 
 class LoginRequest(_Sent, frozen=True, kw_only=True):
-    email: str
-    password: str
-    device_name: str
-    device_id: str | None = None
+    email: LoginEmail
+    password: Password
+    device_name: DeviceName
+    #: A device of this account to sign in again; anything else signs in a new device.
+    device_id: PlainText | None = None
 
 
 class RefreshRequest(_Sent, frozen=True, kw_only=True):
-    refresh_token: str
+    refresh_token: PlainText
 
 
 class AuthResponse(_Frozen, frozen=True, kw_only=True):
@@ -273,7 +332,7 @@ class DeviceList(_Frozen, frozen=True, kw_only=True):
 
 
 class CreateSpaceRequest(_Sent, frozen=True, kw_only=True):
-    name: str
+    name: DisplayName
 
 
 class SpaceCreated(_Frozen, frozen=True, kw_only=True):
@@ -293,7 +352,7 @@ class SpaceList(_Frozen, frozen=True, kw_only=True):
 
 
 class AddMemberRequest(_Sent, frozen=True, kw_only=True):
-    email: str
+    email: Email
     role: Role
 
 
@@ -310,9 +369,7 @@ InvitationCode = Annotated[
     ),
 ]
 #: A UUID in the canonical form the server answers with.
-CanonicalUuid = Annotated[
-    str, msgspec.Meta(pattern="^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-]
+CanonicalUuid = Annotated[str, msgspec.Meta(pattern=f"^{UUID_PATTERN}$")]
 #: A time as the server writes it: RFC 3339, UTC, ``Z``.
 UtcTime = Annotated[
     str,
@@ -371,8 +428,13 @@ class InvitationList(_Frozen, frozen=True, kw_only=True):
 
 
 class PushRequest(_Sent, frozen=True, kw_only=True):
-    batch_id: str
-    ops: list[Any]
+    batch_id: BatchId
+    #: More than ``max_ops_per_push`` is 413 ``too_large``: stated in the document only
+    #: (litestar reads ``extra`` as extra schema), checked by the route, not by msgspec.
+    ops: Annotated[
+        list[Any],
+        msgspec.Meta(extra_json_schema={"extra": {"maxItems": DEFAULT_LIMITS.max_ops_per_push}}),
+    ]
 
 
 class PushResponse(_Frozen, frozen=True, kw_only=True):
@@ -386,17 +448,10 @@ class PullResponse(_Frozen, frozen=True, kw_only=True):
     head: int
 
 
-class HeadView(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
-    op_id: str
-    value: Any
-    device_id: str
-    lamport: int
-
-
-class FieldState(_Frozen, frozen=True, kw_only=True, omit_defaults=True):
-    value: Any
-    heads: list[HeadView] | None = None
-    conflicted: bool | None = None
+#: A field of an entity read, and one head of it: the merge's own view types
+#: (``crdt.views``), sent as they are.
+FieldState = FieldView
+HeadView = Head
 
 
 class EntityResponse(_Frozen, frozen=True, kw_only=True):

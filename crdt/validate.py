@@ -20,6 +20,8 @@ from crdt.order import DEFAULT_LAMPORT_HEADROOM, MAX_LAMPORT, MAX_PRED, MAX_SAFE
 from crdt.schema import FieldSpec, Schema
 
 __all__ = [
+    "ENTITY_ID_PATTERN",
+    "UUID_PATTERN",
     "PredTarget",
     "Target",
     "Violation",
@@ -36,8 +38,12 @@ __all__ = [
     "validate",
 ]
 
-_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_ENTITY_ID_RE = re.compile(r"[A-Za-z0-9_:.\-]{1,128}")
+#: A UUID in canonical form (lower case, hyphenated): the one pattern every layer uses.
+UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+#: An entity id (docs/protocol.md section 2).
+ENTITY_ID_PATTERN = r"[A-Za-z0-9_:.\-]{1,128}"
+_UUID_RE = re.compile(UUID_PATTERN)
+_ENTITY_ID_RE = re.compile(ENTITY_ID_PATTERN)
 _TIMESTAMP_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z", re.ASCII
 )

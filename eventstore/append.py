@@ -11,7 +11,7 @@ validity (type, device, ``crdt.validate``), then idempotency.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,7 @@ from crdt import (
     check_preds,
 )
 from crdt.validate import is_canonical_uuid
+from eventstore.heads import FieldKey, field_key, write_sql
 from eventstore.push import Checked, Push, refuse_all, rejected
 from eventstore.rows import Conn, decode_value
 from eventstore.writer import Batch, SpaceCursor, lock_spaces
@@ -41,9 +42,13 @@ FaultHook = Callable[[Conn], Awaitable[None]]
 #   0. the pushers' current roles (user_id in op_id, role in kind);
 #   1. idempotency and pred targets: every stored event of the group's spaces named by an
 #      op_id or a pred entry of the group;
-#   2. the stored sets of every field a pushed set touches: enough to know the field's
-#      heads, so that concord_conflicts_total counts a set after which its field has
-#      several.
+#   2. the heads of every field a pushed set touches (its key in op_id, the heads in
+#      pred), one row per field from field_heads (eventstore/heads.py), so that
+#      concord_conflicts_total counts a set after which its field has several.
+# Parts 1 and 2 probe their table once per key: a LATERAL subquery that LIMIT keeps
+# from being flattened is a nested loop over the keys with one lookup of a unique index
+# each, whatever the table's size or the plan cached; the rows read are the rows found,
+# never a field's history.
 _LOOKUP = """
 SELECT 0 AS part, m.space_id, m.user_id AS op_id, NULL::bigint AS seq,
        NULL::text AS entity_type, NULL::text AS entity_id, m.role AS kind,
@@ -55,18 +60,16 @@ UNION ALL
 SELECT 1, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, e.kind, e.field, e.value,
        e.lamport, e.payload_hash, NULL
 FROM (SELECT DISTINCT * FROM unnest($3::uuid[], $4::uuid[])) AS k(space_id, op_id)
-JOIN events e ON e.space_id = k.space_id AND e.op_id = k.op_id
+CROSS JOIN LATERAL (
+    SELECT * FROM events WHERE space_id = k.space_id AND op_id = k.op_id LIMIT 1
+) AS e
 UNION ALL
-SELECT 2, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, NULL, e.field, NULL,
-       NULL, NULL, e.pred
-FROM (SELECT DISTINCT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[]))
-    AS k(space_id, entity_type, entity_id, field)
-JOIN events e ON e.space_id = k.space_id AND e.entity_type = k.entity_type
-    AND e.entity_id = k.entity_id AND e.field = k.field AND e.kind = 'set'
+SELECT 2, h.space_id, h.field_key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, h.heads
+FROM (SELECT DISTINCT * FROM unnest($5::uuid[], $6::uuid[])) AS k(space_id, field_key)
+CROSS JOIN LATERAL (
+    SELECT * FROM field_heads WHERE space_id = k.space_id AND field_key = k.field_key LIMIT 1
+) AS h
 """
-
-#: A field of an entity of a space: (space_id, entity_type, entity_id, field).
-FieldKey = tuple[str, str, str, str]
 
 
 @dataclass
@@ -91,11 +94,13 @@ class GroupResult:
 
 @dataclass
 class _Known:
-    """What the lookup found: roles, each space's view, the heads of the fields set."""
+    """What the lookup found: roles, each space's view, the heads of the fields set
+    (those with a row in field_heads), and every field's key there."""
 
     roles: dict[tuple[str, str], str]
     views: dict[str, SpaceView]
     heads: dict[FieldKey, set[str]]
+    keys: dict[FieldKey, str] = field(default_factory=dict)
 
 
 def _probe_keys(
@@ -144,7 +149,7 @@ def _probe_keys(
     return keys, fields
 
 
-def _columns(keys: set[Any], width: int) -> list[list[Any]]:
+def _columns(keys: Collection[Any], width: int) -> list[list[Any]]:
     """The keys as ``width`` parallel lists (``unnest`` arguments)."""
     return [list(c) for c in zip(*keys, strict=True)] if keys else [[] for _ in range(width)]
 
@@ -162,8 +167,9 @@ async def _look_up(
     if not pairs:  # nobody may push: every push is refused, nothing to look up
         return known
     keys, fields = _probe_keys(pushes, cursors, known.views, probe_all)
-    rows = await conn.fetch(_LOOKUP, *_columns(pairs, 2), *_columns(keys, 2), *_columns(fields, 4))
-    sets: list[asyncpg.Record] = []
+    known.keys = {f: field_key(f[1], f[2], f[3]) for f in fields}
+    of_key = {(f[0], k): f for f, k in known.keys.items()}
+    rows = await conn.fetch(_LOOKUP, *_columns(pairs, 2), *_columns(keys, 2), *_columns(of_key, 2))
     for r in rows:
         part = r["part"]
         if part == 0:
@@ -182,13 +188,8 @@ async def _look_up(
                 lamport=r["lamport"],
             )
         else:
-            sets.append(r)
-    sets.sort(key=lambda r: r["seq"])
-    for r in sets:  # in seq order: a set supersedes the heads it names
-        key = (str(r["space_id"]), r["entity_type"], r["entity_id"], r["field"])
-        heads = known.heads.setdefault(key, set())
-        heads.difference_update(str(p) for p in r["pred"])
-        heads.add(str(r["op_id"]))
+            found = of_key[(str(r["space_id"]), str(r["op_id"]))]
+            known.heads[found] = {str(h) for h in r["pred"]}
     return known
 
 
@@ -200,6 +201,8 @@ class _Context:
     batch: Batch
     #: Heads of every field the group sets (stored, then as the group's sets land).
     heads: dict[FieldKey, set[str]]
+    #: The fields whose heads the group changed (written back before COMMIT).
+    changed: set[FieldKey] = field(default_factory=set)
     conflicts: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -271,6 +274,7 @@ def _plan_push(
         targets[op_id] = event  # a later pred names it: its value as stored
         if op.kind == "set" and op.field is not None:
             key = (space_id, op.entity_type, op.entity_id, op.field)
+            ctx.changed.add(key)
             field_heads = heads.get(key)
             if field_heads is None:
                 heads[key] = {op_id}
@@ -321,16 +325,27 @@ async def _transaction(
         cursors = await lock_spaces(conn, [p.space_id for p in pushes if p.space_id])
         known = await _look_up(conn, pushes, cursors, probe_all)
         # Taken under the locks, so recorded_at follows seq order within a space.
+        had_row = set(known.heads)
         ctx = _Context(headroom, Batch(datetime.now(UTC), schema.version), known.heads)
         outcomes = [_plan_push(p, cursors, known.roles, known.views, ctx) for p in pushes]
         await ctx.batch.copy(conn)
         if fault_hook is not None:
             await fault_hook(conn)
-        await conn.execute(ctx.batch.advance_sql() + "COMMIT")
+        heads = _heads_sql(ctx, known.keys, had_row)
+        await conn.execute(heads + ctx.batch.advance_sql() + "COMMIT")
     except BaseException:
         await _roll_back(conn)
         raise
     return GroupResult(outcomes, ctx.conflicts)
+
+
+def _heads_sql(ctx: _Context, keys: dict[FieldKey, str], had_row: set[FieldKey]) -> str:
+    """The statements writing the heads of the fields the group changed."""
+    new: dict[tuple[str, str], set[str]] = {}
+    changed: dict[tuple[str, str], set[str]] = {}
+    for f in ctx.changed:
+        (changed if f in had_row else new)[(f[0], keys[f])] = ctx.heads[f]
+    return write_sql(new, changed)
 
 
 async def _roll_back(conn: Conn) -> None:

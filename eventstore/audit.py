@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.progress import Progress
 
 from core.errors import NotFound
+from core.ids import canonical_id
 from crdt import DEFAULT_SCHEMA, Schema
 from eventstore import reads
 from eventstore.errors import translated
-from eventstore.members import as_uuid
 from eventstore.rows import Conn, event_from_row
 
 _ENCODE = msgspec.json.Encoder().encode
@@ -42,7 +42,7 @@ async def _snapshot(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
 
 
 async def _head(conn: Conn, space_id: str) -> tuple[str, int]:
-    sid = as_uuid(space_id)
+    sid = canonical_id(space_id)
     head = (
         None
         if sid is None

@@ -202,12 +202,10 @@ class GroupCommitter:
                 waiting.future.set_result(outcome)
 
     async def _attempt(self, conn: Conn | None, pushes: list[Push]) -> GroupResult:
+        """Run the group on ``conn`` (None: a connection from the pool for this group)."""
         if conn is None:
             async with self._pool.acquire() as fresh:
-                return await self._attempt_on(fresh, pushes)
-        return await self._attempt_on(conn, pushes)
-
-    async def _attempt_on(self, conn: Conn, pushes: list[Push]) -> GroupResult:
+                return await self._attempt(fresh, pushes)
         try:
             return await self._run(conn, pushes)
         except Exception as exc:

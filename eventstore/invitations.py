@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from core.errors import Forbidden, NotFound
+from core.ids import canonical_id
 from core.ports import Acceptance, Invitation, RoleChange
 from core.wire import Role
-from eventstore.members import as_uuid, change_member
+from eventstore.members import change_member
 from eventstore.rows import Conn
 from eventstore.writer import lock_spaces
 
@@ -59,8 +60,8 @@ async def invite(
 ) -> Invitation | RoleChange:
     """A member's role set at once when ``user_id`` is a member, else a new pending
     invitation of ``email`` (replacing the email's pending one)."""
-    sid, by_id = as_uuid(space_id), as_uuid(by)
-    uid = as_uuid(user_id) if user_id is not None else None
+    sid, by_id = canonical_id(space_id), canonical_id(by)
+    uid = canonical_id(user_id) if user_id is not None else None
     if sid is None or by_id is None:
         raise NotFound("no such space")
     async with conn.transaction():
@@ -129,7 +130,7 @@ async def accept(
 ) -> Acceptance | None:
     """Use an invitation, all in one transaction; None when it cannot be used (unknown,
     used up, cancelled, expired, or its inviter is no longer an owner)."""
-    uid = as_uuid(user_id)
+    uid = canonical_id(user_id)
     if uid is None:
         return None
     async with conn.transaction():
@@ -173,7 +174,7 @@ async def pending(
     conn: Conn, space_id: str, *, after: tuple[datetime, str] | None, limit: int
 ) -> list[Invitation]:
     """Unexpired invitations of a space, oldest first, after a (created_at, id) cursor."""
-    sid = as_uuid(space_id)
+    sid = canonical_id(space_id)
     if sid is None or limit <= 0:
         return []
     rows = await conn.fetch(
@@ -192,7 +193,7 @@ async def cancel(conn: Conn, *, space_id: str, invitation_id: str) -> bool:
     """Delete an invitation of the space; True when it was still pending and unexpired.
 
     No space lock: removing an invitation can never grant anything."""
-    sid, iid = as_uuid(space_id), as_uuid(invitation_id)
+    sid, iid = canonical_id(space_id), canonical_id(invitation_id)
     if sid is None or iid is None:
         return False
     live = await conn.fetchval(

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.errors import Conflict, NotFound
+from core.ids import canonical_id
 from core.ports import ServerAppend
 from core.wire import SERVER_DEVICE_ID, Event, Role
 from eventstore.rows import READ_COLUMNS, Conn, event_from_row
@@ -31,14 +32,6 @@ from eventstore.writer import (
 )
 
 MEMBER_ENTITY = "_member"
-
-
-def as_uuid(value: str) -> str | None:
-    """The canonical lowercase form of a UUID string, or None when it is not one."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, TypeError, AttributeError):
-        return None
 
 
 def _member_event(
@@ -70,7 +63,7 @@ async def create_space(
     personal: bool,
 ) -> str:
     """Insert a space and its creator's ``member_added`` (seq 1) in one transaction."""
-    creator_id = as_uuid(creator)
+    creator_id = canonical_id(creator)
     if creator_id is None:
         raise NotFound(f"no such user: {creator!r}")
     space_id = str(uuid.uuid4())
@@ -114,7 +107,7 @@ async def change_member(
     by: str,
 ) -> Event | None:
     """Add, re-role or remove a member; the member event, or None if nothing changed."""
-    sid, uid, by_id = as_uuid(space_id), as_uuid(user_id), as_uuid(by)
+    sid, uid, by_id = canonical_id(space_id), canonical_id(user_id), canonical_id(by)
     if sid is None or uid is None or by_id is None:
         raise NotFound("no such space or user")
     async with conn.transaction():
@@ -175,7 +168,7 @@ async def append_server_event(
     key: str,
 ) -> ServerAppend:
     """Append one server event (op_id = HMAC of ``key``); a repeated key is a duplicate."""
-    sid = as_uuid(space_id)
+    sid = canonical_id(space_id)
     if sid is None:
         raise NotFound(f"no such space: {space_id!r}")
     op_id = server_op_id(secret_key, key)

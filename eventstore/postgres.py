@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import asyncpg
 
+from core.ids import canonical_id
 from core.ports import (
     Acceptance,
     AppendOutcome,
@@ -31,7 +32,7 @@ from eventstore import invitations, members, reads
 from eventstore.append import FaultHook, GroupResult, run_group
 from eventstore.errors import translated
 from eventstore.group import GroupCommitter
-from eventstore.members import MEMBER_ENTITY, as_uuid
+from eventstore.members import MEMBER_ENTITY
 from eventstore.push import Push, prepare, refuse_all
 from eventstore.rows import READ_COLUMNS, Conn, event_from_row
 
@@ -92,7 +93,7 @@ class PostgresEventStore:
     async def append(self, *, user_id: str, device_id: str, ops: Sequence[Any]) -> AppendOutcome:
         """Store one push (its space is the first op's); results in input order, after
         COMMIT. Raises ``core.errors.Unavailable`` when nothing could be committed."""
-        device = as_uuid(device_id)
+        device = canonical_id(device_id)
         if device is None:
             raise ValueError(f"device_id must be a UUID, not {device_id!r}")
         push = prepare(user_id, device, ops, self.schema, self.limits.max_value_bytes)
@@ -237,7 +238,7 @@ class PostgresEventStore:
     # ------------------------------------------------------------------ membership reads
 
     async def role_of(self, space_id: str, user_id: str) -> Role | None:
-        sid, uid = as_uuid(space_id), as_uuid(user_id)
+        sid, uid = canonical_id(space_id), canonical_id(user_id)
         if sid is None or uid is None:
             return None
         with translated():
@@ -247,7 +248,7 @@ class PostgresEventStore:
         return role
 
     async def membership(self, space_id: str, user_id: str) -> Membership | None:
-        sid, uid = as_uuid(space_id), as_uuid(user_id)
+        sid, uid = canonical_id(space_id), canonical_id(user_id)
         if sid is None or uid is None:
             return None
         with translated():
@@ -259,7 +260,7 @@ class PostgresEventStore:
         return None if row is None else Membership(role=row[0], since_seq=int(row[1]))
 
     async def removal_after(self, space_id: str, user_id: str, after: int) -> Event | None:
-        sid, uid = as_uuid(space_id), as_uuid(user_id)
+        sid, uid = canonical_id(space_id), canonical_id(user_id)
         if sid is None or uid is None:
             return None
         with translated():
@@ -276,7 +277,7 @@ class PostgresEventStore:
 
     async def spaces_of(self, user_id: str) -> list[SpaceMembership]:
         """The user's spaces with roles, oldest first."""
-        uid = as_uuid(user_id)
+        uid = canonical_id(user_id)
         if uid is None:
             return []
         with translated():
@@ -294,7 +295,7 @@ class PostgresEventStore:
         ]
 
     async def members_of(self, space_id: str) -> dict[str, Role]:
-        sid = as_uuid(space_id)
+        sid = canonical_id(space_id)
         if sid is None:
             return {}
         with translated():
@@ -307,7 +308,7 @@ class PostgresEventStore:
 
     async def head(self, space_id: str) -> int:
         """The space's last seq (0 for an empty or unknown space)."""
-        sid = as_uuid(space_id)
+        sid = canonical_id(space_id)
         if sid is None:
             return 0
         with translated():
@@ -318,7 +319,7 @@ class PostgresEventStore:
 
     async def max_lamport(self, space_ids: Sequence[str]) -> int:
         """The highest lamport stored in any of ``space_ids`` (0 if none)."""
-        ids = [s for s in (as_uuid(x) for x in space_ids) if s is not None]
+        ids = [s for s in (canonical_id(x) for x in space_ids) if s is not None]
         if not ids:
             return 0
         with translated():
@@ -329,7 +330,7 @@ class PostgresEventStore:
 
     async def read(self, space_id: str, after: int, limit: int) -> list[Event]:
         """Events with seq > ``after``, in seq order, at most ``limit``."""
-        sid = as_uuid(space_id)
+        sid = canonical_id(space_id)
         if sid is None or limit <= 0:
             return []
         with translated():
@@ -347,7 +348,7 @@ class PostgresEventStore:
     ) -> AsyncGenerator[Event, None]:
         """Events with ``after < seq <= up_to`` in seq order, streamed through a
         server-side cursor (one pooled connection held until the iterator ends)."""
-        sid = as_uuid(space_id)
+        sid = canonical_id(space_id)
         if sid is None:
             return
         with translated():
@@ -365,7 +366,7 @@ class PostgresEventStore:
         self, space_id: str, entity_type: str, entity_id: str, after: int, limit: int
     ) -> list[Event]:
         """One entity's events with seq > ``after``, in seq order, at most ``limit``."""
-        sid = as_uuid(space_id)
+        sid = canonical_id(space_id)
         if sid is None or limit <= 0:
             return []
         with translated():
@@ -387,7 +388,7 @@ class PostgresEventStore:
     ) -> tuple[EntityState | None, int]:
         """The entity folded from the log up to ``as_of_seq`` (default and at most: the
         head), and that seq. One snapshot, so the seq and the events agree."""
-        sid = as_uuid(space_id)
+        sid = canonical_id(space_id)
         if sid is None:
             return None, 0
         with translated():
@@ -404,7 +405,7 @@ class PostgresEventStore:
         self, space_id: str, as_of_seq: int | None = None
     ) -> tuple[dict[tuple[str, str], EntityState], int]:
         """Every entity of the space folded from the log up to ``as_of_seq``, and that seq."""
-        sid = as_uuid(space_id)
+        sid = canonical_id(space_id)
         if sid is None:
             return {}, 0
         with translated():
@@ -419,7 +420,7 @@ class PostgresEventStore:
 
     async def verify(self, space_id: str) -> int | None:
         """Recompute the hash chain; the first broken seq, or None when intact."""
-        sid = as_uuid(space_id)
+        sid = canonical_id(space_id)
         if sid is None:
             return None
         with translated():

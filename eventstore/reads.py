@@ -1,4 +1,9 @@
-"""Reads of the log: pages, streams, replay and chain verification (connection-level).
+"""Reads of the log: ranges, streams, replay and chain verification (connection-level).
+
+The one place that reads ``events`` (a test keeps SQL naming it out of every other
+package): the projector, the relay, the gateway's panel and figures call these, on their
+own connections and inside their own transactions. Rows come back as ``core.wire.Event``
+or, for folds, in the shape ``core.ops.op_from_row`` reads (``rows.OP_COLUMNS``).
 
 Replay folds events with ``crdt`` from the log alone, so an ``as_of_seq`` replay is the
 state after exactly the first N events of the space (docs/architecture.md invariant 4).
@@ -6,17 +11,158 @@ state after exactly the first N events of the space (docs/architecture.md invari
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 
 import asyncpg
 
-from core.ops import op_from_event
+from core.ops import op_from_row
+from core.wire import Event
 from crdt import EntityState, fold
 from eventstore.chain import GENESIS, chain_hash, payload_digest
-from eventstore.rows import READ_COLUMNS, Conn, event_from_row, format_time
+from eventstore.rows import OP_COLUMNS, READ_COLUMNS, Conn, event_from_row, format_time
 
 BIG = 2**62
 """An ``up_to`` beyond any seq."""
+
+#: The first and last space_id of a range of spaces.
+SpaceRange = tuple[uuid.UUID, uuid.UUID]
+
+_RANGE = "WHERE space_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq"
+_EVENTS_BETWEEN = f"SELECT {READ_COLUMNS} FROM events {_RANGE}"
+_OP_ROWS_BETWEEN = f"SELECT {OP_COLUMNS} FROM events {_RANGE} LIMIT $4"
+
+#: Every event of every space in key order, as op rows with the space_id (text) last.
+#: (ORDER BY names the table's uuid column: the bare name would be the text output.)
+ALL_OP_ROWS = f"SELECT {OP_COLUMNS}, space_id::text FROM events AS e ORDER BY e.space_id, e.seq"
+_SOME_OP_ROWS = ALL_OP_ROWS.replace(
+    " ORDER BY", " WHERE e.space_id BETWEEN $1::uuid AND $2::uuid ORDER BY"
+)
+
+# Several spaces, each its own range, in one query: a LATERAL subquery per range (one
+# index range scan each), the spaces in the order given, each in seq order.
+_RANGES = """
+SELECT {select} FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) WITH ORDINALITY
+    AS r(sid, lo, hi, n)
+CROSS JOIN LATERAL (
+    SELECT {columns} FROM events WHERE space_id = r.sid AND seq > r.lo AND seq <= r.hi
+    ORDER BY seq LIMIT $4
+) AS e
+ORDER BY r.n, e.seq
+"""
+
+#: A stored event as a wire ``Event``'s fields, every one ready to be sent as it is: ids
+#: and ``recorded_at`` as text (formatted like ``rows.format_time``), the value as its
+#: stored JSON text (for ``msgspec.Raw``).
+WIRE_COLUMNS = (
+    "seq, op_id::text, space_id::text, entity_type, entity_id, kind, field, value, "
+    "pred::text[], lamport, client_time, device_id::text, user_id::text, "
+    """to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') """
+    "AS recorded_at, schema_version"
+)
+_WIRE_RANGES = _RANGES.format(select="r.sid, e.*", columns=WIRE_COLUMNS)
+_OP_RANGES = _RANGES.format(select="e.*, r.sid::text", columns=OP_COLUMNS)
+
+_RECENT = """
+SELECT space_id, seq, op_id, kind, entity_type, entity_id, field, device_id, recorded_at
+FROM events WHERE recorded_at > now() - $1::interval
+ORDER BY recorded_at DESC, seq DESC LIMIT $2
+"""
+
+_COUNTS = """
+SELECT device_id::text AS device, kind, user_id IS NULL AS server, count(*) AS n
+FROM events WHERE space_id = ANY($1::uuid[]) GROUP BY 1, 2, 3
+"""
+
+
+async def events_between(
+    conn: Conn, space_id: str | uuid.UUID, after: int, up_to: int
+) -> list[Event]:
+    """The space's events with ``after < seq <= up_to``, in seq order (one query)."""
+    return [event_from_row(r) for r in await conn.fetch(_EVENTS_BETWEEN, space_id, after, up_to)]
+
+
+async def op_rows_between(
+    conn: Conn, space_id: str | uuid.UUID, after: int, up_to: int, limit: int
+) -> list[asyncpg.Record]:
+    """The space's events with ``after < seq <= up_to`` as op rows (``OP_COLUMNS``: seq
+    first, then what ``core.ops.op_from_row`` reads), in seq order, at most ``limit``."""
+    return await conn.fetch(_OP_ROWS_BETWEEN, space_id, after, up_to, limit)
+
+
+async def wire_rows_of_ranges(
+    conn: Conn,
+    space_ids: Sequence[uuid.UUID],
+    afters: Sequence[int],
+    up_tos: Sequence[int],
+    limit: int = BIG,
+) -> list[asyncpg.Record]:
+    """The events ``afters[i] < seq <= up_tos[i]`` of each ``space_ids[i]`` (at most
+    ``limit`` each) in one query, space after space in the order given, each in seq
+    order: rows of the space's uuid, then ``WIRE_COLUMNS``."""
+    return await conn.fetch(_WIRE_RANGES, list(space_ids), list(afters), list(up_tos), limit)
+
+
+async def op_rows_of_ranges(
+    conn: Conn,
+    space_ids: Sequence[uuid.UUID],
+    afters: Sequence[int],
+    up_tos: Sequence[int],
+    limit: int = BIG,
+) -> list[asyncpg.Record]:
+    """As ``wire_rows_of_ranges``, as op rows with the space_id (text) after them: the
+    shape of ``everything``."""
+    return await conn.fetch(_OP_RANGES, list(space_ids), list(afters), list(up_tos), limit)
+
+
+async def chunks(
+    conn: Conn, query: str, *args: object, size: int = 5000
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Rows of ``query`` in chunks through a cursor (``conn`` must be in a transaction),
+    one chunk read ahead: the server reads the next while the caller works on this one."""
+    cursor = await conn.cursor(query, *args)
+    pending = asyncio.ensure_future(cursor.fetch(size))
+    try:
+        while True:
+            rows = await pending
+            if not rows:
+                return
+            pending = asyncio.ensure_future(cursor.fetch(size))
+            yield rows
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+
+
+def everything(
+    conn: Conn, *, spaces: SpaceRange | None = None, size: int = 5000
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every event of every space (of the range ``spaces``: first and last space_id), in
+    (space_id, seq) order, as op rows with the space_id as text after them, in chunks
+    (see ``chunks``; ``conn`` must be in a transaction, whose snapshot it reads)."""
+    if spaces is None:
+        return chunks(conn, ALL_OP_ROWS, size=size)
+    return chunks(conn, _SOME_OP_ROWS, *spaces, size=size)
+
+
+async def recent(
+    conn: Conn, *, within: timedelta, limit: int, query_timeout: float | None = None
+) -> list[asyncpg.Record]:
+    """The latest events of all spaces recorded within ``within``, newest first: ids,
+    kind, field, device and time (``space_id, seq, op_id, kind, entity_type, entity_id,
+    field, device_id, recorded_at``), never values."""
+    return await conn.fetch(_RECENT, within, limit, timeout=query_timeout)
+
+
+async def counts(conn: Conn, space_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """How many events of ``space_ids`` each device wrote, per kind: rows ``(device,
+    kind, server, n)``, ``server`` true for server events (no user)."""
+    return await conn.fetch(_COUNTS, list(space_ids))
 
 
 async def stream(
@@ -42,7 +188,7 @@ async def replay_entity(
 ) -> EntityState | None:
     """The entity folded from its events with ``seq <= up_to``; None if it has none."""
     rows = await conn.fetch(
-        f"SELECT {READ_COLUMNS} FROM events WHERE space_id = $1 AND entity_type = $2 "
+        f"SELECT {OP_COLUMNS} FROM events WHERE space_id = $1 AND entity_type = $2 "
         "AND entity_id = $3 AND seq <= $4 ORDER BY seq",
         space_id,
         entity_type,
@@ -53,13 +199,16 @@ async def replay_entity(
         return None
     state = EntityState.new(entity_type, entity_id)
     for row in rows:
-        state.apply(op_from_event(event_from_row(row)))
+        state.apply(op_from_row(row))
     return state
 
 
 async def replay_space(conn: Conn, space_id: str, up_to: int) -> dict[tuple[str, str], EntityState]:
     """Every entity of the space folded from the events with ``seq <= up_to``."""
-    ops = [op_from_event(event_from_row(row)) async for row in stream(conn, space_id, up_to=up_to)]
+    ops = [
+        op_from_row(row)
+        async for row in stream(conn, space_id, up_to=up_to, columns=OP_COLUMNS, prefetch=2000)
+    ]
     return fold(ops)
 
 
@@ -119,3 +268,24 @@ async def verify(conn: Conn, space_id: str) -> int | None:
     if bytes(space["chain_tip"]) != previous:
         return max(last, 1)
     return None
+
+
+_STORED = f"""
+SELECT {READ_COLUMNS} FROM events
+WHERE (space_id, op_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
+"""
+
+
+async def stored_server_events(
+    conn: Conn, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Event]:
+    """The stored events among ``(space_id, op_id)`` pairs (through the log's unique
+    ``(space_id, op_id)`` index), keyed by the pair."""
+    if not pairs:
+        return {}
+    rows = await conn.fetch(_STORED, [p[0] for p in pairs], [p[1] for p in pairs])
+    out: dict[tuple[str, str], Event] = {}
+    for row in rows:
+        event = event_from_row(row)
+        out[(event.space_id, event.op_id)] = event
+    return out

@@ -42,6 +42,8 @@ GRANTS: dict[str, str] = {
     "job_runs": _ALL,
     # 0006: events the projector set aside (a rebuild clears and refills them)
     "projector_quarantine": _ALL,
+    # 0008: the heads of each field, kept by the append
+    "field_heads": "SELECT, INSERT, UPDATE",
 }
 
 

@@ -1,4 +1,4 @@
-"""Event rows: the column list, and conversion between rows and ``core.wire.Event``."""
+"""Event rows: the column lists, and conversion from rows to ``core.wire.Event``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,13 @@ EVENT_COLUMNS: tuple[str, ...] = (
 READ_COLUMNS = (
     "space_id, seq, op_id, entity_type, entity_id, kind, field, value, pred, lamport, "
     "device_id, user_id, client_time, recorded_at, schema_version"
+)
+
+#: What folds read: the row shape of ``core.ops.op_from_row`` (ids as text, no UUID
+#: objects to build and print; the value as its stored JSON text).
+OP_COLUMNS = (
+    "seq, op_id::text, entity_type, entity_id, kind, field, value, pred::text[], lamport, "
+    "device_id::text"
 )
 
 _DECODE = msgspec.json.decode

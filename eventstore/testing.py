@@ -9,10 +9,24 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
+
 
 def new_id() -> str:
     """A fresh lowercase UUID string."""
     return str(uuid.uuid4())
+
+
+async def new_user(pool: asyncpg.Pool) -> str:
+    """A fresh account (a ``users`` row, email ``<user_id>@example.test``); its user_id.
+    Invitations name their inviter by foreign key."""
+    user_id = new_id()
+    await pool.execute(
+        "INSERT INTO users (user_id, email, password_hash) VALUES ($1, $2, 'x')",
+        user_id,
+        f"{user_id}@example.test",
+    )
+    return user_id
 
 
 def op(

@@ -21,20 +21,20 @@ from litestar.di import Provide
 from litestar.openapi import ResponseSpec
 from litestar.response import Response
 
+from core.events import Names
 from core.keys import Purpose, derive
 from core.natsbus import NatsBus
 from core.settings import Settings
 from core.wire import DependencyState, Readiness
 from crdt import DEFAULT_SCHEMA
-from eventstore.postgres import PostgresEventStore
 from gateway.auth import auth_router
+from gateway.committed import Announcer, AnnouncingStore
 from gateway.context import Gateway, provide_gateway
 from gateway.devices import devices_router
 from gateway.errors import EXCEPTION_HANDLERS
-from gateway.hints import Hints
 from gateway.invitations import invitations_router
 from gateway.limits import LoginThrottle, TokenBuckets
-from gateway.openapi import openapi_config
+from gateway.openapi import add_links, openapi_config
 from gateway.operator import operator_router
 from gateway.options import GatewayOptions, options_from_env
 from gateway.panel import panel_router
@@ -54,19 +54,28 @@ from gateway.ws.route import sync_socket
 
 async def _connect(
     stack: contextlib.AsyncExitStack, settings: Settings, options: GatewayOptions
-) -> tuple[asyncpg.Pool, NatsBus, PostgresEventStore]:
-    """PostgreSQL, NATS and the event store, each closed by ``stack`` in reverse order."""
+) -> tuple[asyncpg.Pool, NatsBus, AnnouncingStore]:
+    """PostgreSQL, NATS, the announcer of what is committed and the event store, each
+    closed by ``stack`` in reverse order (queued hints go out before NATS closes)."""
     assert settings.database_url, "URLs are resolved before create_app"
     assert settings.nats_url, "URLs are resolved before create_app"
     pool = await asyncpg.create_pool(
         settings.database_url, min_size=1, max_size=10, command_timeout=30
     )
     stack.push_async_callback(pool.close)
-    bus = NatsBus(settings.nats_url, prefix=settings.nats_prefix, name="concord-gateway")
+    # No echo: what this gateway publishes it has already handed to itself in memory
+    # (gateway/committed.py; a revocation is learnt before it is broadcast).
+    bus = NatsBus(
+        settings.nats_url, prefix=settings.nats_prefix, name="concord-gateway", echo=False
+    )
     await bus.start()
     stack.push_async_callback(bus.close)
-    store = PostgresEventStore(
+    announcer = Announcer(bus, settings.nats_prefix, publish=options.publish_hints)
+    await announcer.start()
+    stack.push_async_callback(announcer.close)
+    store = AnnouncingStore(
         pool,
+        announcer=announcer,
         schema=DEFAULT_SCHEMA,
         secret_key=settings.require_secret_key(),
         limits=options.limits,
@@ -96,7 +105,7 @@ async def _security(
     revocations = RevocationCache(
         pool,
         bus,
-        f"{settings.nats_prefix}.revocations",
+        Names(settings.nats_prefix).revocations,
         horizon_seconds=settings.access_token_ttl + 60,
         refresh_seconds=options.revocation_refresh_seconds,
     )
@@ -116,7 +125,6 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
         settings.access_token_ttl,
         legacy_key=secret.encode(),
     )
-    hints = Hints(bus, settings.nats_prefix, publish_space=options.publish_hints)
     sessions = Sessions(
         pool=pool,
         store=store,
@@ -153,7 +161,7 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
         sessions=sessions,
         login_throttle=throttle,
         push_buckets=TokenBuckets(options.push_rate, options.push_burst),
-        hints=hints,
+        announcer=store.announcer,
         series=series,
     )
 
@@ -218,7 +226,7 @@ def create_app(settings: Settings, *, options: GatewayOptions | None = None) -> 
     sandbox = [sandbox_router()] if settings.sandbox else []
     state = {"settings": settings, "options": chosen, **(sandbox_state() if sandbox else {})}
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             healthz,
             readyz,
@@ -244,3 +252,5 @@ def create_app(settings: Settings, *, options: GatewayOptions | None = None) -> 
         openapi_config=openapi_config(),
         logging_config=None,
     )
+    add_links(app)
+    return app

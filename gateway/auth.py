@@ -16,6 +16,7 @@ from litestar import Request, Router, post
 from litestar.di import NamedDependency, Provide
 
 from core.errors import AuthExpired, Unauthenticated
+from core.ids import canonical_id
 from core.metrics import AUTH_FAILURES
 from core.wire import AuthResponse, LoginRequest, RefreshRequest, RegisterRequest
 from gateway.context import Gateway, GatewayDep
@@ -23,7 +24,6 @@ from gateway.examples import AUTH_ANSWER, LOGIN_BODY, REFRESH_BODY, REGISTER_BOD
 from gateway.limits import address_key
 from gateway.openapi import USER_SECURITY, errors
 from gateway.params import (
-    canonical_uuid,
     normalise_email,
     valid_email,
     valid_name,
@@ -125,7 +125,7 @@ async def login(
     email = normalise_email(data.email)
     password = valid_password(data.password, registering=False)
     name = valid_name(data.device_name, "device_name", default=_DEFAULT_DEVICE_NAME)
-    device_id = canonical_uuid(data.device_id) if data.device_id else None
+    device_id = canonical_id(data.device_id) if data.device_id else None
     throttle, address = gw.login_throttle, client_address(request)
     wait = throttle.attempt(email=email, address=address, now=time.monotonic())
     if wait > 0:

@@ -16,7 +16,7 @@ from core.natsbus import NatsBus
 from core.ports import EventStore
 from core.settings import Settings
 from crdt import EntityState, Schema
-from gateway.hints import Hints
+from gateway.committed import Announcer
 from gateway.limits import LoginThrottle, TokenBuckets
 from gateway.options import GatewayOptions
 from gateway.passwords import Passwords
@@ -51,13 +51,10 @@ class Gateway:
     sessions: Sessions
     login_throttle: LoginThrottle
     push_buckets: TokenBuckets
-    hints: Hints
+    #: After COMMIT: hands committed events to this gateway's feeds, hints the others.
+    announcer: Announcer
     #: The last 15 minutes of this process's figures (the charts of /diagnostics).
     series: SeriesSampler
-
-    def subject(self, kind: str, space_id: str) -> str:
-        """A NATS subject of this deployment: ``<prefix>.<kind>.<space_id>``."""
-        return f"{self.settings.nats_prefix}.{kind}.{space_id}"
 
 
 #: A handler parameter injected by name from the ``gw`` dependency.

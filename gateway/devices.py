@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 from litestar import Router, delete, get
 from litestar.di import Provide
 
-from core.errors import BadMessage, NotFound
+from core.errors import NotFound
+from core.ids import keyset_cursor
 from core.wire import DeviceInfo, DeviceList
 from gateway import accounts
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import GatewayDep
 from gateway.openapi import AUTHED, USER_SECURITY, errors
-from gateway.params import PageAfter, PageLimit, canonical_uuid, page_size, path_uuid, uuid_path
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
+from gateway.params import (
+    DEFAULT_PAGE,
+    KEYSET_AFTER,
+    PageLimit,
+    after_query,
+    keyset_after,
+    page_size,
+    path_uuid,
+    uuid_path,
+)
 
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _cursor(row: accounts.DeviceRow) -> str:
-    return f"{(row.created_at - _EPOCH) // _US}.{row.device_id}"
-
-
-def _parse_cursor(raw: str | None) -> tuple[datetime, str] | None:
-    if not raw:
-        return None
-    micros, _, device_id = raw.partition(".")
-    canonical = canonical_uuid(device_id)
-    if not micros.isascii() or not micros.isdigit() or len(micros) > 17 or canonical is None:
-        raise BadMessage("after: not a valid cursor")
-    return _EPOCH + int(micros) * _US, canonical
 
 
 @get(
@@ -46,13 +39,13 @@ def _parse_cursor(raw: str | None) -> tuple[datetime, str] | None:
 async def list_devices(
     principal: PrincipalDep,
     gw: GatewayDep,
-    limit: PageLimit = None,
-    after: PageAfter = None,
+    limit: PageLimit = DEFAULT_PAGE,
+    after: Annotated[str | None, after_query(KEYSET_AFTER)] = None,
 ) -> DeviceList:
     """Oldest first; ``current`` marks the device of the calling token."""
     size = page_size(limit)
     async with gw.pool.acquire() as conn:
-        rows = await accounts.devices_of(conn, principal.user_id, _parse_cursor(after), size + 1)
+        rows = await accounts.devices_of(conn, principal.user_id, keyset_after(after), size + 1)
     page = rows[:size]
     devices = [
         DeviceInfo(
@@ -65,7 +58,9 @@ async def list_devices(
         )
         for row in page
     ]
-    return DeviceList(devices=devices, next=_cursor(page[-1]) if len(rows) > size else None)
+    last = page[-1] if len(rows) > size else None
+    cursor = None if last is None else keyset_cursor(last.created_at, last.device_id)
+    return DeviceList(devices=devices, next=cursor)
 
 
 @delete(

@@ -15,7 +15,6 @@ that id. ``redacted`` does the same for the WebSocket, where errors travel in re
 
 from __future__ import annotations
 
-import asyncio
 import math
 import traceback
 import uuid
@@ -38,6 +37,7 @@ from core.errors import (
     Unavailable,
     render,
 )
+from eventstore.errors import is_transient
 from gateway.requestlog import request_id
 
 log = structlog.get_logger("concord.gateway")
@@ -145,21 +145,6 @@ def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     return error_response(error, status=status, headers=headers)
 
 
-#: Driver and network failures that mean "storage is unreachable right now".
-_UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.TransactionRollbackError,
-    # A backend killed under a query can leave the driver mid-operation ("cannot switch
-    # to state ...; another operation is in progress"; eventstore/group.py says so too).
-    asyncpg.InternalClientError,
-)
-
-
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     if isinstance(exc, RecursionError):
         # msgspec raises it (not a DecodeError) for JSON nested beyond its depth limit.
@@ -168,7 +153,7 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[b
         # Client data PostgreSQL refused (a NUL in text, say) that a check upstream missed.
         log.warning("data refused by PostgreSQL", error=repr(exc), path=request.url.path)
         return error_response(BadMessage("a value in the request cannot be stored"))
-    if isinstance(exc, _UNAVAILABLE):
+    if is_transient(exc):  # the one list of transient failures (eventstore.errors)
         log.warning("storage unavailable", error=repr(exc), path=request.url.path)
         return error_response(Unavailable("storage unavailable; nothing was applied"))
     ref = _request_ref(request)

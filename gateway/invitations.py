@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 from litestar import Router, post
 from litestar.di import Provide
 
-from core.errors import BadMessage, NotFound
+from core.errors import NotFound
+from core.ids import keyset_cursor
 from core.ports import Invitation
 from core.wire import AcceptInvitationRequest, InvitationAccepted, InvitationInfo
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import GatewayDep
 from gateway.examples import ACCEPT_ANSWER, ACCEPT_BODY, ok
 from gateway.openapi import USER_SECURITY, errors
-from gateway.params import canonical_uuid
 
 #: How long an invitation may be used (docs/protocol.md section 6: 7 days).
 INVITATION_TTL_SECONDS = 7 * 24 * 3600
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 
 
 def new_code() -> tuple[str, bytes]:
@@ -62,18 +59,8 @@ def info(invitation: Invitation) -> InvitationInfo:
 
 
 def page_cursor(invitation: Invitation) -> str:
-    """``next`` of the list: ``<created_at in epoch microseconds>.<invitation_id>``."""
-    return f"{(invitation.created_at - _EPOCH) // _US}.{invitation.invitation_id}"
-
-
-def parse_cursor(raw: str | None) -> tuple[datetime, str] | None:
-    if not raw:
-        return None
-    micros, _, invitation_id = raw.partition(".")
-    canonical = canonical_uuid(invitation_id)
-    if not micros.isascii() or not micros.isdigit() or len(micros) > 17 or canonical is None:
-        raise BadMessage("after: not a valid cursor")
-    return _EPOCH + int(micros) * _US, canonical
+    """``next`` of the list: a keyset cursor on (created_at, invitation_id)."""
+    return keyset_cursor(invitation.created_at, invitation.invitation_id)
 
 
 @post(
@@ -97,7 +84,6 @@ async def accept_invitation(
     )
     if accepted is None:
         raise NotFound("no such invitation")
-    await gw.hints.membership(accepted.event)
     return InvitationAccepted(space_id=accepted.space_id, role=accepted.role)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Litestar
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.spec import Components, Example, SecurityScheme
+from litestar.openapi.spec import Components, Example, Link, OpenAPI, SecurityScheme
 
 from core.wire import ErrorResponse
 
@@ -112,3 +113,60 @@ def openapi_config() -> OpenAPIConfig:
             }
         ),
     )
+
+
+_SPACE_READS = (
+    ("get", "/v1/spaces/{space_id}/entities"),
+    ("get", "/v1/spaces/{space_id}/entities/{entity_type}/{entity_id}"),
+    ("get", "/v1/spaces/{space_id}/entities/{entity_type}/{entity_id}/history"),
+    ("get", "/v1/spaces/{space_id}/reminders"),
+    ("get", "/v1/spaces/{space_id}/invitations"),
+    ("post", "/v1/spaces/{space_id}/members"),
+    ("get", "/v1/sync/pull"),
+)
+
+#: OpenAPI links: where an answer's ids can be used next ((method, path), status,
+#: (method, path) of the target, its parameters as runtime expressions). Schemathesis's
+#: stateful phase follows them; generated clients and readers see what leads where.
+LINKS: list[tuple[tuple[str, str], str, tuple[str, str], dict[str, str]]] = [
+    *(
+        (("post", "/v1/spaces"), "201", target, {"space_id": "$response.body#/space_id"})
+        for target in _SPACE_READS
+    ),
+    (
+        ("post", "/v1/spaces/{space_id}/members"),
+        "202",
+        ("delete", "/v1/spaces/{space_id}/invitations/{invitation_id}"),
+        {
+            "space_id": "$request.path.space_id",
+            "invitation_id": "$response.body#/invitation_id",
+        },
+    ),
+    (
+        ("post", "/v1/spaces/{space_id}/members"),
+        "200",
+        ("delete", "/v1/spaces/{space_id}/members/{user_id}"),
+        {"space_id": "$response.body#/space_id", "user_id": "$response.body#/user_id"},
+    ),
+]
+
+
+def _operation(document: OpenAPI, method: str, path: str) -> Any:
+    item = (document.paths or {}).get(path)
+    operation = getattr(item, method, None)
+    if operation is None:
+        raise LookupError(f"no operation {method.upper()} {path} for an OpenAPI link")
+    return operation
+
+
+def add_links(app: Litestar) -> None:
+    """Write ``LINKS`` into ``app``'s OpenAPI document (built now, served as built)."""
+    document = app.openapi_schema
+    for (method, path), status, (to_method, to_path), parameters in LINKS:
+        response = (_operation(document, method, path).responses or {})[status]
+        target = _operation(document, to_method, to_path)
+        name = target.operation_id
+        response.links = {
+            **(response.links or {}),
+            name: Link(operation_id=name, parameters=parameters),
+        }

@@ -135,7 +135,12 @@ async def require_admin(request: Request[Any, Any, Any], gw: GatewayDep) -> None
         raise Unauthenticated("operator routes need the admin token")
 
 
-@get("/metrics", responses=errors(401, 405), summary="Prometheus metrics")
+@get(
+    "/metrics",
+    media_type=PROMETHEUS_TEXT,
+    responses=errors(401, 405),
+    summary="Prometheus metrics",
+)
 async def metrics(admin: NamedDependency[None], gw: GatewayDep) -> Response[bytes]:
     """The Prometheus text exposition (format 0.0.4)."""
     # The quarantine is a fact of the database: whichever process is scraped reports it

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import hmac
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -25,6 +25,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 
 from core.errors import NotFound, Unauthenticated
+from eventstore import reads
 from gateway.context import GatewayDep
 from gateway.openapi import ADMIN_SECURITY, errors
 from gateway.operator import require_admin
@@ -49,7 +50,7 @@ PAGE_HEADERS = {
 RECENT = 20
 #: Recent events come from this window of the log only (a bounded scan; see
 #: docs/observability.md on the index that keeps it cheap on large logs).
-EVENT_WINDOW = "1 hour"
+EVENT_WINDOW = timedelta(hours=1)
 QUERY_TIMEOUT = 2.0
 
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -106,13 +107,7 @@ def _iso(value: datetime | None) -> str:
 
 
 async def _events(conn: Conn) -> list[EventRow]:
-    rows = await conn.fetch(
-        "SELECT space_id, seq, op_id, kind, entity_type, entity_id, field, device_id, "
-        f"recorded_at FROM events WHERE recorded_at > now() - interval '{EVENT_WINDOW}' "
-        "ORDER BY recorded_at DESC, seq DESC LIMIT $1",
-        RECENT,
-        timeout=QUERY_TIMEOUT,
-    )
+    rows = await reads.recent(conn, within=EVENT_WINDOW, limit=RECENT, query_timeout=QUERY_TIMEOUT)
     return [
         EventRow(
             space_id=str(r["space_id"]),

@@ -19,22 +19,38 @@ from litestar.exceptions import SerializationException
 from litestar.params import PathParameter, QueryParameter
 
 from core.errors import BadMessage, NotFound
-from core.ids import canonical_id
-from core.wire import lenient_json
-from crdt import plain_text
+from core.ids import CANONICAL_UUID, KEYSET_CURSOR, canonical_id, parse_keyset_cursor
+from core.wire import (
+    EMAIL_MAX,
+    EMAIL_PATTERN,
+    NAME_PATTERN,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    TRIMMED,
+    lenient_json,
+)
+from crdt import DEFAULT_SCHEMA, plain_text
+from crdt.schema import NAME_RE
+from crdt.validate import ENTITY_ID_PATTERN
 
-EMAIL_MAX = 254
-PASSWORD_MIN = 8
-PASSWORD_MAX = 1024
 NAME_MAX = 200
-BATCH_ID_MAX = 200
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
-#: Seqs and cursors beyond this are refused (400) before they reach a bigint column.
+#: Seqs, cursors and page sizes beyond this are refused (400) before they reach SQL.
 MAX_SEQ = 2**53 - 1
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
-_ENTITY_ID = re.compile(r"[A-Za-z0-9_:.\-]{1,128}")
+_EMAIL = re.compile(EMAIL_PATTERN)
+_NAME = re.compile(NAME_PATTERN)
+_ENTITY_ID = re.compile(ENTITY_ID_PATTERN)
+
+#: The ``after`` of the space list: the last space_id of the previous page.
+SPACE_CURSOR = rf"^{CANONICAL_UUID}$"
+#: The ``after`` of the device, invitation and reminder lists (``core.ids``).
+KEYSET_AFTER = rf"^{KEYSET_CURSOR}$"
+#: The ``after`` of the entity list: ``<entity_type>/<entity_id>`` of the last entity.
+ENTITY_CURSOR = rf"^{NAME_RE.pattern}/{ENTITY_ID_PATTERN}$"
+#: Entity types a client may read (``_member`` and other internal types are not).
+READABLE_TYPES = sorted(t for t in DEFAULT_SCHEMA.entity_types if not t.startswith("_"))
 
 
 def storable(text: str) -> bool:
@@ -46,15 +62,15 @@ def normalise_email(raw: str) -> str:
     """Trimmed and lowercased (the account key); 400 when it cannot be stored at all."""
     if len(raw) > EMAIL_MAX * 4 or not storable(raw):
         raise BadMessage("email: not a valid email address")
-    return raw.strip().lower()
+    return raw.strip(TRIMMED).lower()
 
 
 def valid_email(raw: str) -> str:
-    """The normalised email, or 400 ``bad_message`` when it cannot be one."""
-    email = normalise_email(raw)
-    if len(email) > EMAIL_MAX or not _EMAIL.fullmatch(email):
+    """The normalised email, or 400 ``bad_message`` when it is not one (``EMAIL_PATTERN``
+    and at most 254 characters as sent: what the OpenAPI document states)."""
+    if len(raw) > EMAIL_MAX or not storable(raw) or not _EMAIL.search(raw):
         raise BadMessage("email: not a valid email address")
-    return email
+    return normalise_email(raw)
 
 
 def valid_password(raw: str, *, registering: bool) -> str:
@@ -68,12 +84,13 @@ def valid_password(raw: str, *, registering: bool) -> str:
 
 
 def valid_name(raw: str, what: str, *, default: str | None = None) -> str:
-    """A display name: trimmed, 1..200 characters (``default`` when empty, if given)."""
-    name = raw.strip()
+    """A display name (``NAME_PATTERN``): trimmed, 1..200 characters, none of them a
+    control character (``default`` when blank, if given)."""
+    name = raw.strip(TRIMMED)
     if not name and default is not None:
         return default
-    if not name or len(name) > NAME_MAX or not name.isprintable():
-        raise BadMessage(f"{what}: 1 to {NAME_MAX} printable characters")
+    if not storable(raw) or not _NAME.search(raw):
+        raise BadMessage(f"{what}: 1 to {NAME_MAX} characters, no control character")
     return name
 
 
@@ -94,14 +111,9 @@ class OpsRequest(Request[Any, Any, Any]):
             raise
 
 
-def canonical_uuid(raw: str) -> str | None:
-    """The canonical form of a UUID in any spelling (``core.ids``), or None."""
-    return canonical_id(raw)
-
-
 def path_uuid(raw: str, what: str) -> str:
     """A UUID from a path or a space query: anything else names nothing (404)."""
-    value = canonical_uuid(raw)
+    value = canonical_id(raw)
     if value is None:
         raise NotFound(f"no such {what}")
     return value
@@ -118,17 +130,38 @@ def page_size(limit: int | None, *, default: int = DEFAULT_PAGE, cap: int = MAX_
     return min(default if limit is None else limit, cap)
 
 
-def int_cursor(raw: str | None, what: str = "after") -> int:
-    """A cursor that is a non-negative integer (a seq); 400 otherwise."""
-    if raw is None or raw == "":
-        return 0
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise BadMessage(f"{what}: not a valid cursor")
-    return int(raw)
+def given_cursor(raw: str | None, pattern: str) -> str | None:
+    """An ``after`` of a route that states ``pattern``: None when absent (the first
+    page), the cursor when the whole of it matches, else 400 (an empty one too)."""
+    if raw is None:
+        return None
+    if re.fullmatch(pattern, raw) is None:
+        raise BadMessage("after: not a valid cursor")
+    return raw
+
+
+def keyset_after(raw: str | None) -> tuple[Any, str] | None:
+    """The position an ``after`` of ``KEYSET_AFTER`` names, or None for the first page."""
+    cursor = given_cursor(raw, KEYSET_AFTER)
+    return None if cursor is None else parse_keyset_cursor(cursor)
+
+
+def _integer(low: int, high: int) -> dict[str, Any]:
+    """The schema of an integer query parameter: litestar writes ``oneOf`` integer-or-null
+    for an optional one (a query holds no null) and drops a minimum of 0."""
+    return {"oneOf": None, "type": "integer", "minimum": low, "maximum": high}
+
+
+def absent_or_given(request: Request[Any, Any, Any], name: str, value: object) -> None:
+    """400 when an optional query parameter was given but read as None (litestar reads
+    ``null`` so for an integer or a choice; the document admits no null)."""
+    if value is None and name in request.query_params:
+        raise BadMessage(f"{name}: not a valid value")
 
 
 def uuid_path(description: str) -> Any:
-    """A UUID in the path: documented as ``format: uuid``, checked by ``path_uuid``."""
+    """A UUID in the path: documented as ``format: uuid``, checked by ``path_uuid``
+    (any spelling ``uuid.UUID`` takes; anything else is 404, never 400)."""
     return PathParameter(description=description, format="uuid")
 
 
@@ -137,11 +170,39 @@ def uuid_query(description: str) -> Any:
     return QueryParameter(description=description, format="uuid")
 
 
-#: ``limit`` of the list routes: default 100, a larger one is clamped to 1000.
-PageLimit: TypeAlias = Annotated[
-    int | None, QueryParameter(ge=1, description="page size (default 100, clamped to 1000)")
-]
-#: ``after`` of the list routes: the ``next`` of the previous page, as given.
-PageAfter: TypeAlias = Annotated[
-    str | None, QueryParameter(description="the `next` of the previous page")
-]
+def seq_query(description: str) -> Any:
+    """A seq in the query: 0..2^53-1, else 400."""
+    return QueryParameter(
+        ge=0, le=MAX_SEQ, description=description, schema_extra=_integer(0, MAX_SEQ)
+    )
+
+
+def limit_query(description: str) -> Any:
+    """A page size: 1..2^53-1, else 400; clamped by the route."""
+    return QueryParameter(
+        ge=1, le=MAX_SEQ, description=description, schema_extra=_integer(1, MAX_SEQ)
+    )
+
+
+def after_query(pattern: str, description: str = "the `next` of the previous page") -> Any:
+    """A cursor: the ``next`` of the previous page, as given (absent: the first page).
+    Anything ``pattern`` does not match is 400 (``given_cursor``: the whole value,
+    as JSON Schema reads a pattern, not ``re.search``'s ``$`` before a final newline)."""
+    return QueryParameter(
+        description=description,
+        schema_extra={"oneOf": None, "type": "string", "pattern": pattern},
+    )
+
+
+#: The entity type of a path: one of the readable types, else 404.
+ENTITY_TYPE_PATH: Any = PathParameter(
+    description="an entity type of the schema", schema_extra={"enum": READABLE_TYPES}
+)
+#: The entity id of a path: ``[A-Za-z0-9_:.-]{1,128}``, else 404.
+ENTITY_ID_PATH: Any = PathParameter(
+    description="the entity's id", schema_extra={"pattern": f"^{ENTITY_ID_PATTERN}$"}
+)
+
+#: ``limit`` of the list routes: default 100 (``DEFAULT_PAGE``), a larger one is clamped
+#: to 1000. Not optional: ``limit=null`` is no integer, so it is 400 like ``limit=x``.
+PageLimit: TypeAlias = Annotated[int, limit_query("page size (default 100, clamped to 1000)")]

@@ -9,12 +9,11 @@ a ``type`` filter.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
-import msgspec
-from litestar import Router, get
+from litestar import Request, Router, get
 from litestar.di import Provide
-from litestar.params import FromPath, QueryParameter
+from litestar.params import QueryParameter
 
 import projector.readmodel as readmodel
 import scheduler.queries as reminder_queries
@@ -23,7 +22,6 @@ from core.ops import op_from_event
 from core.wire import (
     EntityList,
     EntityResponse,
-    FieldState,
     HistoryResponse,
     ReminderList,
     ReminderStatus,
@@ -33,11 +31,23 @@ from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import Gateway, GatewayDep
 from gateway.examples import ENTITY_ANSWER, ok
 from gateway.openapi import SPACE, USER_SECURITY, errors
-from gateway.params import MAX_SEQ, PageAfter, PageLimit, page_size, path_entity_id, uuid_path
+from gateway.params import (
+    DEFAULT_PAGE,
+    ENTITY_CURSOR,
+    ENTITY_ID_PATH,
+    ENTITY_TYPE_PATH,
+    KEYSET_AFTER,
+    READABLE_TYPES,
+    PageLimit,
+    absent_or_given,
+    after_query,
+    given_cursor,
+    page_size,
+    path_entity_id,
+    seq_query,
+    uuid_path,
+)
 from gateway.spaces import require_member
-
-_FIELDS = msgspec.json.Decoder(dict[str, FieldState])
-_ENCODER = msgspec.json.Encoder()
 
 
 def entity_spec(schema: Schema, entity_type: str) -> EntityTypeSpec | None:
@@ -52,7 +62,7 @@ def entity_response(state: EntityState, spec: EntityTypeSpec, seq: int) -> Entit
         seq=seq,
         deleted=view.deleted,
         edited_while_deleted=view.edited_while_deleted,
-        fields=_FIELDS.decode(_ENCODER.encode(view.fields)),
+        fields=view.fields,
     )
 
 
@@ -147,13 +157,22 @@ _TAIL_PAGE = 1000
 async def list_entities(
     space_id: Annotated[str, uuid_path("the space")],
     principal: PrincipalDep,
+    request: Request[Any, Any, Any],
     gw: GatewayDep,
-    type: Annotated[str | None, QueryParameter(description="only this entity type")] = None,
+    type: Annotated[
+        str | None,
+        QueryParameter(
+            description="only this entity type",
+            schema_extra={"oneOf": None, "type": "string", "enum": READABLE_TYPES},
+        ),
+    ] = None,
     include_deleted: Annotated[bool, QueryParameter(description="also deleted entities")] = False,
-    limit: PageLimit = None,
-    after: PageAfter = None,
+    limit: PageLimit = DEFAULT_PAGE,
+    after: Annotated[str | None, after_query(ENTITY_CURSOR)] = None,
 ) -> EntityList:
     """Ordered by (entity_type, entity_id); every state reflects the same ``seq``."""
+    absent_or_given(request, "type", type)
+    after = given_cursor(after, ENTITY_CURSOR)
     target, _ = await require_member(gw, principal, space_id)
     if type is not None and entity_spec(gw.schema, type) is None:
         raise BadMessage("type: not an entity type of the schema")
@@ -178,15 +197,15 @@ async def list_entities(
 )
 async def read_entity(
     space_id: Annotated[str, uuid_path("the space")],
-    entity_type: FromPath[str],
-    entity_id: FromPath[str],
+    entity_type: Annotated[str, ENTITY_TYPE_PATH],
+    entity_id: Annotated[str, ENTITY_ID_PATH],
     principal: PrincipalDep,
     gw: GatewayDep,
-    as_of_seq: Annotated[
-        int | None, QueryParameter(ge=0, le=MAX_SEQ, description="replay the log up to this seq")
-    ] = None,
+    request: Request[Any, Any, Any],
+    as_of_seq: Annotated[int | None, seq_query("replay the log up to this seq")] = None,
 ) -> EntityResponse:
     """404 when the entity has no client event (up to ``as_of_seq``)."""
+    absent_or_given(request, "as_of_seq", as_of_seq)
     target, _ = await require_member(gw, principal, space_id)
     spec, eid = _readable(gw, entity_type, entity_id)
     if as_of_seq is None:
@@ -205,12 +224,12 @@ async def read_entity(
 )
 async def entity_history(
     space_id: Annotated[str, uuid_path("the space")],
-    entity_type: FromPath[str],
-    entity_id: FromPath[str],
+    entity_type: Annotated[str, ENTITY_TYPE_PATH],
+    entity_id: Annotated[str, ENTITY_ID_PATH],
     principal: PrincipalDep,
     gw: GatewayDep,
-    limit: PageLimit = None,
-    after: Annotated[int, QueryParameter(ge=0, le=MAX_SEQ, description="a seq (`next`)")] = 0,
+    limit: PageLimit = DEFAULT_PAGE,
+    after: Annotated[int, seq_query("a seq (`next`)")] = 0,
 ) -> HistoryResponse:
     """Client and server events of the entity; empty for an entity never written."""
     target, _ = await require_member(gw, principal, space_id)
@@ -230,20 +249,26 @@ async def list_reminders(
     space_id: Annotated[str, uuid_path("the space")],
     principal: PrincipalDep,
     gw: GatewayDep,
-    status: Annotated[ReminderStatus | None, QueryParameter(description="only this status")] = None,
-    limit: PageLimit = None,
-    after: PageAfter = None,
+    request: Request[Any, Any, Any],
+    status: Annotated[
+        ReminderStatus | None,
+        QueryParameter(
+            description="only this status",
+            schema_extra={"oneOf": None, "type": "string", "enum": list(get_args(ReminderStatus))},
+        ),
+    ] = None,
+    limit: PageLimit = DEFAULT_PAGE,
+    after: Annotated[str | None, after_query(KEYSET_AFTER)] = None,
 ) -> ReminderList:
     """The scheduler's rows for the space (scheduled, fired, cancelled, retrying, dead,
     skipped), ordered by due time, paged."""
+    absent_or_given(request, "status", status)
     await require_member(gw, principal, space_id)
     page, cursor = await reminder_queries.list_reminders(
-        gw.pool, space_id, status, limit or DEFAULT_REMINDER_PAGE, after
+        gw.pool, space_id, status, limit, given_cursor(after, KEYSET_AFTER)
     )
     return ReminderList(reminders=page, next=cursor)
 
-
-DEFAULT_REMINDER_PAGE = 100
 
 spaces_reads_router = Router(
     path="/v1/spaces",

@@ -20,6 +20,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from core.events import ENCODER, Revocation
 from core.ports import Bus
 
 log = structlog.get_logger("concord.gateway.revocation")
@@ -29,15 +30,7 @@ log = structlog.get_logger("concord.gateway.revocation")
 _OVERLAP = timedelta(seconds=10)
 
 
-class _Broadcast(msgspec.Struct, frozen=True, kw_only=True):
-    """``core.events.Revocation`` plus the revoked token generations (``token_ids``)."""
-
-    session_ids: list[str] = msgspec.field(default_factory=list)
-    token_ids: list[str] = msgspec.field(default_factory=list)
-
-
-_ENCODER = msgspec.json.Encoder()
-_DECODER = msgspec.json.Decoder(_Broadcast)
+_DECODER = msgspec.json.Decoder(Revocation)
 
 
 class RevocationCache:
@@ -90,9 +83,9 @@ class RevocationCache:
         if not session_ids and not token_ids:
             return
         self.learn([*session_ids, *token_ids])
-        payload = _Broadcast(session_ids=list(session_ids), token_ids=list(token_ids))
+        payload = Revocation(session_ids=list(session_ids), token_ids=list(token_ids))
         try:
-            await self._bus.publish(self.subject, _ENCODER.encode(payload))
+            await self._bus.publish(self.subject, ENCODER.encode(payload))
         except Exception as exc:  # the re-read covers a lost broadcast
             log.warning("revocation broadcast failed", error=str(exc))
 

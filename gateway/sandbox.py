@@ -51,7 +51,7 @@ _SHARED = {"charts.js": STATIC / "charts.js"}
 
 class SandboxTokenRequest(msgspec.Struct, frozen=True, kw_only=True):
     #: Seconds the new token lives: 1 to 300 (and never past the presented token).
-    ttl_seconds: int
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_SECONDS)]
 
 
 class SandboxToken(msgspec.Struct, frozen=True, kw_only=True):

@@ -24,6 +24,7 @@ import msgspec
 
 from core.ops import op_from_event
 from crdt import EntityState
+from eventstore import reads
 from gateway.context import Gateway
 
 MAX_SPACES = 20
@@ -150,10 +151,6 @@ def _open_conflicts(space_id: str, fold: _Fold) -> list[OpenConflict]:
     return found
 
 
-_EVENTS = """
-SELECT device_id::text AS device, kind, user_id IS NULL AS server, count(*) AS n
-FROM events WHERE space_id = ANY($1::uuid[]) GROUP BY 1, 2, 3
-"""
 _HEADS = """
 SELECT s.space_id::text AS space_id, s.head,
        s.head - coalesce(c.seq, 0) AS projector_lag,
@@ -185,7 +182,7 @@ async def user_figures(gw: Gateway, folds: ConflictFolds, user_id: str) -> UserF
     memberships = (await gw.store.spaces_of(user_id))[:MAX_SPACES]
     spaces = [m.space_id for m in memberships]
     async with gw.pool.acquire() as conn:
-        events = await conn.fetch(_EVENTS, spaces)
+        events = await reads.counts(conn, spaces)
         heads = await conn.fetch(_HEADS, spaces)
         refreshes = await conn.fetchval(_SESSIONS, user_id)
         revoked = await conn.fetch(_REVOKED, user_id)

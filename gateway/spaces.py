@@ -14,7 +14,7 @@ from typing import Annotated
 from litestar import HttpMethod, Response, Router, delete, get, post, route
 from litestar.di import Provide
 
-from core.errors import BadMessage, Forbidden, NotFound
+from core.errors import Forbidden, NotFound
 from core.ports import RoleChange
 from core.wire import (
     AddMemberRequest,
@@ -44,13 +44,16 @@ from gateway.invitations import (
     iso,
     new_code,
     page_cursor,
-    parse_cursor,
 )
 from gateway.openapi import AUTHED, SPACE, USER_SECURITY, errors
 from gateway.params import (
-    PageAfter,
+    DEFAULT_PAGE,
+    KEYSET_AFTER,
+    SPACE_CURSOR,
     PageLimit,
-    canonical_uuid,
+    after_query,
+    given_cursor,
+    keyset_after,
     page_size,
     path_uuid,
     uuid_path,
@@ -98,16 +101,12 @@ async def create_space(
 async def list_spaces(
     principal: PrincipalDep,
     gw: GatewayDep,
-    limit: PageLimit = None,
-    after: PageAfter = None,
+    limit: PageLimit = DEFAULT_PAGE,
+    after: Annotated[str | None, after_query(SPACE_CURSOR)] = None,
 ) -> SpaceList:
     """Ordered by space_id; ``next`` is set when more follow."""
     size = page_size(limit)
-    cursor = None
-    if after:
-        cursor = canonical_uuid(after)
-        if cursor is None:
-            raise BadMessage("after: not a valid cursor")
+    cursor = given_cursor(after, SPACE_CURSOR)
     spaces = sorted(await gw.store.spaces_of(principal.user_id), key=lambda s: s.space_id)
     if cursor is not None:
         spaces = [s for s in spaces if s.space_id > cursor]
@@ -153,7 +152,6 @@ async def add_member(
         user_id=user_id,
     )
     if isinstance(outcome, RoleChange):
-        await gw.hints.membership(outcome.event)
         member = MemberRole(space_id=outcome.space_id, user_id=outcome.user_id, role=outcome.role)
         return Response(member, status_code=200)
     created = InvitationCreated(
@@ -174,13 +172,13 @@ async def list_invitations(
     space_id: Annotated[str, uuid_path("the space")],
     principal: PrincipalDep,
     gw: GatewayDep,
-    limit: PageLimit = None,
-    after: PageAfter = None,
+    limit: PageLimit = DEFAULT_PAGE,
+    after: Annotated[str | None, after_query(KEYSET_AFTER)] = None,
 ) -> InvitationList:
     """Oldest first; never the codes. Used, cancelled and expired invitations are gone."""
     target_space = await require_owner(gw, principal, space_id)
     size = page_size(limit)
-    rows = await gw.store.invitations_of(target_space, after=parse_cursor(after), limit=size + 1)
+    rows = await gw.store.invitations_of(target_space, after=keyset_after(after), limit=size + 1)
     page = rows[:size]
     more = len(rows) > size
     return InvitationList(
@@ -226,10 +224,9 @@ async def remove_member(
         raise Forbidden("only owners manage members")
     if await gw.store.role_of(target_space, target_user) is None:
         raise NotFound("no such member")
-    event = await gw.store.change_member(
+    await gw.store.change_member(
         space_id=target_space, user_id=target_user, role=None, by=principal.user_id
     )
-    await gw.hints.membership(event)
 
 
 spaces_router = Router(

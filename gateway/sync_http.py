@@ -4,7 +4,7 @@ A push is checked in the order of docs/protocol.md section 2.5: authentication (
 token is 401 ``auth_expired`` for the whole request), size (413), the device's rate (429), the
 caller's role in the push's space (over HTTP a non-member's push is answered 404 and a
 reader's 403 as a whole, nothing stored), then each op by the store. The answer comes
-after COMMIT; then a hint goes out on ``<prefix>.space.<space_id>`` (best effort).
+after COMMIT, through the push path the WebSocket shares (gateway/pushes.py).
 """
 
 from __future__ import annotations
@@ -14,31 +14,28 @@ from typing import Annotated
 
 from litestar import Router, get, post
 from litestar.di import Provide
-from litestar.params import QueryParameter
 
-from core.errors import BadMessage, Forbidden, NotFound, TooLarge
-from core.metrics import IDEMPOTENCY_HITS, PUSH_SECONDS
+from core.errors import BadMessage, Forbidden, NotFound
 from core.ops import push_space
-from core.ports import AppendOutcome
-from core.wire import PullResponse, PushRequest, PushResponse
+from core.wire import BATCH_ID_MAX, OpResult, PullResponse, PushRequest, PushResponse
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import GatewayDep
 from gateway.examples import PULL_ANSWER, PUSH_ANSWER, PUSH_BODY, ok
-from gateway.limits import push_allowed
 from gateway.openapi import SPACE, USER_SECURITY, errors
-from gateway.params import BATCH_ID_MAX, MAX_SEQ, OpsRequest, page_size, uuid_query
+from gateway.params import OpsRequest, limit_query, page_size, seq_query, uuid_query
+from gateway.pushes import admit, check_size, store
 from gateway.spaces import require_member
 
 DEFAULT_PULL = 500
 
 
-def _refused_as_a_whole(outcome: AppendOutcome) -> None:
+def _refused_as_a_whole(results: list[OpResult]) -> None:
     """The store re-checks the role under the space lock; if it refused every op for the
     role (a removal that raced the pre-check), answer the request as a whole."""
-    codes = {r.error.code if r.error else None for r in outcome.results}
-    if outcome.results and codes == {"not_found"}:
+    codes = {r.error.code if r.error else None for r in results}
+    if results and codes == {"not_found"}:
         raise NotFound("no such space")
-    if outcome.results and codes == {"forbidden"}:
+    if results and codes == {"forbidden"}:
         raise Forbidden("readers may not push")
 
 
@@ -56,28 +53,27 @@ async def push(
 ) -> PushResponse:
     """One result per op, in the order sent, after COMMIT (docs/protocol.md section 4)."""
     started = time.perf_counter()
-    limits = gw.options.limits
-    if len(data.ops) > limits.max_ops_per_push:
-        raise TooLarge(f"more than max_ops_per_push ({limits.max_ops_per_push}) ops")
+    check_size(gw, data.ops)  # the body's bytes are bounded by the app
     if len(data.batch_id) > BATCH_ID_MAX:
         raise BadMessage(f"batch_id: at most {BATCH_ID_MAX} characters")
-    push_allowed(gw.push_buckets, principal.device_id, time.monotonic())
+    admit(gw, principal.device_id)
     space_id = push_space(data.ops)
     if space_id is not None:
         _, role = await require_member(gw, principal, space_id)
         if role == "reader":
             raise Forbidden("readers may not push")
-    outcome = await gw.store.append(
-        user_id=principal.user_id, device_id=principal.device_id, ops=data.ops
+    result = await store(
+        gw,
+        user_id=principal.user_id,
+        device_id=principal.device_id,
+        batch_id=data.batch_id,
+        ops=data.ops,
+        route="http",
+        started=started,
     )
-    _refused_as_a_whole(outcome)
-    duplicates = sum(1 for r in outcome.results if r.status == "duplicate")
-    if duplicates:
-        IDEMPOTENCY_HITS.labels(route="http").inc(duplicates)
-    await gw.hints.space(outcome.space_id, outcome.events)
-    PUSH_SECONDS.observe(time.perf_counter() - started)
+    _refused_as_a_whole(result.results)
     return PushResponse(
-        batch_id=data.batch_id, server_lamport=outcome.server_lamport, results=outcome.results
+        batch_id=data.batch_id, server_lamport=result.server_lamport, results=result.results
     )
 
 
@@ -90,10 +86,8 @@ async def pull(
     principal: PrincipalDep,
     gw: GatewayDep,
     space_id: Annotated[str, uuid_query("the space")],
-    after: Annotated[int, QueryParameter(ge=0, le=MAX_SEQ, description="the last seq held")] = 0,
-    limit: Annotated[
-        int | None, QueryParameter(ge=1, description="default 500, clamped to max_pull_limit")
-    ] = None,
+    after: Annotated[int, seq_query("the last seq held")] = 0,
+    limit: Annotated[int, limit_query("default 500, clamped to max_pull_limit")] = DEFAULT_PULL,
 ) -> PullResponse:
     """Events after ``after`` in seq order, and the head; read on until the last seq is
     the head."""

@@ -9,20 +9,14 @@ address. It is stopped, and its data dir removed, when the run ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
 import signal
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-
-from concord.command import read_port_file
-from concord.supervisor import process_family
+from concord.child import ConcordProcess, NotReady
 from lab.proxy import TcpProxy
 
 #: Access token lifetime of the lab's own server: short enough that tokens expire
@@ -61,7 +55,7 @@ class OwnServer(LabServer):
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="concord-lab-"))
         self.keep = keep or data_dir is not None
         self.proxy = TcpProxy(None)
-        self.proc: asyncio.subprocess.Process | None = None
+        self.process: ConcordProcess | None = None
         self.backend_port = 0
         self.log_path = self.data_dir / "server.log"
         super().__init__("http://127.0.0.1:0", secrets.token_urlsafe(24))
@@ -96,70 +90,22 @@ class OwnServer(LabServer):
 
     async def start_backend(self, within: float = 180) -> None:
         """Start ``concord dev`` on a port it binds itself (``--port 0``); return once
-        that process answers ``/healthz`` with its pid and ``/readyz`` with 200."""
-        port_file = self.data_dir / "backend.port"
-        port_file.unlink(missing_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "concord",
-                "dev",
-                "--port",
-                "0",
-                "--port-file",
-                str(port_file),
-                env=self._env(),
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        await self._ready(port_file, within)
-        self.proxy.retarget(self.backend_port)
-
-    async def _ready(self, port_file: Path, within: float) -> None:
-        deadline = time.monotonic() + within
-        async with httpx.AsyncClient(timeout=2) as http:
-            while time.monotonic() < deadline:
-                assert self.proc is not None
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"concord dev exited early:\n{self._tail()}")
-                if await self._answers(http, port_file):
-                    return
-                await asyncio.sleep(0.2)
-        raise RuntimeError(f"concord dev not ready in {within}s:\n{self._tail()}")
-
-    async def _answers(self, http: httpx.AsyncClient, port_file: Path) -> bool:
-        """True once the port file is written and the server there is this process."""
-        port = read_port_file(port_file)
-        if port is None or self.proc is None:
-            return False
-        self.backend_port = port
-        url = f"http://127.0.0.1:{port}"
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            health = await http.get(f"{url}/healthz")
-            ours = health.json().get("pid") in process_family(self.proc.pid)
-            if health.status_code == 200 and ours:
-                return (await http.get(f"{url}/readyz")).status_code == 200
-        return False
-
-    def _tail(self) -> str:
+        that process answers ``/healthz`` with its pid and ``/readyz`` with 200
+        (``concord.child``, the harness the tests and benchmarks use too)."""
+        self.process = ConcordProcess(["dev"], self._env(), self.log_path)
         try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
+            await asyncio.to_thread(self.process.start, within)
+        except NotReady as exc:
+            raise RuntimeError(str(exc)) from None
+        self.backend_port = self.process.port
+        self.proxy.retarget(self.backend_port)
 
     async def stop_backend(self) -> None:
         """SIGTERM ``concord dev`` (gateway, projector, scheduler, embedded services)."""
         self.proxy.retarget(None)
-        proc, self.proc = self.proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 60)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        process, self.process = self.process, None
+        if process is not None:
+            await asyncio.to_thread(process.stop, signal.SIGTERM, 60)
 
     async def close(self) -> None:
         await self.stop_backend()

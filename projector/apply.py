@@ -31,12 +31,13 @@ import asyncpg
 from core.breaks import broken
 from core.events import ReminderChange
 from core.metrics import PROJECTOR_QUARANTINED
-from core.ops import op_from_event
+from core.ops import op_from_event, op_from_row
 from core.wire import Event
 from crdt import EntityState, Op, decode_state, encode_state
 from eventstore.errors import is_transient
+from eventstore.reads import op_rows_between
 from eventstore.rows import Conn
-from projector.tables import LIVE, READ_EVENTS, Tables, columns_of, op_from_row
+from projector.tables import LIVE, Tables, columns_of
 from projector.typed import TASK, ReminderKey, derive, reminder_key
 
 BIG = 2**62
@@ -96,7 +97,7 @@ async def read_events(
 ) -> list[tuple[int, Op]]:
     """Events ``after < seq <= up_to`` from the log, cut at the first gap (none should
     exist: a space's seqs commit in order, under its row lock)."""
-    rows = await conn.fetch(READ_EVENTS, space_id, after, up_to, limit)
+    rows = await op_rows_between(conn, space_id, after, up_to, limit)
     out: list[tuple[int, Op]] = []
     for row in rows:
         if row[0] != after + len(out) + 1:
@@ -202,7 +203,7 @@ async def _apply_isolating(
     no part can hold quarantined; the checkpoint moves past them all."""
     async with conn.transaction():
         checkpoint = await lock_checkpoint(conn, tables, sid)
-        rows = await conn.fetch(READ_EVENTS, sid, checkpoint, up_to or BIG, max_events)
+        rows = await op_rows_between(conn, sid, checkpoint, up_to or BIG, max_events)
         items = _items(rows, checkpoint)
         if not items:
             return None
@@ -287,6 +288,21 @@ async def _apply_batch(
         key = (row[0], row[1])
         states[key] = decode_state(bytes(row[2]))
         before[key] = reminder_key(row[5], row[3], row[4])
+    applied, out = fold_batch(space_id, batch, states, before)
+    await conn.execute(tables.upsert_states, sid, *columns_of(out))
+    return applied
+
+
+def fold_batch(
+    space_id: str,
+    batch: list[tuple[int, Op]],
+    states: dict[Key, EntityState],
+    before: dict[Key, ReminderKey],
+) -> tuple[Applied, list[tuple[object, ...]]]:
+    """Fold a space's batch into ``states`` (the stored states of its entities, updated
+    in place; ``before`` their reminder keys); what it did, and the rows to upsert
+    (``STATE_COLUMNS`` without space_id)."""
+    keys = list(dict.fromkeys((op.entity_type, op.entity_id) for _, op in batch))
     last: dict[Key, int] = {}
     for seq, op in batch:
         key = (op.entity_type, op.entity_id)
@@ -316,5 +332,4 @@ async def _apply_batch(
                     deleted=now[2],
                 )
             )
-    await conn.execute(tables.upsert_states, sid, *columns_of(out))
-    return applied
+    return applied, out

@@ -34,17 +34,15 @@ import asyncpg
 
 from crdt import encode_state
 from eventstore.errors import is_transient
+from eventstore.reads import SpaceRange, everything
 from eventstore.rows import Conn
-from projector.folding import ALL_EVENTS, SpaceFold, chunks, fold_spaces
+from projector.folding import SpaceFold, fold_spaces
 from projector.tables import SHADOW, STATE_COLUMNS
 from projector.typed import derive
 
 _FLUSH_ENTITIES = 5000
-SOME_EVENTS = ALL_EVENTS.replace(
-    " ORDER BY", " WHERE e.space_id BETWEEN $1::uuid AND $2::uuid ORDER BY"
-)
 #: The first and last space_id of a worker's range.
-Range = tuple[uuid.UUID, uuid.UUID]
+Range = SpaceRange
 
 log = logging.getLogger("concord.projector.rebuild")
 
@@ -125,13 +123,12 @@ async def fold_into_shadow(
     of ``reader`` and write them to the shadow tables through ``writer_conn``."""
     counts = Counts()
     writer = ShadowWriter(writer_conn)
-    query, args = (ALL_EVENTS, ()) if space_range is None else (SOME_EVENTS, space_range)
     try:
         async with (
             reader.transaction(isolation="repeatable_read", readonly=True),
             _gc_paused(),
         ):
-            async for fold in fold_spaces(chunks(reader, query, *args), on_events):
+            async for fold in fold_spaces(everything(reader, spaces=space_range), on_events):
                 writer.add(fold)
                 counts.spaces += 1
                 counts.entities += len(fold.states)

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from core.ids import canonical_id
 from crdt import EntityState, decode_state, plain_text
 
 _GET = """
@@ -107,10 +108,8 @@ class SpaceLag(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _space(space_id: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(space_id)
-    except ValueError:
-        return None
+    canonical = canonical_id(space_id)
+    return None if canonical is None else uuid.UUID(canonical)
 
 
 def encode_cursor(entity_type: str, entity_id: str) -> str:

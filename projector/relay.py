@@ -3,35 +3,51 @@ write path step 6).
 
 Every append transaction inserts an ``outbox`` row naming its space's new head (same
 transaction as the events, so a committed event always has one). The relay, in one
-transaction per cycle:
+transaction per cycle, works on a whole batch of spaces at once:
 
 1. claims outbox rows with ``FOR UPDATE SKIP LOCKED`` (several relays share the work);
 2. locks the claimed spaces' ``outbox_cursors`` rows, again ``SKIP LOCKED``: a space is
    relayed by one relay at a time, so its events reach the stream in seq order;
-3. publishes each space's events ``published_seq + 1 .. claimed head`` in seq order,
-   message id ``<space_id>:<seq>``, and waits for every JetStream ack;
-4. advances the cursor and deletes the claimed rows it covered; COMMIT.
+3. reads every locked space's events ``published_seq + 1 .. claimed head`` in ONE query
+   (at most ``max_events`` per space and ``max_batch`` per cycle, shared fairly);
+4. publishes them all pipelined (in seq order per space on one connection), message id
+   ``<space_id>:<seq>``, replies to an inbox of its own (:class:`Acks`), and waits ONCE
+   for the acks;
+5. advances each space's cursor to the end of its acked prefix (never past a message
+   that was not acked) and deletes the claimed rows that cover, one statement each;
+   COMMIT. If some message was not acked, the cycle then reports the failure and the
+   run loop backs off.
 
 A crash or a NATS failure anywhere before COMMIT rolls it all back: the rows stay and
 the events are published again next cycle; JetStream drops the repeats (message ids
 within its duplicate window, see ``projector.stream``). Nothing is lost; nothing is
-skipped. When NATS is down the relay keeps polling and publishes once it is back.
+skipped. When NATS is down the relay keeps polling and publishes once it is back. (A
+message refused in the middle of a pipelined batch can land after its successors,
+which were acked: consumers take the stream's order as a hint and read any gap from
+PostgreSQL, as the projector does.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from core.natsbus import NatsBus
-from eventstore.rows import READ_COLUMNS, Conn, event_from_row
-from projector.stream import JetStream, Names, ensure_stream, honour_cancellation
+from core.wire import Event
+from eventstore.reads import wire_rows_of_ranges
+from eventstore.rows import Conn
+from projector.stream import JetStream, Names, client_of, ensure_stream, honour_cancellation
 
 log = logging.getLogger("concord.projector.relay")
 
@@ -47,13 +63,52 @@ _LOCK_CURSORS = """
 SELECT space_id, published_seq FROM outbox_cursors WHERE space_id = ANY($1::uuid[])
 ORDER BY space_id FOR UPDATE SKIP LOCKED
 """
-_READ = f"""
-SELECT {READ_COLUMNS} FROM events WHERE space_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq
+_ADVANCE = """
+UPDATE outbox_cursors AS c SET published_seq = u.seq
+FROM unnest($1::uuid[], $2::bigint[]) AS u(space_id, seq)
+WHERE c.space_id = u.space_id
 """
-_ADVANCE = "UPDATE outbox_cursors SET published_seq = $2 WHERE space_id = $1"
-_DELETE = "DELETE FROM outbox WHERE space_id = $1 AND head = ANY($2::bigint[])"
+# Only rows this cycle claimed (and so holds locked): another relay's are left alone.
+_DELETE = """
+DELETE FROM outbox AS o USING unnest($1::uuid[], $2::bigint[]) AS u(space_id, head)
+WHERE o.space_id = u.space_id AND o.head = u.head
+"""
 
 _encode = msgspec.json.encode
+
+
+@dataclass(frozen=True)
+class Range:
+    """One space's part of a cycle: events ``after < seq <= up_to``."""
+
+    space_id: uuid.UUID
+    after: int
+    up_to: int
+
+
+def plan(
+    cursors: Sequence[tuple[uuid.UUID, int]],
+    heads: dict[uuid.UUID, list[int]],
+    per_space: int,
+    budget: int,
+) -> list[Range]:
+    """Each locked space's range for this cycle: up to its highest claimed head, at most
+    ``per_space`` events, and ``budget`` events in all, shared evenly first (so a space
+    with a deep backlog cannot starve the others), the rest in order."""
+    wanted = [(sid, seq, min(max(heads[sid]), seq + per_space) - seq) for sid, seq in cursors]
+    busy = sum(1 for *_, need in wanted if need > 0)
+    share = budget // busy if busy else 0
+    given = [max(0, min(need, share)) for *_, need in wanted]
+    left = budget - sum(given)
+    for i, (*_, need) in enumerate(wanted):
+        extra = max(0, min(need - given[i], left))
+        given[i] += extra
+        left -= extra
+    return [Range(sid, seq, seq + n) for (sid, seq, _), n in zip(wanted, given, strict=True)]
+
+
+class RelayFailed(Exception):
+    """Some messages of a cycle were not acked; the cursors stopped before them."""
 
 
 class Relay:
@@ -66,8 +121,9 @@ class Relay:
         names: Names,
         *,
         interval: float = 0.2,
-        claim_rows: int = 500,
-        max_events: int = 2000,
+        claim_rows: int = 2000,
+        max_events: int = 5000,
+        max_batch: int = 10_000,
         ack_timeout: float = 5.0,
     ) -> None:
         self.pool = pool
@@ -75,9 +131,11 @@ class Relay:
         self.interval = interval
         self.claim_rows = claim_rows
         self.max_events = max_events
+        self.max_batch = max_batch
         self.ack_timeout = ack_timeout
         self.published = 0
         self._js = JetStream(bus)
+        self._acks = Acks()
         self._stream_ready = False
 
     async def run(self) -> None:
@@ -99,7 +157,9 @@ class Relay:
                 await asyncio.sleep(delay)
 
     async def relay_once(self) -> int:
-        """One cycle; the number of events published (0: nothing to do, or NATS down)."""
+        """One cycle; the number of events published (0: nothing to do, or NATS down).
+        Raises :class:`RelayFailed` (after committing what was acked) when some message
+        was not acked."""
         js = self._js.get()
         if js is None:
             return 0
@@ -114,44 +174,162 @@ class Relay:
             for row in claimed:
                 heads[row[0]].append(row[1])
             await conn.execute(_ENSURE_CURSORS, list(heads))
-            total = 0
-            for row in await conn.fetch(_LOCK_CURSORS, list(heads)):
-                total += await self._relay_space(conn, js, row[0], row[1], heads[row[0]])
+            locked = await conn.fetch(_LOCK_CURSORS, list(heads))
+            start: dict[uuid.UUID, int] = {r[0]: r[1] for r in locked}
+            ranges = plan(list(start.items()), heads, self.max_events, self.max_batch)
+            todo = [r for r in ranges if r.up_to > r.after]
+            rows = await read_ranges(conn, todo) if todo else []
+            acked, failure = await self._publish(js, rows)
+            done = {r.space_id: acked.get(r.space_id, r.after) for r in ranges}
+            moved = [(sid, seq) for sid, seq in done.items() if seq > start[sid]]
+            if moved:
+                await conn.execute(_ADVANCE, [m[0] for m in moved], [m[1] for m in moved])
+            covered = [(sid, h) for sid, seq in done.items() for h in heads[sid] if h <= seq]
+            if covered:
+                await conn.execute(_DELETE, [c[0] for c in covered], [c[1] for c in covered])
+        total = sum(seq - start[sid] for sid, seq in moved)
         self.published += total
+        if failure is not None:
+            raise RelayFailed(f"{total} of {len(rows)} events acked: {failure!r}") from failure
         return total
 
-    async def _relay_space(
-        self, conn: Conn, js: JetStreamContext, sid: uuid.UUID, published: int, heads: list[int]
-    ) -> int:
-        """Publish one space from its cursor to its highest claimed head (at most
-        ``max_events`` of them), advance the cursor, delete the rows it covers."""
-        target = min(max(heads), published + self.max_events)
-        count = 0
-        if target > published:
-            rows = await conn.fetch(_READ, sid, published, target)
-            await self._publish(js, rows)
-            count = len(rows)
-            await conn.execute(_ADVANCE, sid, target)
-            published = target
-        covered = [h for h in heads if h <= published]
-        if covered:
-            await conn.execute(_DELETE, sid, covered)
-        return count
+    async def _publish(
+        self, js: JetStreamContext, rows: Sequence[asyncpg.Record]
+    ) -> tuple[dict[uuid.UUID, int], BaseException | None]:
+        """Publish the rows in order (one connection keeps each space's order), wait once
+        for every ack; each space's highest seq acked with all before it, and the first
+        failure (None when every message was acked)."""
+        if not rows:
+            return {}, None
+        nc = client_of(js)
+        reply = await self._acks.begin(nc, len(rows))
+        log_subject, msg_id = self.names.log_subject, Names.msg_id
+        sent: list[tuple[uuid.UUID, int]] = []
+        for i, row in enumerate(rows):
+            sid, seq, payload = _message(row)
+            headers = {"Nats-Msg-Id": msg_id(sid, seq)}
+            await nc.publish(log_subject(sid), payload, reply=f"{reply}{i}", headers=headers)
+            sent.append((row[0], seq))
+        await self._acks.wait(self.ack_timeout)
+        return self._acks.prefixes(sent)
 
-    async def _publish(self, js: JetStreamContext, rows: list[asyncpg.Record]) -> None:
-        """Publish in seq order (one connection keeps the order) and await every ack."""
-        futures = []
-        try:
-            for row in rows:
-                event = event_from_row(row)
-                futures.append(
-                    await js.publish_async(
-                        self.names.log_subject(event.space_id),
-                        _encode(event),
-                        headers={"Nats-Msg-Id": Names.msg_id(event.space_id, event.seq)},
-                    )
+
+class RefusedError(Exception):
+    """JetStream did not store a message (its answer, as text)."""
+
+
+class Acks:
+    """The relay's own reply inbox for JetStream's acks: one subscription, and per cycle
+    one status per message, instead of ``publish_async``'s future, NUID, semaphore slot
+    and parsed ``PubAck`` per message (most of the relay's CPU in a profile).
+
+    Reply subjects are ``<inbox>.<cycle>.<index>``: an ack of an earlier cycle that
+    arrives late is ignored. An ack counts when it names a stored sequence and no error
+    (JetStream answers a refused message with ``{"error": ...}``, and the server answers
+    with an empty 503 status message when no stream listens)."""
+
+    WAITING, ACKED, REFUSED = 0, 1, 2
+
+    def __init__(self) -> None:
+        self._nc: NatsClient | None = None
+        self._inbox = ""
+        self._cycle = 0
+        self._status: list[int] = []
+        self._left = 0
+        self._errors: dict[int, bytes] = {}
+        self._all = asyncio.Event()
+
+    async def begin(self, nc: NatsClient, count: int) -> str:
+        """Start a cycle of ``count`` messages; the reply prefix of its messages."""
+        if self._nc is not nc:  # the first cycle (the client resubscribes on reconnects)
+            self._inbox = nc.new_inbox()
+            await nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
+            self._nc = nc
+        self._cycle += 1
+        self._status = [self.WAITING] * count
+        self._left = count
+        self._errors = {}
+        self._all.clear()
+        return f"{self._inbox}.{self._cycle}."
+
+    async def _on_reply(self, msg: Msg) -> None:
+        cycle, _, index = msg.subject[len(self._inbox) + 1 :].partition(".")
+        if int(cycle) != self._cycle:
+            return
+        i = int(index)
+        if self._status[i] != self.WAITING:
+            return
+        data = msg.data
+        if b'"seq"' in data and b'"error"' not in data:
+            self._status[i] = self.ACKED
+        else:
+            self._status[i] = self.REFUSED
+            self._errors[i] = data[:300] or f"status {msg.headers}".encode()
+        self._left -= 1
+        if self._left == 0:
+            self._all.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Until every message of the cycle is answered, or ``seconds`` have passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all.wait(), seconds)
+
+    def prefixes(
+        self, sent: Sequence[tuple[uuid.UUID, int]]
+    ) -> tuple[dict[uuid.UUID, int], BaseException | None]:
+        """Per space, the last seq of the run of acked messages from its first one; the
+        first failure (None when every message was acked)."""
+        acked: dict[uuid.UUID, int] = {}
+        stopped: set[uuid.UUID] = set()
+        failure: BaseException | None = None
+        for i, (sid, seq) in enumerate(sent):
+            if sid in stopped:
+                continue
+            status = self._status[i]
+            if status == self.ACKED:
+                acked[sid] = seq
+                continue
+            stopped.add(sid)
+            if failure is None:
+                failure = (
+                    RefusedError(self._errors[i].decode(errors="replace"))
+                    if status == self.REFUSED
+                    else TimeoutError("no ack")
                 )
-            await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout)
-        finally:
-            for future in futures:
-                future.cancel()  # no-op for the acked ones; frees the stalled ones
+        return acked, failure
+
+
+def _message(row: asyncpg.Record) -> tuple[str, int, bytes]:
+    """A row read by :func:`read_ranges` as (space_id, seq, the ``wire.Event`` JSON).
+
+    Built without decoding anything: the ids come as text, ``recorded_at`` formatted by
+    PostgreSQL like ``eventstore.rows.format_time``, and the stored value (JSON text) is
+    embedded as it is (``msgspec.Raw``) instead of decoded and encoded again."""
+    _, seq, op_id, sid, etype, eid, kind, field, value, pred, lamport, client_time = row[:12]
+    device_id, user_id, recorded_at, schema_version = row[12:]
+    event = Event(
+        seq=seq,
+        op_id=op_id,
+        space_id=sid,
+        entity_type=etype,
+        entity_id=eid,
+        kind=kind,
+        field=field,
+        value=None if value is None else msgspec.Raw(value),
+        pred=pred,
+        lamport=lamport,
+        client_time=client_time,
+        device_id=device_id,
+        user_id=user_id,
+        recorded_at=recorded_at,
+        schema_version=schema_version,
+    )
+    return sid, seq, _encode(event)
+
+
+async def read_ranges(conn: Conn, ranges: Sequence[Range]) -> list[asyncpg.Record]:
+    """The events of every range in one query, space after space, each in seq order
+    (rows of the space's uuid, then ``eventstore.reads.WIRE_COLUMNS``)."""
+    return await wire_rows_of_ranges(
+        conn, [r.space_id for r in ranges], [r.after for r in ranges], [r.up_to for r in ranges]
+    )

@@ -52,7 +52,7 @@ async def running(
     )
     bus = NatsBus(settings.nats_url, prefix=settings.nats_prefix, name="concord-projector")
     await bus.start()
-    names = Names(settings.nats_prefix)
+    names = Names(settings.nats_prefix, stream_max_bytes=settings.nats_stream_max_bytes)
     parts = Running(
         pool=pool,
         bus=bus,

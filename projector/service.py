@@ -10,8 +10,8 @@ Two loops run side by side:
   it up from PostgreSQL. So a dropped message, a NATS outage or a crash of another
   instance costs at most one tick of latency, never an event.
 
-After each committed batch the projector publishes ``ProjectionChange`` and, for tasks
-whose reminder changed, ``ReminderChange`` (core NATS, best effort: both are hints).
+After each committed batch the projector publishes, for tasks whose reminder changed,
+``ReminderChange`` for the scheduler (core NATS, best effort: a hint).
 
 An event that cannot be applied never stalls its space: ``apply_space`` quarantines it
 and the space goes on (docs/projector.md); the tick keeps the quarantine gauge.
@@ -30,11 +30,12 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-from core.events import ENCODER, EntityRef, ProjectionChange
+from core.events import ENCODER
 from core.metrics import OUTBOX_LAG, PROJECTOR_LAG, PROJECTOR_QUARANTINE
 from core.natsbus import NatsBus
 from core.wire import Event
 from projector.apply import Applied, apply_space
+from projector.batch import apply_spaces
 from projector.membership import Membership
 from projector.readmodel import lag_totals, quarantine_count
 from projector.stream import (
@@ -186,7 +187,34 @@ class Projector:
                 continue
             if self.membership.owns(event.space_id):
                 by_space[event.space_id].append(event)
-        await self._each(by_space.items(), lambda item: self.project(item[0], item[1]))
+        if by_space:
+            await self._apply_together(by_space)
+
+    async def _apply_together(self, by_space: dict[str, list[Event]]) -> None:
+        """All the spaces of a fetch in one transaction (``projector.batch``); when that
+        fails, each space on its own (``project``: isolation and quarantine). A space
+        left below its last delivered seq is continued from PostgreSQL."""
+        try:
+            async with self._gate, self.pool.acquire() as conn:
+                batched = await apply_spaces(conn, by_space, max_events=self.options.max_events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("a batch of %d spaces failed (%r): one space at a time", len(by_space), exc)
+            await self._each(by_space.items(), lambda item: self.project(item[0], item[1]))
+            return
+        reached = {a.space_id: a.seq for a in batched.applied}
+        for done in batched.applied:
+            self.applied_events += done.count
+            await self._announce(done)
+        rest: list[tuple[str, Sequence[Event], int]] = []
+        for sid, events in by_space.items():
+            top = max(e.seq for e in events)
+            if sid in batched.busy:  # held by the tick or another instance: wait for it
+                rest.append((sid, events, top))
+            elif reached.get(sid, top) < top:
+                rest.append((sid, (), top))
+        await self._each(rest, lambda item: self.project(item[0], item[1], up_to=item[2]))
 
     # ------------------------------------------------------------------ apply
 
@@ -232,11 +260,6 @@ class Projector:
             )
 
     async def _announce(self, applied: Applied) -> None:
-        refs = [EntityRef(entity_type=t, entity_id=i) for t, i in applied.entities]
-        change = ProjectionChange(space_id=applied.space_id, seq=applied.seq, entities=refs)
-        await self.bus.publish(
-            self.names.projection_subject(applied.space_id), ENCODER.encode(change)
-        )
         for reminder in applied.reminders:
             await self.bus.publish(
                 self.names.reminders_subject(applied.space_id), ENCODER.encode(reminder)

@@ -1,7 +1,8 @@
-"""The JetStream stream of the log: names derived from the NATS prefix, and its config.
+"""The JetStream stream of the log: its config, over the names of the NATS contract.
 
-Every subject, the stream name and the consumer names derive from ``settings.nats_prefix``
-so that deployments (and test runs) sharing one NATS server never see each other.
+Every subject, the stream name and the consumer names are ``core.events.Names`` of
+``settings.nats_prefix``, so that deployments (and test runs) sharing one NATS server
+never see each other.
 
 | what | name |
 | --- | --- |
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 import nats.js.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -28,6 +29,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from core.events import Names as Names  # re-exported: the projector's callers name it here
 from core.natsbus import NatsBus
 
 log = logging.getLogger("concord.projector")
@@ -40,41 +42,8 @@ log = logging.getLogger("concord.projector")
 DUPLICATE_WINDOW_S = 10 * 60.0
 #: The stream is a fast path only (PostgreSQL is the log), so it keeps one day.
 MAX_AGE_S = 24 * 3600.0
-MAX_BYTES = 1 << 30
 #: A projector slot's durable consumer disappears after an hour without a fetch.
 CONSUMER_INACTIVE_S = 3600.0
-
-
-@dataclass(frozen=True)
-class Names:
-    """Stream, subjects and consumers of one deployment (one NATS prefix)."""
-
-    prefix: str
-
-    @property
-    def stream(self) -> str:
-        return f"{self.prefix}_LOG"
-
-    @property
-    def log_wildcard(self) -> str:
-        return f"{self.prefix}.log.*"
-
-    def log_subject(self, space_id: str) -> str:
-        return f"{self.prefix}.log.{space_id}"
-
-    def projection_subject(self, space_id: str) -> str:
-        return f"{self.prefix}.projection.{space_id}"
-
-    def reminders_subject(self, space_id: str) -> str:
-        return f"{self.prefix}.reminders.{space_id}"
-
-    def durable(self, slot: int) -> str:
-        return f"projector_{slot}"
-
-    @staticmethod
-    def msg_id(space_id: str, seq: int) -> str:
-        """The JetStream message id of an event: a repeat of it is dropped by the server."""
-        return f"{space_id}:{seq}"
 
 
 def stream_config(names: Names, *, duplicate_window: float = DUPLICATE_WINDOW_S) -> StreamConfig:
@@ -85,7 +54,7 @@ def stream_config(names: Names, *, duplicate_window: float = DUPLICATE_WINDOW_S)
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         max_age=MAX_AGE_S,
-        max_bytes=MAX_BYTES,
+        max_bytes=names.stream_max_bytes,
         duplicate_window=duplicate_window,
     )
 
@@ -134,6 +103,13 @@ class JetStream:
         if self._js is None:
             self._js = self.bus.jetstream()
         return self._js
+
+
+def client_of(js: JetStreamContext) -> Client:
+    """The NATS connection under a JetStream context (nats-py keeps it as ``_nc``): the
+    relay publishes on it with a reply inbox of its own (``projector.relay.Acks``)."""
+    nc: Client = js._nc
+    return nc
 
 
 def honour_cancellation() -> None:

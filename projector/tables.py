@@ -11,11 +11,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import asyncpg
-import msgspec
-
-from crdt import Op
-
 STATE_COLUMNS: tuple[str, ...] = (
     "space_id",
     "entity_type",
@@ -46,34 +41,6 @@ _ARRAY_TYPES = (
     "text[]",
     "uuid[]",
 )
-
-#: What the projector reads of an event: ids as text (no UUID objects to build and
-#: stringify), the value as its stored JSON text.
-EVENT_SELECT = (
-    "SELECT seq, op_id::text, entity_type, entity_id, kind, field, value, pred::text[], "
-    "lamport, device_id::text FROM events"
-)
-
-READ_EVENTS = f"{EVENT_SELECT} WHERE space_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4"
-
-_json = msgspec.json.decode
-
-
-def op_from_row(row: asyncpg.Record) -> Op:
-    """The merge-relevant part of a row selected with :data:`EVENT_SELECT` (unpacked in
-    one go: this runs once per event, and unpacking beats ten index lookups)."""
-    _, op_id, entity_type, entity_id, kind, field, value, pred, lamport, device_id = row
-    return Op(
-        op_id=op_id,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        kind=kind,
-        field=field,
-        value=None if value is None else _json(value),
-        pred=tuple(pred),
-        lamport=lamport,
-        device_id=device_id,
-    )
 
 
 @dataclass(frozen=True)
@@ -117,6 +84,51 @@ class Tables:
         return (
             f"INSERT INTO {self.states} ({', '.join(STATE_COLUMNS)}) "
             f"SELECT $1::uuid, u.* FROM unnest({args}) AS u "
+            f"ON CONFLICT (space_id, entity_type, entity_id) DO UPDATE SET {updates}"
+        )
+
+    # Several spaces in one transaction (projector.batch): the same statements over arrays.
+
+    @cached_property
+    def create_checkpoints(self) -> str:
+        return (
+            f"INSERT INTO {self.checkpoints} (space_id, seq) SELECT unnest($1::uuid[]), 0 "
+            "ON CONFLICT (space_id) DO NOTHING"
+        )
+
+    @cached_property
+    def lock_checkpoints(self) -> str:
+        # SKIP LOCKED: a space another writer holds (the tick, another instance) is left
+        # out rather than waited for while the batch holds all the others (a convoy).
+        return (
+            f"SELECT space_id::text, seq FROM {self.checkpoints} "
+            "WHERE space_id = ANY($1::uuid[]) ORDER BY space_id FOR UPDATE SKIP LOCKED"
+        )
+
+    @cached_property
+    def set_checkpoints(self) -> str:
+        return (
+            f"UPDATE {self.checkpoints} AS c SET seq = u.seq "
+            "FROM unnest($1::uuid[], $2::bigint[]) AS u(space_id, seq) "
+            "WHERE c.space_id = u.space_id"
+        )
+
+    @cached_property
+    def load_states_of_spaces(self) -> str:
+        return (
+            "SELECT space_id::text, entity_type, entity_id, state, done, deleted, "
+            f"remind_at_op_id::text FROM {self.states} "
+            "WHERE (space_id, entity_type, entity_id) IN "
+            "(SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]))"
+        )
+
+    @cached_property
+    def upsert_states_of_spaces(self) -> str:
+        args = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(("uuid[]", *_ARRAY_TYPES)))
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS[3:])
+        return (
+            f"INSERT INTO {self.states} ({', '.join(STATE_COLUMNS)}) "
+            f"SELECT u.* FROM unnest({args}) AS u "
             f"ON CONFLICT (space_id, entity_type, entity_id) DO UPDATE SET {updates}"
         )
 

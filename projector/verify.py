@@ -10,19 +10,22 @@ be folded is listed once, as ``replay``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from crdt import EntityState, decode_state
+from eventstore.reads import everything
 from eventstore.rows import Conn
-from projector.folding import CHECKPOINTED_EVENTS, SpaceFold, chunks, fold_spaces
+from projector.folding import SpaceFold, fold_spaces
 from projector.tables import STATE_COLUMNS
 from projector.typed import derive
 
 _ROWS = f"SELECT {', '.join(STATE_COLUMNS[1:])} FROM entity_states WHERE space_id = $1"
+_CHECKPOINTS = "SELECT space_id::text, seq FROM projector_checkpoints"
+_QUARANTINED = "SELECT space_id::text, seq FROM projector_quarantine"
 _STRAY = """
 SELECT DISTINCT e.space_id::text FROM entity_states AS e
 LEFT JOIN projector_checkpoints AS c USING (space_id) WHERE coalesce(c.seq, 0) = 0
@@ -74,6 +77,22 @@ async def _check_space(conn: Conn, fold: SpaceFold) -> list[Difference]:
     return found
 
 
+async def _claimed(conn: Conn) -> AsyncIterator[list[asyncpg.Record]]:
+    """The events the read model claims to reflect, as ``everything`` gives them: each
+    space's up to its checkpoint, the quarantined ones left out (all in ``conn``'s
+    snapshot)."""
+    checkpoints: dict[str, int] = {r[0]: r[1] for r in await conn.fetch(_CHECKPOINTS)}
+    quarantined = {(r[0], r[1]) for r in await conn.fetch(_QUARANTINED)}
+    async for rows in everything(conn):
+        kept = [
+            r
+            for r in rows
+            if r[0] <= checkpoints.get(r[10], 0) and (r[10], r[0]) not in quarantined
+        ]
+        if kept:
+            yield kept
+
+
 async def verify(
     pool: asyncpg.Pool, on_events: Callable[[int], None] | None = None
 ) -> list[Difference]:
@@ -88,7 +107,7 @@ async def verify(
         # Both connections must read one snapshot: export the reader's, adopt it.
         snapshot = await reader.fetchval("SELECT pg_export_snapshot()")
         await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        async for fold in fold_spaces(chunks(reader, CHECKPOINTED_EVENTS), on_events):
+        async for fold in fold_spaces(_claimed(reader), on_events):
             found.extend(await _check_space(conn, fold))
         for (space_id,) in await conn.fetch(_STRAY):  # rows of never-projected spaces
             found.extend(await _check_space(conn, SpaceFold(space_id)))

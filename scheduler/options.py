@@ -24,8 +24,9 @@ class SchedulerOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     #: A claim on a reminder lasts this long; an instance that crashed or hung mid-firing
     #: loses it after that, and another instance (or the restarted one) takes over.
     lease_seconds: float = 30.0
-    #: Reminders claimed per round, and firings run at once per instance.
-    claim_batch: int = 100
+    #: Reminders claimed per round: they fire as one batch (one append of all their
+    #: events). ``fire_concurrency`` sizes the firing and append pools.
+    claim_batch: int = 500
     fire_concurrency: int = 8
     #: Date jobs are kept for reminders due within this many sweep intervals.
     window_sweeps: float = 2.0

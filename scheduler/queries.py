@@ -8,15 +8,13 @@ errors, never field values.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
 
 from core.errors import BadMessage
+from core.ids import canonical_id, keyset_cursor, parse_keyset_cursor
 from core.wire import ReminderInfo, ReminderStatus
 from eventstore.errors import translated
 from scheduler.clock import format_time
@@ -70,25 +68,17 @@ class ReminderCounts(msgspec.Struct, frozen=True, kw_only=True):
     backlog_age_seconds: float
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def encode_cursor(fire_at: datetime, reminder_id: str) -> str:
-    """An opaque cursor naming the last row of a page: (fire_at in µs, reminder_id)."""
-    delta = fire_at.astimezone(UTC) - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    raw = f"{micros}:{reminder_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """An opaque cursor naming the last row of a page: ``core.ids.keyset_cursor``."""
+    return keyset_cursor(fire_at, reminder_id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (fire_at, reminder_id) a cursor names; 400 ``bad_message`` when malformed."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        micros, _, rid = raw.partition(":")
-        return _EPOCH + timedelta(microseconds=int(micros)), str(uuid.UUID(rid))
-    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
-        raise BadMessage("after: not a cursor returned by this route") from None
+    position = parse_keyset_cursor(cursor)
+    if position is None:
+        raise BadMessage("after: not a cursor returned by this route")
+    return position
 
 
 def _valid_status(status: str | None) -> str | None:
@@ -106,9 +96,8 @@ async def list_reminders(
     ``limit`` is clamped to 1..1000. A malformed ``status`` or ``after`` is 400
     ``bad_message``; a ``space_id`` that is not a UUID names nothing (an empty page)."""
     wanted = _valid_status(status)
-    try:
-        sid = str(uuid.UUID(space_id))
-    except (ValueError, AttributeError, TypeError):
+    sid = canonical_id(space_id)
+    if sid is None:
         return [], None
     size = max(1, min(limit, MAX_LIMIT))
     args: list[object] = [sid, wanted, size + 1]

@@ -31,7 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from core.events import ReminderChange
+from core.events import ANY, Names, ReminderChange
 from core.natsbus import NatsBus
 from core.settings import Settings
 from eventstore.postgres import PostgresEventStore
@@ -42,6 +42,7 @@ from scheduler.faults import Faults
 from scheduler.jobs import Job, JobRunner
 from scheduler.options import SchedulerOptions, options_from_env
 from scheduler.retention import run_retention
+from scheduler.server_events import PostgresServerEvents
 from scheduler.store import Applied
 from scheduler.webhook import WebhookSender, signing_secret
 
@@ -112,7 +113,7 @@ class SchedulerService:
         self.aps = AsyncIOScheduler(timezone=UTC)
         self.aps.start()
         self._subscription = await self.bus.subscribe(
-            f"{self.settings.nats_prefix}.reminders.*", self._on_change
+            Names(self.settings.nats_prefix).reminders_subject(ANY), self._on_change
         )
         self._spawn(self._apply_loop(), "scheduler-apply")
         self._spawn(self._fire_loop(), "scheduler-fire")
@@ -137,7 +138,8 @@ class SchedulerService:
             settings.database_url, min_size=1, max_size=size + 1
         )
         stack.push_async_callback(_close_pool, events_pool)
-        self.events = PostgresEventStore(events_pool, secret_key=settings.require_secret_key())
+        secret_key = settings.require_secret_key()
+        self.events = PostgresEventStore(events_pool, secret_key=secret_key)
         stack.push_async_callback(self.events.close)
         self.bus = NatsBus(settings.nats_url, prefix=settings.nats_prefix, name="concord-scheduler")
         await self.bus.start()
@@ -161,6 +163,9 @@ class SchedulerService:
             prefix=settings.nats_prefix,
             webhook_enabled=sender is not None,
             faults=self.faults,
+            server_events=PostgresServerEvents(
+                events_pool, secret_key=secret_key, schema_version=self.events.schema.version
+            ),
         )
         self.deliveries = None if sender is None else Deliveries(
             pool=self.pool,

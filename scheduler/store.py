@@ -194,15 +194,6 @@ WHERE e.space_id = $1 AND e.entity_type = 'task' AND e.applied_seq > $2
 """
 
 
-async def read_model_exists(conn: Conn) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT to_regclass('entity_states') IS NOT NULL "
-            "AND to_regclass('projector_checkpoints') IS NOT NULL"
-        )
-    )
-
-
 async def spaces_behind(conn: Conn, limit: int) -> list[tuple[str, int]]:
     """Spaces whose projection moved past the scheduler's cursor, with that cursor."""
     rows = await conn.fetch(_SPACES_BEHIND, limit)

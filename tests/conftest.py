@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -23,15 +25,18 @@ import asyncpg
 import nats
 import nats.js.errors
 import pytest
+from nats.js.api import StreamInfo
 
 from concord.embedded import EmbeddedNats, EmbeddedPostgres
 from core.settings import Settings
 from eventstore.migrations import migrate
-from projector.stream import Names
 from tests.property import profiles  # noqa: F401  (registers `ci`/`thorough` for any run)
 
 TEST_SECRET = "test-secret-key-0123456789abcdef-0123456789"
 TEST_ADMIN_TOKEN = "test-admin-token"
+#: The stream cap of test deployments: JetStream reserves it per stream, and a run makes
+#: several; the production default (1 GiB each) would exhaust a small server.
+TEST_STREAM_MAX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -75,24 +80,60 @@ def services() -> Iterator[Services]:
         nats = EmbeddedNats(scratch)
         nats_url = nats.start()
         started.append(nats)
-    prefix = f"ct{secrets.token_hex(4)}"
+    prefix = f"{TEST_PREFIX}{secrets.token_hex(4)}"
+    asyncio.run(_delete_streams(nats_url, _stale))
     try:
         yield Services(server_dsn, nats_url, prefix)
     finally:
-        asyncio.run(_delete_stream(nats_url, Names(prefix).stream))
+        asyncio.run(
+            _delete_streams(nats_url, lambda info: (info.config.name or "").startswith(prefix))
+        )
         for service in reversed(started):
             service.stop()
 
 
-async def _delete_stream(nats_url: str, stream: str) -> None:
-    """Leave nothing of this run on a shared NATS server (the projector's log stream)."""
+#: The first token of every test run's NATS prefix; a test that needs a deployment of its
+#: own on the run's NATS server extends the run's prefix (``own_prefix``), so the run's
+#: teardown finds its stream too.
+TEST_PREFIX = "ct"
+#: Test streams older than this are leftovers of runs that were killed before their
+#: teardown: each holds a JetStream storage reservation until it is deleted, and enough
+#: of them make the server refuse new streams ("insufficient storage resources").
+STALE_AFTER = dt.timedelta(hours=3)
+#: Streams of test runs and of benchmarks (``ct…``; ``sb``/``lb``/``pn``/``cb``/``bench``
+#: prefixes of tests and benchmarks of earlier versions).
+_TEST_STREAM = re.compile(
+    rf"(?:(?:{TEST_PREFIX}|cb|sb|lb|pn)[0-9a-f]{{6,8}}|bench[0-9a-f]{{6}})\w*_LOG"
+)
+
+
+def own_prefix(settings: Settings, tag: str) -> str:
+    """A NATS prefix of the run's, for a test's own deployment (``tag``: letters)."""
+    return f"{settings.nats_prefix}{tag}{secrets.token_hex(3)}"
+
+
+def _stale(info: StreamInfo) -> bool:
+    created = info.created
+    return (
+        _TEST_STREAM.fullmatch(info.config.name or "") is not None
+        and created is not None
+        and dt.datetime.now(dt.UTC) - created > STALE_AFTER
+    )
+
+
+async def _delete_streams(nats_url: str, doomed: Callable[[StreamInfo], bool]) -> None:
+    """Leave nothing of a run on a shared NATS server: delete the streams ``doomed``
+    picks (this run's at its end; killed runs' leftovers at a start)."""
     try:
         nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
     except Exception:  # the server is gone: nothing to clean
         return
     try:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await nc.jetstream().delete_stream(stream)
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and doomed(info):
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await js.delete_stream(info.config.name)
     finally:
         await nc.close()
 
@@ -162,6 +203,7 @@ def settings(services: Services, database_url: str) -> Settings:
         database_url=database_url,
         nats_url=services.nats_url,
         nats_prefix=services.prefix,
+        nats_stream_max_bytes=TEST_STREAM_MAX_BYTES,
         secret_key=TEST_SECRET,
         admin_token=TEST_ADMIN_TOKEN,
         data_dir=Path(tempfile.mkdtemp(prefix="concord-data-")),
@@ -175,6 +217,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         CONCORD_DATABASE_URL=settings.database_url or "",
         CONCORD_NATS_URL=settings.nats_url or "",
         CONCORD_NATS_PREFIX=settings.nats_prefix,
+        CONCORD_NATS_STREAM_MAX_BYTES=str(settings.nats_stream_max_bytes),
         CONCORD_SECRET_KEY=settings.secret_key or "",
         CONCORD_ADMIN_TOKEN=settings.admin_token or "",
         CONCORD_DATA_DIR=str(settings.data_dir),

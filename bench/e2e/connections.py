@@ -10,6 +10,10 @@ sign-ins (just before the sockets), with every socket caught up, and after a qui
 ``--idle`` seconds (over which its CPU is measured too); the per-socket figure is the
 growth from before the sockets to after the quiet period, divided by their number.
 The drivers (several processes) and the gateway get their open-file limit raised.
+
+``--deflate`` makes every device offer permessage-deflate, as browsers and Node's
+``ws`` do; ``--server-compression`` runs the gateway with ``CONCORD_WS_COMPRESSION=true``,
+which accepts the offer (off by default: docs/websocket.md, "Compression").
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ from bench.e2e.stack import open_stack, raise_nofile
 class ConnectPlan:
     ws_url: str
     sockets: list[tuple[str, str]]  # (token, personal space)
+    deflate: bool = False
 
 
 async def drive_connections(plan: ConnectPlan, link: Link) -> dict[str, Any]:
     """Open every socket, wait for each ``caught_up``, hold them until told."""
     began = time.perf_counter()
-    sockets = await open_sockets(plan.ws_url, [(t, [(s, 0)]) for t, s in plan.sockets])
+    sockets = await open_sockets(
+        plan.ws_url, [(t, [(s, 0)]) for t, s in plan.sockets], deflate=plan.deflate
+    )
     for sock in sockets:
         while (await sock.recv()).type != "caught_up":
             pass
@@ -56,6 +63,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices-per-user", type=int, default=100)
     parser.add_argument("--per-driver", type=int, default=2500, help="sockets per driver process")
     parser.add_argument("--idle", type=float, default=10.0, help="quiet seconds before reading")
+    parser.add_argument(
+        "--deflate", action="store_true", help="devices offer permessage-deflate (as browsers do)"
+    )
+    parser.add_argument(
+        "--server-compression",
+        action="store_true",
+        help="the gateway accepts it (CONCORD_WS_COMPRESSION=true)",
+    )
 
 
 def mib(n: float) -> str:
@@ -66,7 +81,8 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
     total = args.users * args.devices_per_user
     nofile = total + 2000
     got = raise_nofile(nofile)
-    async with open_stack(args, projector=False, scheduler=False, nofile=nofile) as stack:
+    env = {"CONCORD_WS_COMPRESSION": "true"} if args.server_compression else {}
+    async with open_stack(args, projector=False, scheduler=False, nofile=nofile, env=env) as stack:
         await cli.describe(stack, report)
         gateway = stack.gateways[0]
         proc = gateway.ps()
@@ -83,7 +99,9 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
         rss_before = proc.memory_info().rss
         drivers = max(1, math.ceil(total / args.per_driver))
         plans = [
-            ConnectPlan(gateway.ws_url, [(d.token, d.personal_space_id) for d in part])
+            ConnectPlan(
+                gateway.ws_url, [(d.token, d.personal_space_id) for d in part], args.deflate
+            )
             for part in split(devices, drivers)
         ]
         pool = Drivers("bench.e2e.connections:drive_connections", plans).start()
@@ -126,7 +144,10 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
     )
     report.figures["sockets"] = held
     report.figures["per_socket_kib"] = per_socket / 1024
+    offered = "offer permessage-deflate" if args.deflate else "offer no compression"
+    accepted = "accepts it" if args.server_compression else "declines it (the default)"
     report.notes.append(
+        f"Devices {offered}; the gateway {accepted}. "
         f"Open-file limit: {got:,} in the bench, raised towards {nofile:,} for the gateway and "
         "the drivers. Only a gateway runs (no projector or scheduler)."
     )

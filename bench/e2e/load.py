@@ -47,13 +47,16 @@ class IngestPlan:
 
 
 async def open_sockets(
-    url: str, items: Sequence[tuple[str, list[tuple[str, int]]]]
+    url: str, items: Sequence[tuple[str, list[tuple[str, int]]]], *, deflate: bool = False
 ) -> list[Socket]:
-    """Sockets for (token, subscriptions) pairs, ``CONNECT_BATCH`` at a time."""
+    """Sockets for (token, subscriptions) pairs, ``CONNECT_BATCH`` at a time (offering
+    permessage-deflate when ``deflate``)."""
     sockets: list[Socket] = []
     for i in range(0, len(items), CONNECT_BATCH):
         batch = items[i : i + CONNECT_BATCH]
-        sockets += await asyncio.gather(*(Socket.open(url, tok, subs) for tok, subs in batch))
+        sockets += await asyncio.gather(
+            *(Socket.open(url, tok, subs, deflate=deflate) for tok, subs in batch)
+        )
     return sockets
 
 

@@ -5,7 +5,8 @@ PostgreSQL and NATS are the ones named by ``--dsn``/``--nats`` or by
 (``concord.embedded``) under a scratch directory. Each run creates its own database
 (dropped at the end) and NATS prefix (its stream deleted at the end), then starts
 ``concord gateway`` (one or more), ``concord projector`` and ``concord scheduler`` as
-separate processes, exactly as production runs them.
+separate processes, exactly as production runs them (``concord.child``, the harness the
+tests and the lab use too).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import os
 import resource
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +32,9 @@ import asyncpg
 import httpx
 import nats
 import nats.js.errors
-import psutil
 
-from concord.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from concord.child import ConcordProcess, NotReady
+from concord.embedded import EmbeddedNats, EmbeddedPostgres
 from eventstore.migrations import migrate
 from projector.readmodel import lag_totals
 from projector.stream import Names
@@ -104,54 +103,6 @@ def with_database(dsn: str, name: str) -> str:
     return urlparse(dsn)._replace(path=f"/{name}").geturl()
 
 
-@dataclass
-class Proc:
-    """One Concord process started by the bench."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def ps(self) -> psutil.Process:
-        return psutil.Process(self.popen.pid)
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(10)
-
-
-@dataclass
-class Gateway(Proc):
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/sync"
-
-
 def _raise_nofile(limit: int) -> Callable[[], None]:
     def apply() -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -175,9 +126,11 @@ class Stack:
     database_url: str
     prefix: str
     data_dir: Path
-    gateways: list[Gateway] = field(default_factory=list)
-    workers: list[Proc] = field(default_factory=list)
+    gateways: list[ConcordProcess] = field(default_factory=list)
+    workers: list[ConcordProcess] = field(default_factory=list)
     pool: asyncpg.Pool | None = None
+    #: Variables added to every process's environment (``CONCORD_WS_COMPRESSION``, say).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
@@ -192,69 +145,55 @@ class Stack:
             CONCORD_ACCESS_TOKEN_TTL="7200",
             CONCORD_TEST_GATEWAY_OPTIONS=json.dumps(BENCH_OPTIONS),
         )
+        env.update(self.extra_env)
         return env
 
-    def _spawn(self, name: str, argv: list[str], nofile: int | None) -> tuple[Path, Any]:
-        log = self.data_dir / f"{name}.log"
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "concord", *argv],
-                env=self.env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                preexec_fn=_raise_nofile(nofile) if nofile else None,
-            )
-        return log, popen
+    def _process(self, name: str, argv: list[str], nofile: int | None) -> ConcordProcess:
+        return ConcordProcess(
+            argv,
+            self.env(),
+            self.data_dir / f"{name}.log",
+            name=name,
+            cwd=ROOT,
+            preexec_fn=_raise_nofile(nofile) if nofile else None,
+        )
 
-    def start_gateway(self, *, nofile: int | None = None, timeout: float = 60) -> Gateway:
-        port = free_port()
-        name = f"gateway-{len(self.gateways) + 1}"
-        log, popen = self._spawn(name, ["gateway", "--port", str(port)], nofile)
-        gateway = Gateway(name, popen, log, port)
+    def start_gateway(self, *, nofile: int | None = None, timeout: float = 60) -> ConcordProcess:
+        """``concord gateway`` on a port it binds itself, ready once it answers as itself
+        (``concord.child``, the harness the tests and the lab use too)."""
+        gateway = self._process(f"gateway-{len(self.gateways) + 1}", ["gateway"], nofile)
         self.gateways.append(gateway)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if popen.poll() is not None:
-                raise RuntimeError(f"{name} exited at start:\n{gateway.tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{gateway.url}/readyz", timeout=1).status_code == 200:
-                    return gateway
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} not ready in {timeout} s:\n{gateway.tail()}")
+        try:
+            gateway.start(timeout)
+        except NotReady as exc:
+            raise RuntimeError(str(exc)) from None
+        return gateway
 
-    def start_worker(self, command: str, ready: str, timeout: float = 60) -> Proc:
+    def start_worker(self, command: str, ready: str, timeout: float = 60) -> ConcordProcess:
         """``concord projector`` or ``concord scheduler``; ready once ``ready`` is logged."""
-        log, popen = self._spawn(command, [command], None)
-        proc = Proc(command, popen, log)
+        proc = self._process(command, [command], None)
         self.workers.append(proc)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if popen.poll() is not None:
-                raise RuntimeError(f"{command} exited at start:\n{proc.tail()}")
-            if ready in log.read_text(errors="replace"):
-                return proc
-            time.sleep(0.1)
-        raise RuntimeError(f"{command} not ready in {timeout} s:\n{proc.tail()}")
+        try:
+            return proc.start_worker(ready, timeout)
+        except NotReady as exc:
+            raise RuntimeError(str(exc)) from None
 
     @property
-    def processes(self) -> list[Proc]:
+    def processes(self) -> list[ConcordProcess]:
         return [*self.gateways, *self.workers]
 
     def check_alive(self) -> None:
         """Raise if a Concord process died (a crash is a finding, never a figure)."""
         for proc in self.processes:
             if not proc.alive():
-                raise RuntimeError(
-                    f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail(60)}"
-                )
+                raise RuntimeError(f"{proc.name} exited with {proc.returncode}:\n{proc.tail(60)}")
 
     async def lag(self) -> tuple[int, int]:
         """(events not yet projected, events not yet relayed), from PostgreSQL."""
         assert self.pool is not None
         return await lag_totals(self.pool)
 
-    async def histogram(self, gateway: Gateway, name: str) -> dict[float, float]:
+    async def histogram(self, gateway: ConcordProcess, name: str) -> dict[float, float]:
         """The cumulative buckets (``le`` -> count) of a histogram on the gateway's
         /metrics (the gateway's own view, e.g. ``concord_fanout_seconds``)."""
         async with httpx.AsyncClient(timeout=30) as http:
@@ -272,7 +211,7 @@ class Stack:
     def stop(self) -> None:
         for proc in reversed(self.processes):
             with contextlib.suppress(Exception):
-                proc.stop()
+                proc.stop(timeout=20)
 
 
 async def create_database(server_dsn: str) -> str:
@@ -318,6 +257,7 @@ async def open_stack(
     projector: bool = True,
     scheduler: bool = True,
     nofile: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Services, a fresh migrated database, and the processes; all gone on exit."""
     scratch = _scratch_dir()
@@ -329,6 +269,7 @@ async def open_stack(
                 database_url=database_url,
                 prefix=f"cb{secrets.token_hex(4)}",
                 data_dir=scratch,
+                extra_env=dict(env or {}),
             )
             failed = False
             try:

@@ -58,7 +58,12 @@ class Socket:
 
     @classmethod
     async def open(
-        cls, url: str, token: str, subscriptions: list[tuple[str, int]] | None = None
+        cls,
+        url: str,
+        token: str,
+        subscriptions: list[tuple[str, int]] | None = None,
+        *,
+        deflate: bool = False,
     ) -> Socket:
         """Connect, send ``hello`` and wait for ``welcome``; as a device would, retry (a
         few times, backing off) when the server closes the socket before ``welcome`` with
@@ -66,7 +71,7 @@ class Socket:
         connections, say)."""
         for attempt in range(5):
             try:
-                return await cls._open(url, token, subscriptions)
+                return await cls._open(url, token, subscriptions, deflate)
             except websockets.ConnectionClosedError as exc:
                 if exc.rcvd is None or exc.rcvd.code not in (1011, 1013) or attempt == 4:
                     raise
@@ -76,7 +81,7 @@ class Socket:
 
     @classmethod
     async def _open(
-        cls, url: str, token: str, subscriptions: list[tuple[str, int]] | None
+        cls, url: str, token: str, subscriptions: list[tuple[str, int]] | None, deflate: bool
     ) -> Socket:
         ws = await websockets.connect(
             url,
@@ -84,7 +89,8 @@ class Socket:
             max_size=64 * 1024 * 1024,
             open_timeout=60,
             ping_interval=None,  # the server pings; answering is enough
-            compression=None,
+            # Offer permessage-deflate only when asked (browsers always offer it).
+            compression="deflate" if deflate else None,
         )
         sock = cls(ws)
         subs = [{"space_id": s, "after": after} for s, after in subscriptions or []]

@@ -4,6 +4,8 @@ The connection owns three kinds of task: the receive loop (this object's ``run``
 one writer draining a bounded queue, and one delivery loop per subscribed space.
 Everything sent goes through the queue, so results and events keep their order; a
 device that lets the queue stay full for ``send_timeout`` seconds is closed 4429.
+The queue holds frames ready to send (text for JSON, bytes for msgpack): an
+``events`` page is encoded once per gateway and shared by every subscriber.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from core.wire import (
     encode,
 )
 from gateway.tokens import iso_utc
+from gateway.ws.feed import Frame
 from gateway.ws.push import handle_push
 from gateway.ws.subscription import Subscription
 
@@ -91,7 +94,7 @@ class Connection:
         self.resumed = asyncio.Event()
         self.closing = False
         self.push_lock = asyncio.Lock()
-        self._out: asyncio.Queue[bytes] = asyncio.Queue(maxsize=registry.send_queue)
+        self._out: asyncio.Queue[Frame] = asyncio.Queue(maxsize=registry.send_queue)
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # set while nothing is queued or being written
@@ -193,12 +196,19 @@ class Connection:
 
     async def enqueue(self, message: msgspec.Struct) -> None:
         """Queue a message; a device that cannot take it in time is closed 4429."""
+        data = encode(message, msgpack=self.msgpack)
+        await self.send_frame(data if self.msgpack else data.decode())
+
+    async def send_frame(self, frame: Frame) -> None:
+        """Queue an encoded message (``str`` for JSON, ``bytes`` for msgpack)."""
         if self.closing:
             raise Closed
-        data = encode(message, msgpack=self.msgpack)
+        self._idle.clear()
+        if not self._out.full():  # the usual case: no timer, no wait
+            self._out.put_nowait(frame)
+            return
         try:
-            self._idle.clear()
-            await asyncio.wait_for(self._out.put(data), self.registry.send_timeout)
+            await asyncio.wait_for(self._out.put(frame), self.registry.send_timeout)
         except TimeoutError:
             await self.close(CLOSE_TOO_SLOW, "too slow: resume with after")
             raise Closed from None
@@ -210,10 +220,10 @@ class Connection:
                 # The server's send waits while the socket cannot take more (flow
                 # control): a device that reads nothing stalls this loop, the queue
                 # fills, and enqueue closes it 4429 after send_timeout.
-                if self.msgpack:
-                    await self.socket.send_bytes(data)
+                if isinstance(data, str):
+                    await self.socket.send_text(data)
                 else:
-                    await self.socket.send_text(data.decode())
+                    await self.socket.send_bytes(data)
             except Exception:  # the peer went away; the receive loop will notice
                 self.closing = True
                 return

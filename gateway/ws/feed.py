@@ -1,13 +1,21 @@
 """Live feeds of spaces for the WebSocket connections of one gateway process.
 
-NATS hints (``<prefix>.space.<id>``: "seqs a..b are committed") only say *that* there
-is something new; the events themselves are always read from PostgreSQL, once per
-space per wake-up for every connection of this gateway (a small contiguous cache),
-so a lost, repeated or reordered hint can delay delivery but never corrupt it.
+What this gateway commits is handed to its feed at once (``FeedHub.committed``, from
+gateway/committed.py): appended to the space's cache when it follows on, so its
+subscribers never read it back. What other processes commit arrives as NATS hints
+(``<prefix>.space.<id>``: "seqs a..b are committed"), which carry the events when there
+are few (offered like a local commit) and otherwise only say *that* there is something
+new; those events are read from PostgreSQL, once per space per wake-up for every
+connection of this gateway (a small contiguous cache). Either way a lost, repeated or
+reordered hint can delay delivery but never corrupt it: the cache only ever takes
+events that follow on from its tail, and a cursor reads from its own ``last + 1``.
 Because a space's seqs are assigned under its row lock and committed in seq order,
 everything up to a hinted seq is visible when the hint arrives: no reorder buffer is
 needed before reading. A periodic head check (every ``poll_interval`` while NATS is
 down, every ``safety_interval`` while it is up) covers lost hints and NATS outages.
+
+Each ``events`` message is encoded once per format and the same bytes (or text) go
+to every subscriber whose cursor asks for that page (``SpaceFeed.frame``).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -23,17 +31,22 @@ import msgspec
 import structlog
 
 from core.breaks import broken
-from core.events import SpaceHint
+from core.events import Names, SpaceHint
 from core.metrics import BACKGROUND_ERRORS
 from core.natsbus import NatsBus
 from core.ports import EventStore
-from core.wire import Event
+from core.wire import JSON_ENCODER, MSGPACK_ENCODER, Event, Events
 
 log = structlog.get_logger("concord.gateway.feed")
 
 _HINTS = msgspec.json.Decoder(SpaceHint)
 #: Events kept per space for the connections of this gateway that are caught up.
 CACHE_EVENTS = 2000
+#: Encoded ``events`` messages kept per space (the pages of the latest wake-ups).
+CACHE_FRAMES = 8
+
+#: A frame as the socket sends it: text (``concord.v1.json``) or bytes (msgpack).
+Frame = str | bytes
 
 
 class SpaceFeed:
@@ -43,8 +56,12 @@ class SpaceFeed:
         self.space_id = space_id
         self._store = store
         self.known_head = 0
+        #: True once ``known_head`` came from PostgreSQL or news (a hint, a commit here):
+        #: from then on a cursor at the head waits for news instead of asking.
+        self.head_known = False
         self.committed_at: dict[int, float] = {}
         self._cache: list[Event] = []
+        self._frames: dict[tuple[int, int, int, bool], Frame] = {}
         self._lock = asyncio.Lock()
         self.listeners: set[Callable[[], None]] = set()
         self.nats_token: object | None = None
@@ -56,10 +73,47 @@ class SpaceFeed:
             if len(self.committed_at) > 256:
                 for seq in sorted(self.committed_at)[:128]:
                     del self.committed_at[seq]
+        self.head_known = True
         if head > self.known_head:
             self.known_head = head
             for wake in list(self.listeners):
                 wake()
+
+    def offer(self, events: Sequence[Event], committed_at: float) -> None:
+        """This gateway committed ``events``: keep them (when they follow on from the
+        cache) and wake every listener."""
+        self._extend(events)
+        self.advance(events[-1].seq, committed_at)
+
+    def _extend(self, events: Sequence[Event]) -> None:
+        """Append the events that follow on from the cache's tail; anything else (a gap:
+        another process committed in between) is left for a read from PostgreSQL."""
+        cache = self._cache
+        if not cache:
+            cache.extend(events)
+            return
+        tail = cache[-1].seq
+        fresh = [e for e in events if e.seq > tail]
+        if not fresh or fresh[0].seq != tail + 1:
+            return
+        cache.extend(fresh)
+        if len(cache) > CACHE_EVENTS:
+            del cache[: len(cache) - CACHE_EVENTS]
+
+    def frame(self, page: list[Event], head: int, msgpack: bool) -> Frame:
+        """The ``events`` message of ``page``, encoded once for every subscriber."""
+        key = (page[0].seq, page[-1].seq, head, msgpack)
+        frame = self._frames.get(key)
+        if frame is None:
+            message = Events(space_id=self.space_id, events=page, head=head)
+            if msgpack:
+                frame = MSGPACK_ENCODER.encode(message)
+            else:
+                frame = JSON_ENCODER.encode(message).decode()
+            if len(self._frames) >= CACHE_FRAMES:
+                del self._frames[next(iter(self._frames))]
+            self._frames[key] = frame
+        return frame
 
     def _from_cache(self, after: int, limit: int) -> list[Event] | None:
         cache = self._cache
@@ -73,6 +127,10 @@ class SpaceFeed:
         hit = self._from_cache(after, limit)
         if hit is not None:
             return hit
+        if self.head_known and after >= self.known_head:
+            # Nothing is committed past what this gateway knows of (every caught-up
+            # subscriber asks once more after each page): wait for news, do not query.
+            return []
         if self._cache and after + 1 < self._cache[0].seq:
             # Behind the cache (an old catch-up): read straight from PostgreSQL.
             return await self._store.read(self.space_id, after, limit)
@@ -92,13 +150,21 @@ class SpaceFeed:
             fresh = await self._store.read(self.space_id, tail, after - tail + limit)
             if not fresh:
                 return []
-            # Through ``advance``: a head learnt by reading must wake the listeners too,
-            # else the hint that follows is no news and a subscription asleep at the
-            # old head never wakes (found by ``concord lab chaos --seed 19``).
-            self.advance(fresh[-1].seq)
-            self._cache = (self._cache + fresh)[-CACHE_EVENTS:] if self._cache else fresh
+            if fresh[-1].seq > self.known_head:
+                # A head learnt by reading wakes the listeners too, else the hint that
+                # follows is no news and a subscription asleep at the old head never
+                # wakes (found by ``concord lab chaos --seed 19``).
+                self.known_head = fresh[-1].seq
+                for wake in list(self.listeners):
+                    wake()
+            if not self._cache or self._cache[-1].seq < fresh[0].seq - 1:
+                self._cache = fresh[-CACHE_EVENTS:]  # nothing cached joins on: start anew
+            else:
+                self._extend(fresh)  # events offered while this read ran are kept
             hit = self._from_cache(after, limit)
-        return hit or []
+            if hit is None:  # the cache moved on while this read ran: answer from it
+                hit = [e for e in fresh if e.seq > after][:limit]
+        return hit
 
 
 class FeedHub:
@@ -118,6 +184,7 @@ class FeedHub:
         self._pool = pool
         self.poll_interval = poll_interval
         self.safety_interval = safety_interval
+        self._names = Names(bus.prefix)
         self._feeds: dict[str, SpaceFeed] = {}
         self._task: asyncio.Task[None] | None = None
         #: Only in the chaos lab's broken build: hints dropped, PostgreSQL never polled.
@@ -141,10 +208,8 @@ class FeedHub:
         feed = self._feeds.get(space_id)
         if feed is None:
             feed = self._feeds[space_id] = SpaceFeed(space_id, self._store)
-            feed.nats_token = await self._bus.subscribe(
-                self._bus.subject("space", space_id), self._on_hint
-            )
-            feed.known_head = await self._store.head(space_id)
+            feed.nats_token = await self._bus.subscribe(self._names.space(space_id), self._on_hint)
+            feed.advance(await self._store.head(space_id))
         feed.listeners.add(wake)
         return feed
 
@@ -158,11 +223,11 @@ class FeedHub:
             if feed.nats_token is not None:
                 await self._bus.unsubscribe(feed.nats_token)
 
-    def local_commit(self, space_id: str, head: int) -> None:
-        """A push on this gateway committed up to ``head``: no need to wait for NATS."""
+    def committed(self, space_id: str, events: Sequence[Event], committed_at: float) -> None:
+        """This gateway committed ``events``: no need to wait for NATS, nor to read them."""
         feed = self._feeds.get(space_id)
-        if feed is not None:
-            feed.advance(head, time.time())
+        if feed is not None and events:
+            feed.offer(events, committed_at)
 
     async def _on_hint(self, subject: str, payload: bytes) -> None:
         try:
@@ -173,7 +238,12 @@ class FeedHub:
         if self._deaf:
             return
         feed = self._feeds.get(hint.space_id)
-        if feed is not None:
+        if feed is None:
+            return
+        events = hint.events
+        if events and events[-1].seq == hint.last_seq and events[0].space_id == hint.space_id:
+            feed.offer(events, hint.committed_at or time.time())  # no read back
+        else:
             feed.advance(hint.last_seq, hint.committed_at or None)
 
     async def poll_once(self) -> None:

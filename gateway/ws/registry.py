@@ -1,26 +1,27 @@
 """The WebSocket connections of one gateway process, and what acts on all of them.
 
-It owns the feed hub, delivers fired reminders (``<prefix>.notifications.<space>``) to
-the connected devices of the space's members, closes connections whose session was
-revoked (checked every ``revocation_interval``; the revocation cache itself learns
-from NATS at once and re-reads PostgreSQL within a second), and on shutdown lets
-pushes in flight finish before closing every socket with 1001, all at once and within
-``DRAIN_SECONDS``.
+It owns the feed hub and is the announcer's ``Local`` (gateway/committed.py): what this
+gateway commits reaches its feeds and removals without a round trip. It delivers fired
+reminders (``<prefix>.notifications.<space>``) to the connected devices of the space's
+members, closes connections whose session was revoked (checked every
+``revocation_interval``; the revocation cache itself learns from NATS at once and
+re-reads PostgreSQL within a second), and on shutdown lets pushes in flight finish
+before closing every socket with 1001, all at once and within ``DRAIN_SECONDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
 
-from core.events import MembershipChange, NotificationEnvelope
+from core.events import ANY, MembershipChange, Names, NotificationEnvelope
 from core.metrics import WS_CONNECTIONS
-from core.wire import DEFAULT_LIMITS, Limits, NotificationMessage, Welcome
+from core.wire import DEFAULT_LIMITS, Event, Limits, NotificationMessage, Welcome
 from gateway.tokens import iso_utc
 from gateway.ws.feed import FeedHub
 
@@ -90,22 +91,30 @@ class Registry:
 
     async def start(self) -> None:
         await self.hub.start()
+        names = Names(self.gw.settings.nats_prefix)
         self._note_sub = await self.gw.bus.subscribe(
-            f"{self.gw.settings.nats_prefix}.notifications.*", self._on_notification
+            names.notifications(ANY), self._on_notification
         )
-        self._member_sub = await self.gw.bus.subscribe(
-            f"{self.gw.settings.nats_prefix}.membership.*", self._on_membership
-        )
+        self._member_sub = await self.gw.bus.subscribe(names.membership(ANY), self._on_membership)
         self._tasks.append(asyncio.create_task(self._revocations(), name="ws-revocations"))
+        self.gw.announcer.local = self
+
+    def committed(self, space_id: str, events: Sequence[Event], committed_at: float) -> None:
+        """This gateway committed ``events``: its subscribers get them from memory."""
+        self.hub.committed(space_id, events, committed_at)
 
     async def _on_membership(self, subject: str, payload: bytes) -> None:
-        """A removal committed: end the removed member's subscriptions to that space at
-        its seq now, on every connection of this gateway (docs/protocol.md section 5)."""
         try:
             change = _MEMBERSHIP.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("malformed membership change", subject=subject)
             return
+        self.member_changed(change)
+
+    def member_changed(self, change: MembershipChange) -> None:
+        """A removal committed: end the removed member's subscriptions to that space at
+        its seq now, on every connection of this gateway (docs/protocol.md section 5).
+        Heard twice (from this gateway's store, then back from NATS), it acts once."""
         if change.role is not None:
             return
         for conn in list(self.connections):
@@ -173,6 +182,8 @@ class Registry:
             return bool(done)
 
     async def close(self) -> None:
+        if self.gw.announcer.local is self:
+            self.gw.announcer.local = None
         await self.shutdown()
         for task in self._tasks:
             task.cancel()

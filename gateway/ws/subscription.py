@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from core.breaks import broken
 from core.errors import NotFound
@@ -89,7 +89,7 @@ class Subscription:
             # A subscribe again may have moved the cursor on while this page was read.
             events = [e for e in events if e.seq > self.last]
             if events:
-                if await self._deliver(events, feed.known_head, feed.committed_at):
+                if await self._deliver(feed, events):
                     return
                 continue
             if self.removed_at is not None:
@@ -116,14 +116,15 @@ class Subscription:
         if removal is not None:
             self.removed(removal.seq)
 
-    async def _deliver(self, events: list[Event], head: int, committed: dict[int, Any]) -> bool:
-        """Queue one page; True when this subscription ended (the member was removed)."""
+    async def _deliver(self, feed: SpaceFeed, events: list[Event]) -> bool:
+        """Queue one page (encoded once for every subscriber of this gateway that asks
+        for it); True when this subscription ended (the member was removed)."""
         cut = None if broken("removal") else removal_of(events, self.conn.user_id, self.floor)
         page = events if cut is None else events[: cut + 1]
-        await self.conn.enqueue(
-            Events(space_id=self.space_id, events=page, head=max(head, page[-1].seq))
-        )
+        head = max(feed.known_head, page[-1].seq)
+        await self.conn.send_frame(feed.frame(page, head, self.conn.msgpack))
         self.last = page[-1].seq
+        committed = feed.committed_at
         now = time.time()
         for event in page:
             stamp = committed.get(event.seq)

@@ -11,19 +11,18 @@ few steps every test repeats.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import pytest
 
+from concord.child import ConcordProcess
 from core.settings import Settings
 from tests.conftest import service_env
-from tests.e2e.harness import serve
 
 #: Fast hashing and no address throttle: tests register many users from 127.0.0.1.
 BASE_OPTIONS: dict[str, Any] = {
@@ -36,38 +35,29 @@ BASE_OPTIONS: dict[str, Any] = {
 }
 
 
-@dataclass
-class GatewayProcess:
-    """One ``concord gateway`` subprocess, on a port it binds itself."""
+class GatewayProcess(ConcordProcess):
+    """One ``concord gateway`` subprocess, on a port it binds itself, with ``options``
+    (``concord.child``, the one harness)."""
 
-    settings: Settings
-    options: dict[str, Any]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    #: The port the gateway listens on (0 until it started).
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
+    def __init__(
+        self,
+        settings: Settings,
+        options: dict[str, Any],
+        log_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        environment = service_env(settings)
+        environment["CONCORD_TEST_GATEWAY_OPTIONS"] = json.dumps(options)
+        environment["CONCORD_LOG_LEVEL"] = "warning"
+        environment.update(env or {})
+        super().__init__(["gateway"], environment, log_path)
+        self.settings = settings
+        self.options = options
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60) -> None:
-        """Start and wait until this process answers ``/healthz`` and ``/readyz``."""
-        env = service_env(self.settings)
-        env["CONCORD_TEST_GATEWAY_OPTIONS"] = json.dumps(self.options)
-        env["CONCORD_LOG_LEVEL"] = "warning"
-        env.update(self.env)
-        self.proc, self.port = serve(["gateway"], env, self.log_path, timeout=timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        return self.url
 
 
 class StartGateway(Protocol):

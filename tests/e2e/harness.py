@@ -1,23 +1,21 @@
 """Real server processes and real clients for end-to-end tests.
 
 ``ServerProcess`` runs ``concord gateway`` (or ``dev``) as a subprocess, on a port it
-binds itself (``--port 0``), against this run's PostgreSQL and NATS; ``Device`` is a
-thin WebSocket client speaking docs/protocol.md section 5 with the ``websockets`` library.
+binds itself (``--port 0``), against this run's PostgreSQL and NATS: the one harness
+``concord.child`` (shared with the lab and the benchmarks) with the tests' settings.
+``Device`` is a thin WebSocket client speaking docs/protocol.md section 5 with the
+``websockets`` library.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import termios
 import time
 import uuid
@@ -32,8 +30,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from concord.command import read_port_file
-from concord.supervisor import process_family
+from concord.child import ConcordProcess
 from core.settings import Settings
 from tests.conftest import TEST_ADMIN_TOKEN, service_env
 
@@ -49,72 +46,9 @@ FAST_OPTIONS = {
 }
 
 
-def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Poll until ``/healthz`` names ``proc`` (its pid, or a child's: the server answering
-    is the one started, not another that holds the address) and ``/readyz`` answers 200 (True), or
-    until the process exits (False); raise AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            health = httpx.get(f"{base_url}/healthz", timeout=1)
-            ours = health.status_code == 200 and health.json().get("pid") in process_family(
-                proc.pid
-            )
-            if ours and httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                return True
-        time.sleep(0.1)
-    raise AssertionError(f"{base_url} not ready in {timeout}s")
-
-
-def wait_listening(port_file: Path, proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """The port ``proc`` wrote to ``port_file`` once it listened, or None if it exited
-    first; raise AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (port := read_port_file(port_file)) is None:
-        if proc.poll() is not None:
-            return None
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{port_file} not written in {timeout}s")
-        time.sleep(0.05)
-    return port
-
-
-def serve(
-    args: list[str], env: Mapping[str, str], log: Path, *, port: int = 0, timeout: float = 60
-) -> tuple[subprocess.Popen[bytes], int]:
-    """Run ``concord <args>`` listening on ``port`` (0: a port the kernel picks when the
-    server binds, so no other test can take it first) and return the process and its
-    port once it is ready. AssertionError, with the log's tail, if it exits first."""
-    port_file = log.with_name(f"{log.name}.{uuid.uuid4().hex[:8]}.port")
-    command = [sys.executable, "-m", "concord", *args, "--port", str(port)]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [*command, "--port-file", str(port_file)],
-            env=dict(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    started = time.monotonic()
-    try:
-        bound = wait_listening(port_file, proc, timeout)
-        if bound is None or not wait_ready(
-            f"http://127.0.0.1:{bound}", proc, timeout - (time.monotonic() - started)
-        ):
-            raise AssertionError(f"{args[0]} exited early:\n{log.read_text()[-4000:]}")
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        raise
-    finally:
-        port_file.unlink(missing_ok=True)
-    return proc, bound
-
-
-class ServerProcess:
-    """One ``concord gateway`` process; ``stop`` or ``kill`` it, ``start`` it again."""
+class ServerProcess(ConcordProcess):
+    """One ``concord gateway`` (or ``dev``, ``projector``...) on this run's services,
+    with ``FAST_OPTIONS``: ``concord.child.ConcordProcess`` configured for the tests."""
 
     def __init__(
         self,
@@ -124,52 +58,14 @@ class ServerProcess:
         options: Mapping[str, Any] | None = None,
         command: str = "gateway",
     ) -> None:
-        #: The port of the last start (0 before the first).
-        self.port = 0
-        self.env = service_env(settings)
-        self.env["CONCORD_TEST_GATEWAY_OPTIONS"] = json.dumps({**FAST_OPTIONS, **(options or {})})
-        self.env.update(env or {})
+        environment = service_env(settings)
+        environment["CONCORD_TEST_GATEWAY_OPTIONS"] = json.dumps(
+            {**FAST_OPTIONS, **(options or {})}
+        )
+        environment.update(env or {})
+        log = Path(settings.data_dir) / f"{command}-{uuid.uuid4().hex[:8]}.log"
+        super().__init__([command], environment, log)
         self.command = command
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = Path(settings.data_dir) / f"{command}-{uuid.uuid4().hex[:8]}.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/sync"
-
-    def start(self, timeout: float = 60, *, port: int = 0) -> ServerProcess:
-        """Start and wait until ready; on a port the kernel picks unless ``port`` names
-        one (a restart where the clients expect it: ``start(port=server.port)``)."""
-        self.proc, self.port = serve([self.command], self.env, self.log, port=port, timeout=timeout)
-        return self
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        """Start a command that serves no HTTP (``projector``, ``scheduler``)."""
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "concord", self.command],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        return self.proc
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.harness import serve
+from concord.child import serve
 
 
 def _env() -> dict[str, str]:

@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import psutil
 
+from concord.child import serve
 from core.settings import Settings
 from tests.conftest import service_env
-from tests.e2e.harness import FAST_OPTIONS, serve
+from tests.e2e.harness import FAST_OPTIONS
 
 
 def _workers(pid: int) -> set[int]:

@@ -1,4 +1,5 @@
-"""SIGTERM stops a gateway with live WebSocket devices in under two seconds, one of them
+"""SIGTERM stops a gateway with live WebSocket devices within seconds (it allows its
+connections 0.5 s; the bound below leaves room for a loaded CI machine), one of them
 reading nothing, and the same port serves again at once although that device still
 holds its connection (one stop took 10.4 s; restarts were refused for up to 2 min)."""
 
@@ -13,7 +14,7 @@ from tests.e2e.harness import Device, ServerProcess, StalledDevice, op, register
 
 #: Connected devices in all: the writer, the readers, and one that reads nothing.
 DEVICES = 20
-STOP_WITHIN = 2.0
+STOP_WITHIN = 5.0
 
 
 async def _stalled_device(gw: ServerProcess, token: str, space_id: str) -> StalledDevice:
@@ -27,7 +28,7 @@ async def _stalled_device(gw: ServerProcess, token: str, space_id: str) -> Stall
     return stalled
 
 
-async def test_sigterm_with_live_devices_stops_within_2s_and_restarts(
+async def test_sigterm_with_live_devices_stops_within_seconds_and_restarts(
     settings: Settings,
 ) -> None:
     gw = ServerProcess(settings).start()

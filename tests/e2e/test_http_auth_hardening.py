@@ -162,10 +162,10 @@ def _assert_degraded_without(gateway: GatewayProcess, credentials: str) -> None:
     assert ready.status_code == 200
     assert ready.json()["dependencies"]["nats"]["status"] == "degraded"
     deadline = time.monotonic() + 20
-    while gateway.log_path.read_text().count("nats error") < 3:
-        assert time.monotonic() < deadline, gateway.log_path.read_text()[-2000:]
+    while gateway.log.read_text().count("nats error") < 3:
+        assert time.monotonic() < deadline, gateway.log.read_text()[-2000:]
         time.sleep(0.2)
-    log = gateway.log_path.read_text()
+    log = gateway.log.read_text()
     for secret in credentials.split(":"):
         assert secret not in log
         assert secret not in ready.text

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import sys
 from collections.abc import AsyncIterator
 
@@ -15,7 +14,13 @@ import pytest
 from concord.lab import NAMES
 from core.settings import Settings, with_overrides
 from lab.scenarios import SCENARIOS
-from tests.conftest import TEST_ADMIN_TOKEN, Services, create_database, drop_database
+from tests.conftest import (
+    TEST_ADMIN_TOKEN,
+    Services,
+    create_database,
+    drop_database,
+    own_prefix,
+)
 from tests.e2e.harness import ServerProcess
 
 #: What each scenario must report as moved (see docs/lab.md).
@@ -31,7 +36,7 @@ METRICS = {
 async def dev_server(settings: Settings, services: Services) -> AsyncIterator[ServerProcess]:
     """``concord dev`` on this run's services (a database of its own), short tokens."""
     dsn = await create_database(services.server_dsn)
-    local = with_overrides(settings, database_url=dsn, nats_prefix=f"lb{secrets.token_hex(4)}")
+    local = with_overrides(settings, database_url=dsn, nats_prefix=own_prefix(settings, "lb"))
     env = {"CONCORD_ACCESS_TOKEN_TTL": "5", "CONCORD_SCHEDULER_SWEEP_INTERVAL": "5"}
     server = ServerProcess(local, env=env, command="dev")
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -26,7 +25,13 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from core.settings import Settings, with_overrides
 from lab.runner import run_lab
-from tests.conftest import TEST_ADMIN_TOKEN, Services, create_database, drop_database
+from tests.conftest import (
+    TEST_ADMIN_TOKEN,
+    Services,
+    create_database,
+    drop_database,
+    own_prefix,
+)
 from tests.e2e.harness import ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -53,7 +58,7 @@ pytestmark = pytest.mark.skipif(
 async def dev_server(settings: Settings, services: Services) -> AsyncIterator[ServerProcess]:
     """``concord dev`` (gateway, projector, scheduler) on a database of its own."""
     dsn = await create_database(services.server_dsn)
-    local = with_overrides(settings, database_url=dsn, nats_prefix=f"pn{secrets.token_hex(4)}")
+    local = with_overrides(settings, database_url=dsn, nats_prefix=own_prefix(settings, "pn"))
     env = {"CONCORD_ACCESS_TOKEN_TTL": "5", "CONCORD_SCHEDULER_SWEEP_INTERVAL": "5"}
     server = ServerProcess(local, env=env, command="dev")
     try:

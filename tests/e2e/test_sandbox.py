@@ -27,7 +27,13 @@ import pytest
 from playwright.async_api import ConsoleMessage, Locator, Page, async_playwright
 
 from core.settings import Settings, with_overrides
-from tests.conftest import TEST_ADMIN_TOKEN, Services, create_database, drop_database
+from tests.conftest import (
+    TEST_ADMIN_TOKEN,
+    Services,
+    create_database,
+    drop_database,
+    own_prefix,
+)
 from tests.e2e.conftest import GatewayProcess
 from tests.e2e.harness import ServerProcess
 
@@ -52,7 +58,7 @@ async def dev_server(settings: Settings, services: Services) -> AsyncIterator[Se
     """``concord dev`` (gateway, projector, scheduler; the sandbox on by default) on a
     database of its own."""
     dsn = await create_database(services.server_dsn)
-    local = with_overrides(settings, database_url=dsn, nats_prefix=f"sb{secrets.token_hex(4)}")
+    local = with_overrides(settings, database_url=dsn, nats_prefix=own_prefix(settings, "sb"))
     server = ServerProcess(local, env={"CONCORD_SCHEDULER_SWEEP_INTERVAL": "5"}, command="dev")
     try:
         await asyncio.to_thread(server.start, 120)

@@ -266,11 +266,18 @@ def fired_by(metrics: Path) -> float:
 
 
 async def test_two_processes_fire_500_reminders_due_in_one_second_exactly_once(rig: Rig) -> None:
-    # Each process counts its own firings in a metrics directory of its own.
+    # Each process counts its own firings in a metrics directory of its own. Claims of
+    # 25 (the default takes 500 at once): 20 claims, for both processes to race for.
     metrics = [rig.tmp / f"metrics-{i}" for i in range(2)]
     for directory in metrics:
         directory.mkdir()
-    procs = [rig.scheduler(PROMETHEUS_MULTIPROC_DIR=str(directory)) for directory in metrics]
+    procs = [
+        rig.scheduler(
+            PROMETHEUS_MULTIPROC_DIR=str(directory),
+            CONCORD_SCHEDULER_OPTIONS=json.dumps({"lease_seconds": 2, "claim_batch": 25}),
+        )
+        for directory in metrics
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:

@@ -46,34 +46,6 @@ async def test_create_space_writes_member_added_as_seq_1(store: PostgresEventSto
     assert await store.members_of(space) == {owner: "owner"}
 
 
-async def test_change_member_add_rerole_remove(store: PostgresEventStore) -> None:
-    owner, other = new_id(), new_id()
-    space = await store.create_space(name="team", creator_user_id=owner, personal=False)
-    added = await store.change_member(space_id=space, user_id=other, role="reader", by=owner)
-    assert added is not None
-    assert added.kind == "member_added"
-    assert added.seq == 2
-    assert await store.change_member(space_id=space, user_id=other, role="reader", by=owner) is None
-    changed = await store.change_member(space_id=space, user_id=other, role="owner", by=owner)
-    assert changed is not None
-    assert changed.kind == "member_role_changed"
-    assert changed.value == {
-        "user_id": other,
-        "role": "owner",
-        "previous_role": "reader",
-        "by": owner,
-    }
-    removed = await store.change_member(space_id=space, user_id=owner, role=None, by=other)
-    assert removed is not None
-    assert removed.kind == "member_removed"
-    assert removed.value["role"] is None
-    assert removed.value["previous_role"] == "owner"
-    assert await store.members_of(space) == {other: "owner"}
-    assert await store.spaces_of(owner) == []
-    assert await store.change_member(space_id=space, user_id=owner, role=None, by=other) is None
-    assert [e.seq for e in await store.read(space, 0, 100)] == [1, 2, 3, 4]
-
-
 async def test_last_owner_cannot_leave_or_be_demoted(store: PostgresEventStore) -> None:
     owner = new_id()
     space = await store.create_space(name="solo", creator_user_id=owner, personal=False)

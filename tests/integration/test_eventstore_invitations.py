@@ -17,7 +17,7 @@ from core.wire import Role
 from eventstore import invitations, members
 from eventstore.migrations import discover, migrate
 from eventstore.postgres import PostgresEventStore
-from eventstore.testing import new_id
+from eventstore.testing import new_id, new_user
 from tests.conftest import TEST_SECRET
 
 DAY = 86_400.0
@@ -31,13 +31,7 @@ async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
 
 async def _user(pool: asyncpg.Pool) -> str:
     """A row in ``users`` (invitations name their inviter by foreign key)."""
-    user_id = new_id()
-    await pool.execute(
-        "INSERT INTO users (user_id, email, password_hash) VALUES ($1, $2, 'x')",
-        user_id,
-        f"{user_id}@example.test",
-    )
-    return user_id
+    return await new_user(pool)
 
 
 def _code() -> bytes:

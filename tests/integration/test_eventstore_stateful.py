@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -131,8 +132,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.acked: dict[tuple[str, str], int] = {}
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the stores' event loop (the machine runs beside it)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
+        """Run ``coroutine`` on the stores' event loop, in this thread, to its end."""
+        return self.loop.run_until_complete(asyncio.wait_for(coroutine, timeout=60))
 
     # ------------------------------------------------------------------ spaces and members
 
@@ -345,22 +346,40 @@ async def _gather(appends: Any) -> list[AppendOutcome]:
 
 
 def test_the_store_answers_as_the_model(services: Services) -> None:
-    # The stores live on an event loop of their own, in a thread of its own (pytest-asyncio
-    # keeps the main thread's); the machine's rules, synchronous, run in another thread
-    # and hand their coroutines to that loop.
+    # One thread runs both the machine's synchronous rules and the stores' event loop
+    # (each rule runs its coroutines to their end on it), in a thread of its own since
+    # pytest-asyncio keeps the main thread's loop. One thread, not two: CPython 3.11's
+    # AST parser keeps its recursion depth in global state, and hypothesis parsing rule
+    # sources in one thread while a traceback is formatted (which parses too) in another
+    # raised "SystemError: AST constructor recursion depth mismatch" under load.
     with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, _check_the_store(services.server_dsn)).result()
+        thread.submit(_check_the_store, services.server_dsn).result()
 
 
-async def _check_the_store(server_dsn: str) -> None:
-    dsn = await create_database(server_dsn)
+def _check_the_store(server_dsn: str) -> None:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # this thread's: asyncpg's pool looks it up when made
     try:
-        async with (
-            asyncpg.create_pool(dsn, min_size=1, max_size=6) as pool,
-            PostgresEventStore(pool, secret_key=TEST_SECRET, limits=LIMITS) as one,
-            PostgresEventStore(pool, secret_key=TEST_SECRET, limits=LIMITS) as two,
-        ):
-            StoreMachine.loop, StoreMachine.stores = asyncio.get_running_loop(), [one, two]
-            await asyncio.to_thread(run_state_machine_as_test, StoreMachine, settings=SETTINGS)
+        dsn = loop.run_until_complete(create_database(server_dsn))
+        try:
+            with contextlib.ExitStack() as closing:
+                stack = contextlib.AsyncExitStack()
+                closing.callback(lambda: loop.run_until_complete(stack.aclose()))
+                pool = loop.run_until_complete(
+                    stack.enter_async_context(asyncpg.create_pool(dsn, min_size=1, max_size=6))
+                )
+                stores = [
+                    loop.run_until_complete(
+                        stack.enter_async_context(
+                            PostgresEventStore(pool, secret_key=TEST_SECRET, limits=LIMITS)
+                        )
+                    )
+                    for _ in range(2)
+                ]
+                StoreMachine.loop, StoreMachine.stores = loop, stores
+                run_state_machine_as_test(StoreMachine, settings=SETTINGS)
+        finally:
+            loop.run_until_complete(drop_database(server_dsn, dsn))
     finally:
-        await drop_database(server_dsn, dsn)
+        asyncio.set_event_loop(None)
+        loop.close()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
 
+from core.events import MembershipChange
 from core.metrics import BACKGROUND_ERRORS
 from core.natsbus import NatsBus
 from core.settings import Settings
+from core.wire import Event
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
+from gateway.committed import Announcer, AnnouncingStore
 from gateway.ws.feed import CACHE_EVENTS, FeedHub, SpaceFeed
 from tests.conftest import TEST_SECRET
 
@@ -100,3 +103,53 @@ async def test_the_safety_poll_outlives_an_unexpected_error(
         assert BACKGROUND_ERRORS.labels(loop="feed-poll")._value.get() == before + 2
     finally:
         await hub.close()
+
+
+class CountingStore(AnnouncingStore):
+    """The gateway's store, counting the reads of events."""
+
+    reads = 0
+
+    async def read(self, space_id: str, after: int, limit: int) -> list[Event]:
+        self.reads += 1
+        return await super().read(space_id, after, limit)
+
+
+class HubOnly:
+    """The announcer's ``Local``: the feed hub alone (no connections)."""
+
+    def __init__(self, hub: FeedHub) -> None:
+        self.hub = hub
+
+    def committed(self, space_id: str, events: Sequence[Event], committed_at: float) -> None:
+        self.hub.committed(space_id, events, committed_at)
+
+    def member_changed(self, change: MembershipChange) -> None:
+        return None
+
+
+async def test_events_committed_by_this_gateway_are_not_read_back(
+    pool: asyncpg.Pool, bus: NatsBus, settings: Settings
+) -> None:
+    """A subscriber at the head of a space gets what this gateway commits from memory:
+    no query for it (issue 17: the local feed is handed the committed events)."""
+    announcer = Announcer(bus, settings.nats_prefix)
+    async with CountingStore(pool, announcer=announcer, secret_key=TEST_SECRET) as store:
+        space, owner = await space_with(store, 3)
+        hub = FeedHub(store=store, bus=bus, pool=pool)
+        announcer.local = HubOnly(hub)
+        feed = await hub.watch(space, lambda: None)
+        head = feed.known_head
+        assert [e.seq for e in await feed.read_after(0, 200)][-1] == head
+        before = store.reads
+        device = new_id()
+        for i in range(20):
+            ops = [op(space, entity_id=f"n-{i}", lamport=1)]
+            await store.append(user_id=owner, device_id=device, ops=ops)
+            page = await feed.read_after(head + i, 200)
+            assert [e.seq for e in page] == [head + i + 1]
+        assert feed.known_head == head + 20
+        assert await feed.read_after(head + 20, 200) == [], "at the head: nothing new"
+        assert store.reads == before, "every committed event came from memory"
+        await hub.close()
+        await announcer.close()

@@ -14,7 +14,7 @@ import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from core.events import ProjectionChange, ReminderChange
+from core.events import ReminderChange
 from core.settings import Settings
 from crdt import encode_state
 from eventstore.postgres import PostgresEventStore
@@ -122,12 +122,11 @@ async def test_downstream_changes_are_published(
     space, owner = await new_space(store)
     names = Names(settings.nats_prefix)
     nc = await nats.connect(settings.nats_url or "")
-    got: dict[str, list[bytes]] = {"projection": [], "reminders": []}
+    got: dict[str, list[bytes]] = {"reminders": []}
 
     async def collect(msg: Any) -> None:
         got[msg.subject.split(".")[1]].append(msg.data)
 
-    await nc.subscribe(names.projection_subject(space), cb=collect)
     await nc.subscribe(names.reminders_subject(space), cb=collect)
     await nc.flush()
     try:
@@ -153,9 +152,6 @@ async def test_downstream_changes_are_published(
         await asyncio.sleep(0.3)
     finally:
         await nc.close()
-    changes = [msgspec.json.decode(d, type=ProjectionChange) for d in got["projection"]]
-    assert changes[-1].seq == 5
-    assert changes[-1].entities[0].entity_id == "t-9"
     reminders = [msgspec.json.decode(d, type=ReminderChange) for d in got["reminders"]]
     # Setting remind_at made one; done made another; the title-only edit made none.
     assert [(r.reminder_id, r.remind_at, r.done) for r in reminders] == [

@@ -4,11 +4,15 @@ seq order, once, even when nobody published a hint and even across a NATS outage
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import nats
+import nats.js.errors
 import pytest
+from nats.js.api import StreamConfig
 
 import concord.embedded
 from concord.embedded import EmbeddedNats
@@ -57,7 +61,7 @@ async def test_committed_events_without_a_hint_are_relayed(
     space, owner = await new_space(store)
     await increments(store, space, owner, 30)
     async with running(settings, relay_interval=0.2) as service:
-        await eventually(lambda: _outbox_empty(pool, space), within=5)
+        await eventually(lambda: _outbox_empty(pool, space), within=30)
         assert service.relay.published >= 31
     seqs = await stream_seqs(settings.nats_url or "", names, space, 31)
     assert seqs == list(range(1, 32))
@@ -76,11 +80,11 @@ async def test_republished_events_are_dropped_by_message_id(
     space, owner = await new_space(store)
     await increments(store, space, owner, 10)
     async with running(settings, relay_interval=0.05):
-        await eventually(lambda: _outbox_empty(pool, space), within=5)
+        await eventually(lambda: _outbox_empty(pool, space), within=30)
         # Undo the relay's commit, as if it had crashed right before it.
         await pool.execute("UPDATE outbox_cursors SET published_seq = 0 WHERE space_id = $1", space)
         await pool.execute("INSERT INTO outbox (space_id, head) VALUES ($1, 11)", space)
-        await eventually(lambda: _outbox_empty(pool, space), within=5)
+        await eventually(lambda: _outbox_empty(pool, space), within=30)
     assert await stream_seqs(settings.nats_url or "", names, space, 22) == list(range(1, 12))
 
 
@@ -143,4 +147,27 @@ async def test_relay_skips_spaces_another_relay_holds(
             )
             assert cursor == 0  # untouched while another relay holds it
             assert not await _outbox_empty(pool, space)
-        await eventually(lambda: _outbox_empty(pool, space), within=5)
+        await eventually(lambda: _outbox_empty(pool, space), within=30)
+
+
+async def test_the_stream_is_made_with_the_configured_cap(settings: Settings) -> None:
+    """``CONCORD_NATS_STREAM_MAX_BYTES`` is the stream's ``max_bytes``: JetStream reserves
+    it up front, and leaked 1 GiB reservations once made a CI server refuse every new
+    stream ("insufficient storage resources available")."""
+    assert settings.nats_stream_max_bytes != Settings().nats_stream_max_bytes
+    async with running(settings, relay_interval=0.2):
+        config = await eventually_config(settings)
+    assert config.max_bytes == settings.nats_stream_max_bytes
+
+
+async def eventually_config(settings: Settings) -> StreamConfig:
+    nc = await nats.connect(settings.nats_url or "")
+    try:
+        js = nc.jetstream()
+        for _ in range(600):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                return (await js.stream_info(Names(settings.nats_prefix).stream)).config
+            await asyncio.sleep(0.05)
+        raise AssertionError("the relay never made the stream")
+    finally:
+        await nc.close()

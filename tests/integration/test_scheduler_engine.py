@@ -28,6 +28,7 @@ from scheduler.clock import ManualClock, format_time
 from scheduler.engine import ReminderEngine
 from scheduler.faults import Faults
 from scheduler.options import SchedulerOptions
+from scheduler.server_events import PortServerEvents, PostgresServerEvents
 from scheduler.testing import TaskWriter
 from tests.conftest import TEST_SECRET
 
@@ -67,12 +68,19 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def open_world(dsn: str) -> AsyncIterator[World]:
-    """Pools, the event store and a manual clock at T0 on the database ``dsn``."""
+async def open_world(dsn: str, appends: str = "batch") -> AsyncIterator[World]:
+    """Pools, the event store and a manual clock at T0 on the database ``dsn``. Engines
+    append a batch's events in one transaction (``appends="batch"``, as the service
+    does) or through the EventStore port, one append each (``"port"``)."""
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
     events_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
     store = PostgresEventStore(events_pool, secret_key=TEST_SECRET)
     clock = ManualClock(T0)
+    server_events = (
+        PostgresServerEvents(events_pool, secret_key=TEST_SECRET)
+        if appends == "batch"
+        else PortServerEvents(store)
+    )
 
     def make_engine(
         instance: str = "a", max_lateness: float = 3600, faults: Faults | None = None, **kw: object
@@ -86,6 +94,7 @@ async def open_world(dsn: str) -> AsyncIterator[World]:
             max_lateness=max_lateness,
             options=options,
             faults=faults,
+            server_events=server_events,
         )
 
     try:
@@ -96,9 +105,12 @@ async def open_world(dsn: str) -> AsyncIterator[World]:
         await pool.close()
 
 
-@pytest.fixture
-async def world(fresh_database: Callable[..., Awaitable[str]]) -> AsyncIterator[World]:
-    async with open_world(await fresh_database()) as opened:
+@pytest.fixture(params=["batch", "port"])
+async def world(
+    request: pytest.FixtureRequest, fresh_database: Callable[..., Awaitable[str]]
+) -> AsyncIterator[World]:
+    """Every engine test runs with both ways of appending a batch's events."""
+    async with open_world(await fresh_database(), request.param) as opened:
         yield opened
 
 

@@ -30,7 +30,7 @@ from eventstore.postgres import PostgresEventStore
 from projector.apply import apply_space
 from projector.runner import running as running_projector
 from scheduler.clock import parse_time
-from scheduler.engine import Firing
+from scheduler.firing import Firing
 from scheduler.jobs import Job
 from scheduler.options import SchedulerOptions
 from scheduler.queries import JobRun, recent_job_runs

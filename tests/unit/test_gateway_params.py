@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.errors import BadMessage, NotFound
+from core.ids import canonical_id, keyset_cursor, parse_keyset_cursor
 from core.settings import SettingsError
+from core.wire import DEVICE_NAME_PATTERN, EMAIL_PATTERN, NAME_PATTERN
 from gateway.options import GatewayOptions, options_from_env
 from gateway.params import (
-    canonical_uuid,
-    int_cursor,
+    ENTITY_CURSOR,
+    KEYSET_AFTER,
+    SPACE_CURSOR,
+    given_cursor,
+    keyset_after,
     normalise_email,
     page_size,
     path_entity_id,
@@ -72,14 +82,14 @@ def test_names() -> None:
 
 
 def test_ids_in_paths_that_name_nothing_are_404() -> None:
-    assert canonical_uuid(UUID) == UUID.lower()
+    assert canonical_id(UUID) == UUID.lower()
     # docs/protocol.md section 2: any spelling uuid.UUID takes names the one canonical id.
     plain = "0d8c8e2a1b2c4d5e8f90123456789abc"
     canonical = "0d8c8e2a-1b2c-4d5e-8f90-123456789abc"
     for spelling in (plain, plain.upper(), "{" + canonical + "}", "urn:uuid:" + canonical):
-        assert canonical_uuid(spelling) == canonical
+        assert canonical_id(spelling) == canonical
     for bad in ("", "0d8c8e2a", plain + "0", "not-a-uuid", "\uff10" * 32):
-        assert canonical_uuid(bad) is None
+        assert canonical_id(bad) is None
     assert path_uuid(UUID, "space") == UUID.lower()
     with pytest.raises(NotFound):
         path_uuid("zzz", "space")
@@ -90,11 +100,6 @@ def test_ids_in_paths_that_name_nothing_are_404() -> None:
 
 
 def test_cursors_and_page_sizes() -> None:
-    assert int_cursor(None) == 0
-    assert int_cursor("17") == 17
-    for bad in ("-1", "x", "1" * 19, "١٢"):
-        with pytest.raises(BadMessage):
-            int_cursor(bad)
     assert page_size(None) == 100
     assert page_size(5) == 5
     assert page_size(10**9) == 1000
@@ -107,3 +112,91 @@ def test_options_from_env() -> None:
     assert chosen.refresh_grace_seconds == 2.0
     with pytest.raises(SettingsError, match="CONCORD_TEST_GATEWAY_OPTIONS"):
         options_from_env({"CONCORD_TEST_GATEWAY_OPTIONS": '{"no_such_knob": 1}'})
+
+
+#: Text with what the patterns care about: whitespace, controls, NUL, @ and dots.
+_TEXT = st.text(
+    alphabet=st.sampled_from(list(" \t\n\x0b\x0c\r\x00\x1f\x7f\x85\x9f\xa0\u3000@.aZ9é_-/")),
+    max_size=12,
+) | st.text(max_size=220)
+
+
+def _accepts(check: object, raw: str) -> bool:
+    try:
+        check(raw)  # type: ignore[operator]
+    except BadMessage:
+        return False
+    return True
+
+
+@given(_TEXT)
+def test_the_document_states_exactly_what_the_checks_accept(raw: str) -> None:
+    """docs/http-api.md: a name or email the OpenAPI pattern admits is accepted, one it
+    refuses is 400, under JSON Schema's reading (the whole string) and msgspec's
+    (``re.search``, whose ``$`` may end before a final newline) alike."""
+    for pattern, check in (
+        (NAME_PATTERN, lambda v: valid_name(v, "name")),
+        (DEVICE_NAME_PATTERN, lambda v: valid_name(v, "device_name", default="x")),
+        (EMAIL_PATTERN, valid_email),
+    ):
+        stated = re.fullmatch(pattern, raw) is not None
+        assert stated == (re.search(pattern, raw) is not None), (pattern, raw)
+        if pattern is EMAIL_PATTERN:
+            stated = stated and len(raw) <= 254
+        assert stated == _accepts(check, raw), (pattern, raw)
+
+
+def test_names_and_emails_are_trimmed_of_ascii_whitespace_only() -> None:
+    assert valid_name("\t Work \r\n", "name") == "Work"
+    assert valid_name("\u3000Work", "name") == "\u3000Work"
+    assert valid_email(" Ada@Example.com\n") == "ada@example.com"
+    # Only ASCII whitespace separates: U+0085 is a character of the address like any other.
+    assert valid_email("a\x85b@example.com") == "a\x85b@example.com"
+    with pytest.raises(BadMessage):
+        valid_email("a b@example.com")
+
+
+def test_keyset_cursors() -> None:
+    at = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
+    rid = "0d8c8e2a-1b2c-4d5e-8f90-123456789abc"
+    cursor = keyset_cursor(at, rid)
+    assert parse_keyset_cursor(cursor) == (at, rid)
+    assert keyset_after(cursor) == (at, rid)
+    assert keyset_after(None) is None
+    # Every cursor the pattern admits names a position, beyond datetime's range too.
+    assert parse_keyset_cursor(f"-999999999999999999.{rid}") == (
+        datetime.min.replace(tzinfo=UTC),
+        rid,
+    )
+    assert parse_keyset_cursor(f"999999999999999999.{rid}") == (
+        datetime.max.replace(tzinfo=UTC),
+        rid,
+    )
+    for bad in (
+        "",
+        "x",
+        f"1.{rid.upper()}",
+        f"{cursor}\n",
+        f"1.{rid}x",
+        f"1x.{rid}",
+        "1." + rid[:-1],
+    ):
+        assert parse_keyset_cursor(bad) is None
+        with pytest.raises(BadMessage):
+            keyset_after(bad)
+
+
+def test_cursor_patterns_are_matched_whole() -> None:
+    rid = "0d8c8e2a-1b2c-4d5e-8f90-123456789abc"
+    assert given_cursor(rid, SPACE_CURSOR) == rid
+    assert given_cursor("task/t-1", ENTITY_CURSOR) == "task/t-1"
+    assert given_cursor(f"12.{rid}", KEYSET_AFTER) == f"12.{rid}"
+    for raw, pattern in (
+        (rid + "\n", SPACE_CURSOR),
+        ("task/t-1\n", ENTITY_CURSOR),
+        ("0", ENTITY_CURSOR),
+        ("", SPACE_CURSOR),
+        (rid.upper(), SPACE_CURSOR),
+    ):
+        with pytest.raises(BadMessage):
+            given_cursor(raw, pattern)

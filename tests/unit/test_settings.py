@@ -60,6 +60,7 @@ def test_overrides_win_over_environment() -> None:
         ("CONCORD_PRODUCTION", "maybe", "CONCORD_PRODUCTION: 'maybe' is not a boolean"),
         ("CONCORD_LOG_LEVEL", "loud", "CONCORD_LOG_LEVEL"),
         ("CONCORD_NATS_PREFIX", "a.b", "CONCORD_NATS_PREFIX"),
+        ("CONCORD_NATS_STREAM_MAX_BYTES", "1000", "CONCORD_NATS_STREAM_MAX_BYTES: 1000 is out"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, fragment: str) -> None:

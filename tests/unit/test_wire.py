@@ -51,7 +51,10 @@ def strategy_for(t: msgspec.inspect.Type, plain: bool = False) -> st.SearchStrat
         return strategy_for(t.type)
     if isinstance(t, mi.StrType):
         if t.pattern is not None:
-            return st.from_regex(t.pattern, fullmatch=True)
+            low, high = t.min_length or 0, t.max_length
+            return st.from_regex(t.pattern, fullmatch=True).filter(
+                lambda s: low <= len(s) and (high is None or len(s) <= high)
+            )
         if plain:
             return _PLAIN_TEXT
         return st.text(max_size=min(30, t.max_length or 30))

@@ -1,0 +1,242 @@
+"""The relay publishes a batch of spaces per cycle (one read, pipelined publishes, one
+ack wait) and never moves a cursor past a message the stream did not acknowledge:
+proved against a real stream that refuses one message, and a nats-server killed in
+the middle of a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+import concord.embedded
+import projector.relay
+from concord.embedded import EmbeddedNats
+from core.natsbus import NatsBus
+from core.settings import Settings
+from core.wire import Event
+from eventstore.postgres import PostgresEventStore
+from eventstore.testing import new_id, op
+from projector.relay import Range, Relay, RelayFailed, plan
+from projector.stream import Names, ensure_stream, stream_config
+from tests.conftest import TEST_SECRET
+from tests.integration.test_projector_support import (
+    append_unchecked,
+    delete_stream,
+    eventually,
+    head,
+    increments,
+    new_space,
+    push,
+    stream_seqs,
+)
+
+
+@pytest.fixture(scope="module")
+async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET) as s:
+        yield s
+
+
+async def _cursor(pool: asyncpg.Pool, space: str) -> int:
+    seq = await pool.fetchval("SELECT published_seq FROM outbox_cursors WHERE space_id = $1", space)
+    return int(seq or 0)
+
+
+async def _outbox_heads(pool: asyncpg.Pool, space: str) -> list[int]:
+    rows = await pool.fetch("SELECT head FROM outbox WHERE space_id = $1 ORDER BY head", space)
+    return [r[0] for r in rows]
+
+
+async def _drain_outbox_of_others(pool: asyncpg.Pool, spaces: list[str]) -> None:
+    """Other tests' outbox rows (same database) are not this relay's business here."""
+    await pool.execute("DELETE FROM outbox WHERE NOT (space_id = ANY($1::uuid[]))", spaces)
+
+
+def test_plan_shares_the_budget_so_no_space_starves() -> None:
+    a, b, c = (uuid.UUID(int=i) for i in (1, 2, 3))
+    heads = {a: [10_000], b: [5], c: [40]}
+    cursors = [(a, 0), (b, 0), (c, 30)]
+    assert plan(cursors, heads, per_space=5000, budget=100) == [
+        Range(a, 0, 85),  # an even share (33), then what the others left
+        Range(b, 0, 5),
+        Range(c, 30, 40),
+    ]
+    assert plan(cursors, heads, per_space=50, budget=1000)[0] == Range(a, 0, 50)
+    # Nothing to publish (the cursor is past the claimed head): an empty range.
+    assert plan([(b, 7)], heads, per_space=50, budget=10) == [Range(b, 7, 7)]
+
+
+async def _stream_events(url: str, names: Names, space: str, expect: int) -> list[Event]:
+    nc = await nats.connect(url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(names.log_subject(space), stream=names.stream)
+        msgs = await sub.fetch(expect, timeout=5)
+        return [msgspec.json.decode(m.data, type=Event) for m in msgs]
+    finally:
+        await nc.close()
+
+
+async def test_messages_are_the_stored_events(
+    pool: asyncpg.Pool, store: PostgresEventStore, settings: Settings
+) -> None:
+    """Each message decodes to exactly the event a read of the log returns: values of
+    every shape (embedded as stored), ids, times, a server event without a user."""
+    names = Names(f"{settings.nats_prefix}m{secrets.token_hex(2)}")
+    url = settings.nats_url or ""
+    space, owner = await new_space(store)
+    values = ['Grüße ☃ "q"', 1.5, 10**15, None, {"a": [1, {"b": None}]}, True]
+    for i, value in enumerate(values):
+        await append_unchecked(store, owner, space, entity_id="t-1", value=value, lamport=i + 1)
+    # Stored JSON text that is not msgspec's own spelling of the value.
+    raw = b'{"x": 1.0, "s": "\\u00e9"}'
+    await append_unchecked(store, owner, space, entity_id="t-2", value_json=raw, lamport=9)
+    delete = op(space, entity_id="t-1", kind="delete", field=None, lamport=20)
+    await push(store, owner, new_id(), [delete])
+    await store.append_server_event(
+        space_id=space, kind="reminder_fired", entity_type="task", entity_id="t-1",
+        value={"reminder_id": new_id(), "lateness_ms": 3}, key=f"k:{new_id()}",
+    )  # fmt: skip
+    await _drain_outbox_of_others(pool, [space])
+    bus = NatsBus(url, prefix=names.prefix, name="relay-payload-test")
+    await bus.start()
+    try:
+        assert await bus.wait_connected(10)
+        relay = Relay(pool, bus, names)
+        top = await head(pool, space)
+        assert await relay.relay_once() == top
+        assert await _stream_events(url, names, space, top) == await store.read(space, 0, 100)
+    finally:
+        await bus.close()
+        await delete_stream(url, names)
+
+
+async def test_a_refused_message_stops_its_space_there_and_not_the_others(
+    pool: asyncpg.Pool,
+    store: PostgresEventStore,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream that refuses messages over 2 KiB: the space with a 3 KiB event in the
+    middle of its range advances to just before it, the other space to its head; the
+    next cycle refuses it again and the cursor stays."""
+    names = Names(f"{settings.nats_prefix}r{secrets.token_hex(2)}")
+    url = settings.nats_url or ""
+    big, small = await new_space(store), await new_space(store)
+    await increments(store, big[0], big[1], 10)  # seqs 2..11
+    # 3 KB of value, past the title's length check (an older server stored such values).
+    seq = await append_unchecked(store, big[1], big[0], entity_id="t-big", value="x" * 3000)
+    assert seq == 12
+    await increments(store, big[0], big[1], 5)  # seqs 13..17
+    await increments(store, small[0], small[1], 20)  # seqs 2..21
+    await _drain_outbox_of_others(pool, [big[0], small[0]])
+
+    bus = NatsBus(url, prefix=names.prefix, name="relay-test")
+    await bus.start()
+    try:
+        assert await bus.wait_connected(10)
+        js = bus.jetstream()
+        assert js is not None
+        config = stream_config(names)
+        config.max_msg_size = 2048
+        await js.add_stream(config)
+
+        async def keep_config(js: JetStreamContext, names: Names) -> None:
+            pass  # the relay would restore the default config (no size limit)
+
+        monkeypatch.setattr(projector.relay, "ensure_stream", keep_config)
+        relay = Relay(pool, bus, names, ack_timeout=5)
+        with pytest.raises(RelayFailed):
+            await relay.relay_once()
+        assert await _cursor(pool, big[0]) == 11  # not past the refused seq 12
+        assert await _outbox_heads(pool, big[0]) == [12, 17]
+        assert await _cursor(pool, small[0]) == 21
+        assert await _outbox_heads(pool, small[0]) == []
+        with pytest.raises(RelayFailed):
+            await relay.relay_once()
+        assert await _cursor(pool, big[0]) == 11
+        # 13..17 were acked after the refusal (pipelined): stored once, republished
+        # ones dropped by message id. Consumers read the missing 12 from PostgreSQL.
+        assert await stream_seqs(url, names, big[0], 17) == [*range(1, 12), *range(13, 18)]
+        assert await stream_seqs(url, names, small[0], 21) == list(range(1, 22))
+    finally:
+        await bus.close()
+        await delete_stream(url, names)
+
+
+async def test_a_server_killed_mid_batch_leaves_no_cursor_past_an_ack(
+    pool: asyncpg.Pool,
+    store: PostgresEventStore,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """nats-server is killed after 300 of a batch's publishes: the cycle fails, and every
+    seq at or below each cursor is in the stream. Back on the same port, the relay
+    publishes the rest: each space's stream holds every seq once, in order."""
+    nats_server = EmbeddedNats(tmp_path)
+    url = nats_server.start()
+    names = Names(f"{settings.nats_prefix}k{secrets.token_hex(2)}")
+    spaces = [await new_space(store) for _ in range(4)]
+    for space, owner in spaces:
+        await increments(store, space, owner, 250)  # seqs 2..251 each
+    ids = [s for s, _ in spaces]
+    await _drain_outbox_of_others(pool, ids)
+    bus = NatsBus(url, prefix=names.prefix, name="relay-kill-test")
+    await bus.start()
+    try:
+        assert await bus.wait_connected(10)
+        js = bus.jetstream()
+        assert js is not None
+        await ensure_stream(js, names)
+        relay = Relay(pool, bus, names, ack_timeout=2)
+        real = NatsClient.publish
+        calls = 0
+
+        async def killing(self: NatsClient, *args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 300:
+                await asyncio.sleep(0.3)  # let the first acks arrive
+                nats_server.stop()
+            return await real(self, *args, **kwargs)
+
+        monkeypatch.setattr(NatsClient, "publish", killing)
+        with pytest.raises((RelayFailed, nats.errors.Error, OSError)):
+            await relay.relay_once()
+        monkeypatch.setattr(NatsClient, "publish", real)
+        cursors = {s: await _cursor(pool, s) for s in ids}
+        assert sum(cursors.values()) < 4 * 251  # the kill did cut the batch
+
+        port = nats_server.port
+        monkeypatch.setattr(concord.embedded, "free_port", lambda *_, **__: port)
+        assert nats_server.start() == url
+        for space in ids:  # what the cursors claim was acked is in the stream
+            stored = await stream_seqs(url, names, space, 251)
+            assert stored[: cursors[space]] == list(range(1, cursors[space] + 1))
+
+        async def relayed() -> bool:
+            try:
+                await relay.relay_once()
+            except Exception:
+                return False
+            return all([await _cursor(pool, s) == await head(pool, s) for s in ids])
+
+        await eventually(relayed, within=30, interval=0.2)
+        for space in ids:
+            assert await stream_seqs(url, names, space, 300) == list(range(1, 252))
+    finally:
+        await bus.close()
+        await delete_stream(url, names)
+        nats_server.stop()
