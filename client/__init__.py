@@ -10,9 +10,10 @@ from client.device import Device
 from client.errors import ApiError, ClientError, Offline, SignedOut, SyncTimeout
 from client.faults import Backoff, FlakyLink
 from client.http import HttpApi
-from client.state import DeviceConfig, RejectedOp, SyncStats
+from client.state import Acknowledged, DeviceConfig, RejectedOp, SyncStats
 
 __all__ = [
+    "Acknowledged",
     "ApiError",
     "Backoff",
     "ClientError",

@@ -14,9 +14,8 @@ server answers for it for good.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from client.faults import FlakyLink
 from client.http import HttpApi
 from client.replica import Replica
 from client.session import Login, Session
-from client.state import DeviceConfig, RejectedOp, SyncStats
+from client.state import Acknowledged, DeviceConfig, RejectedOp, SyncStats
 from client.store import LocalStore, Snapshot
 from core.wire import Event, Notification, Operation
 from crdt import EntityView
@@ -34,6 +33,29 @@ from crdt import EntityView
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+STATS_KEY = "sync_stats"
+
+
+class Opening:
+    """What ``Device.open`` returns: await it for a ``Device`` (close it yourself), or
+    use it as ``async with`` (closed on the way out)."""
+
+    def __init__(self, start: Coroutine[Any, Any, Device]) -> None:
+        self._start = start
+        self._device: Device | None = None
+
+    def __await__(self) -> Generator[Any, None, Device]:
+        return self._start.__await__()
+
+    async def __aenter__(self) -> Device:
+        self._device = await self._start
+        return self._device
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._device is not None:
+            await self._device.close()
 
 
 class Device:
@@ -56,8 +78,7 @@ class Device:
         self._closed = False
 
     @classmethod
-    @contextlib.asynccontextmanager
-    async def open(
+    def open(
         cls,
         base_url: str,
         path: str | Path,
@@ -69,32 +90,48 @@ class Device:
         online: bool = True,
         config: DeviceConfig | None = None,
         faults: FlakyLink | None = None,
-    ) -> AsyncIterator[Device]:
+    ) -> Opening:
         """Open (or create) the device stored at ``path``.
+
+        ``async with Device.open(...) as device:`` closes it on the way out;
+        ``device = await Device.open(...)`` leaves that to ``await device.close()``
+        (an app that closes and reopens its device at will).
 
         A stored session is resumed (no password needed); otherwise the device signs
         in with ``email``/``password`` (``register=True``: creates the account).
         ``online=False`` opens it with the link switched off (``go_online`` later).
         """
-        config = config or DeviceConfig()
+        login = Login(email, password, device_name, register)
+        return Opening(
+            cls._start(base_url, Path(path), login, online, config or DeviceConfig(), faults)
+        )
+
+    @classmethod
+    async def _start(
+        cls,
+        base_url: str,
+        path: Path,
+        login: Login,
+        online: bool,
+        config: DeviceConfig,
+        faults: FlakyLink | None,
+    ) -> Device:
         api = HttpApi(base_url)
-        store = LocalStore(Path(path), synchronous=config.synchronous)
+        store = LocalStore(path, synchronous=config.synchronous)
         try:
             snapshot = await store.open()
             stored_email = snapshot.meta.get("email")
-            if email and stored_email and stored_email != email:
-                raise ClientError(f"{path} belongs to {stored_email}, not {email}")
-            session = Session(api, store, Login(email, password, device_name, register))
+            if login.email and stored_email and stored_email != login.email:
+                raise ClientError(f"{path} belongs to {stored_email}, not {login.email}")
+            session = Session(api, store, login)
             await session.start(snapshot.meta)
             device = cls._assemble(api, store, session, snapshot, config, faults or FlakyLink())
-            device.engine.start(online)
-            try:
-                yield device
-            finally:
-                await device.close()
-        finally:
+        except BaseException:
             await store.close()
             await api.aclose()
+            raise
+        device.engine.start(online)
+        return device
 
     @classmethod
     def _assemble(
@@ -121,6 +158,7 @@ class Device:
                 RejectedOp(r.op, r.code, r.message, r.rejected_at) for r in snapshot.rejected
             ],
         )
+        engine.stats = SyncStats.load(snapshot.meta.get(STATS_KEY))
         for op in snapshot.queue:
             engine.watch(op.space_id)
         if session.personal_space_id:
@@ -128,9 +166,16 @@ class Device:
         return cls(api, store, session, replica, engine)
 
     async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        """Stop syncing, store the counters (``stats``) and close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
             await self.engine.stop()
+            await self.store.put_meta({STATS_KEY: self.engine.stats.dump()})
+        finally:
+            await self.store.close()
+            await self.api.aclose()
 
     # ------------------------------------------------------------------ identity
 
@@ -240,6 +285,16 @@ class Device:
         """Call ``listener`` for every event received (server kinds included)."""
         self.engine.listeners.append(listener)
 
+    def on_acknowledged(self, listener: Callable[[Acknowledged], None]) -> None:
+        """Call ``listener`` once per op the server stored (``applied`` or ``duplicate``),
+        after the acknowledgement is durable on this device."""
+        self.engine.ack_listeners.append(listener)
+
+    def on_rejected(self, listener: Callable[[RejectedOp], None]) -> None:
+        """Call ``listener`` once per op the server refused for good (after it is in
+        ``rejected()``)."""
+        self.engine.reject_listeners.append(listener)
+
     # ------------------------------------------------------------------ link
 
     @property
@@ -259,8 +314,15 @@ class Device:
         self.engine.online.set()
 
     def subscribe(self, space_id: str) -> None:
-        """Receive a space's events (spaces written to are subscribed automatically)."""
+        """Receive a space's events (spaces written to are subscribed automatically).
+
+        Always sends a fresh ``subscribe`` (from the cursor), also for a space this
+        device holds or lost: an app calls it when it learns it is a member again, and
+        a subscription the server ended with ``not_found`` (a removal) must be asked
+        for anew."""
         self.engine.watch(space_id)
+        self.engine.lost_spaces.discard(space_id)
+        self.engine.resubscribe([space_id])
 
     async def sync(self, within: float = 60.0) -> None:
         """Wait until the queue is drained and every space is caught up with the server.

@@ -11,6 +11,10 @@ Per result: ``applied``/``duplicate`` leave the queue; a retryable rejection kee
 op queued (``auth_expired``: renew with ``auth`` and resend after ``auth_ok``;
 ``rate_limited``: wait ``retry_after_ms``; ``unavailable``: back off); any other
 rejection is final: the op moves to the rejected record and is never sent again.
+
+Waits with a deadline use ``asyncio.timeout``, never ``asyncio.wait_for``: in Python
+3.11, ``wait_for`` returns a result that arrives in the same loop turn as a
+cancellation and drops the cancellation, which left ``stop()`` waiting for ever.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from client.errors import ApiError, SignedOut
 from client.faults import Backoff, FlakyLink
 from client.link import CLOSE_UNAUTHENTICATED, Link, LinkClosed, first_failure
 from client.replica import Replica
 from client.session import Session, parse_time
-from client.state import DeviceConfig, Inflight, RejectedOp, SyncStats
+from client.state import Acknowledged, DeviceConfig, Inflight, RejectedOp, SyncStats
 from client.store import LocalStore
 from core.errors import ErrorBody
 from core.wire import (
@@ -50,6 +55,8 @@ from core.wire import (
 )
 
 log = logging.getLogger("concord.client")
+
+T = TypeVar("T")
 
 
 class _Cut(Exception):
@@ -90,6 +97,11 @@ class SyncEngine:
         self.acked_seq: dict[str, int] = {}
         self.notifications: list[Notification] = []
         self.listeners: list[Callable[[Event], None]] = []
+        #: Called once per op the server acknowledged (stored: ``applied`` or
+        #: ``duplicate``), after the acknowledgement is durable.
+        self.ack_listeners: list[Callable[[Acknowledged], None]] = []
+        #: Called once per op the server refused for good, after it is recorded.
+        self.reject_listeners: list[Callable[[RejectedOp], None]] = []
         self.limits = DEFAULT_LIMITS
         self.batch_limit = config.batch_size
         self.fatal: BaseException | None = None
@@ -151,7 +163,8 @@ class SyncEngine:
             if remaining <= 0:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+                async with asyncio.timeout(min(remaining, 1.0)):
+                    await self._changed.wait()
         return True
 
     # ------------------------------------------------------------------ connection loop
@@ -341,7 +354,8 @@ class SyncEngine:
             await self._renew(link)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), left + 0.05)
+            async with asyncio.timeout(left + 0.05):
+                await self.wake.wait()
 
     def _next_batch(self) -> list[Operation]:
         """The head of the queue: one space, within the published limits."""
@@ -358,7 +372,8 @@ class SyncEngine:
                 self.stats.links_cut += 1
                 raise _Cut("fault: link cut right after a push")
             try:
-                return await asyncio.wait_for(inflight.future, self.config.push_timeout)
+                async with asyncio.timeout(self.config.push_timeout):
+                    return await inflight.future
             except TimeoutError:
                 raise _Cut("no push_result in time") from None
         finally:
@@ -368,6 +383,7 @@ class SyncEngine:
         self.replica.clock.observe(result.server_lamport)
         answers = {r.op_id: r for r in result.results}
         acked: list[str] = []
+        answered: list[Acknowledged] = []
         final: list[tuple[Operation, str, str]] = []
         retry: ErrorBody | None = None
         for op in batch:
@@ -376,6 +392,7 @@ class SyncEngine:
                 acked.append(op.op_id)
                 self.stats.count(answer.status)
                 seq = answer.seq or 0
+                answered.append(Acknowledged(op, answer.status, seq))
                 self.acked_seq[op.space_id] = max(self.acked_seq.get(op.space_id, 0), seq)
             elif answer is None or answer.error is None or answer.error.retryable:
                 retry = retry or (answer.error if answer is not None else None)
@@ -387,12 +404,27 @@ class SyncEngine:
             self.stats.mixed_pushes += 1
         rows = self.replica.acknowledge(acked)
         self.replica.reject(op.op_id for op, _, _ in final)
-        await self.store.settle(acked, final, rows)
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.rejected.extend(RejectedOp(op, code, msg, now) for op, code, msg in final)
-        self.notify()
+        # Shielded: once the answer is applied in memory it is stored and told to the
+        # listeners even if the device is closed meanwhile (else an app would miss an
+        # acknowledgement that its file holds).
+        stored = self.store.settle(acked, final, rows)  # queued before anything else runs
+        await asyncio.shield(self._record(stored, final, answered))
         if retry is not None:
             await self._back_off(link, retry)
+
+    async def _record(
+        self,
+        stored: asyncio.Future[None],
+        final: list[tuple[Operation, str, str]],
+        answered: list[Acknowledged],
+    ) -> None:
+        await stored
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        refused = [RejectedOp(op, code, msg, now) for op, code, msg in final]
+        self.rejected.extend(refused)
+        _tell(self.ack_listeners, answered)
+        _tell(self.reject_listeners, refused)
+        self.notify()
 
     async def _back_off(self, link: Link, error: ErrorBody) -> None:
         if error.code == "auth_expired":
@@ -402,3 +434,13 @@ class SyncEngine:
             await asyncio.sleep((error.retry_after_ms or 1000) / 1000)
         else:
             await asyncio.sleep(min(self.config.backoff_cap, 1.0))
+
+
+def _tell(listeners: Sequence[Callable[[T], None]], items: Sequence[T]) -> None:
+    """Call each listener with each item; an app's callback must not break sync."""
+    for listener in listeners:
+        for item in items:
+            try:
+                listener(item)
+            except Exception:
+                log.exception("listener failed")

@@ -16,6 +16,9 @@ import msgspec
 from client.errors import ApiError
 from core.wire import (
     AuthResponse,
+    DeviceInfo,
+    DeviceList,
+    EntityList,
     EntityResponse,
     Event,
     HistoryResponse,
@@ -28,6 +31,8 @@ from core.wire import (
     PushResponse,
     ReminderInfo,
     ReminderList,
+    SpaceInfo,
+    SpaceList,
 )
 
 T = TypeVar("T")
@@ -93,7 +98,21 @@ class HttpApi:
     async def logout(self, token: str) -> None:
         await self._call("POST", "/v1/auth/logout", token=token)
 
+    # ------------------------------------------------------------------ devices
+
+    async def devices(self, token: str) -> list[DeviceInfo]:
+        """The caller's devices, revoked ones included, oldest first (every page)."""
+        return await self._pages("/v1/devices", token, DeviceList, "devices")
+
+    async def revoke_device(self, token: str, device_id: str) -> None:
+        """Revoke one of the caller's devices and every session of it."""
+        await self._call("DELETE", f"/v1/devices/{device_id}", token=token)
+
     # ------------------------------------------------------------------ spaces
+
+    async def spaces(self, token: str) -> list[SpaceInfo]:
+        """The caller's spaces with its role in each (every page)."""
+        return await self._pages("/v1/spaces", token, SpaceList, "spaces")
 
     async def create_space(self, token: str, name: str) -> str:
         response = await self._call("POST", "/v1/spaces", token=token, body={"name": name})
@@ -171,6 +190,35 @@ class HttpApi:
             if exc.status == 404:
                 return None
             raise
+
+    async def entities(
+        self,
+        token: str,
+        space_id: str,
+        entity_type: str | None = None,
+        *,
+        include_deleted: bool = False,
+    ) -> list[EntityResponse]:
+        """The merged states of a space's entities (every page), by type and id."""
+        params: dict[str, Any] = {"include_deleted": str(include_deleted).lower()}
+        if entity_type is not None:
+            params["type"] = entity_type
+        path = f"/v1/spaces/{space_id}/entities"
+        return await self._pages(path, token, EntityList, "entities", **params)
+
+    async def _pages(
+        self, path: str, token: str, kind: type[Any], items: str, **params: Any
+    ) -> list[Any]:
+        """Every item of a paged list (``next`` is the ``after`` of the next page)."""
+        found: list[Any] = []
+        after: str | None = None
+        while True:
+            query = {"limit": 500, **params} | ({"after": after} if after else {})
+            page = await self._get(path, token, kind, **query)
+            found.extend(getattr(page, items))
+            if not page.next:
+                return found
+            after = page.next
 
     async def history(
         self, token: str, space_id: str, entity_type: str, entity_id: str

@@ -77,7 +77,8 @@ class Link:
         """Send ``hello``; the ``welcome`` (anything else first is a protocol error)."""
         await self.send(Hello(token=token, lamport=lamport, subscriptions=subscriptions))
         try:
-            first = await asyncio.wait_for(self.recv(), HELLO_TIMEOUT)
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                first = await self.recv()
         except TimeoutError:
             raise LinkClosed(None, "no welcome in time") from None
         if not isinstance(first, Welcome):
@@ -105,7 +106,8 @@ class Link:
 
     async def close(self) -> None:
         try:
-            await asyncio.wait_for(self.ws.close(), 3)
+            async with asyncio.timeout(3):
+                await self.ws.close()
         except (TimeoutError, ConnectionClosed, OSError):
             self.ws.transport.abort()
 

@@ -125,14 +125,18 @@ class Replica:
         return op
 
     def next_batch(self, limit: int, budget: int) -> list[Operation]:
-        """The head of the queue for one push: ops of one space, at most ``limit`` of
-        them and roughly ``budget`` bytes (the first op always goes)."""
+        """The next push: the oldest queued op's space, and that space's queued ops in
+        queue order (not only the run at the head: writes interleaved over spaces must
+        not go out one or two per push), at most ``limit`` of them and roughly
+        ``budget`` bytes (the first op always goes). Order only matters within a space
+        (``pred`` names ops of the same space), so the other spaces' ops wait for the
+        next pushes, in their own order."""
         batch: list[Operation] = []
         for op in self.pending.values():
-            if batch and (op.space_id != batch[0].space_id or len(batch) >= limit):
-                break
+            if batch and op.space_id != batch[0].space_id:
+                continue
             budget -= len(str(op.value)) + 40 * len(op.pred) + 400
-            if batch and budget < 0:
+            if batch and (budget < 0 or len(batch) >= limit):
                 break
             batch.append(op)
         return batch

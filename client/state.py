@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from dataclasses import dataclass, field
 
 from core.wire import Operation, PushResult
@@ -40,9 +42,21 @@ class RejectedOp:
     rejected_at: str
 
 
+@dataclass(frozen=True)
+class Acknowledged:
+    """An op the server stored: ``status`` is ``applied`` or ``duplicate`` (a resend of
+    an op it already held), ``seq`` its place in the space's log."""
+
+    op: Operation
+    status: str
+    seq: int
+
+
 @dataclass
 class SyncStats:
-    """What the device did on the network since it was opened (not persisted)."""
+    """What the device did on the network since its file was created: stored at
+    ``close()`` and read back at open (a killed process loses the counts of its
+    last open)."""
 
     connects: int = 0
     reconnects: int = 0
@@ -56,6 +70,21 @@ class SyncStats:
     #: docs/protocol.md section 4 stores a push whole or not at all).
     mixed_pushes: int = 0
     results: dict[str, int] = field(default_factory=dict)
+
+    def dump(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def load(cls, raw: str | None) -> SyncStats:
+        """Counters stored by ``dump``; zeros for none, or for a file of another version."""
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError):
+            return cls()
 
     def count(self, status: str) -> None:
         """One op result: ``applied``, ``duplicate``, ``rejected`` or a retryable code."""

@@ -168,14 +168,19 @@ class LocalStore:
 
         await self._run(self._transaction, work)
 
-    async def settle(
+    def settle(
         self,
         acked: Iterable[str],
         rejected: Iterable[tuple[Operation, str, str]],
         states: Iterable[StateRow],
-    ) -> None:
+    ) -> asyncio.Future[None]:
         """Apply one push result: acked op_ids leave the queue and their states are
-        stored; rejected ops move to ``rejected``. All or nothing."""
+        stored; rejected ops move to ``rejected``. All or nothing.
+
+        Not a coroutine: the write is queued on the SQLite thread *now*, in the order
+        of the caller's state snapshots. (Queued one loop turn later, it could land
+        after a newer ``apply_events`` and store an older state of the entity over it,
+        with the cursor already past the events that state lacks.)"""
         acked, rejected, states = list(acked), list(rejected), list(states)
 
         def work(db: sqlite3.Connection) -> None:
@@ -189,7 +194,7 @@ class LocalStore:
                 )
             _put_states(db, states)
 
-        await self._run(self._transaction, work)
+        return asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, work)
 
     async def apply_events(self, space_id: str, seq: int, states: Iterable[StateRow]) -> None:
         """Store the states an ``events`` message changed and advance the cursor."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from core.breaks import broken
 from core.ports import AppendOutcome
 from core.wire import Event, OpResult
 from crdt import (
@@ -242,6 +243,7 @@ def _plan_push(
     lamport_before, headroom = cursor.max_lamport, ctx.headroom
     cap = lamport_before + headroom
     add, heads, user_id = ctx.batch.add, ctx.heads, push.user_id
+    dedup = not broken("dedup")  # always True but in the chaos lab's broken build
     results: list[OpResult] = []
     events: list[Event] = []
     for echo, item in zip(push.echo_ids, push.items, strict=True):
@@ -263,7 +265,7 @@ def _plan_push(
             results.append(rejected(echo, violation.code, violation.message))
             continue
         op_id = op.op_id
-        seen = stored.get(op_id)
+        seen = stored.get(op_id) if dedup else None
         if seen is not None:
             results.append(_duplicate_or_conflict(echo, seen, item.digest))
             continue

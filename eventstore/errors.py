@@ -23,6 +23,10 @@ _TRANSIENT: tuple[type[Exception], ...] = (
     ConnectionError,
     OSError,
     TimeoutError,
+    # A backend killed under a query can leave the driver mid-operation ("cannot switch
+    # to state ...; another operation is in progress"): the connection is unusable,
+    # nothing is acknowledged, and a retry is safe (duplicates are detected).
+    asyncpg.InternalClientError,
 )
 
 _DRIVER: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, *_TRANSIENT)

@@ -20,6 +20,9 @@ class TcpProxy:
     def __init__(self, target: int | None) -> None:
         self.target = target
         self.port = 0
+        #: While True, what the server answers is read and dropped (the requests still
+        #: reach it): a link that fails after the request went through.
+        self.swallow = False
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -59,7 +62,7 @@ class TcpProxy:
             except OSError:
                 return
             try:
-                await _both(_pump(reader, up_writer), _pump(up_reader, writer))
+                await _both(_pump(reader, up_writer), _pump(up_reader, writer, self))
             finally:
                 up_writer.close()
         except asyncio.CancelledError:
@@ -69,9 +72,13 @@ class TcpProxy:
             writer.close()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answers: TcpProxy | None = None
+) -> None:
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
         while data := await reader.read(65536):
+            if answers is not None and answers.swallow:
+                continue
             writer.write(data)
             await writer.drain()
 

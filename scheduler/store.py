@@ -96,14 +96,16 @@ RETURNING t.space_id, t.entity_type, t.entity_id, t.reminder_id, t.fire_at, t.ac
 # A scheduled reminder of an advanced task stops when it is no longer the winner or the
 # task is done or deleted. Fired, skipped, dead (and delivering) rows keep their status:
 # what happened stays recorded. A firing in progress holds the row lock, so this waits
-# for it and then re-checks ``status`` on the committed row.
+# for it and then re-checks ``status`` on the committed row. A row with a ``decision``
+# is a firing whose process died after the claim (perhaps after its event was
+# appended): the retry finishes it, so it is not cancelled either.
 _CANCEL = """
 UPDATE reminders AS r
 SET status = 'cancelled', claimed_by = NULL, claim_until = NULL, updated_at = $6
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::boolean[])
      AS a(space_id, entity_type, entity_id, reminder_id, active)
 WHERE r.space_id = a.space_id AND r.entity_type = a.entity_type
-  AND r.entity_id = a.entity_id AND r.status = 'scheduled'
+  AND r.entity_id = a.entity_id AND r.status = 'scheduled' AND r.decision IS NULL
   AND (r.reminder_id IS DISTINCT FROM a.reminder_id OR NOT a.active)
 RETURNING r.reminder_id
 """

@@ -18,6 +18,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from core.breaks import broken
 from core.errors import NotFound
 from core.metrics import FANOUT_SECONDS
 from core.wire import CaughtUp, Error, Event, Events
@@ -68,6 +69,8 @@ class Subscription:
 
     def removed(self, seq: int) -> None:
         """The member was removed at ``seq``: deliver up to that event, then end."""
+        if broken("removal"):  # only in the chaos lab's broken build: delivery goes on
+            return
         if seq > self.floor and (self.removed_at is None or seq < self.removed_at):
             self.removed_at = seq
             self.wake()
@@ -116,7 +119,7 @@ class Subscription:
     async def _deliver(self, feed: SpaceFeed, events: list[Event]) -> bool:
         """Queue one page (encoded once for every subscriber of this gateway that asks
         for it); True when this subscription ended (the member was removed)."""
-        cut = removal_of(events, self.conn.user_id, self.floor)
+        cut = None if broken("removal") else removal_of(events, self.conn.user_id, self.floor)
         page = events if cut is None else events[: cut + 1]
         head = max(feed.known_head, page[-1].seq)
         await self.conn.send_frame(feed.frame(page, head, self.conn.msgpack))

@@ -336,6 +336,31 @@ async def test_crash_between_append_and_update_leaves_one_event(world: World) ->
     )
 
 
+async def test_a_firing_cut_after_its_append_is_not_cancelled_by_a_later_change(
+    world: World,
+) -> None:
+    """Found by ``concord lab chaos --quick --seed 7``: the scheduler was killed between
+    the ``reminder_fired`` append and the row's update, the task's ``remind_at`` had
+    changed meanwhile, and the next reconcile cancelled the decided row: the log held a
+    firing that the reminder's record said never happened. A decided row is a firing in
+    progress; the retry finishes it (a duplicate append) and it is recorded fired."""
+    crashing = world.make_engine(instance="a", faults=CrashingFaults())
+    w = await world.writer()
+    rid = await w.task("t1", iso(10))
+    await crashing.apply_changes(await world.project(w))
+    world.clock.set(T0 + timedelta(seconds=12))
+    assert await crashing.drain_due() == []  # appended, then "died" before the update
+    await w.set("t1", "remind_at", iso(300))  # superseded while the firing was cut off
+    survivor = world.make_engine(instance="b")
+    applied = await survivor.apply_changes(await world.project(w))
+    assert rid not in applied.cancelled
+    world.clock.advance(40)  # the dead instance's lease ran out
+    [firing] = await survivor.drain_due()
+    assert (firing.reminder_id, firing.outcome, firing.duplicate) == (rid, "fired", True)
+    assert (await world.row(rid))["status"] == "fired"
+    assert len(await world.events(w.space_id, "reminder_fired")) == 1
+
+
 async def test_two_instances_fire_each_reminder_once(world: World) -> None:
     w = await world.writer()
     ops = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from pathlib import Path
@@ -171,3 +172,91 @@ def test_flaky_link_budgets_run_out(drops: int, cuts: int) -> None:
     link = FlakyLink(drop_results=drops, cut_after_send=cuts)
     assert sum(link.take_drop() for _ in range(5)) == drops
     assert sum(link.take_cut() for _ in range(5)) == cuts
+
+
+def test_a_push_takes_every_queued_op_of_the_oldest_ops_space_in_order() -> None:
+    """Writes interleaved over spaces go out a space at a time, in full batches (they
+    went out one per push when only the run at the head of the queue was taken)."""
+    replica = Replica(DEVICE)
+    other = str(uuid.uuid4())
+    made = []
+    for i in range(10):
+        for space in (SPACE, other):
+            op = replica.make_op(space, "task", f"t-{i}", "set", "title", f"v{i}")
+            replica.add_pending(op)
+            made.append(op)
+    first = replica.next_batch(limit=8, budget=1_000_000)
+    assert [op.op_id for op in first] == [op.op_id for op in made if op.space_id == SPACE][:8]
+    replica.acknowledge(op.op_id for op in first)
+    second = replica.next_batch(limit=100, budget=1_000_000)
+    assert [op.op_id for op in second] == [op.op_id for op in made if op.space_id == other]
+    assert len(replica.next_batch(limit=1, budget=1)) == 1  # the first op always goes
+
+
+async def test_an_acknowledgement_never_stores_an_older_state_over_newer_events(
+    tmp_path: Path,
+) -> None:
+    """Found by ``concord lab chaos --quick --seed 7``: a push result and an ``events``
+    message handled back to back. The acknowledgement's state was written one loop turn
+    late, over the newer state the events had stored with their cursor; after a restart
+    the device lacked a peer's increment for good (its cursor was past it)."""
+    from client.engine import SyncEngine
+    from client.state import DeviceConfig
+    from core.wire import Events, OpResult, PushResult
+
+    path = tmp_path / "device.db"
+    store = LocalStore(path)
+    await store.open()
+    replica = Replica(DEVICE)
+    engine = SyncEngine(
+        base_url="http://127.0.0.1:9", replica=replica, store=store, session=None,  # type: ignore[arg-type]
+        config=DeviceConfig(), faults=FlakyLink(), cursors={}, rejected=[],
+    )  # fmt: skip
+    own = replica.make_op(SPACE, "task", "t", "inc", "pomodoros", 2)
+    await store.enqueue(own, own.lamport)
+    replica.add_pending(own)
+    answer = PushResult(
+        batch_id="b", server_lamport=9, results=[OpResult(op_id=own.op_id, status="applied", seq=2)]
+    )
+    peer = event(1, str(uuid.uuid4()), kind="inc", field="pomodoros", value=3, lamport=1)
+    await asyncio.gather(
+        engine._settle(None, [own], answer),  # type: ignore[arg-type]
+        engine._on_events(Events(space_id=SPACE, events=[peer], head=2)),
+    )
+    await store.close()
+
+    again = LocalStore(path)
+    snapshot = await again.open()
+    await again.close()
+    reopened = Replica(DEVICE)
+    reopened.load(snapshot.states, snapshot.queue)
+    view = reopened.view(SPACE, "task", "t")
+    assert view is not None
+    assert snapshot.cursors == {SPACE: 1}
+    assert view.fields["pomodoros"].value == 5  # both increments, as the cursor promises
+
+
+async def test_a_stop_that_races_a_wake_up_is_not_lost(tmp_path: Path) -> None:
+    """Found by ``concord lab chaos --quick --seed 7``: closing a device whose writer was
+    woken in the same loop turn hung for ever. ``asyncio.wait_for`` (Python 3.11)
+    returned the wake-up and dropped the cancellation, so the writer went on waiting
+    and ``stop()`` waited for it."""
+    import time
+
+    from client.engine import SyncEngine
+    from client.state import DeviceConfig
+
+    store = LocalStore(tmp_path / "device.db")
+    await store.open()
+    engine = SyncEngine(
+        base_url="http://127.0.0.1:9", replica=Replica(DEVICE), store=store, session=None,  # type: ignore[arg-type]
+        config=DeviceConfig(), faults=FlakyLink(), cursors={}, rejected=[],
+    )  # fmt: skip
+    engine._link_expires_at = time.time() + 600
+    idle = asyncio.create_task(engine._idle(None))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)  # waiting for work
+    engine.wake.set()
+    idle.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await idle
+    await store.close()
