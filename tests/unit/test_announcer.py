@@ -10,30 +10,9 @@ import msgspec
 
 from core.events import HINT_BYTES, MembershipChange, Names, SpaceHint, space_hint
 from core.ports import Handler
-from core.wire import SERVER_DEVICE_ID, Event
+from core.wire import Event
 from gateway.committed import Announcer
-
-SPACE = "0d8c6a52-5f0e-4a55-9a55-2f0d7b8e1c01"
-USER = "5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c02"
-
-
-def event(seq: int, kind: str = "set", value: object = "x") -> Event:
-    member = kind.startswith("member_")
-    return Event(
-        seq=seq,
-        op_id=f"00000000-0000-4000-8000-{seq:012d}",
-        space_id=SPACE,
-        entity_type="_member" if member else "task",
-        entity_id=USER if member else "t-1",
-        kind=kind,
-        field=None if member else "title",
-        value=value,
-        lamport=seq,
-        device_id=SERVER_DEVICE_ID,
-        user_id=None,
-        recorded_at="2026-12-05T00:00:00Z",
-        schema_version=1,
-    )
+from tests.unit.ws_events import SPACE, USER, event
 
 
 class Bus:
@@ -111,7 +90,7 @@ async def test_a_removal_ends_local_subscriptions_and_is_published() -> None:
     bus.release.set()
     announcer = Announcer(bus, "p")
     announcer.local = local
-    announcer.member_changed(event(7, "member_removed", {"user_id": USER}))
+    announcer.member_changed(event(7, "member_removed", value={"user_id": USER}))
     await announcer.flush()
     change = MembershipChange(space_id=SPACE, user_id=USER, role=None, seq=7)
     assert local.changes == [change]
@@ -127,7 +106,7 @@ async def test_the_fault_hook_publishes_nothing_but_still_feeds_this_gateway() -
     announcer = Announcer(bus, "p", publish=False)
     announcer.local = local
     announcer.committed(SPACE, [event(1)])
-    announcer.member_changed(event(2, "member_role_changed", {"role": "reader"}))
+    announcer.member_changed(event(2, "member_role_changed", value={"role": "reader"}))
     await announcer.flush()
     assert bus.sent == []
     assert local.events == [(SPACE, [1]), (SPACE, [2])]

@@ -9,32 +9,10 @@ from types import SimpleNamespace
 import msgspec
 
 from core.events import Names, SpaceHint
-from core.wire import SERVER_DEVICE_ID, Error, Event, Events, decode_server
+from core.wire import Error, Event, Events, decode_server
 from gateway.ws.feed import FeedHub, Frame, SpaceFeed
 from gateway.ws.subscription import Subscription, removal_of
-
-SPACE = "0d8c6a52-5f0e-4a55-9a55-2f0d7b8e1c01"
-USER = "5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c02"
-OTHER = "7c1e3f2a-9d2b-4d66-8b66-3a1e8c9f2d03"
-
-
-def event(seq: int, kind: str = "set", entity_id: str = "t-1") -> Event:
-    member = kind.startswith("member_")
-    return Event(
-        seq=seq,
-        op_id=f"00000000-0000-4000-8000-{seq:012d}",
-        space_id=SPACE,
-        entity_type="_member" if member else "task",
-        entity_id=entity_id,
-        kind=kind,
-        field=None if member else "title",
-        value={"user_id": entity_id} if member else "x",
-        lamport=seq,
-        device_id=SERVER_DEVICE_ID,
-        user_id=None,
-        recorded_at="2026-12-05T00:00:00Z",
-        schema_version=1,
-    )
+from tests.unit.ws_events import OTHER, SPACE, USER, event
 
 
 class FakeConnection:
