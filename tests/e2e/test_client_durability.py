@@ -143,7 +143,10 @@ async def test_a_device_killed_mid_drain_resends_and_nothing_is_stored_twice(
     async with DeviceProcess(*args, "drain", "0") as second:
         left = (await second.until("pending"))["pending"]
         done = await second.until("done", within=120)
-    assert 0 < left <= 60
+    # Killed mid drain: some ops are left. A push answered just before the kill may be
+    # left too (its removal from the queue not yet durable, seen once as 65 after a last
+    # report of 60): it is resent, answered ``duplicate``, and stored once (below).
+    assert 0 < left < 100  # answered ops left the durable queue: not all 100 are resent
     assert done["done"] == 0
     assert sum(done["results"].values()) == left
     stored = await stored_counts(base, account.access_token, ready["space"], queued)
