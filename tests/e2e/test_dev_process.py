@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -192,13 +193,13 @@ def test_three_processes_and_a_crashed_one_is_restarted(dev: DevProcess) -> None
         assert f"{command} (pid {pid}) exited with status -9; restarting" in dev.log.read_text()
     # The restarted gateway took over the same socket: same port, no gap to re-bind.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(dev.url("/readyz"), timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    ready = False
+    while not ready and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):  # the gateway may be restarting
+            ready = httpx.get(dev.url("/readyz"), timeout=2).status_code == 200
+        if not ready:
+            time.sleep(0.2)
+    assert ready, "the restarted gateway never answered /readyz on the same port"
     health = httpx.get(dev.url("/healthz"), timeout=5).json()
     assert health["pid"] in dev.children("gateway")
     assert dev.stop(signal.SIGTERM) == 0
