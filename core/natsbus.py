@@ -129,7 +129,13 @@ class NatsBus:
 
     def jetstream(self) -> JetStreamContext | None:
         """JetStream on the current connection, or None while disconnected."""
-        return self._nc.jetstream() if self.connected and self._nc is not None else None
+        nc = self.connection()
+        return nc.jetstream() if nc is not None else None
+
+    def connection(self) -> Client | None:
+        """The NATS connection while it is up (None while disconnected): for a caller
+        that publishes with a reply inbox of its own, as the outbox relay does."""
+        return self._nc if self.connected else None
 
     async def close(self) -> None:
         if self._task is not None:

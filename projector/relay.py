@@ -41,13 +41,12 @@ import asyncpg
 import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from core.natsbus import NatsBus
 from core.wire import Event
 from eventstore.reads import wire_rows_of_ranges
 from eventstore.rows import Conn
-from projector.stream import JetStream, Names, client_of, ensure_stream, honour_cancellation
+from projector.stream import JetStream, Names, ensure_stream, honour_cancellation
 
 log = logging.getLogger("concord.projector.relay")
 
@@ -134,6 +133,7 @@ class Relay:
         self.max_batch = max_batch
         self.ack_timeout = ack_timeout
         self.published = 0
+        self.bus = bus
         self._js = JetStream(bus)
         self._acks = Acks()
         self._stream_ready = False
@@ -160,8 +160,8 @@ class Relay:
         """One cycle; the number of events published (0: nothing to do, or NATS down).
         Raises :class:`RelayFailed` (after committing what was acked) when some message
         was not acked."""
-        js = self._js.get()
-        if js is None:
+        js, nc = self._js.get(), self.bus.connection()
+        if js is None or nc is None:
             return 0
         if not self._stream_ready:
             await ensure_stream(js, self.names)
@@ -179,7 +179,7 @@ class Relay:
             ranges = plan(list(start.items()), heads, self.max_events, self.max_batch)
             todo = [r for r in ranges if r.up_to > r.after]
             rows = await read_ranges(conn, todo) if todo else []
-            acked, failure = await self._publish(js, rows)
+            acked, failure = await self._publish(nc, rows)
             done = {r.space_id: acked.get(r.space_id, r.after) for r in ranges}
             moved = [(sid, seq) for sid, seq in done.items() if seq > start[sid]]
             if moved:
@@ -194,14 +194,13 @@ class Relay:
         return total
 
     async def _publish(
-        self, js: JetStreamContext, rows: Sequence[asyncpg.Record]
+        self, nc: NatsClient, rows: Sequence[asyncpg.Record]
     ) -> tuple[dict[uuid.UUID, int], BaseException | None]:
         """Publish the rows in order (one connection keeps each space's order), wait once
         for every ack; each space's highest seq acked with all before it, and the first
         failure (None when every message was acked)."""
         if not rows:
             return {}, None
-        nc = client_of(js)
         reply = await self._acks.begin(nc, len(rows))
         log_subject, msg_id = self.names.log_subject, Names.msg_id
         sent: list[tuple[uuid.UUID, int]] = []

@@ -17,7 +17,6 @@ import asyncio
 import logging
 
 import nats.js.errors
-from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -103,13 +102,6 @@ class JetStream:
         if self._js is None:
             self._js = self.bus.jetstream()
         return self._js
-
-
-def client_of(js: JetStreamContext) -> Client:
-    """The NATS connection under a JetStream context (nats-py keeps it as ``_nc``): the
-    relay publishes on it with a reply inbox of its own (``projector.relay.Acks``)."""
-    nc: Client = js._nc
-    return nc
 
 
 def honour_cancellation() -> None:

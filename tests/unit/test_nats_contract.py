@@ -128,3 +128,21 @@ def test_names_spell_each_subject_of_one_prefix() -> None:
     assert names.reminders_subject(events.ANY) == "p.reminders.*"
     assert names.revocations == "p.revocations"
     assert (names.stream, names.log_wildcard) == ("p_LOG", "p.log.*")
+
+
+def test_no_module_reaches_into_a_nats_py_object() -> None:
+    """nats-py's private attributes (its JetStream context's ``_nc``, say) may change in
+    any release: the connection is reached through ``NatsBus.connection()``. Only
+    ``core/natsbus.py`` holds a connection of its own (``self._nc``)."""
+    private = {"_nc", "_js", "_jsm", "_prefix", "_pub_ack_subject"}
+    found = []
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not (isinstance(node, ast.Attribute) and node.attr in private):
+                    continue
+                owner = node.value
+                if isinstance(owner, ast.Name) and owner.id == "self":
+                    continue  # an attribute of our own object
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    assert found == []
