@@ -11,6 +11,7 @@ JSON routes with it. Counts and ids only: no field value ever leaves these route
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 from datetime import datetime, timedelta
@@ -30,6 +31,13 @@ from gateway.context import GatewayDep
 from gateway.openapi import ADMIN_SECURITY, errors
 from gateway.operator import require_admin
 from gateway.series import Series
+from scheduler.queries import (
+    DeadReminder,
+    JobRun,
+    dead_reminders,
+    recent_job_runs,
+    reminder_counts,
+)
 
 STATIC = Path(__file__).with_name("static")
 ASSETS = {
@@ -68,25 +76,6 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True):
     recorded_at: str
 
 
-class JobRunRow(msgspec.Struct, frozen=True, kw_only=True):
-    run_id: int
-    job: str
-    instance: str
-    outcome: str
-    started_at: str
-    duration_ms: int | None
-    items: int
-
-
-class DeadReminder(msgspec.Struct, frozen=True, kw_only=True):
-    reminder_id: str
-    space_id: str
-    entity_type: str
-    entity_id: str
-    attempts: int
-    updated_at: str
-
-
 class DueBacklog(msgspec.Struct, frozen=True, kw_only=True):
     count: int
     oldest_age_seconds: float
@@ -96,7 +85,7 @@ class Activity(msgspec.Struct, frozen=True, kw_only=True):
     """What happened lately, from PostgreSQL (so it covers every process)."""
 
     latest_events: list[EventRow]
-    latest_job_runs: list[JobRunRow]
+    latest_job_runs: list[JobRun]
     reminders_by_status: dict[str, int]
     dead_reminders: list[DeadReminder]
     due_backlog: DueBacklog
@@ -124,76 +113,22 @@ async def _events(conn: Conn) -> list[EventRow]:
     ]
 
 
-async def _job_runs(conn: Conn) -> list[JobRunRow]:
-    rows = await conn.fetch(
-        "SELECT run_id, job, instance, outcome, started_at, finished_at, items FROM job_runs "
-        "ORDER BY started_at DESC LIMIT $1",
-        RECENT,
-        timeout=QUERY_TIMEOUT,
-    )
-    return [
-        JobRunRow(
-            run_id=r["run_id"],
-            job=r["job"],
-            instance=r["instance"],
-            outcome=r["outcome"],
-            started_at=_iso(r["started_at"]),
-            duration_ms=None
-            if r["finished_at"] is None
-            else round((r["finished_at"] - r["started_at"]).total_seconds() * 1000),
-            items=r["items"],
-        )
-        for r in rows
-    ]
-
-
-async def _reminders(
-    conn: Conn,
-) -> tuple[dict[str, int], list[DeadReminder], DueBacklog]:
-    counts = await conn.fetch(
-        "SELECT status, count(*) AS n FROM reminders GROUP BY status", timeout=QUERY_TIMEOUT
-    )
-    dead = await conn.fetch(
-        "SELECT reminder_id, space_id, entity_type, entity_id, attempts, updated_at "
-        "FROM reminders WHERE status = 'dead' ORDER BY updated_at DESC LIMIT $1",
-        RECENT,
-        timeout=QUERY_TIMEOUT,
-    )
-    due = await conn.fetchrow(
-        "SELECT count(*) AS n, extract(epoch FROM now() - min(fire_at)) AS age "
-        "FROM reminders WHERE status = 'scheduled' AND fire_at <= now()",
-        timeout=QUERY_TIMEOUT,
-    )
-    dead_rows = [
-        DeadReminder(
-            reminder_id=str(r["reminder_id"]),
-            space_id=str(r["space_id"]),
-            entity_type=r["entity_type"],
-            entity_id=r["entity_id"],
-            attempts=r["attempts"],
-            updated_at=_iso(r["updated_at"]),
-        )
-        for r in dead
-    ]
-    backlog = DueBacklog(
-        count=due["n"] if due else 0,
-        oldest_age_seconds=float(due["age"]) if due and due["age"] is not None else 0.0,
-    )
-    return {r["status"]: r["n"] for r in counts}, dead_rows, backlog
-
-
 async def activity(pool: asyncpg.Pool) -> Activity:
     """Recent events (ids only), job runs, and the reminders' state, from PostgreSQL."""
     async with pool.acquire() as conn:
         events = await _events(conn)
-        runs = await _job_runs(conn)
-        by_status, dead, backlog = await _reminders(conn)
+    async with asyncio.timeout(QUERY_TIMEOUT):  # the page must not hang on a busy database
+        counts = await reminder_counts(pool)
+        runs = await recent_job_runs(pool, RECENT)
+        dead = await dead_reminders(pool, RECENT)
     return Activity(
         latest_events=events,
         latest_job_runs=runs,
-        reminders_by_status=by_status,
+        reminders_by_status=counts.by_status,
         dead_reminders=dead,
-        due_backlog=backlog,
+        due_backlog=DueBacklog(
+            count=counts.due_unfired, oldest_age_seconds=counts.backlog_age_seconds
+        ),
     )
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import msgspec
 
@@ -26,6 +25,8 @@ from core.ops import op_from_event
 from crdt import EntityState
 from eventstore import reads
 from gateway.context import Gateway
+from projector.readmodel import lag_of_spaces
+from scheduler.queries import SpaceReminder, reminders_in_spaces
 
 MAX_SPACES = 20
 MAX_FOLD_EVENTS = 20_000
@@ -41,16 +42,6 @@ class OpenConflict(msgspec.Struct, frozen=True, kw_only=True):
     entity_id: str
     field: str
     heads: int
-
-
-class ReminderRow(msgspec.Struct, frozen=True, kw_only=True):
-    reminder_id: str
-    entity_type: str
-    entity_id: str
-    fire_at: str
-    status: str
-    fired_at: str | None
-    lateness_ms: int | None
 
 
 class UserFigures(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,7 +65,7 @@ class UserFigures(msgspec.Struct, frozen=True, kw_only=True):
     sessions_revoked: dict[str, int]
     reminders_by_status: dict[str, int]
     #: The latest reminders by due time, newest first.
-    reminders: list[ReminderRow]
+    reminders: list[SpaceReminder]
     projector_lag_events: int
     outbox_lag_events: int
     #: False when a space was too large to fold here: conflict figures leave it out.
@@ -128,10 +119,6 @@ class ConflictFolds:
         return fold
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _open_conflicts(space_id: str, fold: _Fold) -> list[OpenConflict]:
     found = []
     for (entity_type, entity_id), state in fold.states.items():
@@ -151,15 +138,6 @@ def _open_conflicts(space_id: str, fold: _Fold) -> list[OpenConflict]:
     return found
 
 
-_HEADS = """
-SELECT s.space_id::text AS space_id, s.head,
-       s.head - coalesce(c.seq, 0) AS projector_lag,
-       s.head - coalesce(o.published_seq, 0) AS outbox_lag
-FROM spaces s
-LEFT JOIN projector_checkpoints c USING (space_id)
-LEFT JOIN outbox_cursors o USING (space_id)
-WHERE s.space_id = ANY($1::uuid[])
-"""
 _SESSIONS = """
 SELECT count(*) FILTER (WHERE r.spent_at IS NOT NULL) AS refreshes
 FROM auth_sessions s JOIN refresh_tokens r USING (session_id) WHERE s.user_id = $1
@@ -167,13 +145,6 @@ FROM auth_sessions s JOIN refresh_tokens r USING (session_id) WHERE s.user_id = 
 _REVOKED = """
 SELECT coalesce(revoke_reason, '') AS reason, count(*) AS n FROM auth_sessions
 WHERE user_id = $1 AND revoked_at IS NOT NULL GROUP BY 1
-"""
-_REMINDER_COUNTS = """
-SELECT status, count(*) AS n FROM reminders WHERE space_id = ANY($1::uuid[]) GROUP BY 1
-"""
-_REMINDERS = """
-SELECT reminder_id::text, entity_type, entity_id, fire_at, status, fired_at, lateness_ms
-FROM reminders WHERE space_id = ANY($1::uuid[]) ORDER BY fire_at DESC LIMIT $2
 """
 
 
@@ -183,14 +154,13 @@ async def user_figures(gw: Gateway, folds: ConflictFolds, user_id: str) -> UserF
     spaces = [m.space_id for m in memberships]
     async with gw.pool.acquire() as conn:
         events = await reads.counts(conn, spaces)
-        heads = await conn.fetch(_HEADS, spaces)
         refreshes = await conn.fetchval(_SESSIONS, user_id)
         revoked = await conn.fetch(_REVOKED, user_id)
         devices = await conn.fetchval(
             "SELECT count(*) FROM devices WHERE user_id = $1 AND revoked_at IS NULL", user_id
         )
-        reminder_counts = await conn.fetch(_REMINDER_COUNTS, spaces)
-        reminders = await conn.fetch(_REMINDERS, spaces, RECENT_REMINDERS)
+    heads = await lag_of_spaces(gw.pool, spaces)
+    reminders_by_status, reminders = await reminders_in_spaces(gw.pool, spaces, RECENT_REMINDERS)
     by_device: dict[str, int] = {}
     server: dict[str, int] = {}
     for row in events:
@@ -201,14 +171,14 @@ async def user_figures(gw: Gateway, folds: ConflictFolds, user_id: str) -> UserF
     by_field: dict[str, int] = {}
     open_conflicts: list[OpenConflict] = []
     folded = True
-    for row in heads:
-        fold = await folds.fold(gw, row["space_id"], row["head"])
+    for lag in heads:
+        fold = await folds.fold(gw, lag.space_id, lag.head)
         if fold is None:
             folded = False
             continue
         for name, n in fold.by_field.items():
             by_field[name] = by_field.get(name, 0) + n
-        open_conflicts.extend(_open_conflicts(row["space_id"], fold))
+        open_conflicts.extend(_open_conflicts(lag.space_id, fold))
     return UserFigures(
         user_id=user_id,
         spaces=len(spaces),
@@ -221,20 +191,9 @@ async def user_figures(gw: Gateway, folds: ConflictFolds, user_id: str) -> UserF
         open_conflicts=open_conflicts[:OPEN_CONFLICTS],
         refreshes=refreshes or 0,
         sessions_revoked={r["reason"]: r["n"] for r in revoked},
-        reminders_by_status={r["status"]: r["n"] for r in reminder_counts},
-        reminders=[
-            ReminderRow(
-                reminder_id=r["reminder_id"],
-                entity_type=r["entity_type"],
-                entity_id=r["entity_id"],
-                fire_at=_iso(r["fire_at"]) or "",
-                status=r["status"],
-                fired_at=_iso(r["fired_at"]),
-                lateness_ms=r["lateness_ms"],
-            )
-            for r in reminders
-        ],
-        projector_lag_events=sum(r["projector_lag"] for r in heads),
-        outbox_lag_events=sum(r["outbox_lag"] for r in heads),
+        reminders_by_status=reminders_by_status,
+        reminders=reminders,
+        projector_lag_events=sum(r.projector_lag for r in heads),
+        outbox_lag_events=sum(r.outbox_lag for r in heads),
         folded=folded,
     )

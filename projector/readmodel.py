@@ -13,6 +13,7 @@ whatever the read model does not cover up to the head, replays it from the log.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -50,17 +51,22 @@ LIMIT $5
 _LIST_ALL = _LIST.format(typed="")
 _LIST_TYPE = _LIST.format(typed="AND entity_type = $6")
 
-_LAG = """
+_LAG_COLUMNS = """
 SELECT s.space_id::text, s.head, coalesce(c.seq, 0) AS projected,
        coalesce(o.published_seq, 0) AS published
 FROM spaces AS s
 LEFT JOIN projector_checkpoints AS c USING (space_id)
 LEFT JOIN outbox_cursors AS o USING (space_id)
-WHERE s.head > coalesce(c.seq, 0) OR s.head > coalesce(o.published_seq, 0)
+"""
+_LAG = (
+    _LAG_COLUMNS
+    + """WHERE s.head > coalesce(c.seq, 0) OR s.head > coalesce(o.published_seq, 0)
 ORDER BY greatest(s.head - coalesce(c.seq, 0), s.head - coalesce(o.published_seq, 0)) DESC,
          s.space_id
 LIMIT $1
 """
+)
+_LAG_OF = _LAG_COLUMNS + "WHERE s.space_id = ANY($1::uuid[]) ORDER BY s.space_id"
 
 _TOTALS = """
 SELECT coalesce(sum(s.head - coalesce(c.seq, 0)), 0)::bigint,
@@ -177,6 +183,12 @@ async def list_entities(
 async def lag_by_space(pool: asyncpg.Pool, limit: int = 100) -> list[SpaceLag]:
     """The spaces whose read model or relay is behind their head, worst first."""
     rows = await pool.fetch(_LAG, limit)
+    return [_lag(r) for r in rows]
+
+
+async def lag_of_spaces(pool: asyncpg.Pool, space_ids: Sequence[str]) -> list[SpaceLag]:
+    """The lag of each of ``space_ids`` (behind or not), in space_id order."""
+    rows = await pool.fetch(_LAG_OF, space_ids)
     return [_lag(r) for r in rows]
 
 

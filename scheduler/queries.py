@@ -1,13 +1,17 @@
-"""Read functions for the gateway: the reminders of a space, and diagnostics.
+"""Read functions for the gateway: the reminders of a space, and diagnostics. The one
+place outside the scheduler that knows the ``reminders`` and ``job_runs`` tables.
 
 ``GET /v1/spaces/{space_id}/reminders`` is :func:`list_reminders` (after the gateway
-checked membership); ``/v1/diagnostics`` uses :func:`reminder_counts`,
-:func:`dead_reminders` and :func:`recent_job_runs`. Diagnostics show counts, ids and
-errors, never field values.
+checked membership); ``/v1/diagnostics`` and the diagnostics page's
+``/v1/diagnostics/activity`` use :func:`reminder_counts`, :func:`dead_reminders` and
+:func:`recent_job_runs`; the sandbox's figures use :func:`reminders_in_spaces`.
+Diagnostics show counts, ids and errors, never field values. ``timeout`` (seconds) bounds
+each query where a page must not hang on a busy database.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -17,7 +21,7 @@ from core.errors import BadMessage
 from core.ids import canonical_id, keyset_cursor, parse_keyset_cursor
 from core.wire import ReminderInfo, ReminderStatus
 from eventstore.errors import translated
-from scheduler.clock import format_time
+from scheduler.clock import format_time, millis
 
 STATUSES: tuple[ReminderStatus, ...] = (
     "scheduled",
@@ -51,13 +55,28 @@ class DeadReminder(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class JobRun(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: int
     job: str
     instance: str
     started_at: str
     finished_at: str | None
+    #: ``finished_at - started_at`` in whole milliseconds; None while it runs.
+    duration_ms: int | None
     outcome: str
     error: str | None
     items: int
+
+
+class SpaceReminder(msgspec.Struct, frozen=True, kw_only=True):
+    """One reminder of the sandbox's figures: when it was due and when it fired."""
+
+    reminder_id: str
+    entity_type: str
+    entity_id: str
+    fire_at: str
+    status: str
+    fired_at: str | None
+    lateness_ms: int | None
 
 
 class ReminderCounts(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,22 +171,29 @@ async def dead_reminders(pool: asyncpg.Pool, limit: int = 100) -> list[DeadRemin
 
 
 async def recent_job_runs(
-    pool: asyncpg.Pool, limit: int = 100, job: str | None = None
+    pool: asyncpg.Pool,
+    limit: int = 100,
+    job: str | None = None,
 ) -> list[JobRun]:
     """The latest job runs (of every job, or of ``job``), newest first."""
     with translated():
         rows = await pool.fetch(
-            "SELECT job, instance, started_at, finished_at, outcome, error, items FROM job_runs "
-            "WHERE $2::text IS NULL OR job = $2 ORDER BY started_at DESC, run_id DESC LIMIT $1",
+            "SELECT run_id, job, instance, started_at, finished_at, outcome, error, items "
+            "FROM job_runs WHERE $2::text IS NULL OR job = $2 "
+            "ORDER BY started_at DESC, run_id DESC LIMIT $1",
             max(1, min(limit, MAX_LIMIT)),
             job,
         )
     return [
         JobRun(
+            run_id=r["run_id"],
             job=r["job"],
             instance=r["instance"],
             started_at=format_time(r["started_at"]),
             finished_at=None if r["finished_at"] is None else format_time(r["finished_at"]),
+            duration_ms=None
+            if r["finished_at"] is None
+            else millis(r["finished_at"] - r["started_at"]),
             outcome=r["outcome"],
             error=r["error"],
             items=r["items"],
@@ -210,3 +236,35 @@ async def scheduler_diagnostics(pool: asyncpg.Pool, limit: int = 20) -> Schedule
         dead=await dead_reminders(pool, limit),
         job_runs=await recent_job_runs(pool, limit),
     )
+
+
+async def reminders_in_spaces(
+    pool: asyncpg.Pool, space_ids: Sequence[str], limit: int
+) -> tuple[dict[str, int], list[SpaceReminder]]:
+    """The reminders of some spaces: how many per status, and the ``limit`` latest due."""
+    with translated():
+        counts = await pool.fetch(
+            "SELECT status, count(*) AS n FROM reminders WHERE space_id = ANY($1::uuid[]) "
+            "GROUP BY 1",
+            space_ids,
+        )
+        rows = await pool.fetch(
+            "SELECT reminder_id::text, entity_type, entity_id, fire_at, status, fired_at, "
+            "lateness_ms FROM reminders WHERE space_id = ANY($1::uuid[]) "
+            "ORDER BY fire_at DESC LIMIT $2",
+            space_ids,
+            max(1, min(limit, MAX_LIMIT)),
+        )
+    latest = [
+        SpaceReminder(
+            reminder_id=r["reminder_id"],
+            entity_type=r["entity_type"],
+            entity_id=r["entity_id"],
+            fire_at=format_time(r["fire_at"]),
+            status=r["status"],
+            fired_at=None if r["fired_at"] is None else format_time(r["fired_at"]),
+            lateness_ms=r["lateness_ms"],
+        )
+        for r in rows
+    ]
+    return {r["status"]: r["n"] for r in counts}, latest

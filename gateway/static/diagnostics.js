@@ -151,7 +151,7 @@ import { drawChart, timeWindow as span } from "./charts.js";
         r.duration_ms === null ? "running" : r.duration_ms, r.items, r.instance]),
       "no job runs yet");
     rows($("table.dead tbody", panel("jobs")),
-      (a.dead_reminders || []).map((r) => [time(r.updated_at), short(r.reminder_id),
+      (a.dead_reminders || []).map((r) => [time(r.since), short(r.reminder_id),
         short(r.space_id), `${r.entity_type}/${r.entity_id}`, r.attempts]),
       "no dead reminders");
   }

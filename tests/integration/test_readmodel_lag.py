@@ -1,6 +1,6 @@
-"""How far the read model and the relay are behind the log: ``lag_totals`` and
-``lag_by_space`` on a database of its own, where no projector or relay moves anything,
-so every figure is known exactly."""
+"""How far the read model and the relay are behind the log: ``lag_totals``,
+``lag_by_space`` and ``lag_of_spaces`` on a database of its own, where no projector or
+relay moves anything, so every figure is known exactly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
-from projector.readmodel import lag_by_space, lag_totals
+from projector.readmodel import lag_by_space, lag_of_spaces, lag_totals
 from tests.conftest import TEST_SECRET
 
 
@@ -48,10 +48,18 @@ async def test_lag_counts_every_event_not_yet_projected_or_relayed(still: asyncp
     [worst, other] = await lag_by_space(still)
     assert (worst.space_id, worst.projector_lag, worst.outbox_lag) == (one, 0, 3)
     assert (other.space_id, other.projector_lag, other.outbox_lag) == (two, 1, 0)
+    # The sandbox's figures: the lag of the spaces asked for, behind or not.
+    [of_two] = await lag_of_spaces(still, [two])
+    assert (of_two.space_id, of_two.head, of_two.projector_lag, of_two.outbox_lag) == (two, 1, 1, 0)
     await _project(still, two, 1)
     await _relay(still, one, 4)
     assert await lag_totals(still) == (0, 0)
     assert await lag_by_space(still) == []
+    lags = {
+        x.space_id: (x.head, x.projector_lag, x.outbox_lag)
+        for x in await lag_of_spaces(still, [one, two, new_id()])
+    }
+    assert lags == {one: (4, 0, 0), two: (1, 0, 0)}
 
 
 async def _project(pool: asyncpg.Pool, space: str, seq: int) -> None:

@@ -16,7 +16,12 @@ import pytest
 from core.errors import BadMessage
 from scheduler.jobs import Job, JobRunner
 from scheduler.options import SchedulerOptions
-from scheduler.queries import list_reminders, recent_job_runs, reminder_counts
+from scheduler.queries import (
+    list_reminders,
+    recent_job_runs,
+    reminder_counts,
+    reminders_in_spaces,
+)
 from scheduler.retention import run_retention
 from tests.integration.test_scheduler_engine import T0, World, iso, open_world
 
@@ -89,6 +94,18 @@ async def test_list_reminders_pages_filters_and_reports_every_status(world: Worl
     assert (counts.due_unfired, counts.backlog_age_seconds) == (2, 15.0)
     assert await engine.backlog_age() == 15.0
 
+    # What the sandbox shows of the same space: counts per status, the latest due first.
+    by_status, latest = await reminders_in_spaces(world.pool, [w.space_id], 2)
+    assert by_status == {"scheduled": 3, "fired": 2, "cancelled": 1, "skipped": 1}
+    assert [(r.entity_id, r.status, r.fire_at) for r in latest] == [
+        ("t4", "scheduled", iso(50)),
+        ("t3", "scheduled", iso(40)),
+    ]
+    every = {r.entity_id: r for r in (await reminders_in_spaces(world.pool, [w.space_id], 10))[1]}
+    assert (every["t0"].fired_at, every["t0"].lateness_ms) == (iso(25), 15_000)
+    assert every["t4"].fired_at is None
+    assert await reminders_in_spaces(world.pool, [str(uuid.uuid4())], 10) == ({}, [])
+
 
 async def test_job_runner_records_outcomes_and_the_next_run_still_happens(world: World) -> None:
     runner = JobRunner(world.pool, instance="i1", clock=world.clock)
@@ -108,8 +125,22 @@ async def test_job_runner_records_outcomes_and_the_next_run_still_happens(world:
         ("ok", None, 7),
         ("failed", "ValueError: first run breaks", 0),
     ]
+    assert runs[0].run_id > runs[1].run_id  # newest first
     with pytest.raises(ValueError, match="twice"):
         runner.register(Job("flaky", 1, 5, flaky))
+
+
+async def test_a_job_runs_duration_is_in_milliseconds_and_none_while_it_runs(world: World) -> None:
+    await world.pool.execute(
+        "INSERT INTO job_runs (job, instance, started_at, finished_at, outcome) VALUES "
+        "('sweep', 'i1', $1, $2, 'ok'), ('sweep', 'i1', $3, NULL, 'running')",
+        T0,
+        T0 + timedelta(seconds=1, microseconds=250_900),
+        T0 + timedelta(seconds=10),
+    )
+    running, done = await recent_job_runs(world.pool, 10)
+    assert (running.outcome, running.finished_at, running.duration_ms) == ("running", None, None)
+    assert (done.started_at, done.finished_at, done.duration_ms) == (iso(0), iso(1.2509), 1250)
 
 
 async def test_retention_keeps_what_is_still_needed(world: World) -> None:

@@ -1,7 +1,9 @@
 """The log's table has one owner: SQL naming ``events`` is written only in ``eventstore/``.
 
 Every other package reads the log through ``eventstore.reads`` (a range of a space, a
-stream of everything, recent events, counts) or the ``core.ports.EventStore`` port.
+stream of everything, recent events, counts) or the ``core.ports.EventStore`` port. The
+same for the scheduler's tables (read by others through ``scheduler.queries``) and the
+read model's (through ``projector.readmodel``): the gateway writes no SQL on either.
 Found by reading every module's string literals (docstrings aside) and calls. Tests,
 benchmarks and the chaos lab's checker may name the table: tests prove the triggers
 refuse changes, the benchmarks' raw baselines measure the store against PostgreSQL
@@ -24,11 +26,29 @@ EXEMPT = {OWNER, "tests", "bench"}
 #: Packages exempt below the top level.
 EXEMPT_DIRS = {("lab", "chaos")}
 
-#: A statement naming the table: FROM / JOIN / INTO / UPDATE / TABLE / COPY events.
-_SQL = re.compile(
-    r"\b(from|join|into|update|table|copy)\s+(only\s+)?(public\.)?\"?events\"?(\s|$|[;,)])",
-    re.IGNORECASE,
-)
+#: The packages that may write SQL naming each table (besides the exempt ones). The
+#: scheduler derives reminders from the read model, so it reads the projector's tables.
+TABLE_OWNERS = {
+    "reminders": {"scheduler"},
+    "reminder_tasks": {"scheduler"},
+    "reminder_cursors": {"scheduler"},
+    "job_runs": {"scheduler"},
+    "entity_states": {"projector", "scheduler"},
+    "projector_checkpoints": {"projector", "scheduler"},
+    "projector_quarantine": {"projector"},
+}
+
+
+def _statement(table: str) -> re.Pattern[str]:
+    """A statement naming ``table``: FROM / JOIN / INTO / UPDATE / TABLE / COPY table."""
+    return re.compile(
+        rf"\b(from|join|into|update|table|copy)\s+(only\s+)?(public\.)?\"?{table}\"?"
+        r"(\s|$|[;,)])",
+        re.IGNORECASE,
+    )
+
+
+_SQL = _statement("events")
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -45,14 +65,15 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return found
 
 
-def offences(source: str) -> list[str]:
-    """Lines of ``source`` holding SQL on ``events``, or a COPY helper given the table."""
+def offences(source: str, sql: re.Pattern[str] = _SQL) -> list[str]:
+    """Lines of ``source`` holding SQL on ``events`` (or what ``sql`` matches), or a COPY
+    helper given the ``events`` table."""
     tree = ast.parse(source)
     prose = _docstrings(tree)
     found: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if id(node) not in prose and _SQL.search(node.value):
+            if id(node) not in prose and sql.search(node.value):
                 found.append(f"line {node.lineno}: {node.value.strip()[:80]!r}")
         elif (
             isinstance(node, ast.Call)
@@ -84,6 +105,23 @@ def test_no_sql_on_events_outside_the_event_store() -> None:
         for hit in offences(path.read_text(encoding="utf-8"))
     }
     assert not bad, sorted(bad)
+
+
+@pytest.mark.parametrize(("table", "owners"), sorted(TABLE_OWNERS.items()))
+def test_no_sql_on_a_components_tables_outside_it(table: str, owners: set[str]) -> None:
+    sql = _statement(table)
+    bad = {
+        f"{path.relative_to(ROOT)} {hit}"
+        for path in _modules()
+        if path.relative_to(ROOT).parts[0] not in owners
+        for hit in offences(path.read_text(encoding="utf-8"), sql)
+    }
+    assert not bad, sorted(bad)
+
+
+def test_the_scan_sees_sql_on_another_table() -> None:
+    assert offences("Q = 'SELECT status FROM reminders GROUP BY 1'", _statement("reminders"))
+    assert not offences("Q = 'SELECT 1 FROM reminders_archive'", _statement("reminders"))
 
 
 @pytest.mark.parametrize(
