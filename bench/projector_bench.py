@@ -45,7 +45,7 @@ from crdt import EntityState, encode_state
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
 from eventstore.reads import ALL_OP_ROWS, chunks
-from eventstore.rows import READ_COLUMNS
+from eventstore.rows import STORED_COLUMNS
 from eventstore.testing import new_id, op
 from projector.readmodel import get_entity, lag_totals, list_entities
 from projector.relay import Relay
@@ -61,7 +61,9 @@ Read = tuple[int, float]
 #: The latest set of each (task, field), per space: the writer continues from them.
 HEADS: dict[str, dict[tuple[str, str], str]] = {}
 SECRET = "bench-secret-key-0123456789abcdef-0123456789"
-RAW_FULL = f"SELECT {READ_COLUMNS} FROM events ORDER BY space_id, seq"
+#: The raw baseline: the stored columns as they are, no formatting (as measured before
+#: reads formatted ids and times in PostgreSQL), so the ratio stays comparable.
+RAW_FULL = f"SELECT {STORED_COLUMNS} FROM events ORDER BY space_id, seq"
 
 
 @dataclass

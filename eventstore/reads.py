@@ -23,7 +23,14 @@ from core.ops import op_from_row
 from core.wire import Event
 from crdt import EntityState, fold
 from eventstore.chain import GENESIS, chain_hash, payload_digest
-from eventstore.rows import OP_COLUMNS, READ_COLUMNS, Conn, event_from_row, format_time
+from eventstore.rows import (
+    OP_COLUMNS,
+    READ_COLUMNS,
+    STORED_COLUMNS,
+    Conn,
+    event_from_row,
+    format_time,
+)
 
 BIG = 2**62
 """An ``up_to`` beyond any seq."""
@@ -54,16 +61,7 @@ CROSS JOIN LATERAL (
 ORDER BY r.n, e.seq
 """
 
-#: A stored event as a wire ``Event``'s fields, every one ready to be sent as it is: ids
-#: and ``recorded_at`` as text (formatted like ``rows.format_time``), the value as its
-#: stored JSON text (for ``msgspec.Raw``).
-WIRE_COLUMNS = (
-    "seq, op_id::text, space_id::text, entity_type, entity_id, kind, field, value, "
-    "pred::text[], lamport, client_time, device_id::text, user_id::text, "
-    """to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') """
-    "AS recorded_at, schema_version"
-)
-_WIRE_RANGES = _RANGES.format(select="r.sid, e.*", columns=WIRE_COLUMNS)
+_WIRE_RANGES = _RANGES.format(select="r.sid, e.*", columns=READ_COLUMNS)
 _OP_RANGES = _RANGES.format(select="e.*, r.sid::text", columns=OP_COLUMNS)
 
 _RECENT = """
@@ -102,7 +100,7 @@ async def wire_rows_of_ranges(
 ) -> list[asyncpg.Record]:
     """The events ``afters[i] < seq <= up_tos[i]`` of each ``space_ids[i]`` (at most
     ``limit`` each) in one query, space after space in the order given, each in seq
-    order: rows of the space's uuid, then ``WIRE_COLUMNS``."""
+    order: rows of the space's uuid, then ``rows.READ_COLUMNS``."""
     return await conn.fetch(_WIRE_RANGES, list(space_ids), list(afters), list(up_tos), limit)
 
 
@@ -212,7 +210,7 @@ async def replay_space(conn: Conn, space_id: str, up_to: int) -> dict[tuple[str,
     return fold(ops)
 
 
-_VERIFY_COLUMNS = READ_COLUMNS + ", payload_hash, chain_hash"
+_VERIFY_COLUMNS = STORED_COLUMNS + ", payload_hash, chain_hash"
 
 
 def _recompute(row: asyncpg.Record, previous: bytes) -> tuple[bytes, bytes]:

@@ -328,7 +328,7 @@ def _message(row: asyncpg.Record) -> tuple[str, int, bytes]:
 
 async def read_ranges(conn: Conn, ranges: Sequence[Range]) -> list[asyncpg.Record]:
     """The events of every range in one query, space after space, each in seq order
-    (rows of the space's uuid, then ``eventstore.reads.WIRE_COLUMNS``)."""
+    (rows of the space's uuid, then ``eventstore.rows.READ_COLUMNS``)."""
     return await wire_rows_of_ranges(
         conn, [r.space_id for r in ranges], [r.after for r in ranges], [r.up_to for r in ranges]
     )
