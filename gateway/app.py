@@ -27,6 +27,7 @@ from core.natsbus import NatsBus
 from core.settings import Settings
 from core.wire import DependencyState, Readiness
 from crdt import DEFAULT_SCHEMA
+from eventstore.pools import open_pool
 from gateway.auth import auth_router
 from gateway.committed import Announcer, AnnouncingStore
 from gateway.context import Gateway, provide_gateway
@@ -59,9 +60,7 @@ async def _connect(
     closed by ``stack`` in reverse order (queued hints go out before NATS closes)."""
     assert settings.database_url, "URLs are resolved before create_app"
     assert settings.nats_url, "URLs are resolved before create_app"
-    pool = await asyncpg.create_pool(
-        settings.database_url, min_size=1, max_size=10, command_timeout=30
-    )
+    pool = await open_pool(settings.database_url, min_size=1, max_size=10, command_timeout=30)
     stack.push_async_callback(pool.close)
     # No echo: what this gateway publishes it has already handed to itself in memory
     # (gateway/committed.py; a revocation is learnt before it is broadcast).
