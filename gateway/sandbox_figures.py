@@ -20,12 +20,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import asyncpg
 import msgspec
 
 from core.ops import op_from_event
+from core.ports import EventStore
 from crdt import EntityState
 from eventstore import reads
-from gateway.context import Gateway
 
 MAX_SPACES = 20
 MAX_FOLD_EVENTS = 20_000
@@ -105,14 +106,14 @@ class ConflictFolds:
             self._folds.popitem(last=False)
         return fold
 
-    async def fold(self, gw: Gateway, space_id: str, head: int) -> _Fold | None:
+    async def fold(self, store: EventStore, space_id: str, head: int) -> _Fold | None:
         """The space folded up to ``head`` at least; None when it is too large."""
         if head > MAX_FOLD_EVENTS:
             return None
         fold = self._get(space_id)
         async with fold.lock:  # one reader extends a fold at a time: nothing counted twice
             while fold.seq < head:
-                events = await gw.store.read(space_id, fold.seq, READ_PAGE)
+                events = await store.read(space_id, fold.seq, READ_PAGE)
                 if not events:
                     break
                 for event in events:
@@ -177,11 +178,13 @@ FROM reminders WHERE space_id = ANY($1::uuid[]) ORDER BY fire_at DESC LIMIT $2
 """
 
 
-async def user_figures(gw: Gateway, folds: ConflictFolds, user_id: str) -> UserFigures:
+async def user_figures(
+    store: EventStore, pool: asyncpg.Pool, folds: ConflictFolds, user_id: str
+) -> UserFigures:
     """The caller's figures: their spaces, devices and sessions only."""
-    memberships = (await gw.store.spaces_of(user_id))[:MAX_SPACES]
+    memberships = (await store.spaces_of(user_id))[:MAX_SPACES]
     spaces = [m.space_id for m in memberships]
-    async with gw.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         events = await reads.counts(conn, spaces)
         heads = await conn.fetch(_HEADS, spaces)
         refreshes = await conn.fetchval(_SESSIONS, user_id)
@@ -202,7 +205,7 @@ async def user_figures(gw: Gateway, folds: ConflictFolds, user_id: str) -> UserF
     open_conflicts: list[OpenConflict] = []
     folded = True
     for row in heads:
-        fold = await folds.fold(gw, row["space_id"], row["head"])
+        fold = await folds.fold(store, row["space_id"], row["head"])
         if fold is None:
             folded = False
             continue
