@@ -94,22 +94,21 @@ def _serve_here(
     """One gateway in this process (on ``sock`` when a parent bound it)."""
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.app import before_shutdown, create_app
 
     if sock is None:
         ensure_port_free(settings.host, settings.port)
     app = create_app(settings)
 
     class Server(uvicorn.Server):
-        """uvicorn, but the app's ``before_shutdown`` hooks run first (the WebSocket
-        layer answers pushes in flight and closes its sockets with 1001)."""
+        """uvicorn, but the app's ``before_shutdown`` runs first (the WebSocket layer
+        answers pushes in flight and closes its sockets with 1001)."""
 
         async def shutdown(self, sockets: Any = None) -> None:
-            for hook in getattr(app.state, "before_shutdown", ()):
-                try:
-                    await hook()
-                except Exception:  # shutdown goes on regardless
-                    log.exception("shutdown hook failed")
+            try:
+                await before_shutdown(app)
+            except Exception:  # shutdown goes on regardless
+                log.exception("shutdown hook failed")
             await super().shutdown(sockets)
 
         async def startup(self, sockets: Any = None) -> None:

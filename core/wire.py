@@ -135,6 +135,38 @@ class Notification(_Frozen, frozen=True, kw_only=True):
     fired_at: str
 
 
+# --------------------------------------------------------------------------- push, both ways
+
+# One definition per push body: ``POST /v1/sync/push`` takes ``PushRequest`` and answers
+# ``PushResponse``; the WebSocket frames ``Push`` and ``PushResult`` derive from them and
+# add only their ``type`` tag (and, for ``Push``, its looser ``batch_id``).
+
+#: Any text but NUL (every string a client sends; unpaired surrogates cannot be JSON).
+NO_NUL_PATTERN = r"^[^\x00]*$"
+BATCH_ID_MAX = 200
+BatchId = Annotated[str, msgspec.Meta(max_length=BATCH_ID_MAX, pattern=NO_NUL_PATTERN)]
+
+
+class PushRequest(_Sent, frozen=True, kw_only=True):
+    """The body of ``POST /v1/sync/push``."""
+
+    batch_id: BatchId
+    #: More than ``max_ops_per_push`` is 413 ``too_large``: stated in the document only
+    #: (litestar reads ``extra`` as extra schema), checked by the route, not by msgspec.
+    ops: Annotated[
+        list[Any],
+        msgspec.Meta(extra_json_schema={"extra": {"maxItems": DEFAULT_LIMITS.max_ops_per_push}}),
+    ]
+
+
+class PushResponse(_Frozen, frozen=True, kw_only=True):
+    """The answer to a push, after COMMIT: one result per op, in the order sent."""
+
+    batch_id: str | None
+    server_lamport: int
+    results: list[OpResult]
+
+
 # --------------------------------------------------------------------------- client -> server
 
 
@@ -144,9 +176,11 @@ class Hello(_Sent, frozen=True, kw_only=True, tag_field="type", tag="hello"):
     subscriptions: list[Subscription] = msgspec.field(default_factory=list)
 
 
-class Push(_Sent, frozen=True, kw_only=True, tag_field="type", tag="push"):
+class Push(PushRequest, frozen=True, kw_only=True, tag_field="type", tag="push"):
+    """``PushRequest`` as a WebSocket frame: ``batch_id`` has no length bound here (the
+    200 characters are HTTP's, docs/protocol.md); NUL is refused both ways (``_Sent``)."""
+
     batch_id: str
-    ops: list[Any]
 
 
 class Subscribe(_Sent, frozen=True, kw_only=True, tag_field="type", tag="subscribe"):
@@ -180,10 +214,8 @@ class Welcome(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="welcome
     limits: Limits
 
 
-class PushResult(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="push_result"):
-    batch_id: str | None
-    server_lamport: int
-    results: list[OpResult]
+class PushResult(PushResponse, frozen=True, kw_only=True, tag_field="type", tag="push_result"):
+    """``PushResponse`` as a WebSocket frame."""
 
 
 class Events(_Frozen, frozen=True, kw_only=True, tag_field="type", tag="events"):
@@ -239,10 +271,9 @@ ServerMessage = (
 # admits is never refused as malformed, a value it refuses is 400 ``bad_message``.
 # Patterns use no ``\s``, ``\d`` or ``\w`` (engines read them differently) and read the
 # same under Python's ``re.search`` and ECMA-262: where ``$`` could end before a final
-# newline, whitespace that takes the newline comes first.
+# newline, whitespace that takes the newline comes first. (The push bodies are above,
+# beside the WebSocket frames made from them.)
 
-#: Any text but NUL (every string a client sends; unpaired surrogates cannot be JSON).
-NO_NUL_PATTERN = r"^[^\x00]*$"
 #: What is trimmed from names and emails: ASCII whitespace (``TRIMMED`` as characters).
 TRIMMED = " \t\n\x0b\x0c\r"
 _WS = r" \t\n\x0b\x0c\r"
@@ -256,7 +287,6 @@ EMAIL_MAX = 254
 EMAIL_PATTERN = rf"^[{_WS}]*[^@{_WS}\x00]+@[^@{_WS}\x00]+\.[^@{_WS}.\x00]+[{_WS}]*$"
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
-BATCH_ID_MAX = 200
 
 PlainText = Annotated[str, msgspec.Meta(pattern=NO_NUL_PATTERN)]
 Email = Annotated[
@@ -287,7 +317,6 @@ DeviceName = Annotated[
         description='trimmed; 1 to 200 characters, no control character; blank: "Unnamed device"',
     ),
 ]
-BatchId = Annotated[str, msgspec.Meta(max_length=BATCH_ID_MAX, pattern=NO_NUL_PATTERN)]
 
 
 class RegisterRequest(_Sent, frozen=True, kw_only=True):
@@ -425,22 +454,6 @@ class InvitationInfo(_Frozen, frozen=True, kw_only=True):
 class InvitationList(_Frozen, frozen=True, kw_only=True):
     invitations: list[InvitationInfo]
     next: str | None = None
-
-
-class PushRequest(_Sent, frozen=True, kw_only=True):
-    batch_id: BatchId
-    #: More than ``max_ops_per_push`` is 413 ``too_large``: stated in the document only
-    #: (litestar reads ``extra`` as extra schema), checked by the route, not by msgspec.
-    ops: Annotated[
-        list[Any],
-        msgspec.Meta(extra_json_schema={"extra": {"maxItems": DEFAULT_LIMITS.max_ops_per_push}}),
-    ]
-
-
-class PushResponse(_Frozen, frozen=True, kw_only=True):
-    batch_id: str | None
-    server_lamport: int
-    results: list[OpResult]
 
 
 class PullResponse(_Frozen, frozen=True, kw_only=True):

@@ -1,7 +1,8 @@
 """App assembly: ``create_app(settings)`` is the only place the gateway is wired together.
 
-The asyncpg pool, the NATS connection, the event store and every other resource live
-in lifespan context managers, never at module level. Routes by responsibility:
+The asyncpg pool, the NATS connection, the event store and every other resource are
+built and closed by the lifespan (``_resources``), never at module level; a handler
+declares, as parameters, the ones it uses (gateway/context.py). Routes by responsibility:
 ``auth`` (accounts and sessions), ``devices``, ``spaces`` (membership and pending
 invitations), ``invitations`` (accepting a code), ``sync_http``
 (push and pull), ``reads``, ``operator``; ``errors`` renders every failure.
@@ -17,7 +18,6 @@ from typing import Literal
 import asyncpg
 from litestar import Litestar, get
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import ResponseSpec
 from litestar.response import Response
 
@@ -30,7 +30,7 @@ from crdt import DEFAULT_SCHEMA
 from eventstore.pools import open_pool
 from gateway.auth import auth_router
 from gateway.committed import Announcer, AnnouncingStore
-from gateway.context import Gateway, provide_gateway
+from gateway.context import Resource, Resources, providers
 from gateway.devices import devices_router
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.invitations import invitations_router
@@ -49,6 +49,7 @@ from gateway.sessions import Sessions
 from gateway.spaces import spaces_router
 from gateway.sync_http import sync_router
 from gateway.tokens import AccessTokens, RefreshTokens
+from gateway.ws.feed import FeedHub
 from gateway.ws.registry import Registry, running
 from gateway.ws.route import sync_socket
 
@@ -113,9 +114,33 @@ async def _security(
     return passwords, revocations
 
 
-async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
-    settings: Settings = app.state.settings
-    options: GatewayOptions = app.state.options
+async def _websockets(
+    stack: contextlib.AsyncExitStack,
+    options: GatewayOptions,
+    pool: asyncpg.Pool,
+    bus: NatsBus,
+    store: AnnouncingStore,
+    revocations: RevocationCache,
+) -> Registry:
+    """The WebSocket layer: its registry of connections and feeds (gateway/ws/), closed
+    first (after its drain, ``before_shutdown``)."""
+    hub = FeedHub(store=store, bus=bus, pool=pool, safety_interval=options.feed_safety_interval)
+    registry = Registry(
+        hub,
+        store=store,
+        bus=bus,
+        announcer=store.announcer,
+        revocations=revocations,
+        limits=options.limits,
+        send_queue=options.ws_send_queue,
+        send_timeout=options.ws_send_timeout,
+    )
+    return await stack.enter_async_context(running(registry))
+
+
+async def _build(
+    stack: contextlib.AsyncExitStack, settings: Settings, options: GatewayOptions
+) -> Resources:
     pool, bus, store = await _connect(stack, settings, options)
     passwords, revocations = await _security(stack, settings, options, pool, bus)
     secret = settings.require_secret_key()
@@ -134,8 +159,6 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
         refresh_ttl=settings.refresh_token_ttl,
         grace_seconds=options.refresh_grace_seconds,
     )
-    app.state.pool = pool
-    app.state.bus = bus
     series = await stack.enter_async_context(sampling(pool))
     throttle = LoginThrottle(
         address_attempts=options.login_address_attempts,
@@ -147,45 +170,39 @@ async def _build(stack: contextlib.AsyncExitStack, app: Litestar) -> Gateway:
         delay_base=options.login_delay_base_seconds,
         delay_max=options.login_delay_max_seconds,
     )
-    return Gateway(
+    return Resources(
         settings=settings,
-        options=options,
+        limits=options.limits,
         pool=pool,
         bus=bus,
         store=store,
         schema=DEFAULT_SCHEMA,
         access=access,
-        passwords=passwords,
         revocations=revocations,
         sessions=sessions,
         login_throttle=throttle,
         push_buckets=TokenBuckets(options.push_rate, options.push_burst),
-        announcer=store.announcer,
         series=series,
+        registry=await _websockets(stack, options, pool, bus, store, revocations),
     )
 
 
 @contextlib.asynccontextmanager
 async def _resources(app: Litestar) -> AsyncIterator[None]:
+    """Every resource of the app (``Resources``), built here and closed here, in reverse
+    order; handlers get them through ``gateway.context.providers``."""
     async with contextlib.AsyncExitStack() as stack:
-        app.state.gateway = await _build(stack, app)
+        app.state.resources = await _build(stack, app.state.settings, app.state.options)
         yield
 
 
-@contextlib.asynccontextmanager
-async def _websockets(app: Litestar) -> AsyncIterator[None]:
-    """The WebSocket layer: its registry of connections and feeds (gateway/ws/)."""
-    gw: Gateway = app.state.gateway
-    registry = Registry(
-        gw,
-        limits=gw.options.limits,
-        send_queue=gw.options.ws_send_queue,
-        send_timeout=gw.options.ws_send_timeout,
-    )
-    app.state.ws_registry = registry
-    app.state.before_shutdown = [registry.shutdown]
-    async with running(registry):
-        yield
+async def before_shutdown(app: Litestar) -> None:
+    """What the server runs before its own shutdown (concord/serve.py): the WebSocket
+    layer stops taking connections, lets pushes in flight answer and closes its sockets
+    with 1001. Nothing to do when the lifespan never started."""
+    resources: Resources | None = app.state.get("resources")
+    if resources is not None:
+        await resources.registry.shutdown()
 
 
 @get("/healthz", sync_to_thread=False, tags=["health"])
@@ -200,16 +217,15 @@ def healthz() -> dict[str, str | int]:
     tags=["health"],
     responses={503: ResponseSpec(Readiness, description="PostgreSQL does not answer")},
 )
-async def readyz(state: State) -> Response[Readiness]:
+async def readyz(pool: Resource[asyncpg.Pool], bus: Resource[NatsBus]) -> Response[Readiness]:
     """200 while PostgreSQL answers (``degraded`` when NATS is down), 503 otherwise."""
     deps: dict[str, DependencyState] = {}
     try:
-        async with state.pool.acquire(timeout=2) as conn:
+        async with pool.acquire(timeout=2) as conn:
             await conn.fetchval("SELECT 1", timeout=2)
         deps["postgres"] = DependencyState(status="ok")
     except Exception as exc:  # any failure means: not ready
         deps["postgres"] = DependencyState(status="down", detail=type(exc).__name__)
-    bus: NatsBus = state.bus
     deps["nats"] = DependencyState(status="ok" if bus.connected else "degraded")
     if deps["postgres"].status == "down":
         return Response(Readiness(status="down", dependencies=deps), status_code=503)
@@ -241,9 +257,9 @@ def create_app(settings: Settings, *, options: GatewayOptions | None = None) -> 
             panel_router,
             *sandbox,
         ],
-        lifespan=[_resources, _websockets],
+        lifespan=[_resources],
         state=State(state),
-        dependencies={"gw": Provide(provide_gateway, sync_to_thread=False)},
+        dependencies=providers(),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_id_middleware],
         before_send=[before_send],

@@ -19,9 +19,9 @@ from core.errors import AuthExpired, Unauthenticated
 from core.ids import canonical_id
 from core.metrics import AUTH_FAILURES
 from core.wire import AuthResponse, LoginRequest, RefreshRequest, RegisterRequest
-from gateway.context import Gateway, GatewayDep
+from gateway.context import Resource
 from gateway.examples import AUTH_ANSWER, LOGIN_BODY, REFRESH_BODY, REGISTER_BODY, ok
-from gateway.limits import address_key
+from gateway.limits import LoginThrottle, address_key
 from gateway.openapi import USER_SECURITY, errors
 from gateway.params import (
     normalise_email,
@@ -29,6 +29,9 @@ from gateway.params import (
     valid_name,
     valid_password,
 )
+from gateway.revocation import RevocationCache
+from gateway.sessions import Sessions
+from gateway.tokens import AccessTokens
 
 _DEFAULT_DEVICE_NAME = "Unnamed device"
 
@@ -56,14 +59,16 @@ def bearer_token(request: Request[Any, Any, Any]) -> str:
     return token.strip()
 
 
-async def verify_access(gw: Gateway, token: str) -> Principal:
+async def verify_access(
+    access: AccessTokens, revocations: RevocationCache, token: str
+) -> Principal:
     """The principal of an access token, or the 401 that token deserves."""
     try:
-        claims = gw.access.verify(token, now=time.time())
+        claims = access.verify(token, now=time.time())
     except Unauthenticated:
         AUTH_FAILURES.labels(reason="invalid_token").inc()
         raise
-    if await gw.revocations.is_revoked(claims.session_id, claims.generation):
+    if await revocations.is_revoked(claims.session_id, claims.generation):
         AUTH_FAILURES.labels(reason="revoked").inc()
         raise Unauthenticated("this session was revoked")
     if claims.expired:
@@ -78,9 +83,13 @@ async def verify_access(gw: Gateway, token: str) -> Principal:
     )
 
 
-async def provide_principal(request: Request[Any, Any, Any], gw: GatewayDep) -> Principal:
+async def provide_principal(
+    request: Request[Any, Any, Any],
+    access: Resource[AccessTokens],
+    revocations: Resource[RevocationCache],
+) -> Principal:
     """The ``principal`` dependency: the caller, or 401."""
-    return await verify_access(gw, bearer_token(request))
+    return await verify_access(access, revocations, bearer_token(request))
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
@@ -99,14 +108,17 @@ def client_address(request: Request[Any, Any, Any]) -> str:
     summary="Create an account, its first device and its personal space",
 )
 async def register(
-    data: Annotated[RegisterRequest, REGISTER_BODY], request: Request[Any, Any, Any], gw: GatewayDep
+    data: Annotated[RegisterRequest, REGISTER_BODY],
+    request: Request[Any, Any, Any],
+    login_throttle: Resource[LoginThrottle],
+    sessions: Resource[Sessions],
 ) -> AuthResponse:
     """201 with a session for a new device; 409 ``conflict`` when the email is taken."""
     email = valid_email(data.email)
     password = valid_password(data.password, registering=True)
     name = valid_name(data.device_name, "device_name", default=_DEFAULT_DEVICE_NAME)
-    gw.login_throttle.attempt(email=None, address=client_address(request), now=time.monotonic())
-    return await gw.sessions.register(email, password, name)
+    login_throttle.attempt(email=None, address=client_address(request), now=time.monotonic())
+    return await sessions.register(email, password, name)
 
 
 @post(
@@ -119,26 +131,29 @@ async def register(
     summary="Sign in: a new session for the named device, or for a new device",
 )
 async def login(
-    data: Annotated[LoginRequest, LOGIN_BODY], request: Request[Any, Any, Any], gw: GatewayDep
+    data: Annotated[LoginRequest, LOGIN_BODY],
+    request: Request[Any, Any, Any],
+    login_throttle: Resource[LoginThrottle],
+    sessions: Resource[Sessions],
 ) -> AuthResponse:
     """An unknown email and a wrong password both answer 401 ``unauthenticated``."""
     email = normalise_email(data.email)
     password = valid_password(data.password, registering=False)
     name = valid_name(data.device_name, "device_name", default=_DEFAULT_DEVICE_NAME)
     device_id = canonical_id(data.device_id) if data.device_id else None
-    throttle, address = gw.login_throttle, client_address(request)
+    throttle, address = login_throttle, client_address(request)
     wait = throttle.attempt(email=email, address=address, now=time.monotonic())
     if wait > 0:
         # The account-wide slow-down: a wait, never a refusal, so the owner's right
         # password is checked at most login_delay_max_seconds later (docs/auth.md).
         await asyncio.sleep(wait)
-    user = await gw.sessions.authenticate_password(email, password)
+    user = await sessions.authenticate_password(email, password)
     if user is None:
         throttle.failed(email, address, time.monotonic())
         AUTH_FAILURES.labels(reason="bad_credentials").inc()
         raise Unauthenticated("wrong email or password")
     throttle.succeeded(email, address)
-    return await gw.sessions.login(user, name, device_id)
+    return await sessions.login(user, name, device_id)
 
 
 @post(
@@ -150,10 +165,12 @@ async def login(
     },
     summary="Rotate a refresh token for a new pair",
 )
-async def refresh(data: Annotated[RefreshRequest, REFRESH_BODY], gw: GatewayDep) -> AuthResponse:
+async def refresh(
+    data: Annotated[RefreshRequest, REFRESH_BODY], sessions: Resource[Sessions]
+) -> AuthResponse:
     """A spent token is 401 ``refresh_reused`` (and ends that session) unless it is a
     retry within the grace window (docs/auth.md)."""
-    return await gw.sessions.refresh(data.refresh_token)
+    return await sessions.refresh(data.refresh_token)
 
 
 @post(
@@ -164,9 +181,9 @@ async def refresh(data: Annotated[RefreshRequest, REFRESH_BODY], gw: GatewayDep)
     dependencies={"principal": Provide(provide_principal)},
     summary="End this device's session",
 )
-async def logout(principal: PrincipalDep, gw: GatewayDep) -> None:
+async def logout(principal: PrincipalDep, sessions: Resource[Sessions]) -> None:
     """204; the session's refresh and access tokens stop working at once."""
-    await gw.sessions.logout(principal.session_id)
+    await sessions.logout(principal.session_id)
 
 
 auth_router = Router(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
+import asyncpg
 from litestar import Router, delete, get
 from litestar.di import Provide
 
@@ -13,7 +14,7 @@ from core.ids import keyset_cursor
 from core.wire import DeviceInfo, DeviceList
 from gateway import accounts
 from gateway.auth import PrincipalDep, provide_principal
-from gateway.context import GatewayDep
+from gateway.context import Resource
 from gateway.openapi import AUTHED, USER_SECURITY, errors
 from gateway.params import (
     DEFAULT_PAGE,
@@ -25,6 +26,7 @@ from gateway.params import (
     path_uuid,
     uuid_path,
 )
+from gateway.sessions import Sessions
 
 
 def _iso(value: datetime) -> str:
@@ -38,13 +40,13 @@ def _iso(value: datetime) -> str:
 )
 async def list_devices(
     principal: PrincipalDep,
-    gw: GatewayDep,
+    pool: Resource[asyncpg.Pool],
     limit: PageLimit = DEFAULT_PAGE,
     after: Annotated[str | None, after_query(KEYSET_AFTER)] = None,
 ) -> DeviceList:
     """Oldest first; ``current`` marks the device of the calling token."""
     size = page_size(limit)
-    async with gw.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await accounts.devices_of(conn, principal.user_id, keyset_after(after), size + 1)
     page = rows[:size]
     devices = [
@@ -70,11 +72,13 @@ async def list_devices(
     summary="Revoke a device of the caller and every session of it",
 )
 async def revoke_device(
-    device_id: Annotated[str, uuid_path("the device")], principal: PrincipalDep, gw: GatewayDep
+    device_id: Annotated[str, uuid_path("the device")],
+    principal: PrincipalDep,
+    sessions: Resource[Sessions],
 ) -> None:
     """204 (also when already revoked); 404 for a device that is not the caller's."""
     target = path_uuid(device_id, "device")
-    if not await gw.sessions.revoke_device(principal.user_id, target):
+    if not await sessions.revoke_device(principal.user_id, target):
         raise NotFound("no such device")
 
 

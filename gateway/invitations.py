@@ -23,7 +23,7 @@ from core.ids import keyset_cursor
 from core.ports import Invitation
 from core.wire import AcceptInvitationRequest, InvitationAccepted, InvitationInfo
 from gateway.auth import PrincipalDep, provide_principal
-from gateway.context import GatewayDep
+from gateway.context import ReadStore, Resource
 from gateway.examples import ACCEPT_ANSWER, ACCEPT_BODY, ok
 from gateway.openapi import USER_SECURITY, errors
 
@@ -73,13 +73,15 @@ def page_cursor(invitation: Invitation) -> str:
     summary="Join a space with an invitation code",
 )
 async def accept_invitation(
-    data: Annotated[AcceptInvitationRequest, ACCEPT_BODY], principal: PrincipalDep, gw: GatewayDep
+    data: Annotated[AcceptInvitationRequest, ACCEPT_BODY],
+    principal: PrincipalDep,
+    store: Resource[ReadStore],
 ) -> InvitationAccepted:
     """200 ``{space_id, role}`` and a ``member_added`` event by the inviter, if the code
     is pending, unexpired and its inviter still an owner; otherwise 404 ``not_found``,
     one answer for every reason. A code is used once. A member keeps a higher role than
     the invited one (no event then) and gets ``member_role_changed`` for a lower one."""
-    accepted = await gw.store.accept_invitation(
+    accepted = await store.accept_invitation(
         code_digest=code_digest(data.code), user_id=principal.user_id
     )
     if accepted is None:

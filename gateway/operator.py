@@ -11,6 +11,7 @@ import contextlib
 import hmac
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response, Router, get
 from litestar.di import NamedDependency, Provide
@@ -35,7 +36,9 @@ from core.metrics import (
     render_metrics,
     samples,
 )
-from gateway.context import Gateway, GatewayDep
+from core.natsbus import NatsBus
+from core.settings import Settings
+from gateway.context import Resource
 from gateway.openapi import ADMIN_SECURITY, errors
 from projector.readmodel import (
     QuarantinedEvent,
@@ -91,11 +94,11 @@ class Diagnostics(msgspec.Struct, frozen=True, kw_only=True):
     quarantined_events: list[QuarantinedEvent] = msgspec.field(default_factory=list)
 
 
-async def diagnostics(gw: Gateway) -> Diagnostics:
+async def diagnostics(pool: asyncpg.Pool, bus: NatsBus) -> Diagnostics:
     """The figures of this process (its Prometheus registry), plus the scheduler's
     state read from PostgreSQL."""
-    projector_lag, outbox_lag = await lag_totals(gw.pool)
-    quarantine, latest = await quarantined(gw.pool, limit=20)
+    projector_lag, outbox_lag = await lag_totals(pool)
+    quarantine, latest = await quarantined(pool, limit=20)
     PROJECTOR_QUARANTINE.set(quarantine)
     return Diagnostics(
         ops_by_status=by_labels(OPS, "status"),
@@ -112,20 +115,20 @@ async def diagnostics(gw: Gateway) -> Diagnostics:
         scheduler_job_runs=by_labels(JOB_RUNS, "job", "outcome"),
         projector_lag_events=max(projector_lag, int(gauge_max(PROJECTOR_LAG))),
         outbox_lag_events=max(outbox_lag, int(gauge_max(OUTBOX_LAG))),
-        bus=BusFigures(connected=gw.bus.connected, dropped_publishes=gw.bus.dropped),
-        scheduler=await scheduler_diagnostics(gw.pool),
-        lag_by_space=await lag_by_space(gw.pool, limit=20),
+        bus=BusFigures(connected=bus.connected, dropped_publishes=bus.dropped),
+        scheduler=await scheduler_diagnostics(pool),
+        lag_by_space=await lag_by_space(pool, limit=20),
         projector_quarantined_events=quarantine,
         projector_quarantined_total=sum(by_labels(PROJECTOR_QUARANTINED).values()),
         quarantined_events=latest,
     )
 
 
-async def require_admin(request: Request[Any, Any, Any], gw: GatewayDep) -> None:
+async def require_admin(request: Request[Any, Any, Any], settings: Resource[Settings]) -> None:
     """The ``admin`` dependency: the operator's bearer token, or 401."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    expected = gw.settings.admin_token
+    expected = settings.admin_token
     ok = (
         expected is not None
         and scheme.lower() == "bearer"
@@ -141,21 +144,23 @@ async def require_admin(request: Request[Any, Any, Any], gw: GatewayDep) -> None
     responses=errors(401, 405),
     summary="Prometheus metrics",
 )
-async def metrics(admin: NamedDependency[None], gw: GatewayDep) -> Response[bytes]:
+async def metrics(admin: NamedDependency[None], pool: Resource[asyncpg.Pool]) -> Response[bytes]:
     """The Prometheus text exposition (format 0.0.4)."""
     # The quarantine is a fact of the database: whichever process is scraped reports it
     # (without PostgreSQL, the last figure stands).
     with contextlib.suppress(Exception):
         async with asyncio.timeout(1.0):
-            PROJECTOR_QUARANTINE.set(await quarantine_count(gw.pool))
+            PROJECTOR_QUARANTINE.set(await quarantine_count(pool))
     return Response(content=render_metrics(), media_type=PROMETHEUS_TEXT)
 
 
 @get("/v1/diagnostics", responses=errors(401, 405), summary="Failure-mode figures (JSON)")
-async def diagnostics_json(admin: NamedDependency[None], gw: GatewayDep) -> Diagnostics:
+async def diagnostics_json(
+    admin: NamedDependency[None], pool: Resource[asyncpg.Pool], bus: Resource[NatsBus]
+) -> Diagnostics:
     """Counts for each failure mode: ops by status, idempotency hits, conflicts, auth
     failures, connections, reminders, lags."""
-    return await diagnostics(gw)
+    return await diagnostics(pool, bus)
 
 
 operator_router = Router(

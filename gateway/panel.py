@@ -26,11 +26,12 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 
 from core.errors import NotFound, Unauthenticated
+from core.settings import Settings
 from eventstore import reads
-from gateway.context import GatewayDep
+from gateway.context import Resource
 from gateway.openapi import ADMIN_SECURITY, errors
 from gateway.operator import require_admin
-from gateway.series import Series
+from gateway.series import Series, SeriesSampler
 from scheduler.queries import (
     DeadReminder,
     JobRun,
@@ -149,11 +150,13 @@ def _admin_token_in(request: Request[Any, Any, Any], expected: str | None) -> bo
 
 
 @get("/diagnostics", media_type="text/html", include_in_schema=False)
-async def diagnostics_page(request: Request[Any, Any, Any], gw: GatewayDep) -> Response[bytes]:
+async def diagnostics_page(
+    request: Request[Any, Any, Any], settings: Resource[Settings]
+) -> Response[bytes]:
     """The page shell: 200 with the admin token (header or ``?token=``). Without it a
     browser gets the same shell as a 401, showing the sign-in box; other clients get
     the usual 401 ``unauthenticated``. The shell holds no data either way."""
-    allowed = _admin_token_in(request, gw.settings.admin_token)
+    allowed = _admin_token_in(request, settings.admin_token)
     if not allowed and "text/html" not in request.headers.get("accept", ""):
         raise Unauthenticated("operator routes need the admin token")
     return Response(
@@ -179,9 +182,11 @@ async def diagnostics_asset(name: FromPath[str]) -> Response[bytes]:
     dependencies={"admin": Provide(require_admin)},
     security=ADMIN_SECURITY,
 )
-async def diagnostics_activity(admin: NamedDependency[None], gw: GatewayDep) -> Activity:
+async def diagnostics_activity(
+    admin: NamedDependency[None], pool: Resource[asyncpg.Pool]
+) -> Activity:
     """What the diagnostics page lists beside the counters of ``/v1/diagnostics``."""
-    return await activity(gw.pool)
+    return await activity(pool)
 
 
 @get(
@@ -191,10 +196,12 @@ async def diagnostics_activity(admin: NamedDependency[None], gw: GatewayDep) -> 
     dependencies={"admin": Provide(require_admin)},
     security=ADMIN_SECURITY,
 )
-async def diagnostics_series(admin: NamedDependency[None], gw: GatewayDep) -> Series:
+async def diagnostics_series(
+    admin: NamedDependency[None], series: Resource[SeriesSampler]
+) -> Series:
     """Per-second rates of the failure-mode counters and the gauges, sampled every 2 s
     by the answering process (docs/observability.md, "Charts")."""
-    return gw.series.series()
+    return series.series()
 
 
 panel_router = Router(

@@ -21,21 +21,21 @@ import structlog
 from core.errors import ConcordError, TooLarge
 from core.metrics import IDEMPOTENCY_HITS, PUSH_SECONDS
 from core.ops import result_op_id
-from core.wire import OpResult, PushResult
+from core.wire import Limits, OpResult, PushResult
 from gateway.limits import push_allowed
 
 if TYPE_CHECKING:
-    from gateway.context import Gateway
+    from core.ports import EventStore
+    from gateway.limits import TokenBuckets
 
 log = structlog.get_logger("concord.gateway.push")
 
 Route = Literal["http", "ws"]
 
 
-def check_size(gw: Gateway, ops: list[Any], size: int | None = None) -> None:
+def check_size(limits: Limits, ops: list[Any], size: int | None = None) -> None:
     """Raise ``too_large`` for a push over the limits (``size``: the frame's bytes, when
     the transport has not bounded them already)."""
-    limits = gw.options.limits
     if len(ops) > limits.max_ops_per_push or (size is not None and size > limits.max_message_bytes):
         raise TooLarge(
             f"a push may carry at most {limits.max_ops_per_push} ops and "
@@ -43,9 +43,9 @@ def check_size(gw: Gateway, ops: list[Any], size: int | None = None) -> None:
         )
 
 
-def admit(gw: Gateway, device_id: str) -> None:
+def admit(push_buckets: TokenBuckets, device_id: str) -> None:
     """Raise ``rate_limited`` past the device's push token bucket (takes a token)."""
-    push_allowed(gw.push_buckets, device_id, time.monotonic())
+    push_allowed(push_buckets, device_id, time.monotonic())
 
 
 def reject_all(ops: list[Any], error: ConcordError) -> list[OpResult]:
@@ -55,7 +55,7 @@ def reject_all(ops: list[Any], error: ConcordError) -> list[OpResult]:
 
 
 async def store(
-    gw: Gateway,
+    event_store: EventStore,
     *,
     user_id: str,
     device_id: str,
@@ -68,7 +68,7 @@ async def store(
 
     ``started`` is the ``perf_counter`` at which the push arrived (for
     ``concord_push_seconds``). Raises what the store raises when nothing was stored."""
-    outcome = await gw.store.append(user_id=user_id, device_id=device_id, ops=ops)
+    outcome = await event_store.append(user_id=user_id, device_id=device_id, ops=ops)
     duplicates = 0
     for result in outcome.results:
         if result.status == "duplicate":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, get_args
 
+import asyncpg
 from litestar import Request, Router, get
 from litestar.di import Provide
 from litestar.params import QueryParameter
@@ -28,7 +29,7 @@ from core.wire import (
 )
 from crdt import EntityState, EntityTypeSpec, Schema
 from gateway.auth import PrincipalDep, provide_principal
-from gateway.context import Gateway, GatewayDep
+from gateway.context import ReadStore, Resource
 from gateway.examples import ENTITY_ANSWER, ok
 from gateway.openapi import SPACE, USER_SECURITY, errors
 from gateway.params import (
@@ -66,8 +67,8 @@ def entity_response(state: EntityState, spec: EntityTypeSpec, seq: int) -> Entit
     )
 
 
-def _readable(gw: Gateway, entity_type: str, entity_id: str) -> tuple[EntityTypeSpec, str]:
-    spec = entity_spec(gw.schema, entity_type)
+def _readable(schema: Schema, entity_type: str, entity_id: str) -> tuple[EntityTypeSpec, str]:
+    spec = entity_spec(schema, entity_type)
     if spec is None:
         raise NotFound("no such entity type")
     return spec, path_entity_id(entity_id)
@@ -79,14 +80,14 @@ def _list_cursor(entity_type: str, entity_id: str) -> str:
 
 def _page_entities(
     states: dict[tuple[str, str], EntityState],
-    gw: GatewayDep,
+    schema: Schema,
     entity_type: str | None,
     include_deleted: bool,
     after: str | None,
 ) -> list[tuple[str, str, EntityState, EntityTypeSpec]]:
     chosen = []
     for (etype, eid), state in sorted(states.items()):
-        spec = entity_spec(gw.schema, etype)
+        spec = entity_spec(schema, etype)
         if spec is None or (entity_type is not None and etype != entity_type):
             continue
         if after is not None and _list_cursor(etype, eid) <= after:
@@ -98,14 +99,21 @@ def _page_entities(
 
 
 async def _from_read_model(
-    gw: Gateway, space_id: str, entity_type: str | None, deleted: bool, size: int, after: str | None
+    store: ReadStore,
+    pool: asyncpg.Pool,
+    schema: Schema,
+    space_id: str,
+    entity_type: str | None,
+    deleted: bool,
+    size: int,
+    after: str | None,
 ) -> EntityList | None:
     """The page from the projector's read model when it reflects the space's head;
     None when the projector lags (or is not running), and the log must be folded."""
-    head = await gw.store.head(space_id)
+    head = await store.head(space_id)
     try:
         states, seq, cursor = await readmodel.list_entities(
-            gw.pool,
+            pool,
             space_id,
             entity_type,
             deleted,
@@ -118,7 +126,7 @@ async def _from_read_model(
         return None
     entities = []
     for state in states:
-        spec = entity_spec(gw.schema, state.entity_type)
+        spec = entity_spec(schema, state.entity_type)
         if spec is not None:
             entities.append(entity_response(state, spec, seq))
     return EntityList(
@@ -127,14 +135,14 @@ async def _from_read_model(
 
 
 async def _current_entity(
-    gw: Gateway, space_id: str, entity_type: str, entity_id: str
+    store: ReadStore, pool: asyncpg.Pool, space_id: str, entity_type: str, entity_id: str
 ) -> tuple[EntityState | None, int]:
     """The entity from the read model, brought up to the space's head with the log's tail
     (read-your-writes even while the projector catches up or is not running)."""
-    state, seq = await readmodel.get_entity(gw.pool, space_id, entity_type, entity_id)
-    head = await gw.store.head(space_id)
+    state, seq = await readmodel.get_entity(pool, space_id, entity_type, entity_id)
+    head = await store.head(space_id)
     while seq < head:
-        tail = await gw.store.entity_events(space_id, entity_type, entity_id, seq, _TAIL_PAGE)
+        tail = await store.entity_events(space_id, entity_type, entity_id, seq, _TAIL_PAGE)
         if state is None and tail:
             state = EntityState.new(entity_type, entity_id)
         for event in tail:
@@ -158,7 +166,9 @@ async def list_entities(
     space_id: Annotated[str, uuid_path("the space")],
     principal: PrincipalDep,
     request: Request[Any, Any, Any],
-    gw: GatewayDep,
+    store: Resource[ReadStore],
+    pool: Resource[asyncpg.Pool],
+    schema: Resource[Schema],
     type: Annotated[
         str | None,
         QueryParameter(
@@ -173,15 +183,17 @@ async def list_entities(
     """Ordered by (entity_type, entity_id); every state reflects the same ``seq``."""
     absent_or_given(request, "type", type)
     after = given_cursor(after, ENTITY_CURSOR)
-    target, _ = await require_member(gw, principal, space_id)
-    if type is not None and entity_spec(gw.schema, type) is None:
+    target, _ = await require_member(store, principal, space_id)
+    if type is not None and entity_spec(schema, type) is None:
         raise BadMessage("type: not an entity type of the schema")
     size = page_size(limit)
-    current = await _from_read_model(gw, target, type, include_deleted, size, after)
+    current = await _from_read_model(
+        store, pool, schema, target, type, include_deleted, size, after
+    )
     if current is not None:
         return current
-    states, seq = await gw.store.replay_space(target)
-    chosen = _page_entities(states, gw, type, include_deleted, after)
+    states, seq = await store.replay_space(target)
+    chosen = _page_entities(states, schema, type, include_deleted, after)
     page = chosen[:size]
     entities = [entity_response(state, spec, seq) for _, _, state, spec in page]
     more = len(chosen) > size
@@ -200,18 +212,20 @@ async def read_entity(
     entity_type: Annotated[str, ENTITY_TYPE_PATH],
     entity_id: Annotated[str, ENTITY_ID_PATH],
     principal: PrincipalDep,
-    gw: GatewayDep,
+    store: Resource[ReadStore],
+    pool: Resource[asyncpg.Pool],
+    schema: Resource[Schema],
     request: Request[Any, Any, Any],
     as_of_seq: Annotated[int | None, seq_query("replay the log up to this seq")] = None,
 ) -> EntityResponse:
     """404 when the entity has no client event (up to ``as_of_seq``)."""
     absent_or_given(request, "as_of_seq", as_of_seq)
-    target, _ = await require_member(gw, principal, space_id)
-    spec, eid = _readable(gw, entity_type, entity_id)
+    target, _ = await require_member(store, principal, space_id)
+    spec, eid = _readable(schema, entity_type, entity_id)
     if as_of_seq is None:
-        state, seq = await _current_entity(gw, target, entity_type, eid)
+        state, seq = await _current_entity(store, pool, target, entity_type, eid)
     else:
-        state, seq = await gw.store.replay_entity(target, entity_type, eid, as_of_seq)
+        state, seq = await store.replay_entity(target, entity_type, eid, as_of_seq)
     if state is None or not state.has_client_events:
         raise NotFound("no such entity")
     return entity_response(state, spec, seq)
@@ -227,15 +241,16 @@ async def entity_history(
     entity_type: Annotated[str, ENTITY_TYPE_PATH],
     entity_id: Annotated[str, ENTITY_ID_PATH],
     principal: PrincipalDep,
-    gw: GatewayDep,
+    store: Resource[ReadStore],
+    schema: Resource[Schema],
     limit: PageLimit = DEFAULT_PAGE,
     after: Annotated[int, seq_query("a seq (`next`)")] = 0,
 ) -> HistoryResponse:
     """Client and server events of the entity; empty for an entity never written."""
-    target, _ = await require_member(gw, principal, space_id)
-    _, eid = _readable(gw, entity_type, entity_id)
+    target, _ = await require_member(store, principal, space_id)
+    _, eid = _readable(schema, entity_type, entity_id)
     size = page_size(limit)
-    events = await gw.store.entity_events(target, entity_type, eid, after, size + 1)
+    events = await store.entity_events(target, entity_type, eid, after, size + 1)
     page = events[:size]
     return HistoryResponse(events=page, next=str(page[-1].seq) if len(events) > size else None)
 
@@ -248,7 +263,8 @@ async def entity_history(
 async def list_reminders(
     space_id: Annotated[str, uuid_path("the space")],
     principal: PrincipalDep,
-    gw: GatewayDep,
+    store: Resource[ReadStore],
+    pool: Resource[asyncpg.Pool],
     request: Request[Any, Any, Any],
     status: Annotated[
         ReminderStatus | None,
@@ -263,9 +279,9 @@ async def list_reminders(
     """The scheduler's rows for the space (scheduled, fired, cancelled, retrying, dead,
     skipped), ordered by due time, paged."""
     absent_or_given(request, "status", status)
-    await require_member(gw, principal, space_id)
+    await require_member(store, principal, space_id)
     page, cursor = await reminder_queries.list_reminders(
-        gw.pool, space_id, status, limit, given_cursor(after, KEYSET_AFTER)
+        pool, space_id, status, limit, given_cursor(after, KEYSET_AFTER)
     )
     return ReminderList(reminders=page, next=cursor)
 
@@ -280,6 +296,6 @@ spaces_reads_router = Router(
 
 
 @get("/v1/schema", responses=errors(405), tags=["reads"], summary="The schema and its version")
-async def read_schema(gw: GatewayDep) -> Schema:
+async def read_schema(schema: Resource[Schema]) -> Schema:
     """Entity types, their fields, merge rules and limits (docs/protocol.md section 3)."""
-    return gw.schema
+    return schema

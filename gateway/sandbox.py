@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 import msgspec
 from litestar import Response, Router, get, post
 from litestar.datastructures import State
@@ -32,11 +33,11 @@ from litestar.params import Body, FromPath
 
 from core.errors import BadMessage, NotFound
 from gateway.auth import PrincipalDep, provide_principal
-from gateway.context import GatewayDep
+from gateway.context import ReadStore, Resource
 from gateway.openapi import USER_SECURITY, errors
 from gateway.panel import PAGE_HEADERS
 from gateway.sandbox_figures import ConflictFolds, UserFigures, user_figures
-from gateway.tokens import iso_utc
+from gateway.tokens import AccessTokens, iso_utc
 
 STATIC = Path(__file__).with_name("static")
 PAGE_DIR = STATIC / "sandbox"
@@ -107,7 +108,9 @@ async def sandbox_client_module(name: FromPath[str]) -> Response[bytes]:
     summary="Sandbox only: the caller's access token again, expiring sooner",
 )
 async def short_token(
-    data: Annotated[SandboxTokenRequest, Body()], principal: PrincipalDep, gw: GatewayDep
+    data: Annotated[SandboxTokenRequest, Body()],
+    principal: PrincipalDep,
+    access: Resource[AccessTokens],
 ) -> SandboxToken:
     """A token of the caller's own session and generation that lives ``ttl_seconds``
     (1..300), never past the presented token's expiry."""
@@ -115,7 +118,7 @@ async def short_token(
         raise BadMessage(f"ttl_seconds: 1 to {MAX_TTL_SECONDS}")
     now = time.time()
     expires_at = min(int(now + data.ttl_seconds), principal.expires_at)
-    token = gw.access.sign(
+    token = access.sign(
         user_id=principal.user_id,
         device_id=principal.device_id,
         session_id=principal.session_id,
@@ -132,10 +135,14 @@ async def short_token(
     security=USER_SECURITY,
     summary="Sandbox only: the caller's own figures per failure mode",
 )
-async def figures(principal: PrincipalDep, gw: GatewayDep, state: State) -> UserFigures:
+async def figures(
+    principal: PrincipalDep,
+    store: Resource[ReadStore],
+    pool: Resource[asyncpg.Pool],
+    folds: Resource[ConflictFolds],
+) -> UserFigures:
     """Counts over the caller's spaces, devices and sessions (never a field value)."""
-    folds: ConflictFolds = state.sandbox_folds
-    return await user_figures(gw, folds, principal.user_id)
+    return await user_figures(store, pool, folds, principal.user_id)
 
 
 def sandbox_router() -> Router:
@@ -150,7 +157,10 @@ def sandbox_router() -> Router:
             short_token,
             figures,
         ],
-        dependencies={"principal": Provide(provide_principal)},
+        dependencies={
+            "principal": Provide(provide_principal),
+            "folds": Provide(_provide_folds, sync_to_thread=False),
+        },
         tags=["sandbox"],
     )
 
@@ -158,3 +168,9 @@ def sandbox_router() -> Router:
 def sandbox_state() -> dict[str, Any]:
     """What the sandbox keeps in the app's state."""
     return {"sandbox_folds": ConflictFolds()}
+
+
+def _provide_folds(state: State) -> ConflictFolds:
+    """The ``folds`` dependency: the folds the sandbox keeps (``sandbox_state``)."""
+    folds: ConflictFolds = state.sandbox_folds
+    return folds

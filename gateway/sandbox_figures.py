@@ -19,12 +19,13 @@ import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import asyncpg
 import msgspec
 
 from core.ops import op_from_event
+from core.ports import EventStore
 from crdt import EntityState
 from eventstore import reads
-from gateway.context import Gateway
 from projector.readmodel import lag_of_spaces
 from scheduler.queries import SpaceReminder, reminders_in_spaces
 
@@ -96,14 +97,14 @@ class ConflictFolds:
             self._folds.popitem(last=False)
         return fold
 
-    async def fold(self, gw: Gateway, space_id: str, head: int) -> _Fold | None:
+    async def fold(self, store: EventStore, space_id: str, head: int) -> _Fold | None:
         """The space folded up to ``head`` at least; None when it is too large."""
         if head > MAX_FOLD_EVENTS:
             return None
         fold = self._get(space_id)
         async with fold.lock:  # one reader extends a fold at a time: nothing counted twice
             while fold.seq < head:
-                events = await gw.store.read(space_id, fold.seq, READ_PAGE)
+                events = await store.read(space_id, fold.seq, READ_PAGE)
                 if not events:
                     break
                 for event in events:
@@ -148,19 +149,21 @@ WHERE user_id = $1 AND revoked_at IS NOT NULL GROUP BY 1
 """
 
 
-async def user_figures(gw: Gateway, folds: ConflictFolds, user_id: str) -> UserFigures:
+async def user_figures(
+    store: EventStore, pool: asyncpg.Pool, folds: ConflictFolds, user_id: str
+) -> UserFigures:
     """The caller's figures: their spaces, devices and sessions only."""
-    memberships = (await gw.store.spaces_of(user_id))[:MAX_SPACES]
+    memberships = (await store.spaces_of(user_id))[:MAX_SPACES]
     spaces = [m.space_id for m in memberships]
-    async with gw.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         events = await reads.counts(conn, spaces)
         refreshes = await conn.fetchval(_SESSIONS, user_id)
         revoked = await conn.fetch(_REVOKED, user_id)
         devices = await conn.fetchval(
             "SELECT count(*) FROM devices WHERE user_id = $1 AND revoked_at IS NULL", user_id
         )
-    heads = await lag_of_spaces(gw.pool, spaces)
-    reminders_by_status, reminders = await reminders_in_spaces(gw.pool, spaces, RECENT_REMINDERS)
+    heads = await lag_of_spaces(pool, spaces)
+    reminders_by_status, reminders = await reminders_in_spaces(pool, spaces, RECENT_REMINDERS)
     by_device: dict[str, int] = {}
     server: dict[str, int] = {}
     for row in events:
@@ -172,7 +175,7 @@ async def user_figures(gw: Gateway, folds: ConflictFolds, user_id: str) -> UserF
     open_conflicts: list[OpenConflict] = []
     folded = True
     for lag in heads:
-        fold = await folds.fold(gw, lag.space_id, lag.head)
+        fold = await folds.fold(store, lag.space_id, lag.head)
         if fold is None:
             folded = False
             continue

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import asyncpg
 from litestar import HttpMethod, Response, Router, delete, get, post, route
 from litestar.di import Provide
 
 from core.errors import Forbidden, NotFound
-from core.ports import RoleChange
+from core.ports import EventStore, RoleChange
 from core.wire import (
     AddMemberRequest,
     CreateSpaceRequest,
@@ -29,7 +30,7 @@ from core.wire import (
 )
 from gateway import accounts
 from gateway.auth import Principal, PrincipalDep, provide_principal
-from gateway.context import Gateway, GatewayDep
+from gateway.context import ReadStore, Resource
 from gateway.examples import (
     INVITATION_ANSWER,
     INVITATIONS_ANSWER,
@@ -62,17 +63,19 @@ from gateway.params import (
 )
 
 
-async def require_member(gw: Gateway, principal: Principal, raw_space_id: str) -> tuple[str, Role]:
+async def require_member(
+    store: EventStore, principal: Principal, raw_space_id: str
+) -> tuple[str, Role]:
     """The canonical space id and the caller's role; 404 for anyone else."""
     space_id = path_uuid(raw_space_id, "space")
-    role = await gw.store.role_of(space_id, principal.user_id)
+    role = await store.role_of(space_id, principal.user_id)
     if role is None:
         raise NotFound("no such space")
     return space_id, role
 
 
-async def require_owner(gw: Gateway, principal: Principal, raw_space_id: str) -> str:
-    space_id, role = await require_member(gw, principal, raw_space_id)
+async def require_owner(store: EventStore, principal: Principal, raw_space_id: str) -> str:
+    space_id, role = await require_member(store, principal, raw_space_id)
     if role != "owner":
         raise Forbidden("only owners manage members")
     return space_id
@@ -87,11 +90,13 @@ def spaces_options() -> Response[None]:
 
 @post("/", status_code=201, responses=errors(*AUTHED, 413), summary="Create a space")
 async def create_space(
-    data: Annotated[CreateSpaceRequest, SPACE_BODY], principal: PrincipalDep, gw: GatewayDep
+    data: Annotated[CreateSpaceRequest, SPACE_BODY],
+    principal: PrincipalDep,
+    store: Resource[ReadStore],
 ) -> SpaceCreated:
     """201 ``{space_id}``; the creator is its owner (``member_added`` is seq 1)."""
     name = valid_name(data.name, "name")
-    space_id = await gw.store.create_space(
+    space_id = await store.create_space(
         name=name, creator_user_id=principal.user_id, personal=False
     )
     return SpaceCreated(space_id=space_id)
@@ -100,14 +105,14 @@ async def create_space(
 @get("/", responses=errors(*AUTHED), summary="The caller's spaces with their roles")
 async def list_spaces(
     principal: PrincipalDep,
-    gw: GatewayDep,
+    store: Resource[ReadStore],
     limit: PageLimit = DEFAULT_PAGE,
     after: Annotated[str | None, after_query(SPACE_CURSOR)] = None,
 ) -> SpaceList:
     """Ordered by space_id; ``next`` is set when more follow."""
     size = page_size(limit)
     cursor = given_cursor(after, SPACE_CURSOR)
-    spaces = sorted(await gw.store.spaces_of(principal.user_id), key=lambda s: s.space_id)
+    spaces = sorted(await store.spaces_of(principal.user_id), key=lambda s: s.space_id)
     if cursor is not None:
         spaces = [s for s in spaces if s.space_id > cursor]
     page = [
@@ -132,17 +137,18 @@ async def add_member(
     space_id: Annotated[str, uuid_path("the space")],
     data: Annotated[AddMemberRequest, MEMBER_BODY],
     principal: PrincipalDep,
-    gw: GatewayDep,
+    store: Resource[ReadStore],
+    pool: Resource[asyncpg.Pool],
 ) -> Response[InvitationCreated | MemberRole]:
     """202 ``{invitation_id, code, expires_at}`` whether or not the email has an account:
     nothing is granted until someone accepts the code. For a member's email, 200
     ``{space_id, user_id, role}``: the role is set at once (``member_role_changed``)."""
-    target_space = await require_owner(gw, principal, space_id)
+    target_space = await require_owner(store, principal, space_id)
     email = valid_email(data.email)
-    async with gw.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         user_id = await accounts.user_id_by_email(conn, email)
     code, digest = new_code()
-    outcome = await gw.store.invite(
+    outcome = await store.invite(
         space_id=target_space,
         email=email,
         role=data.role,
@@ -171,14 +177,14 @@ async def add_member(
 async def list_invitations(
     space_id: Annotated[str, uuid_path("the space")],
     principal: PrincipalDep,
-    gw: GatewayDep,
+    store: Resource[ReadStore],
     limit: PageLimit = DEFAULT_PAGE,
     after: Annotated[str | None, after_query(KEYSET_AFTER)] = None,
 ) -> InvitationList:
     """Oldest first; never the codes. Used, cancelled and expired invitations are gone."""
-    target_space = await require_owner(gw, principal, space_id)
+    target_space = await require_owner(store, principal, space_id)
     size = page_size(limit)
-    rows = await gw.store.invitations_of(target_space, after=keyset_after(after), limit=size + 1)
+    rows = await store.invitations_of(target_space, after=keyset_after(after), limit=size + 1)
     page = rows[:size]
     more = len(rows) > size
     return InvitationList(
@@ -196,12 +202,12 @@ async def cancel_invitation(
     space_id: Annotated[str, uuid_path("the space")],
     invitation_id: Annotated[str, uuid_path("the invitation")],
     principal: PrincipalDep,
-    gw: GatewayDep,
+    store: Resource[ReadStore],
 ) -> None:
     """204; its code stops working at once. 404 for an invitation that is not pending."""
-    target_space = await require_owner(gw, principal, space_id)
+    target_space = await require_owner(store, principal, space_id)
     target = path_uuid(invitation_id, "invitation")
-    if not await gw.store.cancel_invitation(space_id=target_space, invitation_id=target):
+    if not await store.cancel_invitation(space_id=target_space, invitation_id=target):
         raise NotFound("no such invitation")
 
 
@@ -215,16 +221,16 @@ async def remove_member(
     space_id: Annotated[str, uuid_path("the space")],
     user_id: Annotated[str, uuid_path("the member to remove")],
     principal: PrincipalDep,
-    gw: GatewayDep,
+    store: Resource[ReadStore],
 ) -> None:
     """204 and a ``member_removed`` event; the last owner cannot be removed (409)."""
-    target_space, role = await require_member(gw, principal, space_id)
+    target_space, role = await require_member(store, principal, space_id)
     target_user = path_uuid(user_id, "member")
     if role != "owner" and target_user != principal.user_id:
         raise Forbidden("only owners manage members")
-    if await gw.store.role_of(target_space, target_user) is None:
+    if await store.role_of(target_space, target_user) is None:
         raise NotFound("no such member")
-    await gw.store.change_member(
+    await store.change_member(
         space_id=target_space, user_id=target_user, role=None, by=principal.user_id
     )
 

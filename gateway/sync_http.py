@@ -17,13 +17,14 @@ from litestar.di import Provide
 
 from core.errors import BadMessage, Forbidden, NotFound
 from core.ops import push_space
-from core.wire import BATCH_ID_MAX, OpResult, PullResponse, PushRequest, PushResponse
+from core.wire import BATCH_ID_MAX, Limits, OpResult, PullResponse, PushRequest, PushResponse
+from gateway import pushes
 from gateway.auth import PrincipalDep, provide_principal
-from gateway.context import GatewayDep
+from gateway.context import ReadStore, Resource
 from gateway.examples import PULL_ANSWER, PUSH_ANSWER, PUSH_BODY, ok
+from gateway.limits import TokenBuckets
 from gateway.openapi import SPACE, USER_SECURITY, errors
 from gateway.params import OpsRequest, limit_query, page_size, seq_query, uuid_query
-from gateway.pushes import admit, check_size, store
 from gateway.spaces import require_member
 
 DEFAULT_PULL = 500
@@ -49,21 +50,25 @@ def _refused_as_a_whole(results: list[OpResult]) -> None:
     summary="Push a batch of operations",
 )
 async def push(
-    data: Annotated[PushRequest, PUSH_BODY], principal: PrincipalDep, gw: GatewayDep
+    data: Annotated[PushRequest, PUSH_BODY],
+    principal: PrincipalDep,
+    store: Resource[ReadStore],
+    limits: Resource[Limits],
+    push_buckets: Resource[TokenBuckets],
 ) -> PushResponse:
     """One result per op, in the order sent, after COMMIT (docs/protocol.md section 4)."""
     started = time.perf_counter()
-    check_size(gw, data.ops)  # the body's bytes are bounded by the app
+    pushes.check_size(limits, data.ops)  # the body's bytes are bounded by the app
     if len(data.batch_id) > BATCH_ID_MAX:
         raise BadMessage(f"batch_id: at most {BATCH_ID_MAX} characters")
-    admit(gw, principal.device_id)
+    pushes.admit(push_buckets, principal.device_id)
     space_id = push_space(data.ops)
     if space_id is not None:
-        _, role = await require_member(gw, principal, space_id)
+        _, role = await require_member(store, principal, space_id)
         if role == "reader":
             raise Forbidden("readers may not push")
-    result = await store(
-        gw,
+    result = await pushes.store(
+        store,
         user_id=principal.user_id,
         device_id=principal.device_id,
         batch_id=data.batch_id,
@@ -84,17 +89,18 @@ async def push(
 )
 async def pull(
     principal: PrincipalDep,
-    gw: GatewayDep,
+    store: Resource[ReadStore],
+    limits: Resource[Limits],
     space_id: Annotated[str, uuid_query("the space")],
     after: Annotated[int, seq_query("the last seq held")] = 0,
     limit: Annotated[int, limit_query("default 500, clamped to max_pull_limit")] = DEFAULT_PULL,
 ) -> PullResponse:
     """Events after ``after`` in seq order, and the head; read on until the last seq is
     the head."""
-    target, _ = await require_member(gw, principal, space_id)
-    size = page_size(limit, default=DEFAULT_PULL, cap=gw.options.limits.max_pull_limit)
-    events = await gw.store.read(target, after, size)
-    head = await gw.store.head(target)  # read after the events: head >= their last seq
+    target, _ = await require_member(store, principal, space_id)
+    size = page_size(limit, default=DEFAULT_PULL, cap=limits.max_pull_limit)
+    events = await store.read(target, after, size)
+    head = await store.head(target)  # read after the events: head >= their last seq
     return PullResponse(events=events, head=max(head, events[-1].seq if events else 0))
 
 

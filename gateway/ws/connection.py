@@ -26,7 +26,6 @@ from core.errors import (
     BadMessage,
     ConcordError,
     NotFound,
-    RateLimited,
     TooLarge,
     Unauthenticated,
 )
@@ -54,7 +53,9 @@ from gateway.ws.subscription import Subscription
 
 if TYPE_CHECKING:
     from core.ports import EventStore
-    from gateway.context import Gateway
+    from gateway.limits import TokenBuckets
+    from gateway.revocation import RevocationCache
+    from gateway.tokens import AccessTokens
     from gateway.ws.registry import Registry
 
 log = structlog.get_logger("concord.gateway.ws")
@@ -76,13 +77,28 @@ class Closed(Exception):
 
 
 class Connection:
+    """One device's socket; ``sync_socket`` (gateway/ws/route.py) gives it the resources
+    it uses: the store, the token checks, the devices' push rate and the auth grace."""
+
     def __init__(
-        self, socket: WebSocket[Any, Any, Any], gw: Gateway, registry: Registry, *, msgpack: bool
+        self,
+        socket: WebSocket[Any, Any, Any],
+        registry: Registry,
+        *,
+        store: EventStore,
+        access: AccessTokens,
+        revocations: RevocationCache,
+        push_buckets: TokenBuckets,
+        auth_grace: float,
+        msgpack: bool,
     ) -> None:
         self.socket = socket
-        self.gw = gw
         self.registry = registry
-        self.store: EventStore = gw.store
+        self.store = store
+        self.access = access
+        self.revocations = revocations
+        self.push_buckets = push_buckets
+        self.auth_grace = auth_grace
         self.msgpack = msgpack
         self.id = uuid.uuid4().hex[:12]
         self.user_id = ""
@@ -264,12 +280,12 @@ class Connection:
 
     async def _verify(self, token: str) -> Any:
         try:
-            claims = self.gw.access.verify(token, now=time.time())
+            claims = self.access.verify(token, now=time.time())
         except Unauthenticated:
             AUTH_FAILURES.labels(reason="invalid_token").inc()
             await self.close(CLOSE_UNAUTHENTICATED, "invalid token")
             raise Closed from None
-        if await self.gw.revocations.is_revoked(claims.session_id, claims.generation):
+        if await self.revocations.is_revoked(claims.session_id, claims.generation):
             AUTH_FAILURES.labels(reason="revoked").inc()
             await self.close(CLOSE_UNAUTHENTICATED, "session revoked")
             raise Closed
@@ -326,7 +342,7 @@ class Connection:
             await self.enqueue(AuthExpiring(expires_at=iso_utc(self.expires_at)))
             await asyncio.sleep(max(0.0, self.expires_at - time.time()))
         self.resumed.clear()
-        grace_end = self.expires_at + self.gw.settings.auth_grace
+        grace_end = self.expires_at + self.auth_grace
         await asyncio.sleep(max(0.0, grace_end - time.time()))
         await self.close(CLOSE_UNAUTHENTICATED, "access token expired")
 
@@ -388,15 +404,6 @@ class Connection:
         await self.registry.hub.unwatch(space_id, sub.wake)
         if cancel and sub.task is not None and sub.task is not asyncio.current_task():
             sub.task.cancel()
-
-    def rate_limit(self) -> RateLimited | None:
-        from gateway.limits import push_allowed
-
-        try:
-            push_allowed(self.gw.push_buckets, self.device_id, time.monotonic())
-        except RateLimited as exc:
-            return exc
-        return None
 
 
 def _byte_size(frame: bytes | str) -> int:

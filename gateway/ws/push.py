@@ -28,7 +28,7 @@ log = structlog.get_logger("concord.gateway.ws.push")
 async def handle_push(conn: Connection, push: Push, size: int) -> None:
     started = time.perf_counter()
     try:
-        check_size(conn.gw, push.ops, size)
+        check_size(conn.registry.limits, push.ops, size)
     except TooLarge as exc:
         await conn.send_error(exc, ref=push.batch_id)
         return
@@ -37,9 +37,9 @@ async def handle_push(conn: Connection, push: Push, size: int) -> None:
             AUTH_FAILURES.labels(reason="expired").inc()
             OPS.labels(status="rejected").inc(len(push.ops))
             raise AuthExpired("access token expired: renew with auth, then resend")
-        admit(conn.gw, conn.device_id)
+        admit(conn.push_buckets, conn.device_id)
         result = await store(
-            conn.gw,
+            conn.store,
             user_id=conn.user_id,
             device_id=conn.device_id,
             batch_id=push.batch_id,

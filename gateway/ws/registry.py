@@ -26,7 +26,10 @@ from gateway.tokens import iso_utc
 from gateway.ws.feed import FeedHub
 
 if TYPE_CHECKING:
-    from gateway.context import Gateway
+    from core.natsbus import NatsBus
+    from core.ports import EventStore
+    from gateway.committed import Announcer
+    from gateway.revocation import RevocationCache
     from gateway.ws.connection import Connection
 
 log = structlog.get_logger("concord.gateway.ws")
@@ -46,24 +49,26 @@ CLOSE_SECONDS = 0.1
 class Registry:
     def __init__(
         self,
-        gw: Gateway,
+        hub: FeedHub,
         *,
+        store: EventStore,
+        bus: NatsBus,
+        announcer: Announcer,
+        revocations: RevocationCache,
         limits: Limits = DEFAULT_LIMITS,
         send_queue: int = 256,
         send_timeout: float = 10.0,
         revocation_interval: float = 0.5,
     ) -> None:
-        self.gw = gw
+        self.hub = hub
+        self._store = store
+        self._bus = bus
+        self._announcer = announcer
+        self._revocations = revocations
         self.limits = limits
         self.send_queue = send_queue
         self.send_timeout = send_timeout
         self.revocation_interval = revocation_interval
-        self.hub = FeedHub(
-            store=gw.store,
-            bus=gw.bus,
-            pool=gw.pool,
-            safety_interval=gw.options.feed_safety_interval,
-        )
         self.connections: set[Connection] = set()
         self.accepting = True
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,13 +96,11 @@ class Registry:
 
     async def start(self) -> None:
         await self.hub.start()
-        names = Names(self.gw.settings.nats_prefix)
-        self._note_sub = await self.gw.bus.subscribe(
-            names.notifications(ANY), self._on_notification
-        )
-        self._member_sub = await self.gw.bus.subscribe(names.membership(ANY), self._on_membership)
-        self._tasks.append(asyncio.create_task(self._revocations(), name="ws-revocations"))
-        self.gw.announcer.local = self
+        names = Names(self._bus.prefix)
+        self._note_sub = await self._bus.subscribe(names.notifications(ANY), self._on_notification)
+        self._member_sub = await self._bus.subscribe(names.membership(ANY), self._on_membership)
+        self._tasks.append(asyncio.create_task(self._revoke_loop(), name="ws-revocations"))
+        self._announcer.local = self
 
     def committed(self, space_id: str, events: Sequence[Event], committed_at: float) -> None:
         """This gateway committed ``events``: its subscribers get them from memory."""
@@ -129,18 +132,18 @@ class Registry:
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("malformed notification", subject=subject)
             return
-        members = await self.gw.store.members_of(envelope.space_id)
+        members = await self._store.members_of(envelope.space_id)
         message = NotificationMessage(notification=envelope.notification)
         for conn in list(self.connections):
             if conn.user_id in members:
                 conn.notify(message)
 
-    async def _revocations(self) -> None:
+    async def _revoke_loop(self) -> None:
         while True:
             await asyncio.sleep(self.revocation_interval)
             for conn in list(self.connections):
                 try:
-                    revoked = await self.gw.revocations.is_revoked(conn.session_id, conn.generation)
+                    revoked = await self._revocations.is_revoked(conn.session_id, conn.generation)
                 except Exception as exc:  # PostgreSQL away: keep what the cache knows
                     log.warning("revocation check failed", error=str(exc))
                     break
@@ -182,8 +185,8 @@ class Registry:
             return bool(done)
 
     async def close(self) -> None:
-        if self.gw.announcer.local is self:
-            self.gw.announcer.local = None
+        if self._announcer.local is self:
+            self._announcer.local = None
         await self.shutdown()
         for task in self._tasks:
             task.cancel()
@@ -191,7 +194,7 @@ class Registry:
                 await task
         for sub in (self._note_sub, self._member_sub):
             if sub is not None:
-                await self.gw.bus.unsubscribe(sub)
+                await self._bus.unsubscribe(sub)
         await self.hub.close()
 
 

@@ -12,8 +12,12 @@ from typing import Any
 
 import structlog
 from litestar import WebSocket, websocket
-from litestar.datastructures import State
 
+from core.settings import Settings
+from gateway.context import ReadStore, Resource
+from gateway.limits import TokenBuckets
+from gateway.revocation import RevocationCache
+from gateway.tokens import AccessTokens
 from gateway.ws.connection import Connection
 from gateway.ws.registry import Registry
 
@@ -35,9 +39,16 @@ def choose_subprotocol(offered: list[str]) -> str | None:
 
 
 @websocket("/v1/sync", name="sync")
-async def sync_socket(socket: WebSocket[Any, Any, Any], state: State) -> None:
+async def sync_socket(
+    socket: WebSocket[Any, Any, Any],
+    registry: Resource[Registry],
+    store: Resource[ReadStore],
+    access: Resource[AccessTokens],
+    revocations: Resource[RevocationCache],
+    push_buckets: Resource[TokenBuckets],
+    settings: Resource[Settings],
+) -> None:
     """docs/protocol.md section 5 (subprotocols ``concord.v1.json``, ``concord.v1.msgpack``)."""
-    registry: Registry = state.ws_registry
     if not registry.accepting:
         await socket.close(code=1001, reason="server going away")
         return
@@ -47,7 +58,16 @@ async def sync_socket(socket: WebSocket[Any, Any, Any], state: State) -> None:
         await socket.close(code=4400, reason="unsupported subprotocol")
         return
     await socket.accept(subprotocols=chosen)
-    conn = Connection(socket, state.gateway, registry, msgpack=chosen == MSGPACK_PROTOCOL)
+    conn = Connection(
+        socket,
+        registry,
+        store=store,
+        access=access,
+        revocations=revocations,
+        push_buckets=push_buckets,
+        auth_grace=settings.auth_grace,
+        msgpack=chosen == MSGPACK_PROTOCOL,
+    )
     try:
         await conn.run()
     except Exception:  # a storage failure or a bug; run() has already cleaned up

@@ -27,11 +27,13 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS as REGISTRY
 from schemathesis.checks import load_all_checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from core.settings import Settings
 from gateway.app import create_app
@@ -224,6 +226,7 @@ def test_undocumented_methods_are_405_with_allow(path: str, caller: Caller) -> N
 #: Steps of the stateful phase: scenarios of up to ``STEPS`` linked calls each.
 SCENARIOS = 30
 STEPS = 6
+STATEFUL_ATTEMPTS = 3
 
 
 def test_stateful(caller: Caller) -> None:
@@ -238,18 +241,40 @@ def test_stateful(caller: Caller) -> None:
         def after_call(self, response: Any, case: Any) -> None:
             _cases.append(f"stateful {case.operation.label}")
 
-    Workflow.run(
-        settings=settings(
-            max_examples=SCENARIOS,
-            stateful_step_count=STEPS,
-            # No shrinking: a live server answers a replay differently (new ids), which
-            # Hypothesis would take for a flaky strategy; the first failure is reported.
-            phases=[Phase.explicit, Phase.generate],
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            # A step is negative data only as ``_testable`` has it: an unknown query
+            # parameter, or an Authorization header this test replaces, is no fault.
+            excluded = [] if _testable(case) else [negative_data_rejection]
+            case.validate_response(
+                response,
+                additional_checks=kwargs.pop("additional_checks", None),
+                excluded_checks=excluded,
+                transport_kwargs=kwargs or None,
+                recorder=self.recorder,
+            )
+
+    run = settings(
+        max_examples=SCENARIOS,
+        stateful_step_count=STEPS,
+        # No shrinking: a live server answers a replay differently (new ids), which
+        # Hypothesis would take for a flaky strategy; the first failure is reported.
+        phases=[Phase.explicit, Phase.generate],
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
     )
+    for attempt in range(1, STATEFUL_ATTEMPTS + 1):
+        try:
+            Workflow.run(settings=run)
+            break
+        except FlakyStrategyDefinition:
+            # Which links a step may follow depends on the live server's earlier answers
+            # (a link's bundle fills only on the status it names), so Hypothesis can meet
+            # its own choices again with other rules enabled, and stops: a fact of the
+            # generator, not of the server (seen in 1 of 8 runs). Any other failure,
+            # a check's included, is reported at once.
+            if attempt == STATEFUL_ATTEMPTS:
+                raise
     linked = [c for c in _cases if c.startswith("stateful ")]
     assert len(linked) >= SCENARIOS, len(linked)
 

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -32,7 +31,7 @@ class FakeStore:
         )
 
 
-GW: Any = SimpleNamespace(store=FakeStore(), options=SimpleNamespace(limits=DEFAULT_LIMITS))
+STORE: Any = FakeStore()  # only append is called
 
 
 @pytest.fixture
@@ -54,7 +53,7 @@ def out() -> Iterator[io.StringIO]:
 async def _push() -> None:
     ops = [{"op_id": f"o-{i}"} for i in range(3)]
     result = await store(
-        GW, user_id="u", device_id=DEVICE, batch_id="b", ops=ops, route="ws", started=0.0
+        STORE, user_id="u", device_id=DEVICE, batch_id="b", ops=ops, route="ws", started=0.0
     )
     assert [r.seq for r in result.results] == [1, 2, 3]
 
@@ -73,8 +72,8 @@ async def test_one_line_per_push_at_debug(out: io.StringIO) -> None:
 
 def test_a_push_over_the_limits_is_too_large() -> None:
     limits = DEFAULT_LIMITS
-    check_size(GW, [{}] * limits.max_ops_per_push, limits.max_message_bytes)
+    check_size(limits, [{}] * limits.max_ops_per_push, limits.max_message_bytes)
     with pytest.raises(TooLarge):
-        check_size(GW, [{}] * (limits.max_ops_per_push + 1))
+        check_size(limits, [{}] * (limits.max_ops_per_push + 1))
     with pytest.raises(TooLarge):
-        check_size(GW, [{}], limits.max_message_bytes + 1)
+        check_size(limits, [{}], limits.max_message_bytes + 1)

@@ -266,3 +266,46 @@ def test_event_omits_absent_optional_fields() -> None:
     assert "field" not in body
     assert "pred" not in body
     assert body["user_id"] is None
+
+
+_OPS: list[Any] = [{"op_id": "o", "lamport": 1}]
+_RESULTS = [wire.OpResult(op_id="o", status="applied", seq=3)]
+
+
+def test_a_push_is_its_http_body_plus_the_tag_byte_for_byte() -> None:
+    """The WebSocket ``push`` and ``push_result`` frames are the bodies of
+    ``POST /v1/sync/push`` with ``type`` first (docs/protocol.md): JSON and MessagePack."""
+    result = {"type": "push_result"}
+    frames = [
+        (wire.Push(batch_id="b", ops=_OPS), {"type": "push"}),
+        (wire.PushResult(batch_id="b", server_lamport=5, results=_RESULTS), result),
+        (wire.PushResult(batch_id=None, server_lamport=0, results=[]), result),
+    ]
+    bodies = [
+        wire.PushRequest(batch_id="b", ops=_OPS),
+        wire.PushResponse(batch_id="b", server_lamport=5, results=_RESULTS),
+        wire.PushResponse(batch_id=None, server_lamport=0, results=[]),
+    ]
+    for (frame, tag), body in zip(frames, bodies, strict=True):
+        as_dict = msgspec.to_builtins(body)
+        assert wire.encode(frame) == msgspec.json.encode({**tag, **as_dict})
+        assert wire.encode(frame, msgpack=True) == msgspec.msgpack.encode({**tag, **as_dict})
+    assert wire.encode(frames[1][0]) == (
+        b'{"type":"push_result","batch_id":"b","server_lamport":5,'
+        b'"results":[{"op_id":"o","status":"applied","seq":3}]}'
+    )
+    assert wire.encode(bodies[0]) == b'{"batch_id":"b","ops":[{"op_id":"o","lamport":1}]}'
+
+
+def test_batch_id_is_bounded_over_http_only() -> None:
+    """docs/protocol.md: ``batch_id`` is a string, at most 200 characters over HTTP; the
+    WebSocket frame takes any length (NUL refused both ways, section 2)."""
+    long = "b" * (wire.BATCH_ID_MAX + 1)
+    frame = wire.decode_client(msgspec.json.encode({"type": "push", "batch_id": long, "ops": []}))
+    assert isinstance(frame, wire.Push)
+    assert frame.batch_id == long
+    body = msgspec.json.encode({"batch_id": long, "ops": []})
+    with pytest.raises(msgspec.ValidationError, match="length <= 200"):
+        msgspec.json.decode(body, type=wire.PushRequest)
+    at_most = msgspec.json.encode({"batch_id": long[1:], "ops": []})
+    assert msgspec.json.decode(at_most, type=wire.PushRequest).batch_id == long[1:]
