@@ -30,6 +30,7 @@ import asyncpg
 from bench.e2e import cli
 from bench.e2e import report as rep
 from bench.e2e.accounts import Accounts, Device
+from bench.e2e.profiling import Profiler, add_to_report
 from bench.e2e.stack import SECRET, Stack, open_stack
 from bench.e2e.wsclient import Socket, Writer
 from eventstore.postgres import PostgresEventStore
@@ -175,6 +176,15 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
                     times.setdefault(name, []).append(await path())
                     stack.check_alive()
                     tick(round_ * len(paths) + i + 1, name)
+        if args.profile:  # catch-ups one after the other, the gateway under py-spy
+            over_ws = "device over WebSocket, after=0 to caught_up"
+            seconds = max(10.0, 3 * statistics.median(times[over_ws]))
+            profiler = Profiler("catchup", {gateway.name: gateway.pid}, seconds)
+            profiler.start()
+            ends = time.monotonic() + seconds
+            while time.monotonic() < ends:
+                await paths[over_ws]()
+            add_to_report(report, await profiler.finish())
     table = report.table(
         f"Catch-up of one space of {head:,} events (best and median of {args.rounds})",
         ["path", "best s", "events/s (best)", "median s", "events/s (median)"],

@@ -78,6 +78,10 @@ def mib(n: float) -> str:
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
+    if args.profile:  # nothing here is a hot path: refuse rather than ignore the flag
+        raise SystemExit(
+            "--profile: this workload has no profile (ingest, fanout, hotspace, catchup do)"
+        )
     total = args.users * args.devices_per_user
     nofile = total + 2000
     got = raise_nofile(nofile)

@@ -58,6 +58,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def workload(args: argparse.Namespace, report: rep.Report) -> None:
+    if args.profile:  # nothing here is a hot path: refuse rather than ignore the flag
+        raise SystemExit(
+            "--profile: this workload has no profile (ingest, fanout, hotspace, catchup do)"
+        )
     async with open_stack(args) as stack:
         assert stack.pool is not None
         await cli.describe(stack, report)
