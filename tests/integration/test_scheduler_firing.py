@@ -30,6 +30,7 @@ from core.settings import Settings
 from core.wire import Notification
 from scheduler import engine as engine_module
 from scheduler import store
+from scheduler.clock import ManualClock
 from scheduler.engine import ReminderEngine, notification_of
 from scheduler.faults import Faults
 from scheduler.firing import Firing
@@ -596,3 +597,124 @@ async def test_the_notification_reaches_a_nats_subscriber(world: World, settings
         await bus.unsubscribe(hints)
     finally:
         await bus.close()
+
+
+# ------------------------------------------------------------------ edges
+
+
+async def test_a_reminder_fired_exactly_at_its_time_is_zero_late(world: World) -> None:
+    eng = engine(world)
+    w = await world.writer()
+    rid = await w.task("t1", iso(10))
+    await eng.apply_changes(await world.project(w))
+    world.clock.set(T0 + timedelta(seconds=10))
+    [firing] = await eng.fire_due()
+    assert (firing.reminder_id, firing.lateness_ms) == (rid, 0)
+    [event] = await world.events(w.space_id, "reminder_fired")
+    assert event.value["lateness_ms"] == 0
+    assert (await world.row(rid))["lateness_ms"] == 0
+
+
+async def test_a_failed_batch_is_logged_with_its_size_and_error(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    failing = ReminderEngine(
+        pool=world.pool,
+        events=FailingStore(world.store),  # type: ignore[arg-type]
+        clock=world.clock,
+        instance="a",
+        max_lateness=60,
+        options=SchedulerOptions(lease_seconds=30.0),
+    )
+    w = await world.writer()
+    for i in range(2):
+        await w.task(f"t{i}", iso(5))
+    await failing.apply_changes(await world.project(w))
+    world.clock.set(T0 + timedelta(seconds=6))
+    with caplog.at_level("WARNING", logger="concord.scheduler"):
+        assert await failing.fire_due() == []
+    [record] = [r for r in caplog.records if r.name == "concord.scheduler"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        "firing 2 reminders failed, will retry: Unavailable('event store unavailable: test')"
+    )
+
+
+async def test_reconcile_gathers_the_cancellations_of_every_space(world: World) -> None:
+    writers = [await world.writer() for _ in range(3)]
+    ids = []
+    eng = engine(world)
+    for w in writers:
+        ids.append(await w.task("t", iso(30)))
+        await world.project(w)
+    await eng.reconcile()
+    for w in writers:
+        await w.set("t", "remind_at", None)
+        await world.project(w)
+    applied = await eng.reconcile(page=2)
+    assert sorted(applied.cancelled) == sorted(ids)
+    assert applied.scheduled == []
+
+
+class NoPool:
+    """A pool whose connections are never used (the store functions are replaced)."""
+
+    def acquire(self) -> Any:
+        return _Nothing()
+
+
+class _Nothing:
+    async def __aenter__(self) -> object:
+        return object()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def bare_engine(**kw: Any) -> ReminderEngine:
+    return ReminderEngine(
+        pool=NoPool(),  # type: ignore[arg-type]
+        events=None,  # type: ignore[arg-type]
+        clock=ManualClock(T0),
+        instance="a",
+        max_lateness=60,
+        options=SchedulerOptions(),
+        **kw,
+    )
+
+
+async def test_drain_stops_after_a_thousand_batches_by_default() -> None:
+    eng = bare_engine()
+    calls = 0
+    some = [Firing("r", "s", "task", "e", "fired", T0, T0, 0, False, 1)]
+
+    async def fire_due() -> list[Firing]:
+        nonlocal calls
+        calls += 1
+        return some
+
+    eng.fire_due = fire_due  # type: ignore[method-assign]
+    assert len(await eng.drain_due()) == 1000
+    assert calls == 1000
+
+
+async def test_reconcile_reads_pages_of_500_spaces_for_100_rounds_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits: list[int] = []
+
+    async def spaces_behind(conn: object, limit: int) -> list[tuple[str, int]]:
+        limits.append(limit)
+        return [(f"s{i}", 0) for i in range(limit)]  # always a full page
+
+    async def space_states(conn: object, space_id: str, done: int) -> tuple[int, list[Any]]:
+        return 1, []
+
+    async def advance_cursor(conn: object, space_id: str, seq: int) -> None:
+        return None
+
+    monkeypatch.setattr(store, "spaces_behind", spaces_behind)
+    monkeypatch.setattr(store, "space_states", space_states)
+    monkeypatch.setattr(store, "advance_cursor", advance_cursor)
+    assert await bare_engine().reconcile() == store.Applied([], [], 0)
+    assert limits == [500] * 100
