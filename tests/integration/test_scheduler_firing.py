@@ -718,3 +718,79 @@ async def test_reconcile_reads_pages_of_500_spaces_for_100_rounds_by_default(
     monkeypatch.setattr(store, "advance_cursor", advance_cursor)
     assert await bare_engine().reconcile() == store.Applied([], [], 0)
     assert limits == [500] * 100
+
+
+async def test_the_default_prefix_is_concord(world: World) -> None:
+    bus = RecordingBus()
+    eng = ReminderEngine(
+        pool=world.pool,
+        events=world.store,
+        clock=world.clock,
+        instance="a",
+        max_lateness=60,
+        options=SchedulerOptions(lease_seconds=30.0),
+        bus=bus,
+    )
+    w = await world.writer()
+    await w.task("t1", iso(10))
+    await eng.apply_changes(await world.project(w))
+    world.clock.set(T0 + timedelta(seconds=10))
+    assert len(await eng.fire_due()) == 1
+    assert [s for s, _ in bus.sent] == [
+        f"concord.space.{w.space_id}",
+        f"concord.notifications.{w.space_id}",
+    ]
+
+
+async def test_what_is_dropped_or_dead_is_logged_with_its_reason(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    eng = engine(world)
+    w = await world.writer()
+    await w.task("t1", iso(30))
+    bad = ReminderChange(
+        space_id=w.space_id, entity_type="task", entity_id="bad", seq=99,
+        reminder_id=str(uuid.uuid4()), remind_at="not a time", done=False, deleted=False,
+    )  # fmt: skip
+    dead, gone = await orphan(world, 5)
+    with caplog.at_level("WARNING", logger="concord.scheduler"):
+        await eng.apply_changes([bad])
+        world.clock.set(T0 + timedelta(seconds=6))
+        await eng.fire_due()
+    records = [r for r in caplog.records if r.name == "concord.scheduler"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("WARNING", "ignoring reminder change of bad: not an RFC 3339 UTC timestamp: 'not a time'"),
+        ("ERROR", f"reminder {dead} cannot fire: not_found: no such space: {gone}"),
+    ]
+
+
+class ShortStore(FailingStore):
+    """A broken store: one outcome fewer than the events it was given."""
+
+    async def append_server_events(self, events: list[ServerEvent]) -> list[ServerOutcome]:
+        outcomes: list[ServerOutcome] = await self.inner.append_server_events(events)
+        return outcomes[:-1]
+
+
+async def test_a_store_answering_fewer_outcomes_than_events_fails_the_batch(
+    world: World,
+) -> None:
+    """The engine records nothing it cannot pair with its outcome: the batch fails and
+    stays claimed (retried when the leases run out), rather than losing a reminder."""
+    broken = ReminderEngine(
+        pool=world.pool,
+        events=ShortStore(world.store),  # type: ignore[arg-type]
+        clock=world.clock,
+        instance="a",
+        max_lateness=60,
+        options=SchedulerOptions(lease_seconds=30.0),
+    )
+    w = await world.writer()
+    ids = [await w.task(f"t{i}", iso(5)) for i in range(3)]
+    await broken.apply_changes(await world.project(w))
+    world.clock.set(T0 + timedelta(seconds=6))
+    before = counts()
+    assert await broken.fire_due() == []
+    assert moved(before) == {"error": 3}
+    for rid in ids:
+        assert (await world.row(rid))["status"] == "scheduled"
