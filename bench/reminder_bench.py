@@ -8,8 +8,9 @@ projects them with the projector's apply step, lets ``--instances`` scheduler en
 learn of them by reconciliation, then moves their (manual) clock past the due time and
 measures how long the engines take to fire everything (claim, append ``reminder_fired``,
 mark fired), ``--batch`` reminders per claim. ``--appends batch`` (the default, what
-the scheduler service runs) appends a claim's events in one transaction; ``--appends
-port`` appends them one ``append_server_event`` each, ``--concurrency`` at once.
+the scheduler service runs) appends a claim's events in one transaction, the store's
+``append_server_events``; ``--appends single`` appends them one ``append_server_event``
+each, all of a claim at once (how the scheduler fired before the batch).
 """
 
 from __future__ import annotations
@@ -18,21 +19,52 @@ import argparse
 import asyncio
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 import asyncpg
 
+from core.errors import ConcordError
+from core.ports import ServerEvent, ServerOutcome
 from eventstore.migrations import migrate
 from eventstore.postgres import PostgresEventStore
 from projector.apply import apply_space
 from scheduler.clock import ManualClock, format_time
 from scheduler.engine import ReminderEngine
 from scheduler.options import SchedulerOptions
-from scheduler.server_events import PortServerEvents, PostgresServerEvents, ServerEvents
 from scheduler.testing import TaskWriter
 
 SECRET = secrets.token_urlsafe(48)
+
+
+class OneAppendEach(PostgresEventStore):
+    """The store with its batch replaced by one ``append_server_event`` per event, run
+    concurrently (``--appends single``): what the batch is measured against."""
+
+    async def append_server_events(self, events: Sequence[ServerEvent]) -> list[ServerOutcome]:
+        results = await asyncio.gather(
+            *(
+                self.append_server_event(
+                    space_id=e.space_id,
+                    kind=e.kind,
+                    entity_type=e.entity_type,
+                    entity_id=e.entity_id,
+                    value=e.value,
+                    key=e.key,
+                )
+                for e in events
+            ),
+            return_exceptions=True,
+        )
+        out: list[ServerOutcome] = []
+        for result in results:
+            if isinstance(result, BaseException) and not (
+                isinstance(result, ConcordError) and not result.retryable
+            ):
+                raise result
+            out.append(result)
+        return out
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -69,15 +101,11 @@ async def run(args: argparse.Namespace) -> None:
         events_pool = await asyncpg.create_pool(
             dsn, min_size=1, max_size=args.instances * (size + 1)
         )
-        store = PostgresEventStore(events_pool, secret_key=SECRET)
+        kind = PostgresEventStore if args.appends == "batch" else OneAppendEach
+        store = kind(events_pool, secret_key=SECRET)
         due = await _setup(pool, store, args)
         clock = ManualClock()
         options = SchedulerOptions(fire_concurrency=size, claim_batch=args.batch)
-        appends: ServerEvents = (
-            PostgresServerEvents(events_pool, secret_key=SECRET)
-            if args.appends == "batch"
-            else PortServerEvents(store)
-        )
         engines = [
             ReminderEngine(
                 pool=pool,
@@ -86,7 +114,6 @@ async def run(args: argparse.Namespace) -> None:
                 instance=f"bench-{i}",
                 max_lateness=86_400,
                 options=options,
-                server_events=appends,
             )
             for i in range(args.instances)
         ]
@@ -118,7 +145,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=SchedulerOptions().claim_batch)
-    parser.add_argument("--appends", choices=("batch", "port"), default="batch")
+    parser.add_argument("--appends", choices=("batch", "single"), default="batch")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from core.errors import ConcordError
 from core.wire import Event, OpResult, Role
 
 if TYPE_CHECKING:
@@ -32,6 +33,23 @@ class ServerAppend(msgspec.Struct, frozen=True, kw_only=True):
 
     event: Event
     duplicate: bool
+
+
+class ServerEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One server event of a batch (``EventStore.append_server_events``): the fields of
+    ``append_server_event``; its op_id is an HMAC of ``key``."""
+
+    space_id: str
+    kind: str
+    entity_type: str
+    entity_id: str
+    value: Any
+    key: str
+
+
+#: What appending one server event of a batch gave: the stored event (new, or the one
+#: stored before under its op_id), or the non-retryable error that kept it out.
+ServerOutcome = ServerAppend | ConcordError
 
 
 class Membership(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,7 +135,23 @@ class EventStore(Protocol):
         value: Any,
         key: str,
     ) -> ServerAppend:
-        """Append a server event whose op_id is an HMAC of ``key``; a repeat is a duplicate."""
+        """Append a server event whose op_id is an HMAC of ``key``; a repeat is a duplicate.
+
+        Raises ``core.errors.NotFound`` for an unknown (or malformed) space."""
+        ...
+
+    async def append_server_events(self, events: Sequence[ServerEvent]) -> list[ServerOutcome]:
+        """Append many server events in ONE transaction: ``append_server_event`` for each,
+        at the cost of one (the scheduler's batch of reminder events).
+
+        One outcome per event, in input order: a ``ServerAppend`` (``duplicate`` when
+        the key's event was stored before, by an earlier call or earlier in this same
+        batch: then the stored event, and nothing new), or the non-retryable error that
+        kept that event out (``core.errors.NotFound`` for an unknown or malformed space)
+        without keeping out the others. The new events of a space take consecutive seqs
+        in input order, lamport the space's highest so far. Atomic: returns only once
+        every new event is durable; a transient failure raises
+        (``core.errors.Unavailable``) and stores none of them. An empty batch is ``[]``."""
         ...
 
     async def create_space(self, *, name: str, creator_user_id: str, personal: bool) -> str:

@@ -1,11 +1,11 @@
 """``PostgresEventStore``: the ``core.ports.EventStore`` adapter on asyncpg.
 
 Writes: client pushes go through group commit (eventstore/group.py, append.py); member
-changes, invitations and server events run their own transaction under the same space
-lock (eventstore/members.py, invitations.py), except ``create_space_in``, which runs in
-the caller's. Reads are plain queries, or server-side cursors for long ranges
-(eventstore/reads.py). Every driver error is translated here into ``core.errors``
-(``Unavailable`` when transient).
+changes, invitations and server events (one, or a batch: eventstore/server_events.py)
+run their own transaction under the same space lock (eventstore/members.py,
+invitations.py), except ``create_space_in``, which runs in the caller's. Reads are
+plain queries, or server-side cursors for long ranges (eventstore/reads.py). Every
+driver error is translated here into ``core.errors`` (``Unavailable`` when transient).
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from core.ports import (
     Membership,
     RoleChange,
     ServerAppend,
+    ServerEvent,
+    ServerOutcome,
     SpaceMembership,
 )
 from core.wire import DEFAULT_LIMITS, Event, Limits, Role
 from crdt import DEFAULT_SCHEMA, EntityState, Schema
-from eventstore import invitations, members, reads
+from eventstore import invitations, members, reads, server_events
 from eventstore.append import FaultHook, GroupResult, run_group
 from eventstore.errors import translated
 from eventstore.group import GroupCommitter
@@ -133,6 +135,17 @@ class PostgresEventStore:
                     entity_id=entity_id,
                     value=value,
                     key=key,
+                )
+
+    async def append_server_events(self, events: Sequence[ServerEvent]) -> list[ServerOutcome]:
+        """Append many server events in one transaction; one outcome each, in input order
+        (``core.ports.EventStore.append_server_events``; eventstore/server_events.py)."""
+        if not events:
+            return []
+        with translated():  # driver errors become core.errors (Unavailable when transient)
+            async with self.pool.acquire() as conn:
+                return await server_events.append_server_events(
+                    conn, secret_key=self._secret, schema_version=self.schema.version, events=events
                 )
 
     async def create_space(self, *, name: str, creator_user_id: str, personal: bool) -> str:

@@ -26,7 +26,16 @@ from typing import Any, Protocol
 import structlog
 
 from core.events import ENCODER, MembershipChange, Names, space_hint
-from core.ports import Acceptance, AppendOutcome, Bus, Invitation, RoleChange, ServerAppend
+from core.ports import (
+    Acceptance,
+    AppendOutcome,
+    Bus,
+    Invitation,
+    RoleChange,
+    ServerAppend,
+    ServerEvent,
+    ServerOutcome,
+)
 from core.wire import Event, Role
 from eventstore.postgres import PostgresEventStore
 
@@ -163,6 +172,16 @@ class AnnouncingStore(PostgresEventStore):
         if not appended.duplicate:
             self.announcer.committed(appended.event.space_id, [appended.event])
         return appended
+
+    async def append_server_events(self, events: Sequence[ServerEvent]) -> list[ServerOutcome]:
+        outcomes = await super().append_server_events(events)
+        by_space: dict[str, list[Event]] = {}
+        for outcome in outcomes:
+            if isinstance(outcome, ServerAppend) and not outcome.duplicate:
+                by_space.setdefault(outcome.event.space_id, []).append(outcome.event)
+        for space_id, stored in by_space.items():
+            self.announcer.committed(space_id, stored)
+        return outcomes
 
     async def change_member(
         self, *, space_id: str, user_id: str, role: Role | None, by: str

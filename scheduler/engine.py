@@ -2,7 +2,8 @@
 
 Reminders due together fire as one batch (docs/scheduler.md, "Firing in batches"):
 one claim, one transaction that locks the claimed rows, ONE append of all their
-events, and one statement recording every outcome. Exactly once (docs/architecture.md
+events (the store's ``append_server_events``, its own transaction), and one statement
+recording every outcome. Exactly once (docs/architecture.md
 invariant 7), by three facts:
 
 1. A firing claims its rows first (leases, ``FOR UPDATE SKIP LOCKED``), then, inside
@@ -42,14 +43,13 @@ from core.events import (
     publish_space_hint,
 )
 from core.metrics import REMINDER_BACKLOG_AGE, REMINDER_LATENESS, REMINDERS
-from core.ports import Bus, EventStore, ServerAppend
+from core.ports import Bus, EventStore, ServerAppend, ServerEvent, ServerOutcome
 from core.wire import Notification
 from scheduler import firing, store
 from scheduler.clock import Clock, format_time, parse_time
 from scheduler.faults import Faults
 from scheduler.firing import Firing
 from scheduler.options import SchedulerOptions
-from scheduler.server_events import Outcome, PortServerEvents, ServerEvent, ServerEvents
 from scheduler.store import Applied, TaskState
 
 log = logging.getLogger("concord.scheduler")
@@ -121,7 +121,6 @@ class ReminderEngine:
         prefix: str = "concord",
         webhook_enabled: bool = False,
         faults: Faults | None = None,
-        server_events: ServerEvents | None = None,
     ) -> None:
         self.pool = pool
         self.events = events
@@ -133,9 +132,6 @@ class ReminderEngine:
         self.prefix = prefix
         self.webhook_enabled = webhook_enabled
         self.faults = faults or Faults()
-        #: Appends a batch's events: in one transaction when given
-        #: ``PostgresServerEvents``, else one ``append_server_event`` each.
-        self.server_events = server_events or PortServerEvents(events)
 
     # ------------------------------------------------------------------ task states
 
@@ -235,7 +231,7 @@ class ReminderEngine:
                 return []  # fired, cancelled, or taken over by another instance
             now = self.clock.now()
             events = [firing.event_of(row, now) for row in rows]
-            outcomes = await self.server_events.append_many(events)
+            outcomes = await self.events.append_server_events(events)
             # A crash here leaves the events stored and the rows scheduled: the retry is
             # a duplicate append (same op_ids) and only completes the rows.
             self.faults.point("after_fire_append")
@@ -247,7 +243,9 @@ class ReminderEngine:
         return firings
 
     @staticmethod
-    def _firing(row: asyncpg.Record, event: ServerEvent, outcome: Outcome, now: datetime) -> Firing:
+    def _firing(
+        row: asyncpg.Record, event: ServerEvent, outcome: ServerOutcome, now: datetime
+    ) -> Firing:
         """What happened to one reminder of the batch, from its append's outcome."""
         rid = str(row["reminder_id"])
         if isinstance(outcome, ConcordError):  # not retryable: it will never fire

@@ -3,7 +3,7 @@ batch's rows and records every outcome in one statement each.
 
 A batch is completed in one transaction on the scheduler's pool (docs/scheduler.md,
 "Firing in batches"): lock the claimed rows that are still ``scheduled`` and still ours,
-append every event as one batch (``scheduler.server_events``), then record each
+append every event as one batch (``EventStore.append_server_events``), then record each
 reminder's outcome (fired, skipped, or dead with its reason) and COMMIT.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from core.ports import ServerEvent
 from scheduler.clock import format_time, millis
-from scheduler.server_events import ServerEvent
 from scheduler.store import REMINDER_COLUMNS, Conn
 
 

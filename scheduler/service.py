@@ -42,7 +42,6 @@ from scheduler.faults import Faults
 from scheduler.jobs import Job, JobRunner
 from scheduler.options import SchedulerOptions, options_from_env
 from scheduler.retention import run_retention
-from scheduler.server_events import PostgresServerEvents
 from scheduler.store import Applied
 from scheduler.webhook import WebhookSender, signing_secret
 
@@ -163,9 +162,6 @@ class SchedulerService:
             prefix=settings.nats_prefix,
             webhook_enabled=sender is not None,
             faults=self.faults,
-            server_events=PostgresServerEvents(
-                events_pool, secret_key=secret_key, schema_version=self.events.schema.version
-            ),
         )
         self.deliveries = None if sender is None else Deliveries(
             pool=self.pool,

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
 
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, Unavailable
 from core.metrics import CONFLICTS, OPS
 from core.ops import op_from_event
+from core.ports import ServerAppend, ServerEvent
 from core.wire import SERVER_DEVICE_ID
 from crdt import EntityState
 from eventstore.postgres import PostgresEventStore
@@ -224,6 +225,52 @@ async def test_server_events(store: PostgresEventStore) -> None:
             value=None,
             key="k",
         )
+
+
+async def test_a_batch_of_server_events_fails_whole_on_a_transient_error(
+    fresh_database: Callable[..., Awaitable[str]],
+) -> None:
+    """A transient failure while a batch is stored (here: a serialization failure raised
+    by a trigger on the last event's row) stores none of it and raises Unavailable."""
+    dsn = await fresh_database()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await pool.execute(
+            """
+            CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.entity_id = 'poison' THEN
+                    RAISE EXCEPTION 'poisoned' USING ERRCODE = '40001';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_poison BEFORE INSERT ON events
+                FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+            """
+        )
+        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
+            user = new_id()
+            a = await store.create_space(name="a", creator_user_id=user, personal=False)
+            b = await store.create_space(name="b", creator_user_id=user, personal=False)
+
+            def server(space: str, entity_id: str) -> ServerEvent:
+                return ServerEvent(
+                    space_id=space, kind="reminder_fired", entity_type="task",
+                    entity_id=entity_id, value=None, key=f"k:{entity_id}",
+                )  # fmt: skip
+
+            with pytest.raises(Unavailable):
+                await store.append_server_events(
+                    [server(a, "t1"), server(b, "t2"), server(new_id(), "t3"), server(b, "poison")]
+                )
+            assert (await store.head(a), await store.head(b)) == (1, 1)
+            assert await pool.fetchval("SELECT count(*) FROM outbox WHERE head > 1") == 0
+            # Retried without the poison, the same keys are stored as new events.
+            outcomes = await store.append_server_events([server(a, "t1"), server(b, "t2")])
+            stored = [o for o in outcomes if isinstance(o, ServerAppend)]
+            assert [(o.duplicate, o.event.seq) for o in stored] == [(False, 2), (False, 2)]
+    finally:
+        await pool.close()
 
 
 async def test_reads_and_streams(store: PostgresEventStore) -> None:

@@ -11,6 +11,7 @@ import pytest
 from core.events import MembershipChange
 from core.metrics import BACKGROUND_ERRORS
 from core.natsbus import NatsBus
+from core.ports import ServerAppend, ServerEvent
 from core.settings import Settings
 from core.wire import Event
 from eventstore.postgres import PostgresEventStore
@@ -153,3 +154,51 @@ async def test_events_committed_by_this_gateway_are_not_read_back(
         assert store.reads == before, "every committed event came from memory"
         await hub.close()
         await announcer.close()
+
+
+class Recorder:
+    """The announcer's ``Local``: what was handed over, space by space."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, list[int]]] = []
+
+    def committed(self, space_id: str, events: Sequence[Event], committed_at: float) -> None:
+        self.events.append((space_id, [e.seq for e in events]))
+
+    def member_changed(self, change: MembershipChange) -> None:
+        return None
+
+
+async def test_a_batch_of_server_events_is_announced_per_space(
+    pool: asyncpg.Pool, bus: NatsBus, settings: Settings
+) -> None:
+    """The gateway's store announces what a batch stored: each space's new events once,
+    in seq order; never a duplicate or an event kept out."""
+    announcer = Announcer(bus, settings.nats_prefix, publish=False)
+    recorder = Recorder()
+    announcer.local = recorder
+    async with AnnouncingStore(pool, announcer=announcer, secret_key=TEST_SECRET) as store:
+        a = await store.create_space(name="a", creator_user_id=new_id(), personal=False)
+        b = await store.create_space(name="b", creator_user_id=new_id(), personal=False)
+        recorder.events.clear()
+
+        def server(space: str, key: str) -> ServerEvent:
+            return ServerEvent(
+                space_id=space, kind="reminder_fired", entity_type="task", entity_id=key,
+                value={"k": key}, key=key,
+            )  # fmt: skip
+
+        await store.append_server_events([server(a, "a1")])
+        assert recorder.events == [(a, [2])]
+        recorder.events.clear()
+        outcomes = await store.append_server_events(
+            [server(b, "b1"), server(a, "a1"), server(new_id(), "x"), server(a, "a2"),
+             server(b, "b2")]
+        )  # fmt: skip
+        assert [not isinstance(o, ServerAppend) or o.duplicate for o in outcomes] == [
+            False, True, True, False, False,
+        ]  # fmt: skip
+        assert sorted(recorder.events) == sorted([(a, [3]), (b, [2, 3])])
+        recorder.events.clear()
+        await store.append_server_events([server(a, "a2")])  # a duplicate only
+        assert recorder.events == []

@@ -15,17 +15,9 @@ from scheduler import store
 from tests.integration.test_scheduler_engine import T0, World, iso, open_world
 
 
-@pytest.fixture(params=["batch", "port"])
-async def world(
-    request: pytest.FixtureRequest, fresh_database: Callable[..., Awaitable[str]]
-) -> AsyncIterator[World]:
-    async with open_world(await fresh_database(), request.param) as opened:
-        yield opened
-
-
 @pytest.fixture
-async def batch_world(fresh_database: Callable[..., Awaitable[str]]) -> AsyncIterator[World]:
-    async with open_world(await fresh_database(), "batch") as opened:
+async def world(fresh_database: Callable[..., Awaitable[str]]) -> AsyncIterator[World]:
+    async with open_world(await fresh_database()) as opened:
         yield opened
 
 
@@ -33,9 +25,8 @@ async def _outbox_rows(world: World) -> int:
     return int(await world.pool.fetchval("SELECT count(*) FROM outbox"))
 
 
-async def test_a_batch_is_one_append_per_transaction(batch_world: World) -> None:
+async def test_a_batch_is_one_append_per_transaction(world: World) -> None:
     """Forty reminders over two spaces: one outbox row per space, seqs contiguous."""
-    world = batch_world
     engine = world.make_engine()
     writers = [await world.writer(), await world.writer()]
     ids: list[str] = []

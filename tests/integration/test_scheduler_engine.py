@@ -28,7 +28,6 @@ from scheduler.clock import ManualClock, format_time
 from scheduler.engine import ReminderEngine
 from scheduler.faults import Faults
 from scheduler.options import SchedulerOptions
-from scheduler.server_events import PortServerEvents, PostgresServerEvents
 from scheduler.testing import TaskWriter
 from tests.conftest import TEST_SECRET
 
@@ -68,19 +67,14 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def open_world(dsn: str, appends: str = "batch") -> AsyncIterator[World]:
+async def open_world(dsn: str) -> AsyncIterator[World]:
     """Pools, the event store and a manual clock at T0 on the database ``dsn``. Engines
-    append a batch's events in one transaction (``appends="batch"``, as the service
-    does) or through the EventStore port, one append each (``"port"``)."""
+    append a batch's events through the store's ``append_server_events``, as the
+    service does, on a pool of their own."""
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
     events_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
     store = PostgresEventStore(events_pool, secret_key=TEST_SECRET)
     clock = ManualClock(T0)
-    server_events = (
-        PostgresServerEvents(events_pool, secret_key=TEST_SECRET)
-        if appends == "batch"
-        else PortServerEvents(store)
-    )
 
     def make_engine(
         instance: str = "a", max_lateness: float = 3600, faults: Faults | None = None, **kw: object
@@ -94,7 +88,6 @@ async def open_world(dsn: str, appends: str = "batch") -> AsyncIterator[World]:
             max_lateness=max_lateness,
             options=options,
             faults=faults,
-            server_events=server_events,
         )
 
     try:
@@ -105,12 +98,9 @@ async def open_world(dsn: str, appends: str = "batch") -> AsyncIterator[World]:
         await pool.close()
 
 
-@pytest.fixture(params=["batch", "port"])
-async def world(
-    request: pytest.FixtureRequest, fresh_database: Callable[..., Awaitable[str]]
-) -> AsyncIterator[World]:
-    """Every engine test runs with both ways of appending a batch's events."""
-    async with open_world(await fresh_database(), request.param) as opened:
+@pytest.fixture
+async def world(fresh_database: Callable[..., Awaitable[str]]) -> AsyncIterator[World]:
+    async with open_world(await fresh_database()) as opened:
         yield opened
 
 

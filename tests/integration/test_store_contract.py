@@ -24,7 +24,7 @@ import pytest
 
 from core.errors import Conflict, Forbidden, NotFound
 from core.ops import op_from_event
-from core.ports import Acceptance, EventStore, Invitation, RoleChange
+from core.ports import Acceptance, EventStore, Invitation, RoleChange, ServerAppend, ServerEvent
 from core.wire import SERVER_DEVICE_ID, Event
 from crdt import EntityState
 from eventstore.postgres import PostgresEventStore
@@ -297,6 +297,80 @@ async def test_server_events_are_keyed(harness: Harness, store: EventStore) -> N
             space_id=new_id(), kind="reminder_fired", entity_type="task", entity_id="t-1",
             value=value, key="fired:2",
         )  # fmt: skip
+
+
+def _server(space: str, key: str, entity_id: str = "t-1") -> ServerEvent:
+    return ServerEvent(
+        space_id=space, kind="reminder_fired", entity_type="task", entity_id=entity_id,
+        value={"key": key}, key=key,
+    )  # fmt: skip
+
+
+async def test_a_batch_of_server_events_answers_each_in_input_order(
+    harness: Harness, store: EventStore
+) -> None:
+    a, owner = await _space(harness)
+    b, _ = await _space(harness)
+    await store.append(user_id=owner, device_id=new_id(), ops=[op(a, lamport=7)])
+    before = await store.append_server_event(
+        space_id=a, kind="reminder_fired", entity_type="task", entity_id="t-0",
+        value={"key": "k0"}, key="k0",
+    )  # fmt: skip
+    assert before.event.seq == 3
+    assert await store.append_server_events([]) == []
+    gone = new_id()
+    batch = [
+        _server(b, "k1"),
+        _server(a, "k2", "t-2"),
+        _server(gone, "k3"),
+        _server(a, "k0", "t-0"),  # stored before this batch
+        _server("not-a-uuid", "k4"),
+        _server(a, "k5", "t-5"),
+        _server(a, "k2", "t-2"),  # twice in this batch: one event
+        _server(b, "k6"),
+    ]
+    outcomes = await store.append_server_events(batch)
+    assert len(outcomes) == len(batch)
+    for i in (2, 4):
+        error = outcomes[i]
+        assert isinstance(error, NotFound), (i, error)
+        assert not error.retryable
+        assert error.message == f"no such space: {batch[i].space_id}"
+    stored = [o for o in outcomes if isinstance(o, ServerAppend)]
+    assert len(stored) == 6
+    b1, a2, a0, a5, a2_again, b6 = stored
+    assert [o.duplicate for o in stored] == [False, False, True, False, True, False]
+    assert a0.event == before.event
+    assert a2_again.event == a2.event
+    # New events take the next seqs of their space, in input order.
+    assert [a2.event.seq, a5.event.seq] == [4, 5]
+    assert [b1.event.seq, b6.event.seq] == [2, 3]
+    sent_in = [batch[0], batch[1], batch[3], batch[5], batch[6], batch[7]]
+    for appended, sent in zip(stored, sent_in, strict=True):
+        e = appended.event
+        assert (e.space_id, e.kind, e.entity_type, e.entity_id) == (
+            sent.space_id, sent.kind, sent.entity_type, sent.entity_id,
+        )  # fmt: skip
+        assert e.value == sent.value
+        assert (e.device_id, e.user_id, e.field) == (SERVER_DEVICE_ID, None, None)
+    assert a2.event.lamport == a5.event.lamport == 7
+    assert await store.head(a) == 5
+    assert await store.head(b) == 3
+    assert await store.head(gone) == 0
+    assert await store.read(a, 3, 10) == [a2.event, a5.event]
+    assert await store.read(b, 1, 10) == [b1.event, b6.event]
+    # The batch and the single append share keys: each way sees the other's events.
+    single = await store.append_server_event(
+        space_id=a, kind="reminder_fired", entity_type="task", entity_id="t-5",
+        value={"key": "k5"}, key="k5",
+    )  # fmt: skip
+    assert single.duplicate
+    assert single.event == a5.event
+    again = await store.append_server_events([_server(b, "k6"), _server(a, "k7")])
+    assert [(o.duplicate, o.event.seq) for o in again if isinstance(o, ServerAppend)] == [
+        (True, 3),
+        (False, 6),
+    ]
 
 
 # ------------------------------------------------------------------ invitations

@@ -107,8 +107,12 @@ TARGETS = (
     ),
     Target(
         name="scheduler",
-        modules=("scheduler/engine.py",),
-        tests=("tests/integration/test_scheduler_engine.py",),
+        modules=("scheduler/engine.py", "scheduler/firing.py"),
+        tests=(
+            "tests/integration/test_scheduler_engine.py",
+            "tests/integration/test_scheduler_batch.py",
+            "tests/integration/test_scheduler_firing.py",
+        ),
         floor=0.80,
         services=True,
     ),
