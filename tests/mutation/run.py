@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -210,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         "--again", action="store_true", help="retest only the last run's survivors (new tests)"
     )
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM, still drop the run's shared database (shared_database).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     unknown = [n for n in args.targets if n not in BY_NAME]
     if unknown:
         parser.error(f"unknown target {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
