@@ -253,3 +253,81 @@ async def test_outbox_rows_follow_heads(store: PostgresEventStore, pool: asyncpg
         await pool.fetchval("SELECT published_seq FROM outbox_cursors WHERE space_id = $1", space)
         == 0
     )
+
+
+async def test_a_push_to_no_space_shares_a_group_and_spoils_nothing(
+    store: PostgresEventStore,
+) -> None:
+    """Pushes racing into one group, the first to a space that does not exist: it is
+    refused, and the others are looked up and answered as if alone, in the same
+    transaction (not retried one by one)."""
+    user = new_id()
+    space = await store.create_space(name="g", creator_user_id=user, personal=True)
+    stored = op(space, lamport=3)
+    await store.append(user_id=user, device_id=new_id(), ops=[stored])
+    follow = op(space, lamport=4, value="next", pred=[stored["op_id"]])
+    before = len(store.committer.groups)
+    nowhere, here = await asyncio.gather(
+        store.append(user_id=user, device_id=new_id(), ops=[op(new_id())]),
+        store.append(user_id=user, device_id=new_id(), ops=[stored, follow]),
+    )
+    assert [r.error.code for r in nowhere.results if r.error] == ["not_found"]
+    assert [(r.status, r.seq) for r in here.results] == [("duplicate", 2), ("applied", 3)]
+    assert store.committer.groups[before:] == [2]
+
+
+async def test_ops_after_an_invalid_op_are_still_looked_up(store: PostgresEventStore) -> None:
+    """An invalid op in a push does not hide the ops after it from the lookup: a
+    duplicate after it is a duplicate, a pred after it finds its target."""
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="i", creator_user_id=user, personal=True)
+    stored = op(space, lamport=5)
+    await store.append(user_id=user, device_id=device, ops=[stored])
+    follow = op(space, lamport=6, value="next", pred=[stored["op_id"]])
+    out = await store.append(
+        user_id=user, device_id=device, ops=[op(space, kind="frob"), stored, follow]
+    )
+    assert [(r.status, r.seq) for r in out.results] == [
+        ("rejected", None),
+        ("duplicate", 2),
+        ("applied", 3),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def _counting(database_url: str) -> AsyncIterator[tuple[PostgresEventStore, list[str]]]:
+    """A store on a pool of its own whose connections note every statement they send."""
+    sent: list[str] = []
+
+    async def init(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda logged: sent.append(logged.query))
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=init)
+    try:
+        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
+            yield store, sent
+    finally:
+        await pool.close()
+
+
+async def test_one_transaction_a_push_unless_an_op_id_comes_back_above_the_top(
+    database_url: str,
+) -> None:
+    """eventstore/append.py looks up every op_id at or below the space's highest stored
+    lamport (a duplicate of the highest op among them) in the one transaction; only an
+    op_id reused above it is found by UNIQUE, and the push runs again, looking up all."""
+    async with _counting(database_url) as (store, sent):
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="t", creator_user_id=user, personal=True)
+        low, top = op(space, lamport=2), op(space, lamport=5)
+        await store.append(user_id=user, device_id=device, ops=[low, top])
+        for ops, answers, transactions in (
+            ([top], ["duplicate"], 1),
+            ([low, op(space, lamport=5, value="new")], ["duplicate", "applied"], 1),
+            ([{**low, "lamport": 9}], ["op_id_conflict"], 2),
+        ):
+            sent.clear()
+            out = await store.append(user_id=user, device_id=device, ops=ops)
+            await asyncio.sleep(0)  # the loggers are called soon, not at once
+            assert [r.error.code if r.error else r.status for r in out.results] == answers
+            assert sent.count("BEGIN") == transactions, (answers, sent)

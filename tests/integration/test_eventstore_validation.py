@@ -267,3 +267,64 @@ async def test_pred_naming_a_stored_op_reused_in_the_push(store: PostgresEventSt
     assert out.results[0].error is not None
     assert out.results[0].error.code == "unknown_field"
     assert out.results[1].status == "applied"  # its pred names the stored op
+
+
+def _error(code: str, message: str) -> ErrorBody:
+    return ErrorBody(code=code, message=message, retryable=False)
+
+
+async def test_refused_pushes_echo_every_op_id_and_store_nothing(
+    store: PostgresEventStore,
+) -> None:
+    """A push refused as a whole (docs/protocol.md section 2: the caller's role first)
+    answers every op, echoing its op_id (canonical when it is a UUID, None when there
+    is none), with the same error; the outcome names the space and holds no event."""
+    owner, reader, stranger = new_id(), new_id(), new_id()
+    space = await store.create_space(name="r", creator_user_id=owner, personal=False)
+    await store.change_member(space_id=space, user_id=reader, role="reader", by=owner)
+    await store.append(user_id=owner, device_id=new_id(), ops=[op(space, lamport=4)])
+    shouty = new_id()
+    ops = [op(space, lamport=5), op(space, op_id=shouty.upper(), kind="frob"), 17]
+    echoes = [ops[0]["op_id"], shouty, None]
+    for user, error, lamport, head in (
+        (reader, _error("forbidden", "a reader may not push"), 4, 3),
+        (stranger, _error("not_found", "no such space"), 0, 0),
+        ("not-a-uuid", _error("not_found", "no such space"), 0, 0),
+    ):
+        out = await store.append(user_id=user, device_id=new_id(), ops=ops)
+        assert [(r.op_id, r.status, r.error, r.seq) for r in out.results] == [
+            (echo, "rejected", error, None) for echo in echoes
+        ], user
+        assert (out.space_id, out.events, out.server_lamport, out.head) == (
+            space,
+            [],
+            lamport,
+            head,
+        )
+    assert await store.head(space) == 3  # the owner, the reader, the owner's op
+
+
+async def test_each_refused_op_echoes_its_op_id_and_error(store: PostgresEventStore) -> None:
+    """Per op: the op_id echoed, the code and its message, in the results' order."""
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="e", creator_user_id=user, personal=True)
+    stored = op(space, lamport=2, value="first")
+    await store.append(user_id=user, device_id=device, ops=[stored])
+    other_device = op(space, lamport=3, device_id=new_id())
+    conflict = {**stored, "value": "second"}
+    fine = op(space, lamport=3)
+    out = await store.append(user_id=user, device_id=device, ops=[other_device, conflict, fine])
+    assert [(r.op_id, r.status, r.error) for r in out.results] == [
+        (
+            other_device["op_id"],
+            "rejected",
+            _error("device_mismatch", "the op names another device"),
+        ),
+        (
+            stored["op_id"],
+            "rejected",
+            _error("op_id_conflict", "op_id already stored in this space with a different payload"),
+        ),
+        (fine["op_id"], "applied", None),
+    ]
+    assert [e.op_id for e in out.events] == [fine["op_id"]]
