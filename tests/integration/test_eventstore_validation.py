@@ -284,8 +284,9 @@ async def test_refused_pushes_echo_every_op_id_and_store_nothing(
     await store.change_member(space_id=space, user_id=reader, role="reader", by=owner)
     await store.append(user_id=owner, device_id=new_id(), ops=[op(space, lamport=4)])
     shouty = new_id()
-    ops = [op(space, lamport=5), op(space, op_id=shouty.upper(), kind="frob"), 17]
-    echoes = [ops[0]["op_id"], shouty, None]
+    fine = op(space, lamport=5)
+    ops: list[Any] = [fine, op(space, op_id=shouty.upper(), kind="frob"), 17]
+    echoes = [fine["op_id"], shouty, None]
     for user, error, lamport, head in (
         (reader, _error("forbidden", "a reader may not push"), 4, 3),
         (stranger, _error("not_found", "no such space"), 0, 0),
