@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from core.errors import ErrorBody, Unavailable
-from core.wire import DEFAULT_LIMITS
+from core.wire import DEFAULT_LIMITS, Limits
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
 from tests.conftest import TEST_SECRET
@@ -329,3 +329,60 @@ async def test_each_refused_op_echoes_its_op_id_and_error(store: PostgresEventSt
         (fine["op_id"], "applied", None),
     ]
     assert [e.op_id for e in out.events] == [fine["op_id"]]
+
+
+async def test_the_store_keeps_its_own_lamport_headroom(pool: asyncpg.Pool) -> None:
+    """``Limits.lamport_headroom`` is the store's, not the protocol default's."""
+    limits = Limits(lamport_headroom=10)
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET, limits=limits) as store:
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="h", creator_user_id=user, personal=True)
+        await store.append(user_id=user, device_id=device, ops=[op(space, lamport=5)])
+        out = await store.append(
+            user_id=user, device_id=device, ops=[op(space, lamport=16), op(space, lamport=15)]
+        )
+        assert [r.error for r in out.results] == [
+            _error(
+                "invalid_op",
+                "lamport 16 is more than 10 above the space's highest stored lamport 5; at most 15",
+            ),
+            None,
+        ]
+
+
+async def test_an_op_at_the_headroom_still_has_its_pred_checked(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="c", creator_user_id=user, personal=True)
+    cap = DEFAULT_LIMITS.lamport_headroom
+    nowhere = new_id()
+    out = await store.append(
+        user_id=user, device_id=device, ops=[op(space, lamport=cap, pred=[nowhere])]
+    )
+    assert [r.error for r in out.results] == [
+        _error("invalid_op", f"pred entry {nowhere} names no stored op")
+    ]
+    assert await store.head(space) == 1
+
+
+async def test_ops_refused_after_the_role_check_echo_their_op_ids(
+    store: PostgresEventStore,
+) -> None:
+    """The refusals the transaction makes (headroom, pred, the schema's late verdict)
+    echo the op_id of the op they refuse, among applied ops."""
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="x", creator_user_id=user, personal=True)
+    ops = [
+        op(space, lamport=DEFAULT_LIMITS.lamport_headroom + 1),
+        op(space, lamport=1),
+        op(space, lamport=2, pred=[new_id()]),
+        op(space, lamport=2, field="colour"),
+        op(space, lamport=2),
+    ]
+    out = await store.append(user_id=user, device_id=device, ops=ops)
+    assert [(r.op_id, r.error.code if r.error else r.status) for r in out.results] == [
+        (ops[0]["op_id"], "invalid_op"),
+        (ops[1]["op_id"], "applied"),
+        (ops[2]["op_id"], "invalid_op"),
+        (ops[3]["op_id"], "unknown_field"),
+        (ops[4]["op_id"], "applied"),
+    ]
