@@ -324,9 +324,9 @@ async def test_close_waits_out_its_grace_then_answers_unavailable() -> None:
     for future in (running, queued):
         with pytest.raises(Unavailable, match="event store unavailable: ConnectionError"):
             await future
-    with pytest.raises(Unavailable, match="closed"):
+    with pytest.raises(Unavailable, match=r"^the event store is closed$"):
         committer.start()
-    with pytest.raises(Unavailable, match="closed"):
+    with pytest.raises(Unavailable, match=r"^the event store is closed$"):
         await committer.submit(_push("a", 1, 2))
 
 
@@ -363,3 +363,39 @@ async def test_statuses_and_conflicts_are_counted_once_committed() -> None:
     before = counts()
     await _run(GroupCommitter(cast(Any, _Pool2()), run=run), [_push("a", 3, 0)])
     assert [a - b for a, b in zip(counts(), before, strict=True)] == [2, 1, 2, 1]
+
+
+class _Gated:
+    """A transaction per space that ends when its space's gate opens."""
+
+    def __init__(self, spaces: str) -> None:
+        self.gates = {s: asyncio.Event() for s in spaces}
+        self.started: set[str | None] = set()
+        self.all_started = asyncio.Event()
+
+    async def __call__(self, conn: Any, pushes: Sequence[Push]) -> GroupResult:
+        [push] = pushes
+        self.started.add(push.space_id)
+        if self.started == set(self.gates):
+            self.all_started.set()
+        await self.gates[push.space_id or ""].wait()
+        outcome = AppendOutcome(
+            space_id=push.space_id, results=[], server_lamport=0, events=[], head=0
+        )
+        return GroupResult([outcome], [])
+
+
+async def test_close_waits_for_every_running_group() -> None:
+    """Two groups in flight on two writers: close returns once both are committed,
+    however they end, within its grace."""
+    run = _Gated("ab")
+    committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=2, spread_ops=1)
+    pushes = [asyncio.ensure_future(committer.submit(_push(s, 1, 0))) for s in "ab"]
+    await run.all_started.wait()
+    closing = asyncio.ensure_future(committer.close())
+    run.gates["a"].set()
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # "b" is still running
+    run.gates["b"].set()
+    await closing
+    assert [type(p.result()) for p in pushes] == [AppendOutcome, AppendOutcome]
