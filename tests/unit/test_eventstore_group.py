@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
@@ -399,3 +400,30 @@ async def test_close_waits_for_every_running_group() -> None:
     run.gates["b"].set()
     await closing
     assert [type(p.result()) for p in pushes] == [AppendOutcome, AppendOutcome]
+
+
+async def test_a_writer_survives_a_group_it_cannot_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Should answering a committed group fail (here: one outcome short), its pushes get
+    the error, the failure is logged, and the writer serves the next group."""
+    calls = 0
+
+    async def run(conn: Any, pushes: Sequence[Push]) -> GroupResult:
+        nonlocal calls
+        calls += 1
+        outcomes = [
+            AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
+            for p in pushes
+        ]
+        return GroupResult(outcomes[1:] if calls == 1 else outcomes, [])
+
+    committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=1, spread_ops=2)
+    with caplog.at_level(logging.ERROR, logger="eventstore.group"):
+        first = await _outcomes(committer, [_push("a", 1, 0), _push("b", 1, 1), _push("c", 1, 2)])
+    # The first push had its outcome when the second found none: that one gets the error.
+    assert [type(o) for o in first] == [AppendOutcome, ConcordError, AppendOutcome]
+    assert str(first[1]).startswith("event store error: ValueError: zip()")
+    [record] = [r for r in caplog.records if r.name == "eventstore.group"]
+    assert record.getMessage() == "group commit failed"
+    assert record.exc_info is not None
