@@ -205,12 +205,26 @@ async def test_a_writer_keeps_its_connection_while_groups_keep_coming() -> None:
 
 
 async def test_no_connection_for_the_writer_the_group_asks_the_pool_again() -> None:
+    """The writer's acquire fails: its group takes a connection of its own, and the
+    writer goes on to the next group."""
     pool = _Pool2(broken=1)
     recorder = _Recorder()
-    committer = GroupCommitter(cast(Any, pool), run=recorder, writers=1)
-    await _run(committer, [_push("a", 1, 0)])
-    assert _sizes(recorder) == [["0"]]
-    assert (pool.acquired, pool.released) == (1, 1)
+    committer = GroupCommitter(cast(Any, pool), run=recorder, writers=1, spread_ops=1)
+    await _run(committer, [_push("a", 1, 0), _push("b", 1, 1)])
+    assert _sizes(recorder) == [["0"], ["1"]]
+    assert (pool.acquired, pool.released) == (2, 2)
+
+
+async def test_the_writers_are_named_tasks_started_once() -> None:
+    committer = GroupCommitter(cast(Any, _Pool2()), run=_Recorder(), writers=3)
+    before = asyncio.all_tasks()
+    committer.start()
+    committer.start()
+    try:
+        names = sorted(t.get_name() for t in asyncio.all_tasks() - before)
+        assert names == ["eventstore-writer-0", "eventstore-writer-1", "eventstore-writer-2"]
+    finally:
+        await committer.close()
 
 
 class _Failing:
