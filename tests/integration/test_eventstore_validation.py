@@ -386,3 +386,25 @@ async def test_ops_refused_after_the_role_check_echo_their_op_ids(
         (ops[3]["op_id"], "unknown_field"),
         (ops[4]["op_id"], "applied"),
     ]
+
+
+async def test_max_value_bytes_counts_the_values_canonical_json(pool: asyncpg.Pool) -> None:
+    """``Limits.max_value_bytes`` bounds the canonical JSON of a value (after the
+    schema's own verdict, which comes first)."""
+    limits = Limits(max_value_bytes=20)
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET, limits=limits) as store:
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="b", creator_user_id=user, personal=True)
+        ops = [
+            op(space, value="x" * 18),  # "xx...x": 20 bytes, at the limit
+            op(space, value="x" * 19),
+            op(space, value=["x" * 30]),  # too large, and no text: the schema speaks
+        ]
+        out = await store.append(user_id=user, device_id=device, ops=ops)
+        assert [r.error for r in out.results] == [
+            None,
+            _error("too_large", "the value is 21 bytes of JSON; at most 20"),
+            out.results[2].error,
+        ]
+        assert out.results[2].error is not None
+        assert out.results[2].error.code == "type_mismatch"
