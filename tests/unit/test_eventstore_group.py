@@ -353,8 +353,9 @@ async def test_close_returns_once_the_work_is_done() -> None:
     loop = asyncio.get_running_loop()
     began = loop.time()
     await committer.close()
-    assert loop.time() - began < 2  # not the 5 s grace
+    assert loop.time() - began < 0.5  # the work takes 30 ms; nothing like the 5 s grace
     assert all(isinstance(p.result(), AppendOutcome) for p in pending)
+    await committer.close()  # again: nothing left to do
 
 
 async def test_statuses_and_conflicts_are_counted_once_committed() -> None:
