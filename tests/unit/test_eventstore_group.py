@@ -257,13 +257,17 @@ def _three() -> list[Push]:
     return [_push("a", 1, 0), _push("b", 1, 0), _push("c", 1, 0)]
 
 
-async def test_a_poisonous_push_fails_alone() -> None:
+async def test_a_poisonous_push_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
     """A group failing with an error that is not transient is retried push by push."""
     pushes = _three()
     pushes[1].echo_ids = ["bad"]
     run = _Failing(ValueError("poison"))
     committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=1)
-    first, bad, third = await _outcomes(committer, pushes)
+    with caplog.at_level(logging.WARNING, logger="eventstore.group"):
+        first, bad, third = await _outcomes(committer, pushes)
+    assert [r.getMessage() for r in caplog.records if r.name == "eventstore.group"] == [
+        "group of 3 failed (ValueError('poison')); retrying push by push"
+    ]
     assert isinstance(first, AppendOutcome)
     assert isinstance(third, AppendOutcome)
     assert type(bad) is ConcordError
@@ -442,3 +446,21 @@ async def test_a_writer_survives_a_group_it_cannot_answer(
     [record] = [r for r in caplog.records if r.name == "eventstore.group"]
     assert record.getMessage() == "group commit failed"
     assert record.exc_info is not None
+
+
+async def test_a_transient_error_on_a_lost_connection_keeps_its_name() -> None:
+    pool = _Pool2(conn=_GoneConn("closed"))
+    run = _Failing(ConnectionResetError("reset"))
+    committer = GroupCommitter(cast(Any, pool), run=run, writers=1)
+    push = _push("a", 1, 0)
+    push.echo_ids = ["bad"]
+    [lost] = await _outcomes(committer, [push])
+    assert type(lost) is Unavailable
+    assert str(lost) == "event store unavailable: ConnectionResetError"
+
+
+async def test_closing_a_committer_never_started() -> None:
+    committer = GroupCommitter(cast(Any, _Pool2()), run=_Recorder())
+    await committer.close()
+    with pytest.raises(Unavailable):
+        committer.start()
