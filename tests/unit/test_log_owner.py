@@ -23,6 +23,10 @@ OWNER = "eventstore"
 EXEMPT = {OWNER, "tests", "bench"}
 #: Packages exempt below the top level.
 EXEMPT_DIRS = {("lab", "chaos")}
+#: Not the project's modules: copies of it (``build/mutation/<target>``, the working copies
+#: of ``make mutation``, hold the whole project, the event store's SQL included) and
+#: packaging output.
+GENERATED = {"build", "dist"}
 
 #: A statement naming the table: FROM / JOIN / INTO / UPDATE / TABLE / COPY events.
 _SQL = re.compile(
@@ -65,14 +69,24 @@ def offences(source: str) -> list[str]:
     return found
 
 
-def _modules() -> list[Path]:
+def _modules(root: Path = ROOT) -> list[Path]:
     return sorted(
         path
-        for path in ROOT.rglob("*.py")
+        for path in root.rglob("*.py")
         if not any(part.startswith(".") or part == "node_modules" for part in path.parts)
-        and path.relative_to(ROOT).parts[0] not in EXEMPT
-        and path.relative_to(ROOT).parts[:2] not in EXEMPT_DIRS
+        and path.relative_to(root).parts[0] not in EXEMPT | GENERATED
+        and path.relative_to(root).parts[:2] not in EXEMPT_DIRS
     )
+
+
+def test_the_scan_skips_copies_of_the_project(tmp_path: Path) -> None:
+    """A mutation run's working copy (build/mutation/<target>) holds eventstore/ too."""
+    sql = 'Q = "SELECT seq FROM events"\n'
+    for where in ("gateway", "build/mutation/eventstore/eventstore", "dist/x", "eventstore"):
+        (tmp_path / where).mkdir(parents=True)
+        (tmp_path / where / "m.py").write_text(sql)
+    found = [p.relative_to(tmp_path).as_posix() for p in _modules(tmp_path)]
+    assert found == ["gateway/m.py"]
 
 
 def test_no_sql_on_events_outside_the_event_store() -> None:
