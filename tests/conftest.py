@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import re
 import secrets
@@ -29,7 +30,7 @@ from nats.js.api import StreamInfo
 
 from concord.embedded import EmbeddedNats, EmbeddedPostgres
 from core.settings import Settings
-from eventstore.migrations import migrate
+from eventstore.migrations import discover, migrate
 from tests.property import profiles  # noqa: F401  (registers `ci`/`thorough` for any run)
 
 TEST_SECRET = "test-secret-key-0123456789abcdef-0123456789"
@@ -139,21 +140,62 @@ async def _delete_streams(nats_url: str, doomed: Callable[[StreamInfo], bool]) -
 
 
 async def create_database(server_dsn: str, *, migrated: bool = True) -> str:
-    """Create a uniquely named database (migrated unless told otherwise); return its DSN."""
+    """Create a uniquely named database (migrated unless told otherwise); return its DSN.
+
+    A migrated one is a copy of the server's template of the current migrations
+    (``_template``): one CREATE DATABASE instead of a CREATE and every migration."""
     name = f"concord_t_{secrets.token_hex(6)}"
+    template = await _template(server_dsn) if migrated else None
     admin = await asyncpg.connect(server_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
     finally:
         await admin.close()
-    dsn = _with_database(server_dsn, name)
-    if migrated:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-    return dsn
+    return _with_database(server_dsn, name)
+
+
+#: Session advisory lock key of the template's creation (any constant; "cntpl").
+_TEMPLATE_LOCK = 0x636E74706C
+_templates: dict[str, str] = {}
+
+
+async def _template(server_dsn: str) -> str:
+    """The server's migrated template database for the current migrations, made on first
+    use and kept (``concord_tpl_<digest of the migrations>``; a change to the migrations
+    makes another). Made under another name, then renamed: a template that exists is
+    complete, whoever made it (another run, another checkout) and however it ended (the
+    lock is per database: runs naming another server database may build one each).
+    Nothing connects to it afterwards (``ALLOW_CONNECTIONS false``): PostgreSQL copies a
+    database only while nobody is connected to it."""
+    if server_dsn in _templates:
+        return _templates[server_dsn]
+    digest = hashlib.sha256(
+        "".join(f"{m.version}:{m.name}:{m.checksum}\n" for m in discover()).encode()
+    ).hexdigest()[:16]
+    name = f"concord_tpl_{digest}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            building = f"concord_tplb_{secrets.token_hex(6)}"
+            await admin.execute(f'CREATE DATABASE "{building}"')
+            conn = await asyncpg.connect(_with_database(server_dsn, building))
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
+            try:
+                await admin.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+            except asyncpg.DuplicateDatabaseError:  # made meanwhile under another lock
+                await admin.execute(f'DROP DATABASE "{building}"')
+            else:
+                await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+    finally:
+        await admin.close()  # ends the session: the lock goes with it
+    _templates[server_dsn] = name
+    return name
 
 
 async def drop_database(server_dsn: str, dsn: str) -> None:
@@ -165,9 +207,19 @@ async def drop_database(server_dsn: str, dsn: str) -> None:
         await admin.close()
 
 
+#: Names a migrated database on the test server that the run uses as its own, neither
+#: created nor dropped: a mutation run makes one for all its mutants (tests/mutation/run.py),
+#: instead of one per mutant. Unset, each run makes its own.
+SHARED_DATABASE_ENV = "CONCORD_TEST_SHARED_DATABASE"
+
+
 @pytest.fixture(scope="session")
 async def database_url(services: Services) -> AsyncIterator[str]:
     """This run's migrated database, shared by the run's tests (they use their own spaces)."""
+    shared = os.environ.get(SHARED_DATABASE_ENV)
+    if shared:
+        yield _with_database(services.server_dsn, shared)
+        return
     dsn = await create_database(services.server_dsn)
     yield dsn
     await drop_database(services.server_dsn, dsn)

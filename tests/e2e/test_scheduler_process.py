@@ -216,13 +216,17 @@ async def test_crash_between_append_and_update_leaves_exactly_one_event(rig: Rig
     assert proc.proc is not None
     returncode = await asyncio.to_thread(proc.proc.wait, 30)
     assert returncode == 137  # died at the fault point, right after its first append
-    [first] = await rig.events(writer.space_id, "reminder_fired")
-    row = await rig.pool.fetchrow(
-        "SELECT status, claimed_by FROM reminders WHERE reminder_id = $1",
-        first.value["reminder_id"],
-    )
-    assert row is not None
-    assert row["status"] == "scheduled"  # the update never happened
+    # That append holds a firing of every reminder the claim found due: one, or more when
+    # the three came due before the scheduler's poll (a timing the test does not control).
+    firsts = await rig.events(writer.space_id, "reminder_fired")
+    assert 1 <= len(firsts) <= 3
+    for first in firsts:
+        row = await rig.pool.fetchrow(
+            "SELECT status, claimed_by FROM reminders WHERE reminder_id = $1",
+            first.value["reminder_id"],
+        )
+        assert row is not None
+        assert row["status"] == "scheduled"  # the update never happened
     assert rig.notes == []
 
     proc.start()  # no fault this time; the dead instance's lease (2 s) must run out
@@ -234,7 +238,8 @@ async def test_crash_between_append_and_update_leaves_exactly_one_event(rig: Rig
     await asyncio.sleep(2.5)
     events = await rig.events(writer.space_id, "reminder_fired")
     assert sorted(e.value["reminder_id"] for e in events) == sorted(ids)
-    assert [e for e in events if e.value["reminder_id"] == first.value["reminder_id"]] == [first]
+    crashed = {first.value["reminder_id"] for first in firsts}
+    assert [e for e in events if e.value["reminder_id"] in crashed] == firsts
     assert sorted(n.notification.id for n in rig.notes) == sorted(ids)
 
 

@@ -300,3 +300,154 @@ async def test_outbox_rows_follow_heads(store: PostgresEventStore, pool: asyncpg
         await pool.fetchval("SELECT published_seq FROM outbox_cursors WHERE space_id = $1", space)
         == 0
     )
+
+
+async def test_a_push_to_no_space_shares_a_group_and_spoils_nothing(
+    store: PostgresEventStore,
+) -> None:
+    """Pushes racing into one group, the first to a space that does not exist: it is
+    refused, and the others are looked up and answered as if alone, in the same
+    transaction (not retried one by one)."""
+    user = new_id()
+    space = await store.create_space(name="g", creator_user_id=user, personal=True)
+    stored = op(space, lamport=3)
+    await store.append(user_id=user, device_id=new_id(), ops=[stored])
+    follow = op(space, lamport=4, value="next", pred=[stored["op_id"]])
+    before = len(store.committer.groups)
+    nowhere, here = await asyncio.gather(
+        store.append(user_id=user, device_id=new_id(), ops=[op(new_id())]),
+        store.append(user_id=user, device_id=new_id(), ops=[stored, follow]),
+    )
+    assert [r.error.code for r in nowhere.results if r.error] == ["not_found"]
+    assert [(r.status, r.seq) for r in here.results] == [("duplicate", 2), ("applied", 3)]
+    assert store.committer.groups[before:] == [2]
+
+
+async def test_ops_after_an_invalid_op_are_still_looked_up(store: PostgresEventStore) -> None:
+    """An invalid op in a push does not hide the ops after it from the lookup: a
+    duplicate after it is a duplicate, a pred after it finds its target."""
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="i", creator_user_id=user, personal=True)
+    stored = op(space, lamport=5)
+    await store.append(user_id=user, device_id=device, ops=[stored])
+    follow = op(space, lamport=6, value="next", pred=[stored["op_id"]])
+    out = await store.append(
+        user_id=user, device_id=device, ops=[op(space, kind="frob"), stored, follow]
+    )
+    assert [(r.status, r.seq) for r in out.results] == [
+        ("rejected", None),
+        ("duplicate", 2),
+        ("applied", 3),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def _counting(database_url: str) -> AsyncIterator[tuple[PostgresEventStore, list[str]]]:
+    """A store on a pool of its own whose connections note every statement they send."""
+    sent: list[str] = []
+
+    async def init(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda logged: sent.append(logged.query))
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=init)
+    try:
+        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
+            yield store, sent
+    finally:
+        await pool.close()
+
+
+async def test_one_transaction_a_push_unless_an_op_id_comes_back_above_the_top(
+    database_url: str,
+) -> None:
+    """eventstore/append.py looks up every op_id at or below the space's highest stored
+    lamport (a duplicate of the highest op among them) in the one transaction; only an
+    op_id reused above it is found by UNIQUE, and the push runs again, looking up all."""
+    async with _counting(database_url) as (store, sent):
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="t", creator_user_id=user, personal=True)
+        low, top = op(space, lamport=2), op(space, lamport=5)
+        await store.append(user_id=user, device_id=device, ops=[low, top])
+        for ops, answers, transactions in (
+            ([top], ["duplicate"], 1),
+            ([low, op(space, lamport=5, value="new")], ["duplicate", "applied"], 1),
+            ([{**low, "lamport": 9}], ["op_id_conflict"], 2),
+        ):
+            sent.clear()
+            out = await store.append(user_id=user, device_id=device, ops=ops)
+            await asyncio.sleep(0)  # the loggers are called soon, not at once
+            assert [r.error.code if r.error else r.status for r in out.results] == answers
+            assert sent.count("BEGIN") == transactions, (answers, sent)
+
+
+async def test_a_remove_names_a_stored_add_of_its_element(store: PostgresEventStore) -> None:
+    """A remove's pred must name an add of the same element (docs/protocol.md): the
+    stored add is compared by its value as stored."""
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="r", creator_user_id=user, personal=True)
+    add = op(space, kind="add", field="tags", value="red", lamport=1)
+    await store.append(user_id=user, device_id=device, ops=[add])
+    same = op(space, kind="remove", field="tags", value="red", lamport=2, pred=[add["op_id"]])
+    other = op(space, kind="remove", field="tags", value="blue", lamport=2, pred=[add["op_id"]])
+    out = await store.append(user_id=user, device_id=device, ops=[other, same])
+    assert [r.error.code if r.error else r.status for r in out.results] == [
+        "invalid_op",
+        "applied",
+    ]
+
+
+async def test_only_sets_make_field_heads_and_conflicts(
+    store: PostgresEventStore, pool: asyncpg.Pool
+) -> None:
+    """Concurrent adds to a set field are no conflict (concord_conflicts_total counts
+    sets), and leave no field heads; concurrent sets of a field do, and are."""
+    user = new_id()
+    space = await store.create_space(name="h", creator_user_id=user, personal=True)
+    before = CONFLICTS.labels(entity_type="task", field="tags")._value.get()
+    adds = [op(space, kind="add", field="tags", value=v, lamport=1) for v in ("a", "b", "c")]
+    await store.append(user_id=user, device_id=new_id(), ops=adds)
+    assert CONFLICTS.labels(entity_type="task", field="tags")._value.get() == before
+    count = "SELECT count(*) FROM field_heads WHERE space_id = $1"
+    assert await pool.fetchval(count, space) == 0
+    sets = [op(space, field="title", value=v, lamport=1) for v in ("a", "b")]
+    await store.append(user_id=user, device_id=new_id(), ops=sets)
+    assert await pool.fetchval(count, space) == 1
+
+
+async def test_new_ops_above_the_top_are_not_looked_up(database_url: str) -> None:
+    """The lookup of a push names the op_ids at or below the space's highest stored
+    lamport and the pred entries, not new ops above it (they cannot be stored yet)."""
+    async with _counting_args(database_url) as (store, lookups):
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="k", creator_user_id=user, personal=True)
+        first = op(space, lamport=3)
+        await store.append(user_id=user, device_id=device, ops=[first])
+        lookups.clear()
+        low, high = op(space, lamport=2), op(space, lamport=4, pred=[first["op_id"]])
+        out = await store.append(user_id=user, device_id=device, ops=[low, high])
+        await asyncio.sleep(0)
+        assert [r.status for r in out.results] == ["applied", "applied"]
+        [args] = lookups
+        assert sorted(str(o) for o in args[3]) == sorted([low["op_id"], first["op_id"]])
+
+
+@contextlib.asynccontextmanager
+async def _counting_args(
+    database_url: str,
+) -> AsyncIterator[tuple[PostgresEventStore, list[tuple[Any, ...]]]]:
+    """A store whose group lookups (eventstore/append.py ``_LOOKUP``) note their arguments."""
+    lookups: list[tuple[Any, ...]] = []
+
+    def note(logged: Any) -> None:
+        if "CROSS JOIN LATERAL" in logged.query:
+            lookups.append(tuple(logged.args))
+
+    async def init(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(note)
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=init)
+    try:
+        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
+            yield store, lookups
+    finally:
+        await pool.close()

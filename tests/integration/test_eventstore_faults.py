@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import asyncpg
 import pytest
 
 from core.errors import Unavailable
+from crdt import DEFAULT_SCHEMA
+from eventstore.append import run_group
 from eventstore.postgres import PostgresEventStore
 from eventstore.rows import Conn
 from eventstore.testing import new_id, op
@@ -124,3 +127,56 @@ async def test_close_drains_then_refuses(pool: asyncpg.Pool) -> None:
         await PostgresEventStore(pool, secret_key=TEST_SECRET).append(
             user_id=user, device_id="phone", ops=[op(space)]
         )
+
+
+async def test_the_fault_hook_runs_in_the_rerun_too(pool: asyncpg.Pool) -> None:
+    """A push whose op_id comes back above the top fails its first transaction at COPY
+    (UNIQUE) and runs again: the hook (tests' window before COMMIT) is in that one."""
+    calls: list[int] = []
+
+    async def hook(conn: Conn) -> None:
+        calls.append(conn.get_server_pid())
+
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET, fault_hook=hook) as store:
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="h", creator_user_id=user, personal=True)
+        first = op(space, lamport=1)
+        await store.append(user_id=user, device_id=device, ops=[first])
+        calls.clear()
+        out = await store.append(user_id=user, device_id=device, ops=[{**first, "lamport": 7}])
+        assert out.results[0].error is not None
+        assert out.results[0].error.code == "op_id_conflict"
+        assert len(calls) == 1
+
+
+class _BrokenConn:
+    """A connection that reads nothing and breaks after BEGIN: every later statement
+    fails, as on one the pool took back. ``sent``: what was executed."""
+
+    def __init__(self, closed: bool) -> None:
+        self.closed = closed
+        self.sent: list[str] = []
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    async def fetch(self, sql: str, *args: object) -> list[object]:
+        return []
+
+    async def execute(self, sql: str, *args: object) -> str:
+        self.sent.append(sql)
+        if sql != "BEGIN":
+            raise asyncpg.InterfaceError(f"{sql}: cannot call Connection.execute(): released")
+        return "BEGIN"
+
+
+@pytest.mark.parametrize("closed", [False, True])
+async def test_a_failing_rollback_leaves_the_first_error(closed: bool) -> None:
+    """When the transaction fails and its ROLLBACK cannot be sent either, the caller
+    sees the transaction's error; a closed connection is not even asked."""
+    conn = _BrokenConn(closed)
+    with pytest.raises(asyncpg.InterfaceError, match="COMMIT: cannot"):
+        await run_group(cast(Conn, conn), [], schema=DEFAULT_SCHEMA, headroom=10)
+    assert [s[-8:].upper() for s in conn.sent] == ["BEGIN", "COMMIT"] + (
+        [] if closed else ["ROLLBACK"]
+    )

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from core.errors import ErrorBody, Unavailable
-from core.wire import DEFAULT_LIMITS
+from core.wire import DEFAULT_LIMITS, Limits
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
 from tests.conftest import TEST_SECRET
@@ -267,3 +267,144 @@ async def test_pred_naming_a_stored_op_reused_in_the_push(store: PostgresEventSt
     assert out.results[0].error is not None
     assert out.results[0].error.code == "unknown_field"
     assert out.results[1].status == "applied"  # its pred names the stored op
+
+
+def _error(code: str, message: str) -> ErrorBody:
+    return ErrorBody(code=code, message=message, retryable=False)
+
+
+async def test_refused_pushes_echo_every_op_id_and_store_nothing(
+    store: PostgresEventStore,
+) -> None:
+    """A push refused as a whole (docs/protocol.md section 2: the caller's role first)
+    answers every op, echoing its op_id (canonical when it is a UUID, None when there
+    is none), with the same error; the outcome names the space and holds no event."""
+    owner, reader, stranger = new_id(), new_id(), new_id()
+    space = await store.create_space(name="r", creator_user_id=owner, personal=False)
+    await store.change_member(space_id=space, user_id=reader, role="reader", by=owner)
+    await store.append(user_id=owner, device_id=new_id(), ops=[op(space, lamport=4)])
+    shouty = new_id()
+    fine = op(space, lamport=5)
+    ops: list[Any] = [fine, op(space, op_id=shouty.upper(), kind="frob"), 17]
+    echoes = [fine["op_id"], shouty, None]
+    for user, error, lamport, head in (
+        (reader, _error("forbidden", "a reader may not push"), 4, 3),
+        (stranger, _error("not_found", "no such space"), 0, 0),
+        ("not-a-uuid", _error("not_found", "no such space"), 0, 0),
+    ):
+        out = await store.append(user_id=user, device_id=new_id(), ops=ops)
+        assert [(r.op_id, r.status, r.error, r.seq) for r in out.results] == [
+            (echo, "rejected", error, None) for echo in echoes
+        ], user
+        assert (out.space_id, out.events, out.server_lamport, out.head) == (
+            space,
+            [],
+            lamport,
+            head,
+        )
+    assert await store.head(space) == 3  # the owner, the reader, the owner's op
+
+
+async def test_each_refused_op_echoes_its_op_id_and_error(store: PostgresEventStore) -> None:
+    """Per op: the op_id echoed, the code and its message, in the results' order."""
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="e", creator_user_id=user, personal=True)
+    stored = op(space, lamport=2, value="first")
+    await store.append(user_id=user, device_id=device, ops=[stored])
+    other_device = op(space, lamport=3, device_id=new_id())
+    conflict = {**stored, "value": "second"}
+    fine = op(space, lamport=3)
+    out = await store.append(user_id=user, device_id=device, ops=[other_device, conflict, fine])
+    assert [(r.op_id, r.status, r.error) for r in out.results] == [
+        (
+            other_device["op_id"],
+            "rejected",
+            _error("device_mismatch", "the op names another device"),
+        ),
+        (
+            stored["op_id"],
+            "rejected",
+            _error("op_id_conflict", "op_id already stored in this space with a different payload"),
+        ),
+        (fine["op_id"], "applied", None),
+    ]
+    assert [e.op_id for e in out.events] == [fine["op_id"]]
+
+
+async def test_the_store_keeps_its_own_lamport_headroom(pool: asyncpg.Pool) -> None:
+    """``Limits.lamport_headroom`` is the store's, not the protocol default's."""
+    limits = Limits(lamport_headroom=10)
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET, limits=limits) as store:
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="h", creator_user_id=user, personal=True)
+        await store.append(user_id=user, device_id=device, ops=[op(space, lamport=5)])
+        out = await store.append(
+            user_id=user, device_id=device, ops=[op(space, lamport=16), op(space, lamport=15)]
+        )
+        assert [r.error for r in out.results] == [
+            _error(
+                "invalid_op",
+                "lamport 16 is more than 10 above the space's highest stored lamport 5; at most 15",
+            ),
+            None,
+        ]
+
+
+async def test_an_op_at_the_headroom_still_has_its_pred_checked(store: PostgresEventStore) -> None:
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="c", creator_user_id=user, personal=True)
+    cap = DEFAULT_LIMITS.lamport_headroom
+    nowhere = new_id()
+    out = await store.append(
+        user_id=user, device_id=device, ops=[op(space, lamport=cap, pred=[nowhere])]
+    )
+    assert [r.error for r in out.results] == [
+        _error("invalid_op", f"pred entry {nowhere} names no stored op")
+    ]
+    assert await store.head(space) == 1
+
+
+async def test_ops_refused_after_the_role_check_echo_their_op_ids(
+    store: PostgresEventStore,
+) -> None:
+    """The refusals the transaction makes (headroom, pred, the schema's late verdict)
+    echo the op_id of the op they refuse, among applied ops."""
+    user, device = new_id(), new_id()
+    space = await store.create_space(name="x", creator_user_id=user, personal=True)
+    ops = [
+        op(space, lamport=DEFAULT_LIMITS.lamport_headroom + 1),
+        op(space, lamport=1),
+        op(space, lamport=2, pred=[new_id()]),
+        op(space, lamport=2, field="colour"),
+        op(space, lamport=2),
+    ]
+    out = await store.append(user_id=user, device_id=device, ops=ops)
+    assert [(r.op_id, r.error.code if r.error else r.status) for r in out.results] == [
+        (ops[0]["op_id"], "invalid_op"),
+        (ops[1]["op_id"], "applied"),
+        (ops[2]["op_id"], "invalid_op"),
+        (ops[3]["op_id"], "unknown_field"),
+        (ops[4]["op_id"], "applied"),
+    ]
+
+
+async def test_max_value_bytes_counts_the_values_canonical_json(pool: asyncpg.Pool) -> None:
+    """``Limits.max_value_bytes`` bounds the canonical JSON of a value (after the
+    schema's own verdict, which comes first)."""
+    limits = Limits(max_value_bytes=20)
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET, limits=limits) as store:
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="b", creator_user_id=user, personal=True)
+        ops = [
+            op(space, value="x" * 18),  # "xx...x": 20 bytes, at the limit
+            op(space, value="x" * 19),
+            op(space, value=["x" * 30]),  # too large, and no text: the schema speaks
+        ]
+        out = await store.append(user_id=user, device_id=device, ops=ops)
+        assert [r.error for r in out.results] == [
+            None,
+            _error("too_large", "the value is 21 bytes of JSON; at most 20"),
+            out.results[2].error,
+        ]
+        assert out.results[2].error is not None
+        assert out.results[2].error.code == "type_mismatch"

@@ -88,3 +88,27 @@ def test_discover_rejects_duplicate_versions(tmp_path: Path) -> None:
 def test_shipped_migrations_are_well_formed() -> None:
     versions = [m.version for m in discover()]
     assert versions == sorted(versions)
+
+
+async def test_a_migrated_test_database_is_a_copy_of_the_template(
+    fresh_database: Factory,
+) -> None:
+    """tests/conftest.py copies a migrated template instead of migrating each database:
+    the copy holds every migration, and is a database of its own."""
+    first, second = await fresh_database(), await fresh_database()
+    assert first != second
+    conns = [await asyncpg.connect(dsn) for dsn in (first, second)]
+    try:
+        for conn in conns:
+            assert await applied_versions(conn) == [m.version for m in discover()]
+            assert await migrate(conn) == []  # nothing left to apply
+        await conns[0].execute("CREATE TABLE only_in_first (id int)")
+        assert await conns[1].fetchval("SELECT to_regclass('only_in_first')") is None
+        template = await conns[0].fetchval(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'concord\\_tpl\\_%' "
+            "AND NOT datallowconn LIMIT 1"
+        )
+        assert template is not None  # nobody may connect to it: a copy needs it unused
+    finally:
+        for conn in conns:
+            await conn.close()

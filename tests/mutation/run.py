@@ -13,15 +13,20 @@ module is below its target's floor.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.conftest import SHARED_DATABASE_ENV, create_database, drop_database
 from tests.mutation.targets import BY_NAME, PACKAGES, TARGETS, Target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,14 +104,37 @@ def prepare(target: Target, work: Path) -> None:
     (work / "setup.cfg").write_text(setup_cfg(target))
 
 
+@contextlib.contextmanager
+def shared_database(target: Target) -> Iterator[dict[str, str]]:
+    """The environment of a target's mutmut run: for a target on real services, one
+    migrated database that every mutant's tests use (``CONCORD_TEST_SHARED_DATABASE``),
+    dropped at the end. Without it each mutant's test session would create, migrate and
+    drop a database of its own, the larger part of what a quickly killed mutant costs.
+    The tests already share their run's database (each works in spaces of its own), so
+    the data earlier mutants left behind is nothing they look at."""
+    env = dict(os.environ)
+    if not target.services:
+        yield env
+        return
+    server = os.environ["CONCORD_TEST_DATABASE_URL"]
+    dsn = asyncio.run(create_database(server))
+    env[SHARED_DATABASE_ENV] = dsn.partition("?")[0].rpartition("/")[2]
+    try:
+        yield env
+    finally:
+        asyncio.run(drop_database(server, dsn))
+
+
 def run_mutmut(target: Target, work: Path, jobs: int, names: list[str]) -> float:
     """Run mutmut niced in ``work`` (only the mutants ``names``, when given); its output
     goes to ``work/mutmut.log``. Seconds taken."""
     start = time.monotonic()
     cmd = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)]
     cmd += names
-    with (work / "mutmut.log").open("w") as log:
-        done = subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, check=False)
+    with shared_database(target) as env, (work / "mutmut.log").open("w") as log:
+        done = subprocess.run(
+            cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        )
     if done.returncode != 0:
         tail = (work / "mutmut.log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"mutmut failed for {target.name} (exit {done.returncode}):\n{tail}")
@@ -183,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         "--again", action="store_true", help="retest only the last run's survivors (new tests)"
     )
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM, still drop the run's shared database (shared_database).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     unknown = [n for n in args.targets if n not in BY_NAME]
     if unknown:
         parser.error(f"unknown target {', '.join(unknown)}; known: {', '.join(BY_NAME)}")

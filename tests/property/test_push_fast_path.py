@@ -137,3 +137,27 @@ def test_a_plain_op_takes_the_short_way() -> None:
     # Declined: a device named, a float value, an uppercase id.
     for change in ({"device_id": DEVICE}, {"value": 1.0}, {"op_id": A.upper()}):
         assert _check_plain({**raw, **change}, SPACE, DEVICE, DEFAULT_SCHEMA, MAX_VALUE) is None
+
+
+def test_prepare_takes_the_short_way_for_plain_ops(monkeypatch: Any) -> None:
+    """The common op never reaches the long way (``parse_op``), whatever the case of the
+    ids naming the caller; the push carries them lowercased."""
+
+    def long_way(*args: Any) -> Any:
+        raise AssertionError("a plain op went the long way")
+
+    monkeypatch.setattr("eventstore.push.parse_op", long_way)
+    raw = {
+        "op_id": A,
+        "space_id": SPACE,
+        "entity_type": "task",
+        "entity_id": "t-1",
+        "kind": "set",
+        "field": "title",
+        "value": "Buy milk",
+        "lamport": 4,
+    }
+    push = prepare(B.upper(), DEVICE.upper(), [raw, {**raw, "op_id": B}], DEFAULT_SCHEMA)
+    assert (push.user_id, push.device_id, push.space_id) == (B, DEVICE, SPACE)
+    assert push.echo_ids == [A, B]
+    assert all(isinstance(i, Checked) and i.op.device_id == DEVICE for i in push.items)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
+import asyncpg
+import pytest
+
+from core.errors import ConcordError, Unavailable
+from core.metrics import CONFLICTS, OPS
 from core.ports import AppendOutcome
+from core.wire import OpResult
 from eventstore.append import GroupResult
 from eventstore.group import GroupCommitter
 from eventstore.push import Push
@@ -100,3 +107,360 @@ async def test_a_skipped_push_blocks_its_space() -> None:
     )
     await _run(committer, [_push("x", 100, 0), _push("a", 150, 1), _push("a", 50, 2)])
     assert recorder.groups == [[("x", "0")], [("a", "1"), ("a", "2")]]
+
+
+class _Pool2:
+    """A pool as asyncpg's: ``acquire()`` awaited or used with ``async with``; counts
+    what it hands out and gets back, and can fail the first ``broken`` acquires."""
+
+    def __init__(self, broken: int = 0, conn: Any = None) -> None:
+        self.broken = broken
+        self.conn = conn or _Conn()
+        self.acquired = 0
+        self.released = 0
+
+    def acquire(self) -> _Acquire:
+        return _Acquire(self)
+
+    async def release(self, conn: Any) -> None:
+        self.released += 1
+
+    def _take(self) -> Any:
+        if self.broken:
+            self.broken -= 1
+            raise ConnectionError("no connection")
+        self.acquired += 1
+        return self.conn
+
+
+class _Acquire:
+    def __init__(self, pool: _Pool2) -> None:
+        self.pool = pool
+
+    def __await__(self) -> Any:
+        async def take() -> Any:
+            return self.pool._take()
+
+        return take().__await__()
+
+    async def __aenter__(self) -> Any:
+        return self.pool._take()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pool.release(self.pool.conn)
+
+
+class _Concurrency(_Recorder):
+    """A recorder that also notes the most groups in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0
+        self.most = 0
+
+    async def __call__(self, conn: Any, pushes: Sequence[Push]) -> GroupResult:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            return await super().__call__(conn, pushes)
+        finally:
+            self.now -= 1
+
+
+def _sizes(recorder: _Recorder) -> list[list[str | None]]:
+    return [[tag for _, tag in g] for g in recorder.groups]
+
+
+async def test_the_defaults_four_writers_2000_ops_of_a_space_200_across() -> None:
+    """GroupCommitter's defaults (PostgresEventStore passes the same): groups of one
+    space take up to 2000 ops, of several up to 200, and 4 run at once."""
+    hot = _Recorder()
+    await _run(
+        GroupCommitter(cast(Any, _Pool2()), run=hot),
+        [_push("a", 1000, 0), _push("a", 1000, 1), _push("a", 1, 2)],
+    )
+    assert _sizes(hot) == [["0", "1"], ["2"]]
+    spread = _Recorder()
+    await _run(
+        GroupCommitter(cast(Any, _Pool2()), run=spread),
+        [_push("a", 100, 0), _push("b", 100, 1), _push("c", 1, 2)],
+    )
+    assert _sizes(spread) == [["0", "1"], ["2"]]
+    writers = _Concurrency()
+    await _run(
+        GroupCommitter(cast(Any, _Pool2()), run=writers),
+        [_push(f"s{i}", 150, i) for i in range(8)],  # 150 + 150 > 200: a group each
+    )
+    assert len(writers.groups) == 8
+    assert writers.most == 4
+
+
+async def test_a_writer_keeps_its_connection_while_groups_keep_coming() -> None:
+    pool = _Pool2()
+    recorder = _Recorder()
+    committer = GroupCommitter(cast(Any, pool), run=recorder, writers=1, spread_ops=1)
+    await _run(committer, [_push(f"s{i}", 1, i) for i in range(3)])
+    assert _sizes(recorder) == [["0"], ["1"], ["2"]]
+    assert (pool.acquired, pool.released) == (1, 1)
+
+
+async def test_no_connection_for_the_writer_the_group_asks_the_pool_again() -> None:
+    """The writer's acquire fails: its group takes a connection of its own, and the
+    writer goes on to the next group."""
+    pool = _Pool2(broken=1)
+    recorder = _Recorder()
+    committer = GroupCommitter(cast(Any, pool), run=recorder, writers=1, spread_ops=1)
+    await _run(committer, [_push("a", 1, 0), _push("b", 1, 1)])
+    assert _sizes(recorder) == [["0"], ["1"]]
+    assert (pool.acquired, pool.released) == (2, 2)
+
+
+async def test_the_writers_are_named_tasks_started_once() -> None:
+    committer = GroupCommitter(cast(Any, _Pool2()), run=_Recorder(), writers=3)
+    before = asyncio.all_tasks()
+    committer.start()
+    committer.start()
+    try:
+        names = sorted(t.get_name() for t in asyncio.all_tasks() - before)
+        assert names == ["eventstore-writer-0", "eventstore-writer-1", "eventstore-writer-2"]
+    finally:
+        await committer.close()
+
+
+class _Failing:
+    """A transaction that raises ``error`` for any group holding a push tagged ``bad``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls: list[list[str | None]] = []
+
+    async def __call__(self, conn: Any, pushes: Sequence[Push]) -> GroupResult:
+        tags = [p.echo_ids[0] for p in pushes]
+        self.calls.append(tags)
+        if "bad" in tags:
+            raise self.error
+        outcomes = [
+            AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
+            for p in pushes
+        ]
+        return GroupResult(outcomes, [])
+
+
+async def _outcomes(committer: GroupCommitter, pushes: list[Push]) -> list[Any]:
+    try:
+        return await asyncio.gather(*(committer.submit(p) for p in pushes), return_exceptions=True)
+    finally:
+        await committer.close()
+
+
+def _three() -> list[Push]:
+    return [_push("a", 1, 0), _push("b", 1, 0), _push("c", 1, 0)]
+
+
+async def test_a_poisonous_push_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """A group failing with an error that is not transient is retried push by push."""
+    pushes = _three()
+    pushes[1].echo_ids = ["bad"]
+    run = _Failing(ValueError("poison"))
+    committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=1)
+    with caplog.at_level(logging.WARNING, logger="eventstore.group"):
+        first, bad, third = await _outcomes(committer, pushes)
+    assert [r.getMessage() for r in caplog.records if r.name == "eventstore.group"] == [
+        "group of 3 failed (ValueError('poison')); retrying push by push"
+    ]
+    assert isinstance(first, AppendOutcome)
+    assert isinstance(third, AppendOutcome)
+    assert type(bad) is ConcordError
+    assert str(bad) == "event store error: ValueError: poison"
+    assert run.calls == [["0", "bad", "0"], ["0"], ["bad"], ["0"]]
+    assert committer.groups == [1, 1]
+
+
+async def test_a_transient_failure_answers_the_whole_group_unavailable_at_once() -> None:
+    pushes = _three()
+    pushes[1].echo_ids = ["bad"]
+    run = _Failing(ConnectionResetError("reset"))
+    committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=1)
+    outcomes = await _outcomes(committer, pushes)
+    assert [type(o) for o in outcomes] == [Unavailable] * 3
+    assert all(o.retryable for o in outcomes)
+    assert run.calls == [["0", "bad", "0"]]  # not retried: the client retries
+    assert committer.groups == []
+
+
+class _GoneConn:
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def is_closed(self) -> bool:
+        if self.how == "released":
+            raise asyncpg.InterfaceError("connection has been released back to the pool")
+        return True
+
+
+@pytest.mark.parametrize("how", ["closed", "released"])
+async def test_an_error_on_a_lost_connection_is_unavailable(how: str) -> None:
+    """The connection went away mid-transaction: whatever the driver raised, the push is
+    answered Unavailable (retryable: nothing is known to be committed), and the writer
+    leaves that connection to the pool and takes another for the next group."""
+    pool = _Pool2(conn=_GoneConn(how))
+    run = _Failing(RuntimeError("an error no retry would help"))
+    committer = GroupCommitter(cast(Any, pool), run=run, writers=1, spread_ops=1)
+    lost, then = _push("a", 1, 0), _push("b", 1, 1)
+    lost.echo_ids = ["bad"]
+    bad, good = await _outcomes(committer, [lost, then])
+    assert type(bad) is Unavailable
+    assert bad.retryable
+    assert str(bad) == "event store connection lost"
+    assert isinstance(good, AppendOutcome)
+    assert run.calls == [["bad"], ["1"]]
+    assert (pool.acquired, pool.released) == (2, 2)
+
+
+class _Stuck:
+    """A transaction that never ends."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def __call__(self, conn: Any, pushes: Sequence[Push]) -> GroupResult:
+        self.started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_close_waits_out_its_grace_then_answers_unavailable() -> None:
+    run = _Stuck()
+    committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=1)
+    running = asyncio.ensure_future(committer.submit(_push("a", 1, 0)))
+    await run.started.wait()
+    queued = asyncio.ensure_future(committer.submit(_push("a", 1, 1)))  # behind "a"
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await committer.close(grace=0.2)
+    assert 0.2 <= loop.time() - began < 2
+    for future in (running, queued):
+        with pytest.raises(Unavailable, match="event store unavailable: ConnectionError"):
+            await future
+    with pytest.raises(Unavailable, match=r"^the event store is closed$"):
+        committer.start()
+    with pytest.raises(Unavailable, match=r"^the event store is closed$"):
+        await committer.submit(_push("a", 1, 2))
+
+
+async def test_close_returns_once_the_work_is_done() -> None:
+    recorder = _Recorder()  # 10 ms a group
+    committer = GroupCommitter(cast(Any, _Pool2()), run=recorder, writers=1)
+    pending = [asyncio.ensure_future(committer.submit(_push("a", 1, i))) for i in range(3)]
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await committer.close()
+    assert loop.time() - began < 0.5  # the work takes 30 ms; nothing like the 5 s grace
+    assert all(isinstance(p.result(), AppendOutcome) for p in pending)
+    await committer.close()  # again: nothing left to do
+
+
+async def test_statuses_and_conflicts_are_counted_once_committed() -> None:
+    async def run(conn: Any, pushes: Sequence[Push]) -> GroupResult:
+        results = [
+            OpResult(op_id="x", status="applied", seq=1),
+            OpResult(op_id="y", status="applied", seq=2),
+            OpResult(op_id="z", status="duplicate", seq=1),
+        ]
+        outcome = AppendOutcome(space_id="a", results=results, server_lamport=0, events=[], head=2)
+        return GroupResult([outcome], [("gtask", "gf"), ("gtask", "gf"), ("gtask", "gg")])
+
+    def counts() -> tuple[float, ...]:
+        return (
+            OPS.labels(status="applied")._value.get(),
+            OPS.labels(status="duplicate")._value.get(),
+            CONFLICTS.labels(entity_type="gtask", field="gf")._value.get(),
+            CONFLICTS.labels(entity_type="gtask", field="gg")._value.get(),
+        )
+
+    before = counts()
+    await _run(GroupCommitter(cast(Any, _Pool2()), run=run), [_push("a", 3, 0)])
+    assert [a - b for a, b in zip(counts(), before, strict=True)] == [2, 1, 2, 1]
+
+
+class _Gated:
+    """A transaction per space that ends when its space's gate opens."""
+
+    def __init__(self, spaces: str) -> None:
+        self.gates = {s: asyncio.Event() for s in spaces}
+        self.started: set[str | None] = set()
+        self.all_started = asyncio.Event()
+
+    async def __call__(self, conn: Any, pushes: Sequence[Push]) -> GroupResult:
+        [push] = pushes
+        self.started.add(push.space_id)
+        if self.started == set(self.gates):
+            self.all_started.set()
+        await self.gates[push.space_id or ""].wait()
+        outcome = AppendOutcome(
+            space_id=push.space_id, results=[], server_lamport=0, events=[], head=0
+        )
+        return GroupResult([outcome], [])
+
+
+async def test_close_waits_for_every_running_group() -> None:
+    """Two groups in flight on two writers: close returns once both are committed,
+    however they end, within its grace."""
+    run = _Gated("ab")
+    committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=2, spread_ops=1)
+    pushes = [asyncio.ensure_future(committer.submit(_push(s, 1, 0))) for s in "ab"]
+    await run.all_started.wait()
+    closing = asyncio.ensure_future(committer.close())
+    run.gates["a"].set()
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # "b" is still running
+    run.gates["b"].set()
+    await closing
+    assert [type(p.result()) for p in pushes] == [AppendOutcome, AppendOutcome]
+
+
+async def test_a_writer_survives_a_group_it_cannot_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Should answering a committed group fail (here: one outcome short), its pushes get
+    the error, the failure is logged, and the writer serves the next group."""
+    calls = 0
+
+    async def run(conn: Any, pushes: Sequence[Push]) -> GroupResult:
+        nonlocal calls
+        calls += 1
+        outcomes = [
+            AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
+            for p in pushes
+        ]
+        return GroupResult(outcomes[1:] if calls == 1 else outcomes, [])
+
+    committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=1, spread_ops=2)
+    with caplog.at_level(logging.ERROR, logger="eventstore.group"):
+        first = await _outcomes(committer, [_push("a", 1, 0), _push("b", 1, 1), _push("c", 1, 2)])
+    # The first push had its outcome when the second found none: that one gets the error.
+    assert [type(o) for o in first] == [AppendOutcome, ConcordError, AppendOutcome]
+    assert str(first[1]).startswith("event store error: ValueError: zip()")
+    [record] = [r for r in caplog.records if r.name == "eventstore.group"]
+    assert record.getMessage() == "group commit failed"
+    assert record.exc_info is not None
+
+
+async def test_a_transient_error_on_a_lost_connection_keeps_its_name() -> None:
+    pool = _Pool2(conn=_GoneConn("closed"))
+    run = _Failing(ConnectionResetError("reset"))
+    committer = GroupCommitter(cast(Any, pool), run=run, writers=1)
+    push = _push("a", 1, 0)
+    push.echo_ids = ["bad"]
+    [lost] = await _outcomes(committer, [push])
+    assert type(lost) is Unavailable
+    assert str(lost) == "event store unavailable: ConnectionResetError"
+
+
+async def test_closing_a_committer_never_started() -> None:
+    committer = GroupCommitter(cast(Any, _Pool2()), run=_Recorder())
+    await committer.close()
+    with pytest.raises(Unavailable):
+        committer.start()
