@@ -178,20 +178,37 @@ def show(work: Path, mutant: str) -> str:
 def report(
     target: Target, results: list[ModuleScore], seconds: float | None, work: Path, diff: bool
 ) -> bool:
-    """Print the target's scores and survivors; True when every module reaches the floor."""
+    """Print the target's scores and survivors; True when every module reaches the floor
+    (with ``target.whole``: when the modules together reach it)."""
     took = "" if seconds is None else f", {seconds / 60:.1f} min"
-    print(f"\n== {target.name} (floor {target.floor:.0%}{took}; tests: {' '.join(target.tests)})")
+    whole = " for the modules together" if target.whole else ""
+    print(
+        f"\n== {target.name} (floor {target.floor:.0%}{whole}{took}; "
+        f"tests: {' '.join(target.tests)})"
+    )
     ok = True
     for r in results:
         if not r.ran:
             print(f"  {r.module:34} not run yet")
             ok = False
             continue
-        below = r.score < target.floor
+        below = r.score < target.floor and not target.whole
         ok = ok and not below
         extra = f", {r.unchecked} not run" if r.unchecked else ""
         flag = "  BELOW FLOOR" if below else ""
         print(f"  {r.module:34} {r.score:6.1%}  killed {r.killed}/{r.decided}{extra}{flag}")
+    if target.whole and ok:
+        total = ModuleScore(
+            "all",
+            killed=sum(r.killed for r in results),
+            survived=[m for r in results for m in r.survived],
+        )
+        below = total.score < target.floor
+        ok = not below
+        flag = "  BELOW FLOOR" if below else ""
+        print(
+            f"  {'(together)':34} {total.score:6.1%}  killed {total.killed}/{total.decided}{flag}"
+        )
     for r in results:
         for mutant in r.survived:
             print(f"    survived: {mutant}")
