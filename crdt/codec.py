@@ -84,7 +84,7 @@ def export_state(state: EntityState) -> StateV1:
     return StateV1(
         entity_type=state.entity_type,
         entity_id=state.entity_id,
-        others=sorted(state._seen - referenced),
+        others=sorted(state._seen.keys() - referenced),
         pending=sorted((k, sorted(v, key=_scope_key)) for k, v in state._pending.items()),
         regs={k: sorted(map(head_wire, v.values())) for k, v in sorted(state._regs.items())},
         counters={k: sorted(v.deltas.items()) for k, v in sorted(state._counters.items())},
@@ -99,21 +99,21 @@ def import_state(w: StateV1, cls: type[EntityState]) -> EntityState:
     """Rebuild a state from its wire form."""
     state = cls(w.entity_type, w.entity_id)
     seen = state._seen
-    seen.update(w.others)
+    seen.update(dict.fromkeys(w.others))
     state._pending = {k: set(v) for k, v in w.pending}
     for name, heads in w.regs.items():
         state._regs[name] = {h[1]: _head(state, h, "set", name, h[2]) for h in heads}
-        seen.update(state._regs[name])
+        seen.update(dict.fromkeys(state._regs[name]))
     for name, deltas in w.counters.items():
         state._counters[name] = counter = Counter(dict(deltas))
-        seen.update(counter.deltas)
+        seen.update(dict.fromkeys(counter.deltas))
     for name, live in w.sets.items():
         state._sets[name] = orset = ORSet(dict(live))
-        seen.update(orset.live)
+        seen.update(dict.fromkeys(orset.live))
     if w.life is not None:
         kinds = ("restore", "delete")
         state._life = {h[1]: _head(state, h, kinds[bool(h[2])], None, None) for h in w.life}
-        seen.update(state._life)
+        seen.update(dict.fromkeys(state._life))
     state._fl, state._fo = w.field_key
     state._ol = w.other_lamport
     return state

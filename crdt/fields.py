@@ -23,7 +23,7 @@ __all__ = [
 Scope = tuple[str, str | None]
 """Who named a pending op_id: ("set", field), ("remove", field) or ("life", None)."""
 
-Side = tuple[set[str], dict[str, set[Scope]]]
+Side = tuple[Mapping[str, None], dict[str, set[Scope]]]
 """One side of a merge: the op_ids it holds and its pending op_ids with their scopes."""
 
 V = TypeVar("V")
@@ -36,8 +36,12 @@ class Counter:
     __slots__ = ("deltas", "total")
 
     def __init__(self, deltas: dict[str, Any] | None = None) -> None:
-        self.deltas: dict[str, Any] = {} if deltas is None else deltas
-        self.total: Any = sum(self.deltas.values())
+        if deltas is None:  # a new field: the hot path of `apply`
+            self.deltas: dict[str, Any] = {}
+            self.total: Any = 0
+        else:
+            self.deltas = deltas
+            self.total = sum(deltas.values())
 
 
 class ORSet:
@@ -48,8 +52,9 @@ class ORSet:
     def __init__(self, live: Mapping[str, Any] | None = None) -> None:
         self.live: dict[str, Any] = {}
         self.counts: dict[Any, int] = {}
-        for op_id, element in (live or {}).items():
-            self.add_live(op_id, element)
+        if live:
+            for op_id, element in live.items():
+                self.add_live(op_id, element)
 
     def add_live(self, op_id: str, element: Any) -> None:
         """Hold the add `op_id` of `element` as live."""
@@ -113,7 +118,7 @@ def merge_counters(mine: Counter | None, theirs: Counter) -> Counter:
 
 
 def merge_pending(
-    mine: Mapping[str, set[Scope]], theirs: Mapping[str, set[Scope]], seen: set[str]
+    mine: Mapping[str, set[Scope]], theirs: Mapping[str, set[Scope]], seen: Mapping[str, None]
 ) -> dict[str, set[Scope]]:
     """Union the pending op_ids of both sides, dropping those now held."""
     out = {k: set(v) for k, v in mine.items() if k not in seen}

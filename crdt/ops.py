@@ -9,10 +9,12 @@ import msgspec
 __all__ = ["CLIENT_KINDS", "FIELD_KINDS", "LIFECYCLE_KINDS", "SERVER_KINDS", "Op"]
 
 
-class Op(msgspec.Struct, frozen=True, kw_only=True):
+class Op(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An operation or stored event, reduced to what merging and validation need.
 
     `pred` names the op_ids this op supersedes; `lamport` with `op_id` is the order key.
+    `gc=False`: an op holds strings, numbers and a tuple of strings, nothing that can refer
+    back to it, so the collector need not track it, nor the head maps that hold ops.
     """
 
     op_id: str

@@ -74,7 +74,7 @@ class EntityState:
     def __init__(self, entity_type: str, entity_id: str) -> None:
         self.entity_type = entity_type
         self.entity_id = entity_id
-        self._seen: set[str] = set()
+        self._seen: dict[str, None] = {}
         self._pending: dict[str, set[Scope]] = {}
         self._regs: dict[str, dict[str, Op]] = {}
         self._counters: dict[str, Counter] = {}
@@ -92,72 +92,69 @@ class EntityState:
         return cls(entity_type, entity_id)
 
     def apply(self, op: Op) -> ApplyResult:
-        """Apply one op: idempotent, in place, costing O(heads of its field + its pred)."""
-        return self.apply_all((op,))
+        """Apply one op: idempotent, in place, costing O(heads of its field + its pred).
 
-    def apply_all(self, ops: Iterable[Op]) -> ApplyResult:
-        """Apply this entity's ops in order, as `apply` does one by one; returns the last
-        op's result. The loop keeps the containers in locals: the hot path of `fold`."""
+        The hot path of every consumer: containers in locals, the common kinds inline."""
+        op_id = op.op_id
         seen = self._seen
-        regs = self._regs
-        counters = self._counters
-        result = _DUPLICATE
-        for op in ops:
-            op_id = op.op_id
-            if op_id in seen:
-                result = _DUPLICATE
-                continue
-            seen.add(op_id)
-            scopes = self._pending.pop(op_id, None) if self._pending else None
-            kind = op.kind
-            field = op.field
-            if kind == "set" and field is not None:
-                heads = regs.get(field)
-                if heads is None:
-                    heads = regs[field] = {}
-                for p in op.pred:
-                    if heads.pop(p, None) is None and p not in seen:
-                        self._name_pending(p, ("set", field))
-                if scopes is None or ("set", field) not in scopes:
-                    heads[op_id] = op
-                result = _CONFLICTED if len(heads) > 1 else _APPLIED
-            elif kind == "inc" and field is not None:
-                self._note_field_op(op)
-                counter = counters.get(field)
-                if counter is None:
-                    counter = counters[field] = Counter()
-                delta = op.value
-                counter.deltas[op_id] = delta
-                counter.total += delta
-                result = _APPLIED
-            elif field is None or kind not in FIELD_KINDS:
-                result = self._apply_other(op, scopes)
-            else:
-                self._note_field_op(op)
-                result = self._apply_orset(op, field, scopes)
-        return result
-
-    def _note_field_op(self, op: Op) -> None:
-        """Track the greatest order key of the incs, adds and removes."""
+        if op_id in seen:
+            return _DUPLICATE
+        seen[op_id] = None
+        pending = self._pending
+        scopes = pending.pop(op_id, None) if pending else None
+        field = op.field
+        if field is None:
+            return self._apply_other(op, scopes)
+        kind = op.kind
+        if kind == "set":
+            heads = self._regs.get(field)
+            if heads is None:
+                heads = self._regs[field] = {}
+            for p in op.pred:
+                if heads.pop(p, None) is None and p not in seen:
+                    self._name_pending(p, ("set", field))
+            if scopes is None or ("set", field) not in scopes:
+                heads[op_id] = op
+            return _CONFLICTED if len(heads) > 1 else _APPLIED
+        if kind not in FIELD_KINDS:
+            return self._apply_other(op, scopes)
         lamport = op.lamport
-        if lamport >= self._fl and (lamport > self._fl or op.op_id > self._fo):
+        # the greatest order key of the incs, adds and removes (see __init__)
+        if lamport >= self._fl and (lamport > self._fl or op_id > self._fo):
             self._fl = lamport
-            self._fo = op.op_id
-
-    def _apply_orset(self, op: Op, field: str, scopes: set[Scope] | None) -> ApplyResult:
-        """An add makes its element live unless a remove named it already; a remove cancels
-        the adds its pred names."""
+            self._fo = op_id
+        if kind == "inc":
+            counter = self._counters.get(field)
+            if counter is None:
+                counter = self._counters[field] = Counter()
+            delta = op.value
+            counter.deltas[op_id] = delta
+            counter.total += delta
+            return _APPLIED
         orset = self._sets.get(field)
         if orset is None:
             orset = self._sets[field] = ORSet()
-        if op.kind == "add":
+        if kind == "add":
+            # live unless a remove named it already (ORSet.add_live, inline)
             if scopes is None or ("remove", field) not in scopes:
-                orset.add_live(op.op_id, op.value)
-        else:
-            for p in op.pred:
-                if not orset.cancel(p) and p not in self._seen:
-                    self._name_pending(p, ("remove", field))
+                element = op.value
+                orset.live[op_id] = element
+                counts = orset.counts
+                counts[element] = counts.get(element, 0) + 1
+            return _APPLIED
+        # a remove cancels the adds its pred names
+        for p in op.pred:
+            if not orset.cancel(p) and p not in seen:
+                self._name_pending(p, ("remove", field))
         return _APPLIED
+
+    def apply_all(self, ops: Iterable[Op]) -> ApplyResult:
+        """Apply this entity's ops in order, one by one; returns the last op's result."""
+        apply = self.apply
+        result = _DUPLICATE
+        for op in ops:
+            result = apply(op)
+        return result
 
     def _apply_other(self, op: Op, scopes: set[Scope] | None) -> ApplyResult:
         """Lifecycle ops set `_deleted`; server, unknown and malformed ops are only held."""

@@ -236,3 +236,29 @@ def test_compatibility_reports_every_dropped_thing() -> None:
 def test_a_full_pred_goes_the_long_way_too() -> None:
     """64 entries with a value only the long way checks (a float)."""
     assert check_shape(op(field="pomodoros", value=1.5, pred=ids(MAX_PRED))) is None
+
+
+def test_an_element_added_twice_stays_until_both_adds_are_removed_after_decode_or_merge() -> None:
+    # a decoded or merged state counts its live adds again (ORSet.add_live), apply does not
+    adds = [op(op_id=A, kind="add", field="tags", value="x", lamport=1)]
+    adds.append(op(op_id=B, kind="add", field="tags", value="x", lamport=2))
+    held = EntityState.new("task", "t-1")
+    held.apply_all(adds)
+    merged = EntityState.new("task", "t-1")
+    merged.merge(held)
+    for state in (decode_state(encode_state(held)), merged):
+        state.apply(op(op_id=ids(3)[2], kind="remove", field="tags", value="x", pred=(A,)))
+        assert state.view().fields["tags"].value == ["x"]
+        state.apply(op(kind="remove", field="tags", value="x", pred=(B,), lamport=11))
+        assert state.view().fields["tags"].value == []
+
+
+def test_a_lifecycle_kind_with_a_field_already_superseded_never_becomes_a_head() -> None:
+    # malformed (validation refuses a field on a delete), but applied by the same rules
+    late = op(op_id=A, kind="delete", field="title", value=None, lamport=1)
+    restore = op(op_id=B, kind="restore", field=None, value=None, pred=(A,), lamport=2)
+    state = EntityState.new("task", "t-1")
+    state.apply(restore)
+    state.apply(late)
+    assert state.deleted_by() is None
+    assert state.lifecycle_heads() == (B,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -373,3 +374,15 @@ def test_apply_all_applies_a_run_of_ops_like_apply() -> None:
     assert state == state_of(*ops)
     assert state.apply_all(ops[1:2] * 0) == (False, False)
     assert EntityState.new("task", "t-1").apply_all(ops[:2]) == (True, True)
+
+
+def test_ops_and_the_maps_that_hold_them_stay_out_of_the_collectors_sight() -> None:
+    # what keeps the collector's work per op small (docs/benchmarks.md, CRDT apply)
+    state = state_of(
+        op(1, "set", "title", "a", lamport=1),
+        op(2, "inc", "pomodoros", 1, lamport=2),
+        op(3, "add", "tags", "x", lamport=3),
+    )
+    assert not gc.is_tracked(op(4, "set", "title", ["a", {"b": 1}], lamport=4))
+    assert not gc.is_tracked(state._seen)
+    assert not any(gc.is_tracked(heads) for heads in state._regs.values())
