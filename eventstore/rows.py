@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -74,11 +75,24 @@ def decode_value(text: str | None) -> Any:
     return None if text is None else _DECODE(text)
 
 
-def event_from_row(row: asyncpg.Record) -> Event:
-    """An ``Event`` from a row selected with :data:`READ_COLUMNS` (only the value is
-    decoded; everything else comes as the wire has it)."""
-    seq, op_id, space_id, entity_type, entity_id, kind, field, value, pred = row[:9]
-    lamport, client_time, device_id, user_id, recorded_at, schema_version = row[9:15]
+def raw_value(text: str | None) -> msgspec.Raw | None:
+    """A stored ``value`` kept as its JSON text, to be sent as it is (SQL NULL: null)."""
+    return None if text is None else msgspec.Raw(text)
+
+
+def event_from_row(
+    row: asyncpg.Record,
+    *,
+    first: int = 0,
+    value_of: Callable[[str | None], Any] = decode_value,
+) -> Event:
+    """An ``Event`` from the :data:`READ_COLUMNS` of a row, starting at column ``first``.
+    Everything comes as the wire has it but the value: decoded, or as ``value_of``
+    makes it (:func:`raw_value` for an event encoded to JSON without being decoded)."""
+    seq, op_id, space_id, entity_type, entity_id, kind, field, value, pred = row[first : first + 9]
+    lamport, client_time, device_id, user_id, recorded_at, schema_version = row[
+        first + 9 : first + 15
+    ]
     return Event(
         seq=seq,
         op_id=op_id,
@@ -87,7 +101,7 @@ def event_from_row(row: asyncpg.Record) -> Event:
         entity_id=entity_id,
         kind=kind,
         field=field,
-        value=decode_value(value),
+        value=value_of(value),
         pred=pred,
         lamport=lamport,
         client_time=client_time,

@@ -43,9 +43,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from core.natsbus import NatsBus
-from core.wire import Event
 from eventstore.reads import wire_rows_of_ranges
-from eventstore.rows import Conn
+from eventstore.rows import Conn, event_from_row, raw_value
 from projector.stream import JetStream, Names, ensure_stream, honour_cancellation
 
 log = logging.getLogger("concord.projector.relay")
@@ -304,26 +303,8 @@ def _message(row: asyncpg.Record) -> tuple[str, int, bytes]:
     Built without decoding anything: the ids come as text, ``recorded_at`` formatted by
     PostgreSQL like ``eventstore.rows.format_time``, and the stored value (JSON text) is
     embedded as it is (``msgspec.Raw``) instead of decoded and encoded again."""
-    _, seq, op_id, sid, etype, eid, kind, field, value, pred, lamport, client_time = row[:12]
-    device_id, user_id, recorded_at, schema_version = row[12:]
-    event = Event(
-        seq=seq,
-        op_id=op_id,
-        space_id=sid,
-        entity_type=etype,
-        entity_id=eid,
-        kind=kind,
-        field=field,
-        value=None if value is None else msgspec.Raw(value),
-        pred=pred,
-        lamport=lamport,
-        client_time=client_time,
-        device_id=device_id,
-        user_id=user_id,
-        recorded_at=recorded_at,
-        schema_version=schema_version,
-    )
-    return sid, seq, _encode(event)
+    event = event_from_row(row, first=1, value_of=raw_value)
+    return event.space_id, event.seq, _encode(event)
 
 
 async def read_ranges(conn: Conn, ranges: Sequence[Range]) -> list[asyncpg.Record]:
