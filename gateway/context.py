@@ -41,8 +41,8 @@ Resource: TypeAlias = NamedDependency[SkipValidation[T]]
 
 
 class ReadStore(EventStore, Protocol):
-    """The store as the gateway uses it: the port plus ``replay_space`` (entity lists
-    fold the whole space until the projector's read models land)."""
+    """The store as the gateway uses it: the port plus ``replay_space`` (an entity list
+    folds the whole space when the projector's read model lags behind its head)."""
 
     async def replay_space(
         self, space_id: str, as_of_seq: int | None = None

@@ -1,8 +1,10 @@
 """Reads: merged entity states, one entity (optionally as of a seq), its history, the
 schema, and a space's reminders.
 
-Until the projector's read models land these fold from the log through the store's
-replay functions; the answers are the same either way (docs/architecture.md invariant 4). Entity
+An entity list comes from the projector's read model when that has reached the space's
+head, else from the space folded from the log; one entity is the read model's state
+brought up to the head with the entity's later events; ``as_of_seq`` folds the log. The
+answers are the same either way (docs/architecture.md invariant 4). Entity
 types outside the schema, ``_member`` included, are not readable: 404 in paths, 400 as
 a ``type`` filter.
 """
