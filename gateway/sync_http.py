@@ -15,9 +15,9 @@ from typing import Annotated
 from litestar import Router, get, post
 from litestar.di import Provide
 
-from core.errors import BadMessage, Forbidden, NotFound
+from core.errors import Forbidden, NotFound
 from core.ops import push_space
-from core.wire import BATCH_ID_MAX, Limits, OpResult, PullResponse, PushRequest, PushResponse
+from core.wire import Limits, OpResult, PullResponse, PushRequest, PushResponse
 from gateway import pushes
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import ReadStore, Resource
@@ -59,8 +59,6 @@ async def push(
     """One result per op, in the order sent, after COMMIT (docs/protocol.md section 4)."""
     started = time.perf_counter()
     pushes.check_size(limits, data.ops)  # the body's bytes are bounded by the app
-    if len(data.batch_id) > BATCH_ID_MAX:
-        raise BadMessage(f"batch_id: at most {BATCH_ID_MAX} characters")
     pushes.admit(push_buckets, principal.device_id)
     space_id = push_space(data.ops)
     if space_id is not None:
