@@ -276,7 +276,7 @@ async def test_with_webhooks_a_fired_row_waits_for_its_first_post(world: World) 
 
 
 class Crash(Exception):
-    pass
+    """The fault a test injects to stop a firing half way."""
 
 
 class CrashAfterAppend(Faults):
@@ -517,7 +517,8 @@ def test_a_notification_carries_the_firing_in_rfc3339() -> None:
 
 
 class DeadlockingConn:
-    pass
+    """A stand-in connection, passed through to the patched ``apply_states``, which never
+    uses it."""
 
 
 @pytest.mark.parametrize("failures", [1, 2])
