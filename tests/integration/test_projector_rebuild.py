@@ -14,7 +14,7 @@ import pytest
 from core.settings import Settings, with_overrides
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
-from projector.membership import Membership
+from projector.membership import Membership, space_hash
 from projector.readmodel import get_entity, list_entities
 from projector.rebuild import REBUILD_LOCK, RebuildError, rebuild
 from projector.runner import running
@@ -26,6 +26,7 @@ from tests.integration.test_projector_support import (
     assert_matches_replay,
     caught_up,
     delete_stream,
+    eventually,
     increments,
     new_space,
     push,
@@ -56,8 +57,14 @@ async def scratch(
         await delete_stream(settings.nats_url or "", Names(settings.nats_prefix))
 
 
-async def _fill(store: PostgresEventStore, spaces: int, per_space: int) -> list[tuple[str, str]]:
-    made = [await new_space(store) for _ in range(spaces)]
+async def _fill(
+    store: PostgresEventStore,
+    spaces: int,
+    per_space: int,
+    made: list[tuple[str, str]] | None = None,
+) -> list[tuple[str, str]]:
+    """``spaces`` new spaces (or the given ``made`` ones), each with ``per_space`` events."""
+    made = made if made is not None else [await new_space(store) for _ in range(spaces)]
     for space, owner in made:
         device = new_id()
         titles = [
@@ -194,9 +201,22 @@ async def test_instances_split_spaces_and_take_over(scratch: Scratch) -> None:
         second = await second_stack.enter_async_context(
             running(scratch.settings, options=OPTIONS, relay=False)
         )
-        await asyncio.sleep(1.0)  # both ticked: each knows it is one of two
-        assert {first.projector.membership.instances, second.projector.membership.instances} == {2}
-        spaces = await _fill(store, 8, 120)
+
+        async def both_ticked() -> bool:  # each knows it is one of two
+            counts = {first.projector.membership.instances, second.projector.membership.instances}
+            return counts == {2}
+
+        await eventually(both_ticked, within=10.0)
+        # Space ids are random: make spaces until each of the two slots owns four, else
+        # one instance may own all eight (one run in 128) and have nothing to apply.
+        slots: dict[int, list[tuple[str, str]]] = {0: [], 1: []}
+        for _ in range(64):
+            if min(len(chosen) for chosen in slots.values()) >= 4:
+                break
+            space, owner = await new_space(store)
+            slots[space_hash(space) % 2].append((space, owner))
+        spaces = await _fill(store, 0, 120, made=slots[0] + slots[1])
+        assert all(len(chosen) >= 4 for chosen in slots.values())
         await caught_up(pool, [s for s, _ in spaces])
         assert first.projector.applied_events > 0
         assert second.projector.applied_events > 0
