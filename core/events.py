@@ -6,15 +6,16 @@ subject strings built anywhere else). Every message has a consumer:
 | ``Names.…`` (subject) | payload | from -> to |
 | --- | --- | --- |
 | ``space`` (``<prefix>.space.<id>``) | :class:`SpaceHint` | gateway, scheduler -> gateways |
-| ``log_subject`` (``<prefix>.log.<id>``) | ``wire.Event`` (JetStream) | relay -> projector |
+| ``log_subject`` (``<prefix>.log.<id>``) | ``list[wire.Event]`` (JetStream) | relay -> projector |
 | ``reminders_subject`` (``.reminders.<id>``) | :class:`ReminderChange` | projector -> scheduler |
 | ``notifications`` (``.notifications.<id>``) | :class:`NotificationEnvelope` | scheduler -> gw |
 | ``revocations`` (``<prefix>.revocations``) | :class:`Revocation` | gateway -> gateways |
 | ``membership`` (``<prefix>.membership.<id>``) | :class:`MembershipChange` | gateway -> gateways |
 
-The log's JetStream stream is ``<prefix>_LOG`` (``stream``), its message ids
-``<space_id>:<seq>`` (``msg_id``), the projector's durable consumers ``projector_<slot>``
-(``durable``); projector/stream.py configures them.
+The log's JetStream stream is ``<prefix>_LOG`` (``stream``); a message holds a run of
+consecutive events of one space, its id ``<space_id>:<first seq>-<last seq>``
+(``msg_id``); the projector's durable consumers are ``projector_<slot>`` (``durable``);
+projector/stream.py configures them.
 
 All are hints: every consumer can recover what it missed from PostgreSQL. Every
 process that commits events (the gateway for pushes and member changes, the scheduler
@@ -147,7 +148,8 @@ class Names:
         return self.log_subject(ANY)
 
     def log_subject(self, space_id: str) -> str:
-        """One ``wire.Event`` of a space, published by the outbox relay."""
+        """A run of a space's events (a JSON array of ``wire.Event``), published by the
+        outbox relay."""
         return f"{self.prefix}.log.{space_id}"
 
     def reminders_subject(self, space_id: str) -> str:
@@ -159,9 +161,10 @@ class Names:
         return f"projector_{slot}"
 
     @staticmethod
-    def msg_id(space_id: str, seq: int) -> str:
-        """The JetStream message id of an event: a repeat of it is dropped by the server."""
-        return f"{space_id}:{seq}"
+    def msg_id(space_id: str, first: int, last: int) -> str:
+        """The JetStream message id of the run of events ``first..last`` of a space: a
+        repeat of it is dropped by the server."""
+        return f"{space_id}:{first}-{last}"
 
 
 def space_hint(

@@ -10,9 +10,11 @@ transaction per cycle, works on a whole batch of spaces at once:
    relayed by one relay at a time, so its events reach the stream in seq order;
 3. reads every locked space's events ``published_seq + 1 .. claimed head`` in ONE query
    (at most ``max_events`` per space and ``max_batch`` per cycle, shared fairly);
-4. publishes them all pipelined (in seq order per space on one connection), message id
-   ``<space_id>:<seq>``, replies to an inbox of its own (:class:`Acks`), and waits ONCE
-   for the acks;
+4. publishes them all pipelined (in seq order per space on one connection), a run of
+   up to ``message_events`` consecutive events of one space per message (a JSON array,
+   at most ``message_bytes`` of it unless one event alone is larger), message id
+   ``<space_id>:<first>-<last>``, replies to an inbox of its own (:class:`Acks`), and
+   waits ONCE for the acks;
 5. advances each space's cursor to the end of its acked prefix (never past a message
    that was not acked) and deletes the claimed rows that cover, one statement each;
    COMMIT. If some message was not acked, the cycle then reports the failure and the
@@ -20,8 +22,9 @@ transaction per cycle, works on a whole batch of spaces at once:
 
 A crash or a NATS failure anywhere before COMMIT rolls it all back: the rows stay and
 the events are published again next cycle; JetStream drops the repeats (message ids
-within its duplicate window, see ``projector.stream``). Nothing is lost; nothing is
-skipped. When NATS is down the relay keeps polling and publishes once it is back. (A
+within its duplicate window, see ``projector.stream``; a run cut otherwise the second
+time is stored again and the consumers drop its repeats by seq). Nothing is lost;
+nothing is skipped. When NATS is down the relay keeps polling and publishes once it is back. (A
 message refused in the middle of a pipelined batch can land after its successors,
 which were acked: consumers take the stream's order as a hint and read any gap from
 PostgreSQL, as the projector does.)
@@ -74,6 +77,14 @@ WHERE o.space_id = u.space_id AND o.head = u.head
 
 _encode = msgspec.json.encode
 
+#: Events per log message at most: one message (one publish, one ack, one message for
+#: the consumer to parse) per run instead of per event, the relay's and the projector's
+#: main per-event cost when each event was a message of its own (docs/benchmarks.md).
+MESSAGE_EVENTS = 100
+#: JSON bytes per log message at most, unless one event alone is larger (its value is at
+#: most ``max_value_bytes``, 64 KiB by default, far below NATS's 1 MiB ``max_payload``).
+MESSAGE_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Range:
@@ -123,6 +134,8 @@ class Relay:
         max_events: int = 5000,
         max_batch: int = 10_000,
         ack_timeout: float = 5.0,
+        message_events: int = MESSAGE_EVENTS,
+        message_bytes: int = MESSAGE_BYTES,
     ) -> None:
         self.pool = pool
         self.names = names
@@ -131,6 +144,8 @@ class Relay:
         self.max_events = max_events
         self.max_batch = max_batch
         self.ack_timeout = ack_timeout
+        self.message_events = message_events
+        self.message_bytes = message_bytes
         self.published = 0
         self.bus = bus
         self._js = JetStream(bus)
@@ -195,21 +210,21 @@ class Relay:
     async def _publish(
         self, nc: NatsClient, rows: Sequence[asyncpg.Record]
     ) -> tuple[dict[uuid.UUID, int], BaseException | None]:
-        """Publish the rows in order (one connection keeps each space's order), wait once
-        for every ack; each space's highest seq acked with all before it, and the first
-        failure (None when every message was acked)."""
+        """Publish the rows in runs, in order (one connection keeps each space's order),
+        wait once for every ack; each space's highest seq acked with all before it, and
+        the first failure (None when every message was acked)."""
         if not rows:
             return {}, None
-        reply = await self._acks.begin(nc, len(rows))
+        runs = runs_of(rows, self.message_events, self.message_bytes)
+        reply = await self._acks.begin(nc, len(runs))
         log_subject, msg_id = self.names.log_subject, Names.msg_id
-        sent: list[tuple[uuid.UUID, int]] = []
-        for i, row in enumerate(rows):
-            sid, seq, payload = _message(row)
-            headers = {"Nats-Msg-Id": msg_id(sid, seq)}
-            await nc.publish(log_subject(sid), payload, reply=f"{reply}{i}", headers=headers)
-            sent.append((row[0], seq))
+        for i, run in enumerate(runs):
+            headers = {"Nats-Msg-Id": msg_id(run.space_id, run.first, run.last)}
+            await nc.publish(
+                log_subject(run.space_id), run.payload, reply=f"{reply}{i}", headers=headers
+            )
         await self._acks.wait(self.ack_timeout)
-        return self._acks.prefixes(sent)
+        return self._acks.prefixes([(run.sid, run.last) for run in runs])
 
 
 class RefusedError(Exception):
@@ -297,14 +312,57 @@ class Acks:
         return acked, failure
 
 
-def _message(row: asyncpg.Record) -> tuple[str, int, bytes]:
-    """A row read by :func:`read_ranges` as (space_id, seq, the ``wire.Event`` JSON).
+@dataclass(frozen=True)
+class Run:
+    """One log message: the events ``first..last`` of one space, as a JSON array."""
 
-    Built without decoding anything: the ids come as text, ``recorded_at`` formatted by
-    PostgreSQL like ``eventstore.rows.format_time``, and the stored value (JSON text) is
-    embedded as it is (``msgspec.Raw``) instead of decoded and encoded again."""
-    event = event_from_row(row, first=1, value_of=raw_value)
-    return event.space_id, event.seq, _encode(event)
+    sid: uuid.UUID
+    space_id: str
+    first: int
+    last: int
+    payload: bytes
+
+
+def runs_of(rows: Sequence[asyncpg.Record], max_events: int, max_bytes: int) -> list[Run]:
+    """The rows read by :func:`read_ranges` (space after space, each in seq order) as
+    messages: runs of consecutive events of one space, at most ``max_events`` events and
+    ``max_bytes`` of JSON each, but for one event larger than that alone. The cut depends
+    only on the rows, so a range published again is cut the same way (same ids).
+
+    Each event is built without decoding anything: the ids come as text, ``recorded_at``
+    formatted by PostgreSQL like ``eventstore.rows.format_time``, and the stored value
+    (JSON text) is embedded as it is (``msgspec.Raw``) instead of decoded and encoded
+    again."""
+    runs: list[Run] = []
+    parts: list[bytes] = []
+    size = 0
+    sid: uuid.UUID | None = None
+    space_id = ""
+    first = last = 0
+
+    def close() -> None:
+        assert sid is not None
+        runs.append(Run(sid, space_id, first, last, b"[" + b",".join(parts) + b"]"))
+
+    for row in rows:
+        event = event_from_row(row, first=1, value_of=raw_value)
+        data = _encode(event)
+        if parts and (
+            row[0] != sid
+            or event.seq != last + 1
+            or len(parts) >= max_events
+            or size + len(data) + 1 > max_bytes
+        ):
+            close()
+            parts, size = [], 0
+        if not parts:
+            sid, space_id, first = row[0], event.space_id, event.seq
+        parts.append(data)
+        size += len(data) + 1
+        last = event.seq
+    if parts:
+        close()
+    return runs
 
 
 async def read_ranges(conn: Conn, ranges: Sequence[Range]) -> list[asyncpg.Record]:

@@ -43,6 +43,7 @@ from projector.stream import (
     JetStream,
     Names,
     consumer_config,
+    decode_log_message,
     ensure_stream,
     honour_cancellation,
 )
@@ -56,13 +57,13 @@ LEFT JOIN projector_checkpoints AS c USING (space_id)
 WHERE s.head > coalesce(c.seq, 0)
 """
 _IDLE_FETCHES = 30
-_decode_event = msgspec.json.Decoder(Event).decode
 
 
 @dataclass(frozen=True)
 class ProjectorOptions:
     tick_interval: float = 1.0
-    fetch_batch: int = 1000
+    #: Messages per fetch; each holds up to ``projector.relay.MESSAGE_EVENTS`` events.
+    fetch_batch: int = 100
     fetch_timeout: float = 1.0
     max_events: int = 5000
     concurrency: int = 4
@@ -182,12 +183,13 @@ class Projector:
         by_space: dict[str, list[Event]] = defaultdict(list)
         for data in payloads:
             try:
-                event = _decode_event(data)
+                events = decode_log_message(data)
             except msgspec.DecodeError:
                 log.warning("undecodable message on the log stream ignored")
                 continue
-            if self.membership.owns(event.space_id):
-                by_space[event.space_id].append(event)
+            for event in events:  # one space per message as published; checked anyway
+                if self.membership.owns(event.space_id):
+                    by_space[event.space_id].append(event)
         if by_space:
             await self._apply_together(by_space)
 

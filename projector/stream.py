@@ -7,7 +7,7 @@ never see each other.
 | what | name |
 | --- | --- |
 | stream | ``<prefix>_LOG`` |
-| subjects | ``<prefix>.log.<space_id>``: one ``wire.Event`` (JSON), id ``<space_id>:<seq>`` |
+| subjects | ``<prefix>.log.<space_id>``: ``list[wire.Event]``, id ``<space>:<first>-<last>`` |
 | projector consumer | durable ``projector_<slot>`` (one per instance slot, see docs/projector.md) |
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -30,19 +31,35 @@ from nats.js.api import (
 
 from core.events import Names as Names  # re-exported: the projector's callers name it here
 from core.natsbus import NatsBus
+from core.wire import Event
 
 log = logging.getLogger("concord.projector")
 
 #: JetStream drops a message whose id it stored within this window. The relay can publish
 #: an event twice only when it crashed (or lost NATS) after publishing and before
-#: advancing its cursor: such an outage up to this long leaves no repeat in the stream.
-#: Longer ones may; consumers then drop the repeat by seq (the checkpoint). The server
-#: keeps every id of the window in memory: about 100 bytes x message rate x window.
+#: advancing its cursor: republished within this window, the same run of events has the
+#: same id and leaves no repeat in the stream. A longer outage, or a run cut otherwise
+#: the second time (more events committed meanwhile), may; consumers then drop the
+#: repeats by seq (the checkpoint). The server keeps every id of the window in memory:
+#: about 100 bytes x message rate x window.
 DUPLICATE_WINDOW_S = 10 * 60.0
 #: The stream is a fast path only (PostgreSQL is the log), so it keeps one day.
 MAX_AGE_S = 24 * 3600.0
 #: A projector slot's durable consumer disappears after an hour without a fetch.
 CONSUMER_INACTIVE_S = 3600.0
+
+
+_decode_run = msgspec.json.Decoder(list[Event]).decode
+_decode_one = msgspec.json.Decoder(Event).decode
+
+
+def decode_log_message(data: bytes) -> list[Event]:
+    """The events of a log message: a JSON array of consecutive events of one space (as
+    the relay publishes them), or one event object (as relays before 2026-12-06 did; a
+    stream keeps a day of messages). Raises ``msgspec.DecodeError`` on anything else."""
+    if data[:1] == b"[":
+        return _decode_run(data)
+    return [_decode_one(data)]
 
 
 def stream_config(names: Names, *, duplicate_window: float = DUPLICATE_WINDOW_S) -> StreamConfig:

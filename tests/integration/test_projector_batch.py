@@ -146,8 +146,11 @@ async def test_the_service_falls_back_to_one_space_at_a_time(scratch: Scratch) -
     await push(store, owner, new_id(), [op(bad, entity_id=marker, value="v", lamport=99)])
     # A bus never started: the announcements are dropped (the test reads the database).
     projector = Projector(pool, NatsBus("nats://127.0.0.1:1"), Names("unused"), scratch.dsn)
-    events = [e for s in spaces for e in await store.read(s, 0, 100)]
-    await projector.on_messages([msgspec.json.encode(e) for e in events])
+    # Two spaces as the relay publishes them (a run of events per message), the third
+    # one event per message, as relays did before 2026-12-06.
+    runs = [list(await store.read(s, 0, 100)) for s in spaces]
+    messages = [msgspec.json.encode(run) for run in runs[:2]]
+    await projector.on_messages(messages + [msgspec.json.encode(e) for e in runs[2]])
     for space in spaces:
         top = await pool.fetchval("SELECT head FROM spaces WHERE space_id = $1", space)
         assert await checkpoint(pool, space) == top

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import msgspec
 import nats
 import nats.errors
 import pytest
@@ -29,7 +28,7 @@ from core.wire import Event
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
 from projector.relay import Range, Relay, RelayFailed, plan
-from projector.stream import Names, ensure_stream, stream_config
+from projector.stream import Names, decode_log_message, ensure_stream, stream_config
 from tests.conftest import TEST_SECRET
 from tests.integration.test_projector_support import (
     append_unchecked,
@@ -82,8 +81,12 @@ async def _stream_events(url: str, names: Names, space: str, expect: int) -> lis
     nc = await nats.connect(url)
     try:
         sub = await nc.jetstream().pull_subscribe(names.log_subject(space), stream=names.stream)
-        msgs = await sub.fetch(expect, timeout=5)
-        return [msgspec.json.decode(m.data, type=Event) for m in msgs]
+        events: list[Event] = []
+        while len(events) < expect:
+            events += [
+                e for m in await sub.fetch(expect, timeout=5) for e in decode_log_message(m.data)
+            ]
+        return events
     finally:
         await nc.close()
 
@@ -130,7 +133,8 @@ async def test_a_refused_message_stops_its_space_there_and_not_the_others(
 ) -> None:
     """A stream that refuses messages over 2 KiB: the space with a 3 KiB event in the
     middle of its range advances to just before it, the other space to its head; the
-    next cycle refuses it again and the cursor stays."""
+    next cycle refuses it again and the cursor stays. (Messages of at most 1 KiB, so
+    that the big event travels alone.)"""
     names = Names(f"{settings.nats_prefix}r{secrets.token_hex(2)}")
     url = settings.nats_url or ""
     big, small = await new_space(store), await new_space(store)
@@ -156,7 +160,7 @@ async def test_a_refused_message_stops_its_space_there_and_not_the_others(
             pass  # the relay would restore the default config (no size limit)
 
         monkeypatch.setattr(projector.relay, "ensure_stream", keep_config)
-        relay = Relay(pool, bus, names, ack_timeout=5)
+        relay = Relay(pool, bus, names, ack_timeout=5, message_bytes=1024)
         with pytest.raises(RelayFailed):
             await relay.relay_once()
         assert await _cursor(pool, big[0]) == 11  # not past the refused seq 12
@@ -182,9 +186,10 @@ async def test_a_server_killed_mid_batch_leaves_no_cursor_past_an_ack(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """nats-server is killed after 300 of a batch's publishes: the cycle fails, and every
-    seq at or below each cursor is in the stream. Back on the same port, the relay
-    publishes the rest: each space's stream holds every seq once, in order."""
+    """nats-server is killed after 300 of a batch's publishes (two events a message):
+    the cycle fails, and every seq at or below each cursor is in the stream. Back on the
+    same port, the relay publishes the rest: each space's stream holds every seq once,
+    in order."""
     nats_server = EmbeddedNats(tmp_path)
     url = nats_server.start()
     names = Names(f"{settings.nats_prefix}k{secrets.token_hex(2)}")
@@ -200,7 +205,7 @@ async def test_a_server_killed_mid_batch_leaves_no_cursor_past_an_ack(
         js = bus.jetstream()
         assert js is not None
         await ensure_stream(js, names)
-        relay = Relay(pool, bus, names, ack_timeout=2)
+        relay = Relay(pool, bus, names, ack_timeout=2, message_events=2)
         real = NatsClient.publish
         calls = 0
 

@@ -23,7 +23,7 @@ from eventstore.chain import payload_digest
 from eventstore.postgres import PostgresEventStore
 from eventstore.push import Checked, Push
 from eventstore.testing import new_id, op
-from projector.stream import Names
+from projector.stream import Names, decode_log_message
 from projector.verify import verify
 
 
@@ -179,8 +179,21 @@ def counter_of(state: EntityState) -> Any:
     return None if field is None else field.value
 
 
+def seqs_of_message(data: bytes, headers: dict[str, str] | None) -> list[int]:
+    """The seqs a log message holds, checked against its message id
+    (``<space_id>:<first>-<last>``): a run of consecutive events of one space."""
+    events = decode_log_message(data)
+    seqs = [e.seq for e in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    assert len({e.space_id for e in events}) == 1
+    assert headers is not None
+    assert headers["Nats-Msg-Id"] == Names.msg_id(events[0].space_id, seqs[0], seqs[-1])
+    return seqs
+
+
 async def stream_seqs(nats_url: str, names: Names, space: str, expect: int) -> list[int]:
-    """The seqs of ``space`` stored in the log stream (read with an ephemeral consumer)."""
+    """The seqs of ``space`` stored in the log stream, message after message (read with
+    an ephemeral consumer), until ``expect`` or the stream's end."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -192,7 +205,7 @@ async def stream_seqs(nats_url: str, names: Names, space: str, expect: int) -> l
             except TimeoutError:
                 break
             for m in msgs:
-                seqs.append(int(m.headers["Nats-Msg-Id"].rsplit(":", 1)[1]) if m.headers else -1)
+                seqs.extend(seqs_of_message(m.data, m.headers))
         await sub.unsubscribe()
         return seqs
     finally:
