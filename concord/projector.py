@@ -67,7 +67,15 @@ def cmd_run(args: argparse.Namespace) -> None:
     _database_url(settings)
     if not settings.nats_url:
         raise CommandError("CONCORD_NATS_URL is required (or use `concord dev`)")
+    lower_priority(settings.projector_nice)
     asyncio.run(_serve(settings))
+
+
+def lower_priority(by: int) -> int:
+    """Lower this process's CPU priority by ``by`` (``CONCORD_PROJECTOR_NICE``; 0 leaves
+    it); the niceness it now has. The projector can lag during a burst and catch up
+    after it; pushes and reads cannot wait (docs/projector.md, "CPU priority")."""
+    return os.nice(by)
 
 
 async def _serve(settings: Settings) -> None:
@@ -76,7 +84,8 @@ async def _serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with running(settings):
-        print("concord projector: running (relay + projector)", flush=True)
+        niceness = os.nice(0)
+        print(f"concord projector: running (relay + projector, nice {niceness})", flush=True)
         await stop.wait()
 
 

@@ -54,6 +54,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: on: Concord's frames are small, where compression costs more CPU and memory per
     #: socket than it saves (docs/websocket.md).
     ws_compression: bool = False
+    #: How much ``concord projector`` lowers its own CPU priority (``nice``, 0..19): it
+    #: catches up whatever it could not apply during a burst, so the gateway and the
+    #: database, which devices wait on, come first when the cores are busy.
+    projector_nice: int = 10
 
     def require_secret_key(self) -> str:
         """The signing key; settings loading guarantees it in production and dev fills it."""
@@ -173,6 +177,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "CONCORD_TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "CONCORD_SANDBOX": ("sandbox", _bool),
     "CONCORD_WS_COMPRESSION": ("ws_compression", _bool),
+    "CONCORD_PROJECTOR_NICE": ("projector_nice", lambda n, v: _int(n, v, lo=0, hi=19)),
 }
 
 #: The flags of ``concord`` commands, each overriding the variable of the same name.

@@ -83,6 +83,7 @@ async def running(
 
 @contextlib.asynccontextmanager
 async def in_process(settings: Settings) -> AsyncIterator[None]:
-    """What ``concord dev`` runs inside the gateway's lifespan."""
+    """The projector and relay inside another program's lifespan (the reminder lateness
+    benchmark); ``concord dev`` runs ``concord projector`` as a process instead."""
     async with running(settings):
         yield

@@ -1,6 +1,6 @@
 """One scheduler instance: its pools, NATS, APScheduler, the firing and delivery loops,
-and the periodic jobs. ``concord scheduler`` runs one alone; ``concord dev`` runs one
-inside the gateway's lifespan (:func:`concord.scheduler.in_process`).
+and the periodic jobs. ``concord scheduler`` runs one; ``concord dev`` runs that command
+as a supervised process beside the gateway and the projector.
 
 Timing has two layers. Precise: an APScheduler date job per reminder due within the
 sweep window (``window_sweeps`` sweep intervals), added when a ReminderChange schedules

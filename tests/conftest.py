@@ -273,6 +273,10 @@ def service_env(settings: Settings) -> dict[str, str]:
         CONCORD_SECRET_KEY=settings.secret_key or "",
         CONCORD_ADMIN_TOKEN=settings.admin_token or "",
         CONCORD_DATA_DIR=str(settings.data_dir),
+        # Test processes share two busy cores with the suite's other workers: a projector
+        # at a lower priority would only make waits for the read model longer. The
+        # default (10) is tested by test_dev_process and test_projector_cli.
+        CONCORD_PROJECTOR_NICE="0",
     )
     return env
 

@@ -185,6 +185,10 @@ def test_three_processes_and_a_crashed_one_is_restarted(dev: DevProcess) -> None
     dev.start()
     for command in ("gateway", "projector", "scheduler"):
         assert len(dev.children(command)) == 1, (command, dev.log.read_text()[-2000:])
+    # Only the projector runs at a lower CPU priority (CONCORD_PROJECTOR_NICE, 10).
+    nice = {c: psutil.Process(dev.children(c)[0]).nice() for c in ("gateway", "projector")}
+    assert nice["projector"] == min(19, nice["gateway"] + 10)
+    assert psutil.Process(dev.children("scheduler")[0]).nice() == nice["gateway"]
     for command in ("projector", "scheduler", "gateway"):
         [pid] = dev.children(command)
         os.kill(pid, signal.SIGKILL)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+import psutil
+import pytest
 
 from core.settings import Settings, with_overrides
 from eventstore.postgres import PostgresEventStore
@@ -39,11 +43,13 @@ def _concord(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def _start_service(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def _start_service(
+    settings: Settings, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "concord", "projector"],
-            env=service_env(settings),
+            env=service_env(settings) if env is None else env,
             cwd=ROOT,
             stdout=sink,
             stderr=sink,
@@ -84,3 +90,29 @@ async def test_projector_rebuild_and_verify_commands(
     finally:
         await pool.close()
         await delete_stream(settings.nats_url or "", Names(settings.nats_prefix))
+
+
+@pytest.mark.parametrize(("setting", "added"), [(None, 10), ("3", 3), ("0", 0)])
+async def test_the_projector_lowers_its_cpu_priority(
+    settings: Settings, tmp_path: Path, setting: str | None, added: int
+) -> None:
+    """``CONCORD_PROJECTOR_NICE`` (default 10) is added to the niceness the projector was
+    started with, and its ready line says the result."""
+    log = tmp_path / "projector.log"
+    env = service_env(settings)
+    del env["CONCORD_PROJECTOR_NICE"]  # the suite's own setting (0)
+    if setting is not None:
+        env["CONCORD_PROJECTOR_NICE"] = setting
+    service = _start_service(settings, log, env)
+    expected = min(19, os.nice(0) + added)
+    try:
+        deadline = time.monotonic() + 60
+        while "concord projector: running" not in log.read_text():
+            assert service.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.1)
+        assert psutil.Process(service.pid).nice() == expected
+        assert f"concord projector: running (relay + projector, nice {expected})" in log.read_text()
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(service.wait, 30) == 0, log.read_text()
