@@ -24,10 +24,10 @@ A crash or a NATS failure anywhere before COMMIT rolls it all back: the rows sta
 the events are published again next cycle; JetStream drops the repeats (message ids
 within its duplicate window, see ``projector.stream``; a run cut otherwise the second
 time is stored again and the consumers drop its repeats by seq). Nothing is lost;
-nothing is skipped. When NATS is down the relay keeps polling and publishes once it is back. (A
-message refused in the middle of a pipelined batch can land after its successors,
-which were acked: consumers take the stream's order as a hint and read any gap from
-PostgreSQL, as the projector does.)
+nothing is skipped. When NATS is down the relay keeps polling and publishes once it is
+back. (A message refused in the middle of a pipelined batch can land after its
+successors, which were acked: consumers take the stream's order as a hint and read any
+gap from PostgreSQL, as the projector does.)
 """
 
 from __future__ import annotations
