@@ -204,13 +204,24 @@ class FeedHub:
         self._feeds.clear()
 
     async def watch(self, space_id: str, wake: Callable[[], None]) -> SpaceFeed:
-        """Register ``wake`` for news of ``space_id``; subscribe to its hints if new."""
+        """Register ``wake`` for news of ``space_id``; subscribe to its hints if new.
+
+        The listener is added before the first await: a feed without listeners is
+        unregistered by ``unwatch``, and a subscriber that joined and left while this
+        one waited for NATS would otherwise leave it on a feed no commit or hint reaches
+        (tests/integration/test_gateway_feed.py)."""
         feed = self._feeds.get(space_id)
-        if feed is None:
-            feed = self._feeds[space_id] = SpaceFeed(space_id, self._store)
-            feed.nats_token = await self._bus.subscribe(self._names.space(space_id), self._on_hint)
-            feed.advance(await self._store.head(space_id))
+        if feed is not None:
+            feed.listeners.add(wake)
+            return feed
+        feed = self._feeds[space_id] = SpaceFeed(space_id, self._store)
         feed.listeners.add(wake)
+        token = await self._bus.subscribe(self._names.space(space_id), self._on_hint)
+        if self._feeds.get(space_id) is not feed:  # every listener left meanwhile
+            await self._bus.unsubscribe(token)
+            return feed
+        feed.nats_token = token
+        feed.advance(await self._store.head(space_id))
         return feed
 
     async def unwatch(self, space_id: str, wake: Callable[[], None]) -> None:

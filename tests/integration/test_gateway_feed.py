@@ -95,6 +95,7 @@ async def test_the_safety_poll_outlives_an_unexpected_error(
     await hub.start()
     try:
         head = feed.known_head
+        woken.clear()  # watch's first look at the head may wake its listeners
         # A commit whose hint never comes (this hub's NATS subscription hears nothing,
         # the store publishes none): only the poll can find it.
         await store.append(user_id=owner, device_id=new_id(), ops=[op(space, lamport=2)])
@@ -202,3 +203,49 @@ async def test_a_batch_of_server_events_is_announced_per_space(
         recorder.events.clear()
         await store.append_server_events([server(a, "a2")])  # a duplicate only
         assert recorder.events == []
+
+
+async def test_a_watch_in_progress_survives_another_listener_leaving(
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first watch of a space makes its feed, then waits for NATS and the head. A
+    second subscriber that joins and leaves meanwhile (a device's link opening and
+    closing) must not unregister the feed under the first: that subscription was left
+    on a feed no commit or hint reached, so its device received nothing more and a
+    subscribe again answered ``caught_up`` at the old seq (the JS client's end-to-end
+    suite failed so about one run in six)."""
+    space, owner = await space_with(store, 1)
+    hub = FeedHub(store=store, bus=bus, pool=pool)
+    gate = asyncio.Event()
+    real_subscribe = bus.subscribe
+
+    async def held(subject: str, cb: object) -> object:
+        await gate.wait()  # NATS answers only when the test says so
+        return await real_subscribe(subject, cb)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bus, "subscribe", held)
+    woken: list[str] = []
+
+    def first_wake() -> None:
+        woken.append("first")
+
+    def second_wake() -> None:
+        woken.append("second")
+
+    first = asyncio.create_task(hub.watch(space, first_wake))
+    await asyncio.sleep(0.05)  # the first watch is waiting for NATS
+    await hub.watch(space, second_wake)  # joins the feed being made ...
+    await hub.unwatch(space, second_wake)  # ... and leaves before NATS answered
+    gate.set()
+    feed = await first
+    woken.clear()  # the first look at the head may wake its listeners
+    try:
+        ops = [op(space, entity_id="t-after", lamport=5)]
+        outcome = await store.append(user_id=owner, device_id=new_id(), ops=ops)
+        hub.committed(space, outcome.events, 0.0)
+        assert woken == ["first"], "the first subscriber's feed no longer hears commits"
+        [added] = outcome.events
+        assert feed.known_head == added.seq
+        assert [e.seq for e in await feed.read_after(added.seq - 1, 10)] == [added.seq]
+    finally:
+        await hub.close()
