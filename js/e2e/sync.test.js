@@ -95,6 +95,9 @@ test("a conflict shows two heads on both devices, then a write resolves it", asy
     const partial = await b.set(space, "task", "t-1", "title", "still two", { resolve: false });
     assert.equal(b.state(space, "task", "t-1").fields.title.heads.length, 2);
     await b.sync();
+    // a must hold b's write before resolving: its live delivery may trail b's ack by a
+    // few ms, and a set made before it arrives names only the heads a knows.
+    await a.sync();
     const resolved = await a.set(space, "task", "t-1", "title", "Buy milk, any kind");
     await a.sync();
     await b.sync();
