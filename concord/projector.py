@@ -67,15 +67,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     _database_url(settings)
     if not settings.nats_url:
         raise CommandError("CONCORD_NATS_URL is required (or use `concord dev`)")
-    lower_priority(settings.projector_nice)
+    # A lower CPU priority (CONCORD_PROJECTOR_NICE; 0 leaves it): the projector can lag
+    # during a burst and catch up after it; pushes and reads cannot wait
+    # (docs/projector.md, "CPU priority").
+    os.nice(settings.projector_nice)
     asyncio.run(_serve(settings))
-
-
-def lower_priority(by: int) -> int:
-    """Lower this process's CPU priority by ``by`` (``CONCORD_PROJECTOR_NICE``; 0 leaves
-    it); the niceness it now has. The projector can lag during a burst and catch up
-    after it; pushes and reads cannot wait (docs/projector.md, "CPU priority")."""
-    return os.nice(by)
 
 
 async def _serve(settings: Settings) -> None:

@@ -317,10 +317,13 @@ class Run:
     """One log message: the events ``first..last`` of one space, as a JSON array."""
 
     sid: uuid.UUID
-    space_id: str
     first: int
     last: int
     payload: bytes
+
+    @property
+    def space_id(self) -> str:
+        return str(self.sid)
 
 
 def runs_of(rows: Sequence[asyncpg.Record], max_events: int, max_bytes: int) -> list[Run]:
@@ -337,12 +340,11 @@ def runs_of(rows: Sequence[asyncpg.Record], max_events: int, max_bytes: int) -> 
     parts: list[bytes] = []
     size = 0
     sid: uuid.UUID | None = None
-    space_id = ""
     first = last = 0
 
     def close() -> None:
         assert sid is not None
-        runs.append(Run(sid, space_id, first, last, b"[" + b",".join(parts) + b"]"))
+        runs.append(Run(sid, first, last, b"[" + b",".join(parts) + b"]"))
 
     for row in rows:
         event = event_from_row(row, first=1, value_of=raw_value)
@@ -356,7 +358,7 @@ def runs_of(rows: Sequence[asyncpg.Record], max_events: int, max_bytes: int) -> 
             close()
             parts, size = [], 0
         if not parts:
-            sid, space_id, first = row[0], event.space_id, event.seq
+            sid, first = row[0], event.seq
         parts.append(data)
         size += len(data) + 1
         last = event.seq

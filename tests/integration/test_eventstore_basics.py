@@ -342,12 +342,15 @@ async def test_ops_after_an_invalid_op_are_still_looked_up(store: PostgresEventS
 
 
 @contextlib.asynccontextmanager
-async def _counting(database_url: str) -> AsyncIterator[tuple[PostgresEventStore, list[str]]]:
-    """A store on a pool of its own whose connections note every statement they send."""
-    sent: list[str] = []
+async def _counting(
+    database_url: str,
+) -> AsyncIterator[tuple[PostgresEventStore, list[tuple[str, tuple[Any, ...]]]]]:
+    """A store on a pool of its own whose connections note every statement they send,
+    with its arguments."""
+    sent: list[tuple[str, tuple[Any, ...]]] = []
 
     async def init(conn: asyncpg.Connection) -> None:
-        conn.add_query_logger(lambda logged: sent.append(logged.query))
+        conn.add_query_logger(lambda logged: sent.append((logged.query, tuple(logged.args))))
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=init)
     try:
@@ -377,7 +380,8 @@ async def test_one_transaction_a_push_unless_an_op_id_comes_back_above_the_top(
             out = await store.append(user_id=user, device_id=device, ops=ops)
             await asyncio.sleep(0)  # the loggers are called soon, not at once
             assert [r.error.code if r.error else r.status for r in out.results] == answers
-            assert sent.count("BEGIN") == transactions, (answers, sent)
+            statements = [query for query, _ in sent]
+            assert statements.count("BEGIN") == transactions, (answers, statements)
 
 
 async def test_a_remove_names_a_stored_add_of_its_element(store: PostgresEventStore) -> None:
@@ -417,37 +421,16 @@ async def test_only_sets_make_field_heads_and_conflicts(
 async def test_new_ops_above_the_top_are_not_looked_up(database_url: str) -> None:
     """The lookup of a push names the op_ids at or below the space's highest stored
     lamport and the pred entries, not new ops above it (they cannot be stored yet)."""
-    async with _counting_args(database_url) as (store, lookups):
+    async with _counting(database_url) as (store, sent):
         user, device = new_id(), new_id()
         space = await store.create_space(name="k", creator_user_id=user, personal=True)
         first = op(space, lamport=3)
         await store.append(user_id=user, device_id=device, ops=[first])
-        lookups.clear()
+        sent.clear()
         low, high = op(space, lamport=2), op(space, lamport=4, pred=[first["op_id"]])
         out = await store.append(user_id=user, device_id=device, ops=[low, high])
         await asyncio.sleep(0)
         assert [r.status for r in out.results] == ["applied", "applied"]
-        [args] = lookups
+        # The group lookup (eventstore/append.py ``_LOOKUP``) and its arguments.
+        [args] = [args for query, args in sent if "CROSS JOIN LATERAL" in query]
         assert sorted(str(o) for o in args[3]) == sorted([low["op_id"], first["op_id"]])
-
-
-@contextlib.asynccontextmanager
-async def _counting_args(
-    database_url: str,
-) -> AsyncIterator[tuple[PostgresEventStore, list[tuple[Any, ...]]]]:
-    """A store whose group lookups (eventstore/append.py ``_LOOKUP``) note their arguments."""
-    lookups: list[tuple[Any, ...]] = []
-
-    def note(logged: Any) -> None:
-        if "CROSS JOIN LATERAL" in logged.query:
-            lookups.append(tuple(logged.args))
-
-    async def init(conn: asyncpg.Connection) -> None:
-        conn.add_query_logger(note)
-
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=init)
-    try:
-        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
-            yield store, lookups
-    finally:
-        await pool.close()

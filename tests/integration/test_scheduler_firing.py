@@ -78,15 +78,16 @@ class RecordingBus:
 
 
 def engine(world: World, **kw: Any) -> ReminderEngine:
+    """The world's engine; ``events``, ``prefix`` and the rest may be given."""
     options = kw.pop("options", SchedulerOptions(lease_seconds=30.0))
     return ReminderEngine(
         pool=world.pool,
-        events=world.store,
+        events=kw.pop("events", world.store),
         clock=world.clock,
         instance=kw.pop("instance", "a"),
         max_lateness=kw.pop("max_lateness", 60),
         options=options,
-        prefix=PREFIX,
+        prefix=kw.pop("prefix", PREFIX),
         **kw,
     )
 
@@ -341,16 +342,7 @@ async def test_a_batch_that_cannot_append_stays_claimed_and_counts_errors(
     world: World,
 ) -> None:
     bus = RecordingBus()
-    failing = ReminderEngine(
-        pool=world.pool,
-        events=FailingStore(world.store),  # type: ignore[arg-type]
-        clock=world.clock,
-        instance="a",
-        max_lateness=60,
-        options=SchedulerOptions(lease_seconds=30.0),
-        bus=bus,
-        prefix=PREFIX,
-    )
+    failing = engine(world, events=FailingStore(world.store), bus=bus)
     w = await world.writer()
     ids = [await w.task(f"t{i}", iso(5)) for i in range(3)]
     await failing.apply_changes(await world.project(w))
@@ -562,16 +554,7 @@ async def test_the_notification_reaches_a_nats_subscriber(world: World, settings
     try:
         assert await bus.wait_connected(10)
         prefix = f"{settings.nats_prefix}.firing"
-        eng = ReminderEngine(
-            pool=world.pool,
-            events=world.store,
-            clock=world.clock,
-            instance="a",
-            max_lateness=60,
-            options=SchedulerOptions(lease_seconds=30.0),
-            bus=bus,
-            prefix=prefix,
-        )
+        eng = engine(world, bus=bus, prefix=prefix)
         w = await world.writer()
         rid = await w.task("t1", iso(10))
         await eng.apply_changes(await world.project(w))
@@ -619,14 +602,7 @@ async def test_a_reminder_fired_exactly_at_its_time_is_zero_late(world: World) -
 async def test_a_failed_batch_is_logged_with_its_size_and_error(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    failing = ReminderEngine(
-        pool=world.pool,
-        events=FailingStore(world.store),  # type: ignore[arg-type]
-        clock=world.clock,
-        instance="a",
-        max_lateness=60,
-        options=SchedulerOptions(lease_seconds=30.0),
-    )
+    failing = engine(world, events=FailingStore(world.store))
     w = await world.writer()
     for i in range(2):
         await w.task(f"t{i}", iso(5))
@@ -778,14 +754,7 @@ async def test_a_store_answering_fewer_outcomes_than_events_fails_the_batch(
 ) -> None:
     """The engine records nothing it cannot pair with its outcome: the batch fails and
     stays claimed (retried when the leases run out), rather than losing a reminder."""
-    broken = ReminderEngine(
-        pool=world.pool,
-        events=ShortStore(world.store),  # type: ignore[arg-type]
-        clock=world.clock,
-        instance="a",
-        max_lateness=60,
-        options=SchedulerOptions(lease_seconds=30.0),
-    )
+    broken = engine(world, events=ShortStore(world.store))
     w = await world.writer()
     ids = [await w.task(f"t{i}", iso(5)) for i in range(3)]
     await broken.apply_changes(await world.project(w))
