@@ -6,6 +6,9 @@
 --record      append the result to docs/benchmarks.md
 --json PATH   write the result (with its raw figures) as JSON
 --profile     py-spy the gateway (and projector) during the load (bench/out/)
+--gateway-workers N
+              processes of each gateway (``concord gateway --workers N``, one port);
+              default 1
 --keep-logs   keep the Concord processes' logs (always kept when a run fails)
 """
 
@@ -23,6 +26,13 @@ from bench.e2e import report as rep
 from bench.e2e.stack import Stack
 
 Workload = Callable[[argparse.Namespace, rep.Report], Coroutine[Any, Any, None]]
+
+
+def _workers(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 64:  # what concord gateway --workers accepts
+        raise argparse.ArgumentTypeError("between 1 and 64")
+    return value
 
 
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
@@ -44,7 +54,21 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     made.add_argument(
         "--keep-logs", action="store_true", help="keep the processes' logs in bench/out/logs"
     )
+    made.add_argument(
+        "--gateway-workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="processes of each gateway, sharing its port (concord gateway --workers N)",
+    )
     return made
+
+
+def gateway_note(args: argparse.Namespace) -> str:
+    """How each gateway ran, for a report's notes: "one gateway" or "one gateway of 2
+    worker processes"."""
+    workers: int = getattr(args, "gateway_workers", 1)
+    return "one gateway" + (f" of {workers} worker processes" if workers > 1 else "")
 
 
 async def describe(stack: Stack, report: rep.Report) -> None:

@@ -82,6 +82,8 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
         raise SystemExit(
             "--profile: this workload has no profile (ingest, fanout, hotspace, catchup do)"
         )
+    if args.gateway_workers != 1:  # the memory of one process is the figure
+        raise SystemExit("--gateway-workers: this workload measures one gateway process")
     total = args.users * args.devices_per_user
     nofile = total + 2000
     got = raise_nofile(nofile)

@@ -66,6 +66,9 @@ def add_rows(report: rep.Report, title: str, runs: list[Measurement], drain_time
         report.figures[f"{key}.rejected"] = m.rejected
         report.figures[f"{key}.pushes"] = m.pushes
         report.figures[f"{key}.closed"] = len(m.closed)
+        wall, used, _ = m.cpu
+        gateway = sum(cpu for name, cpu in used.items() if name.startswith("gateway"))
+        report.figures[f"{key}.gateway_cpu_cores"] = gateway / wall if wall else 0.0
         if m.closed:
             report.notes.append(
                 f"{m.label}: {len(m.closed)} sockets closed by the server during the run "
@@ -108,8 +111,9 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
         report, "Ingest over WebSocket (each device in its own space)", runs, args.drain_timeout
     )
     report.notes.append(
-        f"{args.seconds:g} s measured after {args.warm:g} s of warm-up per run; one gateway, "
-        "the projector and the scheduler as separate processes; devices in "
+        f"{args.seconds:g} s measured after {args.warm:g} s of warm-up per run; "
+        f"{cli.gateway_note(args)}, the projector and the scheduler as separate processes; "
+        "devices in "
         f"{args.drivers} driver process(es); every ack counted is `applied` (after COMMIT)."
     )
 

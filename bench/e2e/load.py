@@ -11,11 +11,13 @@ lag are read from PostgreSQL at once and polled until both are drained.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import websockets
 
 from bench.e2e import report as rep
@@ -24,6 +26,7 @@ from bench.e2e.drivers import Drivers, Link, split
 from bench.e2e.profiling import Profile, Profiler
 from bench.e2e.stack import Stack
 from bench.e2e.wsclient import Socket, Writer, close_reason
+from concord.child import ConcordProcess
 
 #: Sockets a driver opens at once (the gateway's accept backlog stays small).
 CONNECT_BATCH = 100
@@ -150,6 +153,21 @@ class Window:
     peak_lag: tuple[int, int]
 
 
+def profile_targets(gateways: Sequence[ConcordProcess]) -> dict[str, int]:
+    """name -> pid of what to sample: a gateway, or each of its ``--workers`` processes
+    (the supervisor of several serves nothing itself; multiprocessing's resource tracker,
+    also its child, is left out)."""
+    targets: dict[str, int] = {}
+    for g in gateways:
+        with contextlib.suppress(psutil.Error):
+            children = [c for c in g.ps().children() if "spawn_main" in " ".join(c.cmdline())]
+            if children:
+                targets.update({f"{g.name}.{i}": c.pid for i, c in enumerate(children, 1)})
+                continue
+        targets[g.name] = g.pid
+    return targets
+
+
 async def timed_phase(
     stack: Stack,
     drivers: Drivers,
@@ -178,7 +196,7 @@ async def timed_phase(
         await asyncio.sleep(max(0.0, go["from"] - time.time()))
         meter.start()
         if profile:
-            targets = {g.name: g.pid for g in stack.gateways[:profile_gateways]}
+            targets = profile_targets(stack.gateways[:profile_gateways])
             targets.update({w.name: w.pid for w in stack.workers if w.name == "projector"})
             profiler = Profiler(profile, targets, seconds)
             profiler.start()

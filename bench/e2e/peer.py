@@ -314,7 +314,8 @@ async def workload(args: argparse.Namespace, report: rep.Report) -> None:
     )
     report.notes.append(
         f"{args.seconds:g} s measured after {args.warm:g} s of warm-up per phase. Concord: "
-        "one gateway, the projector and the scheduler as separate processes, Python driver "
+        f"{cli.gateway_note(args)}, the projector and the scheduler as separate processes, "
+        "Python driver "
         f"processes; Hocuspocus 3.4.4 (Node {node_version()}, SQLite extension, one server "
         "process), Node driver process."
     )

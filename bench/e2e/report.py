@@ -202,6 +202,7 @@ def write_json(report: Report, path: Path) -> None:
 class CpuMeter:
     """CPU seconds of named processes over a window, and of the whole machine.
 
+    A named process counts with its children (a gateway's ``--workers`` processes).
     PostgreSQL and nats-server are found by name at both ends of the window (backends
     come and go with connections): a process that starts within the window counts in
     full, one that ends within it is lost."""
@@ -222,9 +223,10 @@ class CpuMeter:
         for name, procs in groups.items():
             out[name] = {}
             for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    t = proc.cpu_times()
-                    out[name][proc.pid] = t.user + t.system
+                for one in _with_children(proc):
+                    with contextlib.suppress(psutil.Error):
+                        t = one.cpu_times()
+                        out[name][one.pid] = t.user + t.system
         return out
 
     def start(self) -> None:
@@ -253,6 +255,14 @@ def _busy(times: Any) -> float:
     """Busy CPU time (guest time is already counted in user time; steal is not ours)."""
     idle = ("idle", "iowait", "steal", "guest", "guest_nice")
     return float(sum(getattr(times, f) for f in times._fields if f not in idle))
+
+
+def _with_children(proc: psutil.Process) -> list[psutil.Process]:
+    """The process and, while it runs, its descendants."""
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return [proc]
 
 
 def _named(proc: psutil.Process, name: str) -> bool:

@@ -131,6 +131,8 @@ class Stack:
     pool: asyncpg.Pool | None = None
     #: Variables added to every process's environment (``CONCORD_WS_COMPRESSION``, say).
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Processes of each gateway (``concord gateway --workers N``, sharing its port).
+    gateway_workers: int = 1
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
@@ -161,7 +163,8 @@ class Stack:
     def start_gateway(self, *, nofile: int | None = None, timeout: float = 60) -> ConcordProcess:
         """``concord gateway`` on a port it binds itself, ready once it answers as itself
         (``concord.child``, the harness the tests and the lab use too)."""
-        gateway = self._process(f"gateway-{len(self.gateways) + 1}", ["gateway"], nofile)
+        argv = ["gateway", "--workers", str(self.gateway_workers)]
+        gateway = self._process(f"gateway-{len(self.gateways) + 1}", argv, nofile)
         self.gateways.append(gateway)
         try:
             gateway.start(timeout)
@@ -270,6 +273,7 @@ async def open_stack(
                 prefix=f"cb{secrets.token_hex(4)}",
                 data_dir=scratch,
                 extra_env=dict(env or {}),
+                gateway_workers=getattr(args, "gateway_workers", 1),
             )
             failed = False
             try:

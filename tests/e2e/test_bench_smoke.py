@@ -31,6 +31,12 @@ def _ingest(f: Figures) -> None:
         assert f[f"{run}.rejected"] == 0
 
 
+def _ingest_two_workers(f: Figures) -> None:
+    _ingest(f)
+    # The gateway's CPU counts its --workers processes (its own process serves nothing).
+    assert all(f[f"{run}.gateway_cpu_cores"] > 0.01 for run in ("4x20", "4x1")), f
+
+
 def _fanout(f: Figures) -> None:
     for run in ("1gw-40", "2gw-40"):
         assert f[f"{run}.writes"] > 0
@@ -73,6 +79,7 @@ def _peer(f: Figures) -> None:
 
 CHECKS: dict[str, Callable[[Figures], None]] = {
     "ingest": _ingest,
+    "ingest --gateway-workers 2": _ingest_two_workers,
     "fanout": _fanout,
     "catchup": _catchup,
     "connections": _connections,
@@ -87,8 +94,9 @@ CHECKS: dict[str, Callable[[Figures], None]] = {
 @pytest.mark.parametrize("workload", list(CHECKS))
 def test_workload_runs_in_quick_mode(workload: str, services: Services, tmp_path: Path) -> None:
     out = tmp_path / "result.json"
+    name, *options = workload.split()
     done = subprocess.run(
-        [sys.executable, "-m", f"bench.e2e.{workload}", "--quick", "--json", str(out),
+        [sys.executable, "-m", f"bench.e2e.{name}", *options, "--quick", "--json", str(out),
          "--dsn", services.server_dsn, "--nats", services.nats_url],
         cwd=ROOT,
         env={k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")},
