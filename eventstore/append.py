@@ -29,7 +29,7 @@ from crdt import (
     check_preds,
 )
 from crdt.validate import is_canonical_uuid
-from eventstore.heads import FieldKey, field_key, write_sql
+from eventstore.heads import FieldKey, field_key, write_heads
 from eventstore.push import Checked, Push, refuse_all, rejected
 from eventstore.rows import Conn, decode_value
 from eventstore.writer import Batch, SpaceCursor, lock_spaces
@@ -331,21 +331,23 @@ async def _transaction(
         await ctx.batch.copy(conn)
         if fault_hook is not None:
             await fault_hook(conn)
-        heads = _heads_sql(ctx, known.keys, had_row)
-        await conn.execute(heads + ctx.batch.advance_sql() + "COMMIT")
+        await _write_heads(conn, ctx, known.keys, had_row)
+        await conn.execute(ctx.batch.advance_sql() + "COMMIT")
     except BaseException:
         await _roll_back(conn)
         raise
     return GroupResult(outcomes, ctx.conflicts)
 
 
-def _heads_sql(ctx: _Context, keys: dict[FieldKey, str], had_row: set[FieldKey]) -> str:
-    """The statements writing the heads of the fields the group changed."""
+async def _write_heads(
+    conn: Conn, ctx: _Context, keys: dict[FieldKey, str], had_row: set[FieldKey]
+) -> None:
+    """Store the heads of the fields the group changed."""
     new: dict[tuple[str, str], set[str]] = {}
     changed: dict[tuple[str, str], set[str]] = {}
     for f in ctx.changed:
         (changed if f in had_row else new)[(f[0], keys[f])] = ctx.heads[f]
-    return write_sql(new, changed)
+    await write_heads(conn, new, changed)
 
 
 async def _roll_back(conn: Conn) -> None:

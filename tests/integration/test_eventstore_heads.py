@@ -15,7 +15,7 @@ import pytest
 from core.ops import parse_op
 from crdt import Violation
 from eventstore import members
-from eventstore.heads import FieldKey, field_key, write_sql
+from eventstore.heads import FieldKey, field_key, write_heads
 from eventstore.migrations import discover, migrate
 from eventstore.postgres import PostgresEventStore
 from eventstore.rows import Conn
@@ -252,10 +252,18 @@ def test_field_keys_tell_names_apart() -> None:
     assert len(keys) == 4
 
 
-def test_only_uuids_enter_the_statements() -> None:
-    space, key, head = new_id(), field_key("task", "t", "title"), new_id()
-    assert write_sql({}, {}) == ""
-    sql = write_sql({(space, key): [head]}, {(space, key): [head]})
-    assert sql.count(head) == 2
-    with pytest.raises(ValueError, match="canonical UUID"):
-        write_sql({(space, key): ["x'); DROP TABLE events; --"]}, {})
+async def test_heads_are_written_as_typed_parameters(pool: asyncpg.Pool) -> None:
+    """New rows and changed rows in one statement, a field's several heads together, and
+    nothing but UUIDs: a head that is not one is refused by the database, nothing stored."""
+    space = new_id()
+    one, two = field_key("task", "t-1", "title"), field_key("task", "t-2", "title")
+    a, b, c = new_id(), new_id(), new_id()
+    async with pool.acquire() as conn:
+        await write_heads(conn, {}, {})  # nothing to write: no statement
+        await write_heads(conn, {(space, one): [a], (space, two): [a, b]}, {})
+        assert await _stored_heads(conn, space) == {one: {a}, two: {a, b}}
+        await write_heads(conn, {}, {(space, one): [b, c], (space, two): [c]})
+        assert await _stored_heads(conn, space) == {one: {b, c}, two: {c}}
+        with pytest.raises(asyncpg.DataError):
+            await write_heads(conn, {}, {(space, one): ["x'); DROP TABLE events; --"]})
+        assert await _stored_heads(conn, space) == {one: {b, c}, two: {c}}
