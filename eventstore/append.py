@@ -29,7 +29,7 @@ from crdt import (
     check_preds,
 )
 from crdt.validate import is_canonical_uuid
-from eventstore.heads import FieldKey, field_key, write_heads
+from eventstore.heads import FieldKey, Row, field_key, write_heads
 from eventstore.push import Checked, Push, refuse_all, rejected
 from eventstore.rows import Conn, decode_value
 from eventstore.writer import Batch, SpaceCursor, lock_spaces
@@ -343,10 +343,10 @@ async def _write_heads(
     conn: Conn, ctx: _Context, keys: dict[FieldKey, str], had_row: set[FieldKey]
 ) -> None:
     """Store the heads of the fields the group changed."""
-    new: dict[tuple[str, str], set[str]] = {}
-    changed: dict[tuple[str, str], set[str]] = {}
+    new: list[Row] = []
+    changed: list[Row] = []
     for f in ctx.changed:
-        (changed if f in had_row else new)[(f[0], keys[f])] = ctx.heads[f]
+        (changed if f in had_row else new).append((f[0], keys[f], ctx.heads[f]))
     await write_heads(conn, new, changed)
 
 

@@ -10,7 +10,7 @@ the same whatever its field's history.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 
 from eventstore.rows import Conn
 
@@ -51,15 +51,16 @@ FROM (
 WHERE f.space_id = c.s AND f.field_key = c.k
 """
 
-Rows = Mapping[tuple[str, str], Iterable[str]]
+#: (space_id, field_key, heads) of one field.
+Row = tuple[str, str, Iterable[str]]
 
 
-def _flat(rows: Rows) -> tuple[list[str], list[str], list[str]]:
-    """(space_id, field_key) -> heads as three parallel lists, one entry per head."""
+def _flat(rows: Iterable[Row]) -> tuple[list[str], list[str], list[str]]:
+    """The rows as three parallel lists, one entry per head."""
     spaces: list[str] = []
     keys: list[str] = []
     heads: list[str] = []
-    for (space_id, key), field_heads in rows.items():
+    for space_id, key, field_heads in rows:
         for head in field_heads:
             spaces.append(space_id)
             keys.append(key)
@@ -67,8 +68,8 @@ def _flat(rows: Rows) -> tuple[list[str], list[str], list[str]]:
     return spaces, keys, heads
 
 
-async def write_heads(conn: Conn, new: Rows, changed: Rows) -> None:
+async def write_heads(conn: Conn, new: Sequence[Row], changed: Sequence[Row]) -> None:
     """Store the heads of fields without a row yet (``new``) and of fields with one
-    (``changed``), keyed by (space_id, field_key); nothing when there are none."""
+    (``changed``); nothing when there are none."""
     if new or changed:
         await conn.execute(_WRITE, *_flat(new), *_flat(changed))

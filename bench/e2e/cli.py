@@ -67,7 +67,7 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
 def gateway_note(args: argparse.Namespace) -> str:
     """How each gateway ran, for a report's notes: "one gateway" or "one gateway of 2
     worker processes"."""
-    workers: int = getattr(args, "gateway_workers", 1)
+    workers: int = args.gateway_workers
     return "one gateway" + (f" of {workers} worker processes" if workers > 1 else "")
 
 

@@ -273,7 +273,7 @@ async def open_stack(
                 prefix=f"cb{secrets.token_hex(4)}",
                 data_dir=scratch,
                 extra_env=dict(env or {}),
-                gateway_workers=getattr(args, "gateway_workers", 1),
+                gateway_workers=args.gateway_workers,
             )
             failed = False
             try:

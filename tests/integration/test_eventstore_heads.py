@@ -259,11 +259,11 @@ async def test_heads_are_written_as_typed_parameters(pool: asyncpg.Pool) -> None
     one, two = field_key("task", "t-1", "title"), field_key("task", "t-2", "title")
     a, b, c = new_id(), new_id(), new_id()
     async with pool.acquire() as conn:
-        await write_heads(conn, {}, {})  # nothing to write: no statement
-        await write_heads(conn, {(space, one): [a], (space, two): [a, b]}, {})
+        await write_heads(conn, [], [])  # nothing to write: no statement
+        await write_heads(conn, [(space, one, [a]), (space, two, [a, b])], [])
         assert await _stored_heads(conn, space) == {one: {a}, two: {a, b}}
-        await write_heads(conn, {}, {(space, one): [b, c], (space, two): [c]})
+        await write_heads(conn, [], [(space, one, [b, c]), (space, two, [c])])
         assert await _stored_heads(conn, space) == {one: {b, c}, two: {c}}
         with pytest.raises(asyncpg.DataError):
-            await write_heads(conn, {}, {(space, one): ["x'); DROP TABLE events; --"]})
+            await write_heads(conn, [], [(space, one, ["x'); DROP TABLE events; --"])])
         assert await _stored_heads(conn, space) == {one: {b, c}, two: {c}}
