@@ -1,11 +1,12 @@
-"""What a field's history costs an append: a field with a long history against fresh ones.
+"""What a field's history costs an append and the read model: a long history against none.
 
     .venv/bin/python -m bench.field_history_bench --dsn postgresql://postgres@127.0.0.1:5432/test
 
 Creates a scratch database (dropped at the end) and one space, then stores ``--history``
 sets of one field (``task/hot.title``, each naming the previous one in ``pred``, as a
-device edits a title) through ``PostgresEventStore.append`` in pushes of 1,000. Then,
-``--rounds`` times, alternately:
+device edits a title) through ``PostgresEventStore.append`` in pushes of 1,000, and
+applies them to the read model (``projector.apply.apply_space``, batches of 5,000).
+Then, ``--rounds`` times, alternately:
 
 * *long history*: ``--ops`` one-op pushes, one after another, each a set of that field
   naming its head (the field's history grows by ``--ops`` each round);
@@ -18,8 +19,10 @@ device edits a title) through ``PostgresEventStore.append`` in pushes of 1,000. 
 They differ only in the history of the field they set (same space, same size, same ops
 per push), so the ratios of their per-op times are what the history costs. Printed per
 round: wall µs per op (one push at a time, so that is the append's latency, commit
-included) and the database backends' CPU µs per op; then the medians of the
-round-by-round ratios.
+included) and the database backends' CPU µs per op; then the read model's wall µs per
+event, applying each path's events one per batch (as a projector keeping up with one-op
+pushes does: load the entity's state, apply, write it back, move the checkpoint); then
+the medians of the round-by-round ratios.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from bench.eventstore_bench import _backend_cpu, scratch_database
 from concord.runtime import tune_gc
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import op
+from projector.apply import apply_space
 
 FILL_BATCH = 1000
+CATCH_UP_BATCH = 5000
 
 
 class Field:
@@ -116,8 +121,31 @@ async def _bench_in(pool: asyncpg.Pool, dsn: str, args: argparse.Namespace) -> N
             f"stored {args.history:,} sets of one field in {seconds:.1f} s "
             f"({args.history / seconds:,.0f} ops/s, pushes of {FILL_BATCH})"
         )
+        seconds = await _catch_up(pool, space)
+        print(f"the read model applied them in {seconds:.1f} s (batches of {CATCH_UP_BATCH:,})")
         await pool.execute("VACUUM ANALYZE")
-        await _rounds(dsn, store, user, space, hot, args)
+        await _rounds(dsn, pool, store, user, space, hot, args)
+
+
+async def _catch_up(pool: asyncpg.Pool, space: str) -> float:
+    """Apply the space's events to the read model, as the projector's catch-up does."""
+    start = time.perf_counter()
+    async with pool.acquire() as conn:
+        while await apply_space(conn, space, max_events=CATCH_UP_BATCH) is not None:
+            pass
+    return time.perf_counter() - start
+
+
+async def _projected(pool: asyncpg.Pool, space: str, count: int) -> float:
+    """Apply the space's next ``count`` events one per batch (a projector keeping up
+    with one-op pushes): wall µs per event, load, apply and write back of the state."""
+    async with pool.acquire() as conn:
+        start = time.perf_counter()
+        for _ in range(count):
+            applied = await apply_space(conn, space, max_events=1)
+            if applied is None or applied.count != 1:
+                raise RuntimeError(f"the read model applied {applied} instead of one event")
+        return (time.perf_counter() - start) / count * 1e6
 
 
 PATHS = ("long", "fresh", "young")
@@ -125,20 +153,22 @@ PATHS = ("long", "fresh", "young")
 
 async def _rounds(
     dsn: str,
+    pool: asyncpg.Pool,
     store: PostgresEventStore,
     user: str,
     space: str,
     hot: Field,
     args: argparse.Namespace,
 ) -> None:
-    """The three paths, ``--rounds`` times; per round µs/op, then the medians of the
-    round-by-round ratios of the long history to each of the others."""
+    """The three paths, ``--rounds`` times; per round µs/op of the append and of the
+    read model, then the medians of the round-by-round ratios of the long history to
+    each of the others."""
     made = 0
     ratios: dict[str, list[float]] = {
-        f"{kind} {p}": [] for kind in ("wall", "cpu") for p in PATHS[1:]
+        f"{kind} {p}": [] for kind in ("wall", "cpu", "read model") for p in PATHS[1:]
     }
-    print("µs per op, wall (one push at a time) / database CPU")
-    print(f"{'round':<7}" + "".join(f"{p:>18}" for p in PATHS))
+    print("µs per op: append, wall (one push at a time) / database CPU; read model, wall")
+    print(f"{'round':<7}" + "".join(f"{p:>18}" for p in PATHS) + "".join(f"{p:>8}" for p in PATHS))
     for number in range(args.rounds):
         ops: dict[str, list[dict[str, Any]]] = {
             "long": [hot.next_op(space) for _ in range(args.ops)]
@@ -161,18 +191,28 @@ async def _rounds(
         for i in range(0, len(firsts), FILL_BATCH):
             await _push(store, user, str(uuid.uuid4()), firsts[i : i + FILL_BATCH])
         got = {path: await _timed(dsn, store, user, ops[path]) for path in PATHS}
+        async with pool.acquire() as conn:  # the young fields' first sets, untimed
+            await apply_space(conn, space, max_events=len(firsts))
+        projected = {path: await _projected(pool, space, args.ops) for path in PATHS}
         wall, cpu = got["long"]
         for path in PATHS[1:]:
             ratios[f"wall {path}"].append(wall / got[path][0])
             if cpu > 0 and got[path][1] > 0:  # 0: the backend was not seen (it left)
                 ratios[f"cpu {path}"].append(cpu / got[path][1])
-        print(f"{number + 1:<7}" + "".join(f"{w:>10.0f} / {_cpu(c):>5}" for w, c in got.values()))
+            ratios[f"read model {path}"].append(projected["long"] / projected[path])
+        print(
+            f"{number + 1:<7}"
+            + "".join(f"{w:>10.0f} / {_cpu(c):>5}" for w, c in got.values())
+            + "".join(f"{w:>8.0f}" for w in projected.values())
+        )
     print(f"median of round-by-round ratios, field with {args.history:,}+ earlier sets ÷")
     for path, what in (("fresh", "a field never set"), ("young", "a field with one earlier set")):
         cpus = ratios[f"cpu {path}"]
         shown = f"{statistics.median(cpus):.2f}x" if cpus else "n/a"
         print(
-            f"  {what}: wall {statistics.median(ratios[f'wall {path}']):.2f}x, database CPU {shown}"
+            f"  {what}: append wall {statistics.median(ratios[f'wall {path}']):.2f}x, "
+            f"database CPU {shown}; read model wall "
+            f"{statistics.median(ratios[f'read model {path}']):.2f}x"
         )
 
 

@@ -16,7 +16,15 @@ from crdt.ops import Op
 if TYPE_CHECKING:
     from crdt.state import EntityState
 
-__all__ = ["FORMAT_VERSION", "StateV1", "decode", "encode", "export_state", "import_state"]
+__all__ = [
+    "FORMAT_VERSION",
+    "SETTLED_TOTAL",
+    "StateV1",
+    "decode",
+    "encode",
+    "export_state",
+    "import_state",
+]
 
 FORMAT_VERSION = 1
 
@@ -74,20 +82,38 @@ def _scope_key(scope: Scope) -> tuple[str, str]:
     return (scope[0], scope[1] or "")
 
 
-def export_state(state: EntityState) -> StateV1:
-    """The state's wire form; every list sorted, so equal states encode to equal bytes."""
-    referenced = {i for v in state._regs.values() for i in v}
-    referenced.update(i for v in state._counters.values() for i in v.deltas)
-    referenced.update(i for v in state._sets.values() for i in v.live)
-    referenced.update(state._life or ())
+#: The one "delta" of a settled counter: its total, under an op_id no op can have.
+SETTLED_TOTAL = ""
+
+
+def export_state(state: EntityState, settled: bool = False) -> StateV1:
+    """The state's wire form; every list sorted, so equal states encode to equal bytes.
+
+    ``settled`` leaves out what only merging and out-of-order delivery need, the parts
+    that grow with the entity's history: the op_ids no head, delta or live add refers
+    to (``others``), the pending names, and each counter's per-op deltas (its total is
+    kept, as one delta under ``SETTLED_TOTAL``). See `crdt.encode_state`.
+    """
     life = state._life
+    if settled:
+        others: list[str] = []
+        pending: list[tuple[str, list[tuple[str, str | None]]]] = []
+        counters = {k: [(SETTLED_TOTAL, v.total)] for k, v in sorted(state._counters.items())}
+    else:
+        referenced = {i for v in state._regs.values() for i in v}
+        referenced.update(i for v in state._counters.values() for i in v.deltas)
+        referenced.update(i for v in state._sets.values() for i in v.live)
+        referenced.update(life or ())
+        others = sorted(state._seen.keys() - referenced)
+        pending = sorted((k, sorted(v, key=_scope_key)) for k, v in state._pending.items())
+        counters = {k: sorted(v.deltas.items()) for k, v in sorted(state._counters.items())}
     return StateV1(
         entity_type=state.entity_type,
         entity_id=state.entity_id,
-        others=sorted(state._seen.keys() - referenced),
-        pending=sorted((k, sorted(v, key=_scope_key)) for k, v in state._pending.items()),
+        others=others,
+        pending=pending,
         regs={k: sorted(map(head_wire, v.values())) for k, v in sorted(state._regs.items())},
-        counters={k: sorted(v.deltas.items()) for k, v in sorted(state._counters.items())},
+        counters=counters,
         sets={k: sorted(v.live.items()) for k, v in sorted(state._sets.items())},
         life=None if life is None else sorted(map(life_wire, life.values())),
         field_key=(state._fl, state._fo),

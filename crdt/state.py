@@ -309,9 +309,18 @@ def _ids_by_order(heads: Iterable[Op]) -> tuple[str, ...]:
     return tuple(h.op_id for h in sorted(heads, key=order_key, reverse=True))
 
 
-def encode_state(state: EntityState) -> bytes:
-    """Encode a state compactly (msgpack, arrays not maps), tagged with its format version."""
-    return codec.encode(codec.export_state(state))
+def encode_state(state: EntityState, *, settled: bool = False) -> bytes:
+    """Encode a state compactly (msgpack, arrays not maps), tagged with its format version.
+
+    ``settled`` is for a consumer that applies each event of a log once, in log order,
+    where every `pred` names an op applied before (the read model): its encoding keeps
+    only what such later ops need (heads, live adds, counter totals, lifecycle heads,
+    order keys), so its size no longer grows with the entity's history. Decoded, it
+    applies later events of that log exactly as the full state would and reads the
+    same; it cannot tell an op it applied long ago from a new one, so it must not
+    merge, nor apply ops out of order or twice.
+    """
+    return codec.encode(codec.export_state(state, settled))
 
 
 def decode_state(data: bytes) -> EntityState:

@@ -317,7 +317,8 @@ def fold_batch(
     for key in keys:
         state = states[key]
         typed, remind_at = derive(state)
-        out.append((key[0], key[1], encode_state(state), last[key], *typed))
+        data = encode_state(state, settled=True)  # its size does not grow with history
+        out.append((key[0], key[1], data, last[key], *typed))
         now = reminder_key(typed.remind_at_op_id, typed.done, typed.deleted)
         if key[0] == TASK and now != before.get(key, reminder_key(None, None, False)):
             applied.reminders.append(

@@ -76,7 +76,8 @@ class ShadowWriter:
         sid = uuid.UUID(fold.space_id)
         for key, state in fold.states.items():
             typed, _ = derive(state)
-            self.states.append((sid, *key, encode_state(state), fold.last[key], *typed))
+            data = encode_state(state, settled=True)
+            self.states.append((sid, *key, data, fold.last[key], *typed))
         self.checkpoints.append((sid, fold.seq))
 
     async def flush(self, *, unless_small: bool = False) -> None:

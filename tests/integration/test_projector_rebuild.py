@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from core.settings import Settings, with_overrides
+from crdt import encode_state
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
 from projector.membership import Membership, space_hash
@@ -184,6 +185,12 @@ async def test_verify_lists_what_differs(scratch: Scratch) -> None:
     )
     await pool.execute("UPDATE entity_states SET title = 'forged' WHERE entity_id = 't-3'")
     await pool.execute("DELETE FROM entity_states WHERE entity_id = 't-4'")
+    # t-5 as a version before settled states stored it (history kept): not a difference
+    replayed, _ = await store.replay_space(space)
+    full = encode_state(replayed[("task", "t-5")])
+    settled = await pool.fetchval("SELECT state FROM entity_states WHERE entity_id = 't-5'")
+    assert full != settled
+    await pool.execute("UPDATE entity_states SET state = $1 WHERE entity_id = 't-5'", full)
     found = {(d.entity_id, d.problem) for d in await verify(pool)}
     assert found == {("t-1", "state"), ("t-3", "columns"), ("t-4", "missing")}
     await rebuild(pool)

@@ -168,7 +168,7 @@ async def assert_matches_replay(
     for space in spaces:
         replayed, seq = await store.replay_space(space)
         assert await checkpoint(pool, space) == seq
-        expected = {k: encode_state(v) for k, v in replayed.items()}
+        expected = {k: encode_state(v, settled=True) for k, v in replayed.items()}
         assert await read_model(pool, space) == expected
     differences = [d for d in await verify(pool) if d.space_id in set(spaces)]
     assert differences == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,6 +67,30 @@ def test_encoding_round_trips(history: History) -> None:
         assert encode_state(back) == data
         spec = history.schema.entity_types.get(key[0])
         assert back.view(spec) == state.view(spec)
+
+
+@given(valid_histories(), st.data())
+def test_settled_states_apply_the_rest_of_the_log_alike(
+    history: History, data: st.DataObject
+) -> None:
+    """The read model's way: apply in log order, store settled, decode, go on; at any
+    cuts, the result is the full fold's, settled (same reads, same encoding)."""
+    ops = history.ops
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(ops)), max_size=4), label="cuts"))
+    states: States = {}
+    for start, end in itertools.pairwise([0, *cuts, len(ops)]):
+        states = {k: decode_state(encode_state(v, settled=True)) for k, v in states.items()}
+        for op in ops[start:end]:
+            key = (op.entity_type, op.entity_id)
+            states.setdefault(key, EntityState.new(*key)).apply(op)
+    full = fold(ops)
+    assert states.keys() == full.keys()
+    for key, state in full.items():
+        spec = history.schema.entity_types.get(key[0])
+        assert states[key].view(spec) == state.view(spec), key
+        assert encode_state(states[key], settled=True) == encode_state(state, settled=True)
+        assert states[key].has_client_events == state.has_client_events
+        assert states[key].last_lamport == state.last_lamport
 
 
 @given(valid_histories())

@@ -1,0 +1,32 @@
+"""The field-history benchmark cannot rot: it runs at tiny sizes against this run's
+PostgreSQL (in a scratch database of its own) and reports both sides it measures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import Services
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_field_history_bench_reports_the_append_and_the_read_model(
+    services: Services,
+) -> None:
+    options = ["--history", "300", "--ops", "10", "--rounds", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.field_history_bench", "--dsn", services.server_dsn, *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stored 300 sets of one field" in done.stdout
+    medians = re.findall(r"append wall ([\d.]+)x, .*; read model wall ([\d.]+)x", done.stdout)
+    assert len(medians) == 2, done.stdout
+    assert all(float(v) > 0 for pair in medians for v in pair)
