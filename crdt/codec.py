@@ -86,7 +86,7 @@ def _scope_key(scope: Scope) -> tuple[str, str]:
 SETTLED_TOTAL = ""
 
 
-def export_state(state: EntityState, settled: bool = False) -> StateV1:
+def export_state(state: EntityState, settled: bool) -> StateV1:
     """The state's wire form; every list sorted, so equal states encode to equal bytes.
 
     ``settled`` leaves out what only merging and out-of-order delivery need, the parts
