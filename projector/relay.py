@@ -12,9 +12,11 @@ transaction per cycle, works on a whole batch of spaces at once:
    (at most ``max_events`` per space and ``max_batch`` per cycle, shared fairly);
 4. publishes them all pipelined (in seq order per space on one connection), a run of
    up to ``message_events`` consecutive events of one space per message (a JSON array,
-   at most ``message_bytes`` of it unless one event alone is larger), message id
+   at most ``message_bytes`` of it, or less when the server's ``max_payload`` is
+   smaller, unless one event alone is larger), message id
    ``<space_id>:<first>-<last>``, replies to an inbox of its own (:class:`Acks`), and
-   waits ONCE for the acks;
+   waits ONCE for the acks; an event alone larger than the server takes stops its
+   space there, like a refused message, and the cycle reports it;
 5. advances each space's cursor to the end of its acked prefix (never past a message
    that was not acked) and deletes the claimed rows that cover, one statement each;
    COMMIT. If some message was not acked, the cycle then reports the failure and the
@@ -83,7 +85,10 @@ _encode = msgspec.json.encode
 MESSAGE_EVENTS = 100
 #: JSON bytes per log message at most, unless one event alone is larger (its value is at
 #: most ``max_value_bytes``, 64 KiB by default, far below NATS's 1 MiB ``max_payload``).
+#: A server that takes less (its ``max_payload``, from its INFO) lowers it.
 MESSAGE_BYTES = 64 * 1024
+#: Bytes of ``max_payload`` left for a message's headers (its message id: under 100).
+HEADER_ROOM = 1024
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,12 @@ class Relay:
         the first failure (None when every message was acked)."""
         if not rows:
             return {}, None
-        runs = runs_of(rows, self.message_events, self.message_bytes)
+        limit = nc.max_payload - HEADER_ROOM
+        runs, too_large = fitting(
+            runs_of(rows, self.message_events, min(self.message_bytes, limit)), limit
+        )
+        if not runs:
+            return {}, too_large
         reply = await self._acks.begin(nc, len(runs))
         log_subject, msg_id = self.names.log_subject, Names.msg_id
         for i, run in enumerate(runs):
@@ -224,7 +234,36 @@ class Relay:
                 log_subject(run.space_id), run.payload, reply=f"{reply}{i}", headers=headers
             )
         await self._acks.wait(self.ack_timeout)
-        return self._acks.prefixes([(run.sid, run.last) for run in runs])
+        acked, failure = self._acks.prefixes([(run.sid, run.last) for run in runs])
+        return acked, failure or too_large
+
+
+class TooLargeError(Exception):
+    """An event larger alone than the NATS server takes in one message."""
+
+
+def fitting(runs: Sequence[Run], limit: int) -> tuple[list[Run], TooLargeError | None]:
+    """The runs the server takes (at most ``limit`` bytes), each space's up to its first
+    that is larger (one event alone; its space's stream stops before it, as before a
+    message the stream refuses, and consumers read the rest from PostgreSQL); and the
+    error naming the first such event."""
+    kept: list[Run] = []
+    stopped: set[uuid.UUID] = set()
+    error: TooLargeError | None = None
+    for run in runs:
+        if run.sid in stopped:
+            continue
+        if len(run.payload) <= limit:
+            kept.append(run)
+            continue
+        stopped.add(run.sid)
+        if error is None:
+            error = TooLargeError(
+                f"event {run.first} of space {run.space_id} is {len(run.payload):,} bytes of"
+                f" JSON, more than the NATS server takes in one message ({limit:,} with"
+                f" {HEADER_ROOM:,} for headers, of its max_payload); raise max_payload"
+            )
+    return kept, error
 
 
 class RefusedError(Exception):
@@ -330,7 +369,8 @@ def runs_of(rows: Sequence[asyncpg.Record], max_events: int, max_bytes: int) -> 
     """The rows read by :func:`read_ranges` (space after space, each in seq order) as
     messages: runs of consecutive events of one space, at most ``max_events`` events and
     ``max_bytes`` of JSON each, but for one event larger than that alone. The cut depends
-    only on the rows, so a range published again is cut the same way (same ids).
+    only on the rows and the limits (a server keeps its ``max_payload``), so a range
+    published again is cut the same way (same ids).
 
     Each event is built without decoding anything: the ids come as text, ``recorded_at``
     formatted by PostgreSQL like ``eventstore.rows.format_time``, and the stored value

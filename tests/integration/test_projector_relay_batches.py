@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,72 @@ async def test_a_server_killed_mid_batch_leaves_no_cursor_past_an_ack(
         await bus.close()
         await delete_stream(url, names)
         nats_server.stop()
+
+
+@pytest.fixture
+def small_nats(tmp_path: Path) -> Iterator[str]:
+    """A nats-server of its own whose ``max_payload`` is 4 KiB (the default is 1 MiB)."""
+    config = tmp_path / "nats.conf"
+    config.write_text("max_payload: 4096\n")
+    port = concord.embedded.free_port()
+    server = subprocess.Popen(
+        [
+            str(concord.embedded.nats_server_binary()), "-a", "127.0.0.1", "-p", str(port),
+            "-js", "-sd", str(tmp_path / "js"), "-c", str(config),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert concord.embedded.wait_for_port("127.0.0.1", port, 30)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def test_messages_fit_a_server_that_takes_less_than_the_default(
+    pool: asyncpg.Pool,
+    store: PostgresEventStore,
+    settings: Settings,
+    small_nats: str,
+) -> None:
+    """A nats-server configured with ``max_payload: 4096``: the relay cuts its runs to
+    fit (they were 64 KiB, which the client refused before sending anything, so every
+    space stalled); an event alone larger than that stops its space just before it, as
+    a refused message does, and the other space reaches its head."""
+    url = small_nats
+    names = Names(f"{settings.nats_prefix}p{secrets.token_hex(2)}")
+    big, small = await new_space(store), await new_space(store)
+    await increments(store, big[0], big[1], 30)  # seqs 2..31, about 11 KB of JSON
+    seq = await append_unchecked(store, big[1], big[0], entity_id="t-big", value="x" * 5000)
+    assert seq == 32
+    await increments(store, big[0], big[1], 5)  # seqs 33..37
+    await increments(store, small[0], small[1], 20)  # seqs 2..21
+    await _drain_outbox_of_others(pool, [big[0], small[0]])
+    bus = NatsBus(url, prefix=names.prefix, name="relay-max-payload-test")
+    try:
+        await bus.start()
+        assert await bus.wait_connected(10)
+        relay = Relay(pool, bus, names, ack_timeout=5)
+        for _ in range(2):  # the next cycle stops there again
+            with pytest.raises(RelayFailed, match=r"event 32 of space .* max_payload"):
+                await relay.relay_once()
+            assert await _cursor(pool, big[0]) == 31
+            assert await _outbox_heads(pool, big[0]) == [32, 37]
+            assert await _cursor(pool, small[0]) == 21
+        assert await stream_seqs(url, names, big[0], 31) == list(range(1, 32))
+        assert await stream_seqs(url, names, small[0], 21) == list(range(1, 22))
+        nc = await nats.connect(url)
+        try:
+            sub = await nc.jetstream().pull_subscribe(
+                names.log_subject(big[0]), stream=names.stream
+            )
+            messages = await sub.fetch(100, timeout=5)
+            assert len(messages) > 3  # cut into several runs
+            assert all(len(m.data) <= 4096 - projector.relay.HEADER_ROOM for m in messages)
+        finally:
+            await nc.close()
+    finally:
+        await bus.close()
+        await delete_stream(url, names)
