@@ -198,6 +198,9 @@ async def test_the_batch_is_applied_but_for_the_events_to_blame(scratch: Scratch
         applied = await apply_space(conn, space)
         assert applied is not None
         assert (applied.seq, applied.count, applied.quarantined) == (41, 39, 2)
+        # the entities of every part that was applied, each once (not the refused one)
+        expected = [("_member", owner), *(("task", f"t-{i}") for i in range(7))]
+        assert sorted(applied.entities) == expected
         assert await apply_space(conn, space) is None
     assert [(r[0], r[3], r[4]) for r in await _rows(pool, space)] == [
         (14, marker, "RaiseError (P0001)"),

@@ -145,6 +145,34 @@ async def test_batch_updates_states_and_checkpoint_together(
     await assert_matches_replay(pool, store, [space])
 
 
+async def test_a_batch_reports_a_reminder_change_only_when_there_is_one(
+    fresh_database: Callable[..., Awaitable[str]],
+) -> None:
+    """``apply_space`` on a database no service projects: setting remind_at is a change
+    for the scheduler; a later title-only edit of the same task (its stored reminder key
+    loaded with its state) is none."""
+    scratch = await asyncpg.create_pool(await fresh_database(), min_size=1, max_size=3)
+    try:
+        async with PostgresEventStore(scratch, secret_key=TEST_SECRET) as own:
+            space, owner = await new_space(own)
+            device = new_id()
+            when = "2030-01-01T09:00:00Z"
+            remind = op(space, entity_id="t-9", field="remind_at", value=when, lamport=1)
+            await push(own, owner, device, [remind])
+            title = op(space, entity_id="t-9", field="title", value="x", lamport=2)
+            async with scratch.acquire() as conn:
+                first = await apply_space(conn, space)
+                assert first is not None
+                changes = [(r.entity_id, r.reminder_id, r.remind_at) for r in first.reminders]
+                assert changes == [("t-9", remind["op_id"], when)]
+                await push(own, owner, device, [title])
+                second = await apply_space(conn, space)
+                assert second is not None
+                assert (second.count, second.reminders) == (1, [])
+    finally:
+        await scratch.close()
+
+
 async def test_gap_is_read_from_postgres(fresh_database: Callable[..., Awaitable[str]]) -> None:
     """On a database no service projects: deliver seq 1, then seq 5 alone (a gap)."""
     scratch = await asyncpg.create_pool(await fresh_database(), min_size=1, max_size=3)
