@@ -64,6 +64,23 @@ async def _drain_outbox_of_others(pool: asyncpg.Pool, spaces: list[str]) -> None
     await pool.execute("DELETE FROM outbox WHERE NOT (space_id = ANY($1::uuid[]))", spaces)
 
 
+async def _big_and_small(
+    pool: asyncpg.Pool, store: PostgresEventStore, *, before: int, size: int
+) -> tuple[tuple[str, str], tuple[str, str]]:
+    """Two spaces (and owners), alone in the outbox: ``big`` with ``before`` increments
+    (seqs 2..before+1), an event with a ``size``-character value (past the title's
+    length check, as an older server stored such values), then 5 more; ``small`` with
+    20 increments (seqs 2..21)."""
+    big, small = await new_space(store), await new_space(store)
+    await increments(store, big[0], big[1], before)
+    seq = await append_unchecked(store, big[1], big[0], entity_id="t-big", value="x" * size)
+    assert seq == before + 2
+    await increments(store, big[0], big[1], 5)
+    await increments(store, small[0], small[1], 20)
+    await _drain_outbox_of_others(pool, [big[0], small[0]])
+    return big, small
+
+
 def test_plan_shares_the_budget_so_no_space_starves() -> None:
     a, b, c = (uuid.UUID(int=i) for i in (1, 2, 3))
     heads = {a: [10_000], b: [5], c: [40]}
@@ -138,14 +155,7 @@ async def test_a_refused_message_stops_its_space_there_and_not_the_others(
     that the big event travels alone.)"""
     names = Names(f"{settings.nats_prefix}r{secrets.token_hex(2)}")
     url = settings.nats_url or ""
-    big, small = await new_space(store), await new_space(store)
-    await increments(store, big[0], big[1], 10)  # seqs 2..11
-    # 3 KB of value, past the title's length check (an older server stored such values).
-    seq = await append_unchecked(store, big[1], big[0], entity_id="t-big", value="x" * 3000)
-    assert seq == 12
-    await increments(store, big[0], big[1], 5)  # seqs 13..17
-    await increments(store, small[0], small[1], 20)  # seqs 2..21
-    await _drain_outbox_of_others(pool, [big[0], small[0]])
+    big, small = await _big_and_small(pool, store, before=10, size=3000)  # the big one: 12
 
     bus = NatsBus(url, prefix=names.prefix, name="relay-test")
     await bus.start()
@@ -282,13 +292,8 @@ async def test_messages_fit_a_server_that_takes_less_than_the_default(
     a refused message does, and the other space reaches its head."""
     url = small_nats
     names = Names(f"{settings.nats_prefix}p{secrets.token_hex(2)}")
-    big, small = await new_space(store), await new_space(store)
-    await increments(store, big[0], big[1], 30)  # seqs 2..31, about 11 KB of JSON
-    seq = await append_unchecked(store, big[1], big[0], entity_id="t-big", value="x" * 5000)
-    assert seq == 32
-    await increments(store, big[0], big[1], 5)  # seqs 33..37
-    await increments(store, small[0], small[1], 20)  # seqs 2..21
-    await _drain_outbox_of_others(pool, [big[0], small[0]])
+    # seqs 2..31 about 11 KB of JSON, then the big one: 32
+    big, small = await _big_and_small(pool, store, before=30, size=5000)
     bus = NatsBus(url, prefix=names.prefix, name="relay-max-payload-test")
     try:
         await bus.start()
