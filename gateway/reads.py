@@ -110,8 +110,10 @@ async def _from_read_model(
     size: int,
     after: str | None,
 ) -> EntityList | None:
-    """The page from the projector's read model when it reflects the space's head;
-    None when the projector lags (or is not running), and the log must be folded."""
+    """The page from the projector's read model when it reflects the space's head (it
+    folds in a lag of up to ``readmodel.LIST_TAIL_MAX`` events itself); None when the
+    projector is further behind (or has not run, or a quarantine), and the log must be
+    folded."""
     head = await store.head(space_id)
     try:
         states, seq, cursor = await readmodel.list_entities(

@@ -13,14 +13,17 @@ whatever the read model does not cover up to the head, replays it from the log.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from core.ids import canonical_id
-from crdt import EntityState, decode_state, plain_text
+from crdt import EntityState, Op, decode_state, plain_text
+from eventstore.rows import Conn
+from projector.apply import BIG, read_events
+from projector.tables import LIVE
 
 _GET = """
 SELECT c.seq, e.state, e.has_client_events,
@@ -33,10 +36,18 @@ LEFT JOIN entity_states AS e
 """
 
 _SEQ = """
-SELECT CASE WHEN EXISTS (SELECT 1 FROM projector_quarantine WHERE space_id = $1) THEN 0
-            ELSE seq END
-FROM projector_checkpoints WHERE space_id = $1
+SELECT coalesce((SELECT seq FROM projector_checkpoints WHERE space_id = $1), 0),
+       EXISTS (SELECT 1 FROM projector_quarantine WHERE space_id = $1)
 """
+
+_ORDER = """
+SELECT t, i FROM unnest($1::text[], $2::text[]) AS k(t, i) WHERE (t, i) > ($3, $4)
+ORDER BY t, i
+"""
+
+#: Events after the checkpoint that a listing folds in itself (the read model's lag at
+#: that moment); with more, it answers at the checkpoint and the caller replays the log.
+LIST_TAIL_MAX = 2000
 
 # Keyset pagination on the primary key: (entity_type, entity_id) > the cursor's.
 # Entities that only server events touched (reads answer 404) and the hidden `_member`
@@ -159,25 +170,80 @@ async def list_entities(
     after: str | None,
 ) -> tuple[list[EntityState], int, str | None]:
     """One page of the space's entities in (type, id) order, the seq they reflect, and
-    the cursor of the next page (None on the last). Raises InvalidCursor. A space with a
-    quarantined event reflects seq 0: list it from the log."""
+    the cursor of the next page (None on the last). Raises InvalidCursor.
+
+    When the projector is behind, by at most ``LIST_TAIL_MAX`` events, the page folds the
+    log's events after the checkpoint into the states they touch (all in one snapshot,
+    as ``apply_space`` would), so it reflects the space's last event and costs the lag,
+    not the space's history. Further behind (or before the first batch), it reflects the
+    checkpoint; a space with a quarantined event reflects seq 0. Either way the caller
+    lists it from the log."""
     start = ("", "") if after is None else decode_cursor(after)
     sid = _space(space_id)
     if sid is None or limit <= 0:
         return [], 0, None
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        seq: int = await conn.fetchval(_SEQ, sid) or 0
+        row = await conn.fetchrow(_SEQ, sid)
+        assert row is not None  # one row, whatever the space
+        checkpoint, quarantined = row[0], row[1]
+        tail: list[tuple[int, Op]] = []
+        if checkpoint > 0 and not quarantined:  # else: nothing projected to build on
+            tail = await read_events(conn, sid, checkpoint, BIG, LIST_TAIL_MAX + 1)
+            if len(tail) > LIST_TAIL_MAX:
+                tail = []
+        touched = _touched(tail)
+        wanted = limit + 1 + len(touched)  # enough rows once the touched are set aside
         if entity_type is None:
-            rows = await conn.fetch(_LIST_ALL, sid, include_deleted, *start, limit + 1)
+            rows = await conn.fetch(_LIST_ALL, sid, include_deleted, *start, wanted)
         else:
-            rows = await conn.fetch(
-                _LIST_TYPE, sid, include_deleted, *start, limit + 1, entity_type
-            )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    states = [decode_state(bytes(r[2])) for r in rows]
-    cursor = encode_cursor(rows[-1][0], rows[-1][1]) if more else None
-    return states, seq, cursor
+            rows = await conn.fetch(_LIST_TYPE, sid, include_deleted, *start, wanted, entity_type)
+        page = {(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) not in touched}
+        states = {k: decode_state(bytes(v)) for k, v in page.items()}
+        if touched:
+            states.update(await _folded(conn, sid, tail, touched, entity_type, include_deleted))
+            # the page in the database's order (its collation), as _LIST pages it
+            keys = await conn.fetch(_ORDER, [k[0] for k in states], [k[1] for k in states], *start)
+            states = {(k[0], k[1]): states[(k[0], k[1])] for k in keys}
+    seq = 0 if quarantined else tail[-1][0] if tail else checkpoint
+    listed = list(states.items())
+    more = len(listed) > limit
+    listed = listed[:limit]
+    cursor = encode_cursor(*listed[-1][0]) if more else None
+    return [state for _, state in listed], seq, cursor
+
+
+async def _folded(
+    conn: Conn,
+    sid: uuid.UUID,
+    tail: Sequence[tuple[int, Op]],
+    touched: Collection[tuple[str, str]],
+    entity_type: str | None,
+    include_deleted: bool,
+) -> dict[tuple[str, str], EntityState]:
+    """The touched entities' stored states with the tail applied, those ``_LIST`` would
+    list (but for the cursor, which the caller's ordering query applies)."""
+    keys = list(touched)
+    rows = await conn.fetch(LIVE.load_states, sid, [k[0] for k in keys], [k[1] for k in keys])
+    states = {(r[0], r[1]): decode_state(bytes(r[2])) for r in rows}
+    for _, op in tail:
+        key = (op.entity_type, op.entity_id)
+        state = states.get(key)
+        if state is None:
+            state = states[key] = EntityState.new(*key)
+        state.apply(op)
+    return {
+        key: state
+        for key, state in states.items()
+        if state.has_client_events
+        and not key[0].startswith("_")
+        and (entity_type is None or key[0] == entity_type)
+        and (include_deleted or state.deleted_by() is None)
+    }
+
+
+def _touched(tail: Sequence[tuple[int, Op]]) -> dict[tuple[str, str], None]:
+    """The entities the events touch, once each."""
+    return dict.fromkeys((op.entity_type, op.entity_id) for _, op in tail)
 
 
 async def lag_by_space(pool: asyncpg.Pool, limit: int = 100) -> list[SpaceLag]:

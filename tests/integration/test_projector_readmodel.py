@@ -14,9 +14,10 @@ import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+import projector.readmodel
 from core.events import ReminderChange
 from core.settings import Settings
-from crdt import encode_state
+from crdt import EntityState, encode_state
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
 from projector.apply import apply_space
@@ -294,6 +295,84 @@ async def test_list_entities_pages_and_filters(
         totals, lags = await lag_totals(snapshot), await lag_by_space(snapshot, 1_000_000)
     assert totals == (sum(x.projector_lag for x in lags), sum(x.outbox_lag for x in lags))
     assert all(lag.space_id != space for lag in await lag_by_space(pool))
+
+
+async def _all_pages(
+    pool: asyncpg.Pool, space: str, entity_type: str | None, deleted: bool, size: int
+) -> tuple[list[tuple[str, str, bytes]], set[int]]:
+    """Every page of a listing: (type, id, settled state) in order, and the seqs seen."""
+    listed: list[tuple[str, str, bytes]] = []
+    seqs: set[int] = set()
+    after = None
+    for _ in range(100):
+        page, seq, after = await list_entities(pool, space, entity_type, deleted, size, after)
+        seqs.add(seq)
+        listed += [(e.entity_type, e.entity_id, encode_state(e, settled=True)) for e in page]
+        if after is None:
+            return listed, seqs
+    raise AssertionError("the listing did not end")
+
+
+def _expected(
+    replayed: dict[tuple[str, str], EntityState], entity_type: str | None, deleted: bool
+) -> list[tuple[str, str, bytes]]:
+    """The listing docs/protocol.md describes, from a replay of the log."""
+    return [
+        (key[0], key[1], encode_state(state, settled=True))
+        for key, state in sorted(replayed.items())
+        if state.has_client_events
+        and not key[0].startswith("_")
+        and entity_type in (None, key[0])
+        and (deleted or state.deleted_by() is None)
+    ]
+
+
+async def test_a_listing_folds_in_the_events_the_projector_has_not_applied_yet(
+    fresh_database: Callable[..., Awaitable[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a database no service projects, the read model stops at seq 12; then come an
+    edit, a new task, a deletion, a restore, a new list and a task edited twice. Every
+    listing (types, deleted or not, pages of 1 to 20) answers at the head, equal to a
+    replay of the log, without replaying it; the lag, not the space's history, is read.
+    Further behind than LIST_TAIL_MAX it answers at the checkpoint (the caller replays)."""
+    scratch = await asyncpg.create_pool(await fresh_database(), min_size=1, max_size=3)
+    try:
+        async with PostgresEventStore(scratch, secret_key=TEST_SECRET) as own:
+            space, owner = await new_space(own)
+            device = new_id()
+            first = [op(space, entity_id=f"t-{i}", value=f"v{i}", lamport=i + 1) for i in range(10)]
+            first.append(op(space, entity_id="t-8", kind="delete", field=None, lamport=20))
+            await push(own, owner, device, first)  # seqs 2..12
+            async with scratch.acquire() as conn:
+                applied = await apply_space(conn, space)
+            assert applied is not None
+            assert applied.seq == 12
+            tail = [
+                op(space, entity_id="t-1", value="edited", lamport=30, pred=[first[1]["op_id"]]),
+                op(space, entity_id="t-10", value="new", lamport=31),
+                op(space, entity_id="t-2", kind="delete", field=None, lamport=32),
+                op(space, entity_id="t-8", kind="restore", field=None, lamport=33,
+                   pred=[first[10]["op_id"]]),
+                op(space, entity_type="list", entity_id="l-1", field="name", value="x",
+                   lamport=34),
+                op(space, entity_id="t-05", value="a", lamport=35),
+            ]  # fmt: skip
+            tail.append(
+                op(space, entity_id="t-05", value="b", lamport=36, pred=[tail[-1]["op_id"]])
+            )
+            await push(own, owner, device, tail)  # seqs 13..19
+            replayed, head = await own.replay_space(space)
+            assert head == 19
+            for entity_type, deleted in itertools.product((None, "task", "list"), (False, True)):
+                want = _expected(replayed, entity_type, deleted)
+                for size in (1, 2, 3, 20):
+                    got, seqs = await _all_pages(scratch, space, entity_type, deleted, size)
+                    assert (got, seqs) == (want, {19}), (entity_type, deleted, size)
+            monkeypatch.setattr(projector.readmodel, "LIST_TAIL_MAX", 6)
+            _, seqs = await _all_pages(scratch, space, None, True, 20)
+            assert seqs == {12}  # 7 events behind: the read model's own page
+    finally:
+        await scratch.close()
 
 
 # --------------------------------------------------------------------------- property

@@ -1,5 +1,5 @@
-"""The field-history benchmark cannot rot: it runs at tiny sizes against this run's
-PostgreSQL (in a scratch database of its own) and reports both sides it measures."""
+"""Benchmarks of one component cannot rot: each runs at tiny sizes against this run's
+PostgreSQL (in a scratch database of its own) and reports what it measures."""
 
 from __future__ import annotations
 
@@ -30,3 +30,18 @@ def test_the_field_history_bench_reports_the_append_and_the_read_model(
     medians = re.findall(r"append wall ([\d.]+)x, .*; read model wall ([\d.]+)x", done.stdout)
     assert len(medians) == 2, done.stdout
     assert all(float(v) > 0 for pair in medians for v in pair)
+
+
+def test_the_listing_lag_bench_reports_both_ways(services: Services) -> None:
+    options = ["--events", "600", "--tasks", "60", "--lag", "5", "--rounds", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.listing_lag_bench", "--dsn", services.server_dsn, *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "projected up to seq 596 (head 601)" in done.stdout
+    assert re.search(r"replay ÷ read model \+ tail \(medians\): [\d,]+x", done.stdout), done.stdout
