@@ -293,6 +293,22 @@ async def _apply_batch(
     return applied
 
 
+def apply_in_order(
+    states: dict[Key, EntityState], batch: Sequence[tuple[int, Op]]
+) -> dict[Key, int]:
+    """Apply a space's events in the order given (its seq order) to ``states``, in place
+    (a new state for an entity without one); the last seq applied to each entity."""
+    last: dict[Key, int] = {}
+    for seq, op in batch:
+        key = (op.entity_type, op.entity_id)
+        state = states.get(key)
+        if state is None:
+            state = states[key] = EntityState.new(*key)
+        state.apply(op)
+        last[key] = seq
+    return last
+
+
 def fold_batch(
     space_id: str,
     batch: list[tuple[int, Op]],
@@ -302,15 +318,8 @@ def fold_batch(
     """Fold a space's batch into ``states`` (the stored states of its entities, updated
     in place; ``before`` their reminder keys); what it did, and the rows to upsert
     (``STATE_COLUMNS`` without space_id)."""
-    keys = list(dict.fromkeys((op.entity_type, op.entity_id) for _, op in batch))
-    last: dict[Key, int] = {}
-    for seq, op in batch:
-        key = (op.entity_type, op.entity_id)
-        state = states.get(key)
-        if state is None:
-            state = states[key] = EntityState.new(*key)
-        state.apply(op)
-        last[key] = seq
+    last = apply_in_order(states, batch)
+    keys = list(last)  # in the order of their first event
     seq = batch[-1][0]
     applied = Applied(space_id=space_id, seq=seq, count=len(batch), entities=keys)
     out: list[tuple[object, ...]] = []

@@ -22,7 +22,7 @@ import msgspec
 from core.ids import canonical_id
 from crdt import EntityState, Op, decode_state, plain_text
 from eventstore.rows import Conn
-from projector.apply import BIG, read_events
+from projector.apply import BIG, apply_in_order, read_events
 from projector.tables import LIVE
 
 _GET = """
@@ -225,12 +225,7 @@ async def _folded(
     keys = list(touched)
     rows = await conn.fetch(LIVE.load_states, sid, [k[0] for k in keys], [k[1] for k in keys])
     states = {(r[0], r[1]): decode_state(bytes(r[2])) for r in rows}
-    for _, op in tail:
-        key = (op.entity_type, op.entity_id)
-        state = states.get(key)
-        if state is None:
-            state = states[key] = EntityState.new(*key)
-        state.apply(op)
+    apply_in_order(states, tail)
     return {
         key: state
         for key, state in states.items()

@@ -13,12 +13,10 @@ from tests.conftest import Services
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_field_history_bench_reports_the_append_and_the_read_model(
-    services: Services,
-) -> None:
-    options = ["--history", "300", "--ops", "10", "--rounds", "2"]
+def _run(services: Services, module: str, *options: str) -> str:
+    """``python -m bench.<module> --dsn <this run's server> <options>``: its output."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.field_history_bench", "--dsn", services.server_dsn, *options],
+        [sys.executable, "-m", f"bench.{module}", "--dsn", services.server_dsn, *options],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -26,22 +24,21 @@ def test_the_field_history_bench_reports_the_append_and_the_read_model(
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "stored 300 sets of one field" in done.stdout
-    medians = re.findall(r"append wall ([\d.]+)x, .*; read model wall ([\d.]+)x", done.stdout)
-    assert len(medians) == 2, done.stdout
+    return done.stdout
+
+
+def test_the_field_history_bench_reports_the_append_and_the_read_model(
+    services: Services,
+) -> None:
+    out = _run(services, "field_history_bench", "--history", "300", "--ops", "10", "--rounds", "2")
+    assert "stored 300 sets of one field" in out
+    medians = re.findall(r"append wall ([\d.]+)x, .*; read model wall ([\d.]+)x", out)
+    assert len(medians) == 2, out
     assert all(float(v) > 0 for pair in medians for v in pair)
 
 
 def test_the_listing_lag_bench_reports_both_ways(services: Services) -> None:
     options = ["--events", "600", "--tasks", "60", "--lag", "5", "--rounds", "1"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.listing_lag_bench", "--dsn", services.server_dsn, *options],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "projected up to seq 596 (head 601)" in done.stdout
-    assert re.search(r"replay ÷ read model \+ tail \(medians\): [\d,]+x", done.stdout), done.stdout
+    out = _run(services, "listing_lag_bench", *options)
+    assert "projected up to seq 596 (head 601)" in out
+    assert re.search(r"replay ÷ read model \+ tail \(medians\): [\d,]+x", out), out
