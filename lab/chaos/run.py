@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import re
 import shutil
 import signal
 import sys
@@ -112,6 +113,8 @@ async def run_chaos(config: ChaosConfig, out: TextIO = sys.stdout) -> list[Verdi
             await pool.close()
         await run.figures.collect(world, cluster, run.faults)
         print_report(run.say, config, run.figures, verdicts)
+        for line in server_lines_of(verdicts, cluster.root):
+            run.say(line)
         return verdicts
     except Exception:
         run.say("the run itself failed (not a verdict on Concord):")
@@ -122,6 +125,32 @@ async def run_chaos(config: ChaosConfig, out: TextIO = sys.stdout) -> list[Verdi
         await cluster.close()
         if config.data_dir is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+#: How much of each server log line naming a failed verdict's reference is shown.
+LINE_CHARS = 4000
+
+
+def server_lines_of(verdicts: list[Verdict], logs: Path) -> list[str]:
+    """For a failing verdict that quotes an ``internal`` error's reference (the gateway
+    logs the error and its traceback under it), the server log lines naming it: the
+    evidence a CI run would otherwise delete with the cluster's directory."""
+    references = {
+        ref
+        for v in verdicts
+        if not v.holds
+        for ref in re.findall(r"reference ([0-9a-f]{32})", v.detail)
+    }
+    if not references:
+        return []
+    found = ["", "== server log lines of the references above"]
+    for path in sorted(logs.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if any(ref in line for ref in references):
+                found.append(f"{path.name}: {line[:LINE_CHARS]}")
+    if len(found) == 2:
+        found.append("(none: the logs hold no line naming them)")
+    return found
 
 
 async def _chaos_then_heal(

@@ -9,8 +9,15 @@ from pathlib import Path
 
 from client import Acknowledged, RejectedOp
 from core.wire import Operation
-from lab.chaos.checker import Facts, check_acknowledged, check_counters, check_membership
+from lab.chaos.checker import (
+    Facts,
+    Verdict,
+    check_acknowledged,
+    check_counters,
+    check_membership,
+)
 from lab.chaos.model import Received, Sim, User
+from lab.chaos.run import server_lines_of
 from lab.chaos.schedule import KINDS, make_schedule
 
 SPACE = str(uuid.uuid4())
@@ -119,3 +126,24 @@ def test_a_write_refused_for_a_server_fault_fails_the_queue_property() -> None:
     assert "1 refused for a server fault" in verdict.detail
     device.rejected = {}
     assert "1 vanished" in check_queues([device]).detail
+
+
+def test_a_failing_verdict_brings_the_server_lines_of_its_references(tmp_path: Path) -> None:
+    ref, other = uuid.uuid4().hex, uuid.uuid4().hex
+    logged = f'{{"event": "internal error", "reference": "reference {ref}", "traceback": "..."}}'
+    (tmp_path / "gateway-a.log").write_text(
+        f'{logged}\n{{"event": "internal error", "reference": "reference {other}"}}\n'
+        '{"event": "push"}\n'
+    )
+    (tmp_path / "projector.log").write_text("nothing here\n")
+    dropped = (
+        f"1 refused for a server fault; e.g. u1-d1 x (internal: internal error; reference {ref})"
+    )
+    failing = Verdict("queues-accounted", False, dropped)
+    lines = server_lines_of([failing, Verdict("converged", True, f"reference {other}")], tmp_path)
+    assert lines[1] == "== server log lines of the references above"
+    assert lines[2:] == [f"gateway-a.log: {logged}"]
+    assert server_lines_of([Verdict("queues-accounted", True, dropped)], tmp_path) == []
+    assert server_lines_of([failing], tmp_path / "elsewhere")[2:] == [
+        "(none: the logs hold no line naming them)"
+    ]
