@@ -18,8 +18,9 @@ Which pushes form a group (``_take``), in queue order:
 * a skipped push blocks the later pushes of its space, keeping per-space order.
 
 Failures: a transient database error answers every push of the group ``Unavailable``
-(nothing was committed; the client retries). Any other error is retried push by push, so
-one poisonous push cannot fail its neighbours.
+(nothing was committed; the client retries). Any other error is retried push by push,
+each on a fresh connection from the pool, so one poisonous push cannot fail its
+neighbours, and a push alone is tried once more before its error is answered.
 """
 
 from __future__ import annotations
@@ -188,7 +189,12 @@ class GroupCommitter:
         try:
             result = await self._attempt(conn, [w.push for w in group])
         except Exception as exc:
-            if is_transient(exc) or len(group) == 1:
+            # Retried push by push, each on a fresh connection: a poisonous push fails
+            # alone, and a push that failed on the writer's kept connection (a connection
+            # a fault left in a state no error names as lost) is tried once on another
+            # before it is answered with a server fault (the retry is safe: duplicates
+            # are detected).
+            if is_transient(exc) or (conn is None and len(group) == 1):
                 _fail(group, exc)
                 return
             log.warning("group of %d failed (%r); retrying push by push", len(group), exc)

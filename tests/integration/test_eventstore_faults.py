@@ -8,7 +8,7 @@ from typing import cast
 import asyncpg
 import pytest
 
-from core.errors import Unavailable
+from core.errors import ConcordError, Unavailable
 from crdt import DEFAULT_SCHEMA
 from eventstore.append import run_group
 from eventstore.postgres import PostgresEventStore
@@ -180,3 +180,47 @@ async def test_a_failing_rollback_leaves_the_first_error(closed: bool) -> None:
     assert [s[-8:].upper() for s in conn.sent] == ["BEGIN", "COMMIT"] + (
         [] if closed else ["ROLLBACK"]
     )
+
+
+async def test_a_push_that_fails_on_the_writers_connection_is_tried_once_on_another(
+    pool: asyncpg.Pool,
+) -> None:
+    """A lone push whose transaction fails with an error no rule counts as transient (as
+    a connection a fault left in a bad state can raise) is tried once more on a fresh
+    connection before it is answered with a server fault: here the second try stores
+    it, once. A push that fails both times is answered as before (one retry only)."""
+    calls = 0
+
+    async def once(conn: Conn) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await conn.execute("SELECT 1 / 0")  # DivisionByZeroError: not transient
+
+    async with PostgresEventStore(
+        pool, secret_key=TEST_SECRET, writers=1, fault_hook=once
+    ) as store:
+        user, device = new_id(), new_id()
+        space = await store.create_space(name="r", creator_user_id=user, personal=True)
+        ops = [op(space, entity_id="t-1", lamport=1)]
+        outcome = await store.append(user_id=user, device_id=device, ops=ops)
+        assert [r.status for r in outcome.results] == ["applied"]
+        assert calls == 2
+        again = await store.append(user_id=user, device_id=device, ops=ops)
+        assert [r.status for r in again.results] == ["duplicate"]
+
+    async def always(conn: Conn) -> None:
+        nonlocal calls
+        calls += 1
+        await conn.execute("SELECT 1 / 0")
+
+    calls = 0
+    async with PostgresEventStore(
+        pool, secret_key=TEST_SECRET, writers=1, fault_hook=always
+    ) as store:
+        space = await store.create_space(name="r2", creator_user_id=user, personal=True)
+        with pytest.raises(ConcordError) as failure:
+            await store.append(user_id=user, device_id=device, ops=[op(space, lamport=1)])
+        assert failure.value.code == "internal"
+        assert calls == 2
+        assert await store.head(space) == 1
