@@ -191,25 +191,31 @@ async def list_entities(
             tail = await read_events(conn, sid, checkpoint, BIG, LIST_TAIL_MAX + 1)
             if len(tail) > LIST_TAIL_MAX:
                 tail = []
-        touched = _touched(tail)
+        touched = dict.fromkeys((op.entity_type, op.entity_id) for _, op in tail)
         wanted = limit + 1 + len(touched)  # enough rows once the touched are set aside
         if entity_type is None:
             rows = await conn.fetch(_LIST_ALL, sid, include_deleted, *start, wanted)
         else:
             rows = await conn.fetch(_LIST_TYPE, sid, include_deleted, *start, wanted, entity_type)
-        page = {(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) not in touched}
-        states = {k: decode_state(bytes(v)) for k, v in page.items()}
+        # stored rows stay encoded until they make the page; the touched are folded here
+        found: dict[tuple[str, str], bytes | EntityState] = {
+            (r[0], r[1]): r[2] for r in rows if (r[0], r[1]) not in touched
+        }
         if touched:
-            states.update(await _folded(conn, sid, tail, touched, entity_type, include_deleted))
+            found.update(await _folded(conn, sid, tail, touched, entity_type, include_deleted))
             # the page in the database's order (its collation), as _LIST pages it
-            keys = await conn.fetch(_ORDER, [k[0] for k in states], [k[1] for k in states], *start)
-            states = {(k[0], k[1]): states[(k[0], k[1])] for k in keys}
+            keys = await conn.fetch(_ORDER, [k[0] for k in found], [k[1] for k in found], *start)
+            found = {(k[0], k[1]): found[(k[0], k[1])] for k in keys}
     seq = 0 if quarantined else tail[-1][0] if tail else checkpoint
-    listed = list(states.items())
+    listed = list(found.items())
     more = len(listed) > limit
     listed = listed[:limit]
     cursor = encode_cursor(*listed[-1][0]) if more else None
-    return [state for _, state in listed], seq, cursor
+    return [_state(v) for _, v in listed], seq, cursor
+
+
+def _state(found: bytes | EntityState) -> EntityState:
+    return found if isinstance(found, EntityState) else decode_state(bytes(found))
 
 
 async def _folded(
@@ -234,11 +240,6 @@ async def _folded(
         and (entity_type is None or key[0] == entity_type)
         and (include_deleted or state.deleted_by() is None)
     }
-
-
-def _touched(tail: Sequence[tuple[int, Op]]) -> dict[tuple[str, str], None]:
-    """The entities the events touch, once each."""
-    return dict.fromkeys((op.entity_type, op.entity_id) for _, op in tail)
 
 
 async def lag_by_space(pool: asyncpg.Pool, limit: int = 100) -> list[SpaceLag]:

@@ -220,10 +220,7 @@ class Relay:
         the first failure (None when every message was acked)."""
         if not rows:
             return {}, None
-        limit = nc.max_payload - HEADER_ROOM
-        runs, too_large = fitting(
-            runs_of(rows, self.message_events, min(self.message_bytes, limit)), limit
-        )
+        runs, too_large = messages(rows, self.message_events, self.message_bytes, nc.max_payload)
         if not runs:
             return {}, too_large
         reply = await self._acks.begin(nc, len(runs))
@@ -242,11 +239,17 @@ class TooLargeError(Exception):
     """An event larger alone than the NATS server takes in one message."""
 
 
-def fitting(runs: Sequence[Run], limit: int) -> tuple[list[Run], TooLargeError | None]:
-    """The runs the server takes (at most ``limit`` bytes), each space's up to its first
-    that is larger (one event alone; its space's stream stops before it, as before a
-    message the stream refuses, and consumers read the rest from PostgreSQL); and the
-    error naming the first such event."""
+def messages(
+    rows: Sequence[asyncpg.Record], max_events: int, max_bytes: int, max_payload: int
+) -> tuple[list[Run], TooLargeError | None]:
+    """The rows as the messages a server with ``max_payload`` takes: runs of at most
+    ``max_bytes`` (less when the server takes less, headers counted), each space's up
+    to its first event that is larger alone (its space's stream stops before it, as
+    before a message the stream refuses, and consumers read the rest from PostgreSQL);
+    and the error naming the first such event."""
+    limit = max_payload - HEADER_ROOM
+    # runs_of's JSON may pass its bound by one byte (the brackets): ask for one less
+    runs = runs_of(rows, max_events, min(max_bytes, limit - 1))
     kept: list[Run] = []
     stopped: set[uuid.UUID] = set()
     error: TooLargeError | None = None
@@ -368,7 +371,8 @@ class Run:
 def runs_of(rows: Sequence[asyncpg.Record], max_events: int, max_bytes: int) -> list[Run]:
     """The rows read by :func:`read_ranges` (space after space, each in seq order) as
     messages: runs of consecutive events of one space, at most ``max_events`` events and
-    ``max_bytes`` of JSON each, but for one event larger than that alone. The cut depends
+    ``max_bytes`` of JSON each (one byte more with the brackets), but for one event
+    larger than that alone. The cut depends
     only on the rows and the limits (a server keeps its ``max_payload``), so a range
     published again is cut the same way (same ids).
 

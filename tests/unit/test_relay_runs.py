@@ -11,7 +11,7 @@ import pytest
 
 from core.events import Names
 from core.wire import Event
-from projector.relay import MESSAGE_BYTES, MESSAGE_EVENTS, Run, runs_of
+from projector.relay import HEADER_ROOM, MESSAGE_BYTES, MESSAGE_EVENTS, Run, messages, runs_of
 from projector.stream import decode_log_message
 
 A, B = uuid.UUID(int=1), uuid.UUID(int=2)
@@ -93,3 +93,21 @@ def test_decode_takes_one_event_as_older_relays_sent_it() -> None:
 def test_decode_refuses_anything_else(data: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):
         decode_log_message(data)
+
+
+def test_messages_fit_any_max_payload_and_only_a_lone_event_is_too_large() -> None:
+    """For every ``max_payload`` around two events' size, each message fits the server
+    (headers' room left), and only an event larger alone is refused: a run of several
+    that fills the bound to the byte is not (its brackets once made it one byte over)."""
+    rows = [_row(A, s) for s in range(1, 9)]
+    one = len(runs_of(rows[:1], 1, MESSAGE_BYTES)[0].payload)
+    for max_payload in range(HEADER_ROOM + one, HEADER_ROOM + 3 * one + 8):
+        runs, error = messages(rows, MESSAGE_EVENTS, MESSAGE_BYTES, max_payload)
+        assert error is None, max_payload
+        assert [s for r in runs for s in _seqs(r)] == list(range(1, 9))
+        assert all(len(r.payload) <= max_payload - HEADER_ROOM for r in runs), max_payload
+    big = [_row(A, 1), _row(A, 2, '"' + "x" * 5000 + '"'), _row(A, 3), _row(B, 1)]
+    runs, error = messages(big, MESSAGE_EVENTS, MESSAGE_BYTES, HEADER_ROOM + 2 * one)
+    assert [(r.sid, _seqs(r)) for r in runs] == [(A, [1]), (B, [1])]  # A stops before 2
+    assert error is not None
+    assert str(error).startswith(f"event 2 of space {A} is ")
