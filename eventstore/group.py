@@ -13,8 +13,12 @@ Which pushes form a group (``_take``), in queue order:
   writers never wait on each other's space locks;
 * pushes of spaces already in the group join it up to ``max_group_ops`` (a hot space
   is drained in big transactions: they serialise on its lock anyway);
-* pushes of other spaces join only while the group stays under ``spread_ops``, so
-  many spaces are spread over the writers and commit in parallel;
+* pushes of other spaces join only while the group stays under its spread limit, so
+  many spaces are spread over the writers and commit in parallel. The limit is
+  ``spread_ops``, or, when more is queued, the queued ops divided by the writers (at most
+  ``max_spread_ops``): a long queue is drained in fewer, bigger transactions, each
+  paying the per-transaction statements and round trips once for more ops, while a
+  short one still keeps every writer busy;
 * a skipped push blocks the later pushes of its space, keeping per-space order.
 
 Failures: a transient database error answers every push of the group ``Unavailable``
@@ -64,12 +68,16 @@ class GroupCommitter:
         writers: int = 4,
         max_group_ops: int = 2000,
         spread_ops: int = 200,
+        max_spread_ops: int = 1000,
     ) -> None:
         self._pool = pool
         self._run = run
         self._writers = writers
         self._max_ops = max_group_ops
         self._spread_ops = spread_ops
+        self._max_spread_ops = max(spread_ops, max_spread_ops)
+        #: Ops of the pushes in ``_pending`` (for the spread limit).
+        self._queued_ops = 0
         self._pending: deque[_Waiting] = deque()
         self._in_flight: set[str | None] = set()
         self._wake = asyncio.Event()
@@ -103,6 +111,7 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._queued_ops = 0
         while self._pending:
             waiting = self._pending.popleft()
             if not waiting.future.done():
@@ -115,6 +124,7 @@ class GroupCommitter:
         self.start()
         future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
         self._pending.append(_Waiting(push, future))
+        self._queued_ops += len(push.items)
         self._wake.set()
         return await future
 
@@ -125,9 +135,10 @@ class GroupCommitter:
         spaces: set[str | None] = set()
         blocked = set(self._in_flight)
         kept: deque[_Waiting] = deque()
+        spread = max(self._spread_ops, min(self._max_spread_ops, self._queued_ops // self._writers))
         for waiting in self._pending:
             space, n = waiting.push.space_id, len(waiting.push.items)
-            limit = self._max_ops if space in spaces else self._spread_ops
+            limit = self._max_ops if space in spaces else spread
             if space in blocked or (group and ops + n > limit):
                 blocked.add(space)
                 kept.append(waiting)
@@ -136,6 +147,7 @@ class GroupCommitter:
             ops += n
             spaces.add(space)
         self._pending = kept
+        self._queued_ops -= ops
         self._in_flight |= spaces
         return group
 

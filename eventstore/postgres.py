@@ -43,9 +43,10 @@ class PostgresEventStore:
     """The append-only log in PostgreSQL (docs/protocol.md sections 2 and 4).
 
     ``writers`` transactions may run at once, each carrying several pushes: up to
-    ``max_group_ops`` ops of the same spaces, or ``spread_ops`` across spaces (see
-    eventstore/group.py). ``fault_hook``, for tests, is awaited inside each append
-    transaction after the COPY and before COMMIT.
+    ``max_group_ops`` ops of the same spaces, or ``spread_ops`` across spaces, up to
+    ``max_spread_ops`` when more is queued (see eventstore/group.py). ``fault_hook``,
+    for tests, is awaited inside each append transaction after the COPY and before
+    COMMIT.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class PostgresEventStore:
         writers: int = 4,
         max_group_ops: int = 2000,
         spread_ops: int = 200,
+        max_spread_ops: int = 1000,
         fault_hook: FaultHook | None = None,
     ) -> None:
         if not secret_key:
@@ -73,6 +75,7 @@ class PostgresEventStore:
             writers=writers,
             max_group_ops=max_group_ops,
             spread_ops=spread_ops,
+            max_spread_ops=max_spread_ops,
         )
 
     async def start(self) -> None:

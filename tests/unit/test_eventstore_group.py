@@ -99,11 +99,53 @@ async def test_other_spaces_spread_over_writers() -> None:
     assert [len(g) for g in recorder.groups] == [2, 2, 2, 2]
 
 
+async def test_a_long_queue_is_spread_in_bigger_groups() -> None:
+    # 40 pushes of 100 ops queued at once over 4 writers, where spread_ops alone would
+    # cut groups of 2: each writer takes the queued ops over 4, at most max_spread_ops
+    # (800): 4,000 / 4 -> 800, 3,200 / 4 -> 800, 2,400 / 4 -> 600, 1,800 / 4 -> 450.
+    recorder = _Recorder()
+    committer = GroupCommitter(
+        cast(Any, _Pool()),
+        run=recorder,
+        writers=4,
+        max_group_ops=2000,
+        spread_ops=200,
+        max_spread_ops=800,
+    )
+    await _run(committer, [_push(f"s{i}", 100, i) for i in range(40)])
+    sizes = [len(g) for g in recorder.groups]
+    assert sum(sizes) == 40
+    assert sizes[:4] == [8, 8, 6, 4]
+
+
+async def test_the_spread_limit_follows_the_queue_down_to_spread_ops() -> None:
+    # 12 pushes of 100 over 4 writers: 1,200 / 4 -> 300 (3 pushes), 900 / 4 -> 225 (2);
+    # then the queue over 4 is under spread_ops, which stays the floor (2 each), and the
+    # last push goes alone.
+    recorder = _Recorder()
+    committer = GroupCommitter(
+        cast(Any, _Pool()),
+        run=recorder,
+        writers=4,
+        max_group_ops=2000,
+        spread_ops=200,
+        max_spread_ops=1000,
+    )
+    await _run(committer, [_push(f"s{i}", 100, i) for i in range(12)])
+    assert [len(g) for g in recorder.groups] == [3, 2, 2, 2, 2, 1]
+    assert committer._queued_ops == 0
+
+
 async def test_a_skipped_push_blocks_its_space() -> None:
     # a:150 does not fit beside x:100; the smaller a:50 behind it must not overtake it.
     recorder = _Recorder()
     committer = GroupCommitter(
-        cast(Any, _Pool()), run=recorder, writers=1, max_group_ops=200, spread_ops=200
+        cast(Any, _Pool()),
+        run=recorder,
+        writers=1,
+        max_group_ops=200,
+        spread_ops=200,
+        max_spread_ops=200,
     )
     await _run(committer, [_push("x", 100, 0), _push("a", 150, 1), _push("a", 50, 2)])
     assert recorder.groups == [[("x", "0")], [("a", "1"), ("a", "2")]]
@@ -173,7 +215,8 @@ def _sizes(recorder: _Recorder) -> list[list[str | None]]:
 
 async def test_the_defaults_four_writers_2000_ops_of_a_space_200_across() -> None:
     """GroupCommitter's defaults (PostgresEventStore passes the same): groups of one
-    space take up to 2000 ops, of several up to 200, and 4 run at once."""
+    space take up to 2000 ops, of several up to 200 or the queued ops over the writers,
+    at most 1000, and 4 run at once."""
     hot = _Recorder()
     await _run(
         GroupCommitter(cast(Any, _Pool2()), run=hot),
@@ -189,16 +232,24 @@ async def test_the_defaults_four_writers_2000_ops_of_a_space_200_across() -> Non
     writers = _Concurrency()
     await _run(
         GroupCommitter(cast(Any, _Pool2()), run=writers),
-        [_push(f"s{i}", 150, i) for i in range(8)],  # 150 + 150 > 200: a group each
+        [_push(f"s{i}", 600, i) for i in range(8)],  # 600 + 600 > 1000: a group each
     )
     assert len(writers.groups) == 8
     assert writers.most == 4
+    long_queue = _Recorder()
+    await _run(
+        GroupCommitter(cast(Any, _Pool2()), run=long_queue),
+        [_push(f"s{i}", 100, i) for i in range(60)],  # 6,000 queued: 1,500 per writer
+    )
+    assert [len(g) for g in long_queue.groups][:2] == [10, 10]
 
 
 async def test_a_writer_keeps_its_connection_while_groups_keep_coming() -> None:
     pool = _Pool2()
     recorder = _Recorder()
-    committer = GroupCommitter(cast(Any, pool), run=recorder, writers=1, spread_ops=1)
+    committer = GroupCommitter(
+        cast(Any, pool), run=recorder, writers=1, spread_ops=1, max_spread_ops=1
+    )
     await _run(committer, [_push(f"s{i}", 1, i) for i in range(3)])
     assert _sizes(recorder) == [["0"], ["1"], ["2"]]
     assert (pool.acquired, pool.released) == (1, 1)
@@ -209,7 +260,9 @@ async def test_no_connection_for_the_writer_the_group_asks_the_pool_again() -> N
     writer goes on to the next group."""
     pool = _Pool2(broken=1)
     recorder = _Recorder()
-    committer = GroupCommitter(cast(Any, pool), run=recorder, writers=1, spread_ops=1)
+    committer = GroupCommitter(
+        cast(Any, pool), run=recorder, writers=1, spread_ops=1, max_spread_ops=1
+    )
     await _run(committer, [_push("a", 1, 0), _push("b", 1, 1)])
     assert _sizes(recorder) == [["0"], ["1"]]
     assert (pool.acquired, pool.released) == (2, 2)
@@ -305,7 +358,7 @@ async def test_an_error_on_a_lost_connection_is_unavailable(how: str) -> None:
     leaves that connection to the pool and takes another for the next group."""
     pool = _Pool2(conn=_GoneConn(how))
     run = _Failing(RuntimeError("an error no retry would help"))
-    committer = GroupCommitter(cast(Any, pool), run=run, writers=1, spread_ops=1)
+    committer = GroupCommitter(cast(Any, pool), run=run, writers=1, spread_ops=1, max_spread_ops=1)
     lost, then = _push("a", 1, 0), _push("b", 1, 1)
     lost.echo_ids = ["bad"]
     bad, good = await _outcomes(committer, [lost, then])
@@ -409,7 +462,9 @@ async def test_close_waits_for_every_running_group() -> None:
     """Two groups in flight on two writers: close returns once both are committed,
     however they end, within its grace."""
     run = _Gated("ab")
-    committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=2, spread_ops=1)
+    committer = GroupCommitter(
+        cast(Any, _Pool2()), run=run, writers=2, spread_ops=1, max_spread_ops=1
+    )
     pushes = [asyncio.ensure_future(committer.submit(_push(s, 1, 0))) for s in "ab"]
     await run.all_started.wait()
     closing = asyncio.ensure_future(committer.close())
@@ -437,7 +492,9 @@ async def test_a_writer_survives_a_group_it_cannot_answer(
         ]
         return GroupResult(outcomes[1:] if calls == 1 else outcomes, [])
 
-    committer = GroupCommitter(cast(Any, _Pool2()), run=run, writers=1, spread_ops=2)
+    committer = GroupCommitter(
+        cast(Any, _Pool2()), run=run, writers=1, spread_ops=2, max_spread_ops=2
+    )
     with caplog.at_level(logging.ERROR, logger="eventstore.group"):
         first = await _outcomes(committer, [_push("a", 1, 0), _push("b", 1, 1), _push("c", 1, 2)])
     # The first push had its outcome when the second found none: that one gets the error.
