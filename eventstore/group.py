@@ -171,9 +171,11 @@ class GroupCommitter:
                 continue
             try:
                 while True:
-                    await self._serve(conn, group)
-                    if _gone(conn):
-                        break  # the pool replaces it
+                    if not await self._serve(conn, group) or _gone(conn):
+                        # Closed, or a group failed on it though it says it is open (a
+                        # killed backend can leave it busy): back to the pool, whose
+                        # reset rolls it back or drops it; the next group takes another.
+                        break
                     group = self._take()
                     if not group:
                         break
@@ -181,23 +183,27 @@ class GroupCommitter:
                 with contextlib.suppress(Exception):  # a closed pool: nothing to give back
                     await self._pool.release(conn)
 
-    async def _serve(self, conn: Conn | None, group: list[_Waiting]) -> None:
-        """Commit one group on ``conn`` (None: a connection from the pool)."""
+    async def _serve(self, conn: Conn | None, group: list[_Waiting]) -> bool:
+        """Commit one group on ``conn`` (None: a connection from the pool); False when
+        the group failed on ``conn``."""
         self._busy += 1
         try:
-            await self._commit(conn, group)
+            return await self._commit(conn, group)
         except asyncio.CancelledError:  # closing: nothing of the group is acknowledged
             _fail(group, ConnectionError("event store closed"))
             raise
         except Exception as exc:  # never let a writer die: answer and go on
             log.exception("group commit failed")
             _fail(group, exc)
+            return False
         finally:
             self._busy -= 1
             self._in_flight -= {w.push.space_id for w in group}
             self._wake.set()  # its spaces may have queued pushes
 
-    async def _commit(self, conn: Conn | None, group: list[_Waiting]) -> None:
+    async def _commit(self, conn: Conn | None, group: list[_Waiting]) -> bool:
+        """Commit ``group``, retrying push by push when it fails; False when its attempt
+        on ``conn`` failed."""
         try:
             result = await self._attempt(conn, [w.push for w in group])
         except Exception as exc:
@@ -208,16 +214,17 @@ class GroupCommitter:
             # are detected).
             if is_transient(exc) or (conn is None and len(group) == 1):
                 _fail(group, exc)
-                return
+                return False
             log.warning("group of %d failed (%r); retrying push by push", len(group), exc)
             for waiting in group:
                 await self._commit(None, [waiting])
-            return
+            return False
         self.groups.append(len(group))
         _count(result)
         for waiting, outcome in zip(group, result.outcomes, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result(outcome)
+        return True
 
     async def _attempt(self, conn: Conn | None, pushes: list[Push]) -> GroupResult:
         """Run the group on ``conn`` (None: a connection from the pool for this group)."""

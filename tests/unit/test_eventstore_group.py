@@ -255,6 +255,73 @@ async def test_a_writer_keeps_its_connection_while_groups_keep_coming() -> None:
     assert (pool.acquired, pool.released) == (1, 1)
 
 
+class _BusyConn(_Conn):
+    """A connection a killed backend left busy: not closed, yet every statement fails."""
+
+
+class _Pools:
+    """A pool handing out a stuck connection first, then good ones; notes releases."""
+
+    def __init__(self) -> None:
+        self.handed: list[Any] = []
+        self.released: list[Any] = []
+
+    def acquire(self) -> Any:
+        pool = self
+
+        class _Acq:
+            def __await__(self) -> Any:
+                async def take() -> Any:
+                    return pool._next()
+
+                return take().__await__()
+
+            async def __aenter__(self) -> Any:
+                self.conn = pool._next()
+                return self.conn
+
+            async def __aexit__(self, *exc: object) -> None:
+                await pool.release(self.conn)
+
+        return _Acq()
+
+    def _next(self) -> Any:
+        conn = _BusyConn() if not self.handed else _Conn()
+        self.handed.append(conn)
+        return conn
+
+    async def release(self, conn: Any) -> None:
+        self.released.append(conn)
+
+
+async def test_a_writer_gives_up_a_connection_a_group_failed_on() -> None:
+    """A group fails on the writer's kept connection, which still says it is open: the
+    push is retried on a fresh connection, and the writer gives the suspect one back to
+    the pool (whose reset rolls back or drops it) instead of running the next group on
+    it."""
+    pool = _Pools()
+    failed_on: list[Any] = []
+
+    async def run(conn: Any, pushes: Sequence[Push]) -> GroupResult:
+        if isinstance(conn, _BusyConn):
+            failed_on.append(conn)
+            raise asyncpg.InterfaceError(
+                "cannot perform operation: another operation is in progress"
+            )
+        await asyncio.sleep(0.01)
+        outcomes = [
+            AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
+            for p in pushes
+        ]
+        return GroupResult(outcomes, [])
+
+    committer = GroupCommitter(cast(Any, pool), run=run, writers=1, spread_ops=1, max_spread_ops=1)
+    outcomes = await _outcomes(committer, [_push(f"s{i}", 1, i) for i in range(3)])
+    assert all(isinstance(o, AppendOutcome) for o in outcomes)
+    assert len(failed_on) == 1  # the next groups ran on another connection
+    assert any(c is pool.handed[0] for c in pool.released)  # given back to the pool
+
+
 async def test_no_connection_for_the_writer_the_group_asks_the_pool_again() -> None:
     """The writer's acquire fails: its group takes a connection of its own, and the
     writer goes on to the next group."""
