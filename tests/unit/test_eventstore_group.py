@@ -99,10 +99,21 @@ async def test_other_spaces_spread_over_writers() -> None:
     assert [len(g) for g in recorder.groups] == [2, 2, 2, 2]
 
 
-async def test_a_long_queue_is_spread_in_bigger_groups() -> None:
-    # 40 pushes of 100 ops queued at once over 4 writers, where spread_ops alone would
-    # cut groups of 2: each writer takes the queued ops over 4, at most max_spread_ops
-    # (800): 4,000 / 4 -> 800, 3,200 / 4 -> 800, 2,400 / 4 -> 600, 1,800 / 4 -> 450.
+@pytest.mark.parametrize(
+    ("pushes", "max_spread_ops", "sizes"),
+    [
+        # A long queue, where spread_ops alone would cut groups of 2: each writer takes the
+        # queued ops over the 4 writers, at most max_spread_ops (800): 4,000 / 4 -> 800,
+        # 3,200 / 4 -> 800, 2,400 / 4 -> 600, 1,800 / 4 -> 450.
+        (40, 800, [8, 8, 6, 4]),
+        # A shorter one: 1,200 / 4 -> 300 (3 pushes), 900 / 4 -> 225 (2); then the queue
+        # over 4 is under spread_ops, which stays the floor (2 each); the last goes alone.
+        (12, 1000, [3, 2, 2, 2, 2, 1]),
+    ],
+)
+async def test_the_spread_limit_is_the_queue_over_the_writers(
+    pushes: int, max_spread_ops: int, sizes: list[int]
+) -> None:
     recorder = _Recorder()
     committer = GroupCommitter(
         cast(Any, _Pool()),
@@ -110,29 +121,12 @@ async def test_a_long_queue_is_spread_in_bigger_groups() -> None:
         writers=4,
         max_group_ops=2000,
         spread_ops=200,
-        max_spread_ops=800,
+        max_spread_ops=max_spread_ops,
     )
-    await _run(committer, [_push(f"s{i}", 100, i) for i in range(40)])
-    sizes = [len(g) for g in recorder.groups]
-    assert sum(sizes) == 40
-    assert sizes[:4] == [8, 8, 6, 4]
-
-
-async def test_the_spread_limit_follows_the_queue_down_to_spread_ops() -> None:
-    # 12 pushes of 100 over 4 writers: 1,200 / 4 -> 300 (3 pushes), 900 / 4 -> 225 (2);
-    # then the queue over 4 is under spread_ops, which stays the floor (2 each), and the
-    # last push goes alone.
-    recorder = _Recorder()
-    committer = GroupCommitter(
-        cast(Any, _Pool()),
-        run=recorder,
-        writers=4,
-        max_group_ops=2000,
-        spread_ops=200,
-        max_spread_ops=1000,
-    )
-    await _run(committer, [_push(f"s{i}", 100, i) for i in range(12)])
-    assert [len(g) for g in recorder.groups] == [3, 2, 2, 2, 2, 1]
+    await _run(committer, [_push(f"s{i}", 100, i) for i in range(pushes)])
+    got = [len(g) for g in recorder.groups]
+    assert sum(got) == pushes
+    assert got[: len(sizes)] == sizes
     assert committer._queued_ops == 0
 
 
