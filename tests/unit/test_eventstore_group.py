@@ -123,11 +123,12 @@ async def test_the_spread_limit_is_the_queue_over_the_writers(
         spread_ops=200,
         max_spread_ops=max_spread_ops,
     )
-    await _run(committer, [_push(f"s{i}", 100, i) for i in range(pushes)])
+    await asyncio.gather(*(committer.submit(_push(f"s{i}", 100, i)) for i in range(pushes)))
+    assert committer._queued_ops == 0  # every push counted in, and out (before close)
+    await committer.close()
     got = [len(g) for g in recorder.groups]
     assert sum(got) == pushes
     assert got[: len(sizes)] == sizes
-    assert committer._queued_ops == 0
 
 
 async def test_a_skipped_push_blocks_its_space() -> None:
@@ -236,6 +237,12 @@ async def test_the_defaults_four_writers_2000_ops_of_a_space_200_across() -> Non
         [_push(f"s{i}", 100, i) for i in range(60)],  # 6,000 queued: 1,500 per writer
     )
     assert [len(g) for g in long_queue.groups][:2] == [10, 10]
+    at_the_cap = _Recorder()
+    await _run(  # 4,004 queued: a limit of 1000 exactly, so s1 does not join s0
+        GroupCommitter(cast(Any, _Pool2()), run=at_the_cap),
+        [_push("s0", 1000, 0), _push("s1", 1, 1), *(_push(f"t{i}", 1001, 2) for i in range(3))],
+    )
+    assert _sizes(at_the_cap)[0] == ["0"]
 
 
 async def test_a_writer_keeps_its_connection_while_groups_keep_coming() -> None:
@@ -288,20 +295,26 @@ class _Pools:
         self.released.append(conn)
 
 
-async def test_a_writer_gives_up_a_connection_a_group_failed_on() -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+        asyncpg.exceptions.QueryCanceledError("canceling statement due to user request"),
+    ],
+    ids=["busy", "transient"],
+)
+async def test_a_writer_gives_up_a_connection_a_group_failed_on(error: Exception) -> None:
     """A group fails on the writer's kept connection, which still says it is open: the
-    push is retried on a fresh connection, and the writer gives the suspect one back to
-    the pool (whose reset rolls back or drops it) instead of running the next group on
-    it."""
+    push is retried on a fresh connection (or, for a transient error, answered
+    retryable), and the writer gives the suspect one back to the pool (whose reset
+    rolls back or drops it) instead of running the next group on it."""
     pool = _Pools()
     failed_on: list[Any] = []
 
     async def run(conn: Any, pushes: Sequence[Push]) -> GroupResult:
         if isinstance(conn, _BusyConn):
             failed_on.append(conn)
-            raise asyncpg.InterfaceError(
-                "cannot perform operation: another operation is in progress"
-            )
+            raise error
         await asyncio.sleep(0.01)
         outcomes = [
             AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
@@ -311,7 +324,10 @@ async def test_a_writer_gives_up_a_connection_a_group_failed_on() -> None:
 
     committer = GroupCommitter(cast(Any, pool), run=run, writers=1, spread_ops=1, max_spread_ops=1)
     outcomes = await _outcomes(committer, [_push(f"s{i}", 1, i) for i in range(3)])
-    assert all(isinstance(o, AppendOutcome) for o in outcomes)
+    assert all(isinstance(o, AppendOutcome) for o in outcomes[1:])
+    assert isinstance(
+        outcomes[0], AppendOutcome if error.args[0].startswith("cannot") else Unavailable
+    )
     assert len(failed_on) == 1  # the next groups ran on another connection
     assert any(c is pool.handed[0] for c in pool.released)  # given back to the pool
 
@@ -553,11 +569,12 @@ async def test_a_writer_survives_a_group_it_cannot_answer(
         ]
         return GroupResult(outcomes[1:] if calls == 1 else outcomes, [])
 
-    committer = GroupCommitter(
-        cast(Any, _Pool2()), run=run, writers=1, spread_ops=2, max_spread_ops=2
-    )
+    pool = _Pool2()
+    committer = GroupCommitter(cast(Any, pool), run=run, writers=1, spread_ops=2, max_spread_ops=2)
     with caplog.at_level(logging.ERROR, logger="eventstore.group"):
         first = await _outcomes(committer, [_push("a", 1, 0), _push("b", 1, 1), _push("c", 1, 2)])
+    # the connection the failure happened on went back to the pool: c had another
+    assert (pool.acquired, pool.released) == (2, 2)
     # The first push had its outcome when the second found none: that one gets the error.
     assert [type(o) for o in first] == [AppendOutcome, ConcordError, AppendOutcome]
     assert str(first[1]).startswith("event store error: ValueError: zip()")
