@@ -383,20 +383,24 @@ def _report(args: argparse.Namespace, total: int, phases: list[Phase]) -> None:
 
 def _report_rounds(rounds: list[list[Phase]]) -> None:
     """``append``'s rate divided by each path's, round by round (both measured in the same
-    minute, so less exposed to the machine's drift than the best rounds), and the median."""
-    print("append ÷ path, round by round (median):")
+    minute, so less exposed to the machine's drift than the best rounds), and the median;
+    then the database's CPU per appended op over the path's, as the store's target is
+    judged (docs/benchmarks.md, "Issue 17's targets"; lower is better)."""
+    _print_ratios(rounds, "append ÷ path", lambda path, append: path.wall / append.wall)
+    _print_ratios(
+        rounds,
+        "database CPU per op, append ÷ path",
+        lambda path, append: append.server_cpu / path.server_cpu if path.server_cpu else math.nan,
+    )
+
+
+def _print_ratios(
+    rounds: list[list[Phase]], title: str, ratio: Callable[[Phase, Phase], float]
+) -> None:
+    """``ratio(path, append)`` for every path but append's, round by round, and the median."""
+    print(f"{title}, round by round (median):")
     for column in list(zip(*rounds, strict=True))[1:]:
-        ratios = [p.wall / r[0].wall for p, r in zip(column, rounds, strict=True)]
-        shown = ", ".join(f"{x:.2f}x" for x in ratios)
-        print(f"  {column[0].label:<42}{shown} ({statistics.median(ratios):.2f}x)")
-    # The database's CPU per appended op over the path's, as the store's target is judged
-    # (docs/benchmarks.md, "Issue 17's targets"): lower is better.
-    print("database CPU per op, append ÷ path, round by round (median):")
-    for column in list(zip(*rounds, strict=True))[1:]:
-        ratios = [
-            r[0].server_cpu / p.server_cpu if p.server_cpu else math.nan
-            for p, r in zip(column, rounds, strict=True)
-        ]
+        ratios = [ratio(p, r[0]) for p, r in zip(column, rounds, strict=True)]
         shown = ", ".join(f"{x:.2f}x" for x in ratios)
         print(f"  {column[0].label:<42}{shown} ({statistics.median(ratios):.2f}x)")
 

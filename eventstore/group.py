@@ -76,8 +76,6 @@ class GroupCommitter:
         self._max_ops = max_group_ops
         self._spread_ops = spread_ops
         self._max_spread_ops = max(spread_ops, max_spread_ops)
-        #: Ops of the pushes in ``_pending`` (for the spread limit).
-        self._queued_ops = 0
         self._pending: deque[_Waiting] = deque()
         self._in_flight: set[str | None] = set()
         self._wake = asyncio.Event()
@@ -111,7 +109,6 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        self._queued_ops = 0
         while self._pending:
             waiting = self._pending.popleft()
             if not waiting.future.done():
@@ -124,9 +121,13 @@ class GroupCommitter:
         self.start()
         future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
         self._pending.append(_Waiting(push, future))
-        self._queued_ops += len(push.items)
         self._wake.set()
         return await future
+
+    @property
+    def _queued_ops(self) -> int:
+        """Ops of the pushes waiting for a group (for the spread limit)."""
+        return sum(len(w.push.items) for w in self._pending)
 
     def _take(self) -> list[_Waiting]:
         """The next group (see the module docstring); empty when nothing is eligible."""
@@ -147,7 +148,6 @@ class GroupCommitter:
             ops += n
             spaces.add(space)
         self._pending = kept
-        self._queued_ops -= ops
         self._in_flight |= spaces
         return group
 

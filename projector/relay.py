@@ -372,9 +372,9 @@ def runs_of(rows: Sequence[asyncpg.Record], max_events: int, max_bytes: int) -> 
     """The rows read by :func:`read_ranges` (space after space, each in seq order) as
     messages: runs of consecutive events of one space, at most ``max_events`` events and
     ``max_bytes`` of JSON each (one byte more with the brackets), but for one event
-    larger than that alone. The cut depends
-    only on the rows and the limits (a server keeps its ``max_payload``), so a range
-    published again is cut the same way (same ids).
+    larger than that alone. The cut depends only on the rows and the limits (a server
+    keeps its ``max_payload``), so a range published again is cut the same way (same
+    ids).
 
     Each event is built without decoding anything: the ids come as text, ``recorded_at``
     formatted by PostgreSQL like ``eventstore.rows.format_time``, and the stored value
