@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from crdt.fields import Counter, ORSet, Scope
+from crdt.fields import Counter, ORSet, Scope, heads_of, packed
 from crdt.ops import Op
 
 if TYPE_CHECKING:
@@ -100,19 +100,21 @@ def export_state(state: EntityState, settled: bool) -> StateV1:
         pending: list[tuple[str, list[tuple[str, str | None]]]] = []
         counters = {k: [(SETTLED_TOTAL, v.total)] for k, v in sorted(state._counters.items())}
     else:
-        referenced = {i for v in state._regs.values() for i in v}
+        referenced = {i for v in state._regs.values() for i in heads_of(v)}
         referenced.update(i for v in state._counters.values() for i in v.deltas)
         referenced.update(i for v in state._sets.values() for i in v.live)
         referenced.update(life or ())
         others = sorted(state._seen.keys() - referenced)
-        pending = sorted((k, sorted(v, key=_scope_key)) for k, v in state._pending.items())
+        pending = sorted((k, sorted(v, key=_scope_key)) for k, v in (state._pending or {}).items())
         counters = {k: sorted(v.deltas.items()) for k, v in sorted(state._counters.items())}
     return StateV1(
         entity_type=state.entity_type,
         entity_id=state.entity_id,
         others=others,
         pending=pending,
-        regs={k: sorted(map(head_wire, v.values())) for k, v in sorted(state._regs.items())},
+        regs={
+            k: sorted(map(head_wire, heads_of(v).values())) for k, v in sorted(state._regs.items())
+        },
         counters=counters,
         sets={k: sorted(v.live.items()) for k, v in sorted(state._sets.items())},
         life=None if life is None else sorted(map(life_wire, life.values())),
@@ -126,10 +128,11 @@ def import_state(w: StateV1, cls: type[EntityState]) -> EntityState:
     state = cls(w.entity_type, w.entity_id)
     seen = state._seen
     seen.update(dict.fromkeys(w.others))
-    state._pending = {k: set(v) for k, v in w.pending}
+    state._pending = {k: set(v) for k, v in w.pending} or None
     for name, heads in w.regs.items():
-        state._regs[name] = {h[1]: _head(state, h, "set", name, h[2]) for h in heads}
-        seen.update(dict.fromkeys(state._regs[name]))
+        held = {h[1]: _head(state, h, "set", name, h[2]) for h in heads}
+        state._regs[name] = packed(held)
+        seen.update(dict.fromkeys(held))
     for name, deltas in w.counters.items():
         state._counters[name] = counter = Counter(dict(deltas))
         seen.update(dict.fromkeys(counter.deltas))

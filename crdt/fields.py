@@ -9,15 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from crdt.ops import Op
+
 __all__ = [
     "Counter",
     "ORSet",
+    "Register",
     "Scope",
     "Side",
+    "heads_of",
     "merge_counters",
     "merge_heads",
     "merge_orsets",
     "merge_pending",
+    "packed",
 ]
 
 Scope = tuple[str, str | None]
@@ -25,6 +30,10 @@ Scope = tuple[str, str | None]
 
 Side = tuple[Mapping[str, None], dict[str, set[Scope]]]
 """One side of a merge: the op_ids it holds and its pending op_ids with their scopes."""
+
+Register = Op | dict[str, Op]
+"""An lww or mv field's heads: the head itself while it has one (nearly always, and
+nothing to allocate), else a dict op_id -> head."""
 
 V = TypeVar("V")
 _MISSING: Any = object()
@@ -126,3 +135,20 @@ def merge_pending(
         if k not in seen:
             out.setdefault(k, set()).update(v)
     return out
+
+
+def heads_of(register: Register | None) -> dict[str, Op]:
+    """A register's heads as a dict op_id -> head (a new dict when it holds one head)."""
+    if register is None:
+        return {}
+    if isinstance(register, dict):
+        return register
+    return {register.op_id: register}
+
+
+def packed(heads: dict[str, Op]) -> Register:
+    """How a register holds `heads`: the head itself when there is one."""
+    if len(heads) == 1:
+        (head,) = heads.values()
+        return head
+    return heads

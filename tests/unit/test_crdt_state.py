@@ -386,3 +386,33 @@ def test_ops_and_the_maps_that_hold_them_stay_out_of_the_collectors_sight() -> N
     assert not gc.is_tracked(op(4, "set", "title", ["a", {"b": 1}], lamport=4))
     assert not gc.is_tracked(state._seen)
     assert not any(gc.is_tracked(heads) for heads in state._regs.values())
+
+
+def test_a_register_with_one_head_holds_the_head_itself() -> None:
+    # what keeps a state small and `apply` quick (docs/benchmarks.md, CRDT apply): no
+    # dict per register until it has two heads, none again once one set replaces both
+    first = op(1, "set", "title", "a", lamport=1)
+    second = op(2, "set", "title", "b", lamport=2, pred=(1,))
+    state = state_of(first, second)
+    assert state._regs["title"] is second
+    assert state._pending is None
+    rival = op(3, "set", "title", "c", lamport=2, pred=(1,), device=LAPTOP)
+    assert state.apply(rival) == ApplyResult(applied=True, conflicted=True)
+    held = state._regs["title"]
+    assert isinstance(held, dict)
+    assert held == {uid(2): second, uid(3): rival}
+    both = op(4, "set", "title", "d", lamport=3, pred=(2, 3))
+    assert state.apply(both) == ApplyResult(applied=True, conflicted=False)
+    assert state._regs["title"] is both
+    assert state == state_of(first, rival, second, both)
+
+
+def test_the_pending_names_are_dropped_once_the_named_op_arrives() -> None:
+    # a set naming an op not yet held leaves it pending; its arrival empties the map
+    late = op(1, "set", "title", "a", lamport=1)
+    later = op(2, "set", "title", "b", lamport=2, pred=(1,))
+    state = state_of(later)
+    assert state._pending == {uid(1): {("set", "title")}}
+    assert state.apply(late) == ApplyResult(applied=True, conflicted=False)
+    assert state._pending is None
+    assert state._regs["title"] is later
