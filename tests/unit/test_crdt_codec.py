@@ -86,3 +86,21 @@ def test_a_settled_state_leaves_out_pending_names() -> None:
     assert uid(1).encode() in encode_state(state)
     assert uid(1).encode() not in encode_state(state, settled=True)
     assert decode_state(encode_state(state, settled=True)).view(TASK) == state.view(TASK)
+
+
+def test_an_op_id_held_in_the_state_is_encoded_once() -> None:
+    # heads, deltas and live adds carry their op_ids; only the others are listed apart
+    state = state_of(
+        op(1, "set", "title", "a", lamport=1),
+        op(2, "set", "title", "b", lamport=2, pred=(1,)),
+        op(3, "set", "assignee", "x", lamport=3),
+        op(4, "set", "assignee", "y", lamport=3, device=uid(99)),
+        op(5, "inc", "pomodoros", 1, lamport=4),
+        op(6, "add", "tags", "x", lamport=5),
+    )
+    data = encode_state(state)
+    for n in (2, 3, 4, 5):
+        assert data.count(uid(n).encode()) == 1
+    assert data.count(uid(6).encode()) == 2  # its live add, and the order key of the field ops
+    assert data.count(uid(1).encode()) == 1  # superseded: among the others
+    assert decode_state(data) == state
