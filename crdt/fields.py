@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import msgspec
+
 from crdt.ops import Op
 
 __all__ = [
@@ -39,31 +41,36 @@ V = TypeVar("V")
 _MISSING: Any = object()
 
 
-class Counter:
-    """A counter field: each inc's delta by op_id (merge needs them) and their running sum."""
+class Counter(msgspec.Struct, gc=False):
+    """A counter field: each inc's delta by op_id (merge needs them) and their running sum.
 
-    __slots__ = ("deltas", "total")
+    `gc=False`, as `Op`: it holds op_ids and numbers, nothing that can refer back to it,
+    so the collector tracks neither it nor the state's dict of counters."""
 
-    def __init__(self, deltas: dict[str, Any] | None = None) -> None:
-        if deltas is None:  # a new field: the hot path of `apply`
-            self.deltas: dict[str, Any] = {}
-            self.total: Any = 0
-        else:
-            self.deltas = deltas
-            self.total = sum(deltas.values())
+    deltas: dict[str, Any] = msgspec.field(default_factory=dict)
+    total: Any = 0
+
+    @classmethod
+    def of(cls, deltas: dict[str, Any]) -> Counter:
+        """A counter holding `deltas` (taken, not copied), with their sum."""
+        return cls(deltas, sum(deltas.values()))
 
 
-class ORSet:
-    """An add-wins set field: live adds (op_id -> element) and how many are live per element."""
+class ORSet(msgspec.Struct, gc=False):
+    """An add-wins set field: live adds (op_id -> element) and how many are live per element.
 
-    __slots__ = ("counts", "live")
+    `gc=False`, as `Counter`: elements are JSON scalars, which refer to nothing."""
 
-    def __init__(self, live: Mapping[str, Any] | None = None) -> None:
-        self.live: dict[str, Any] = {}
-        self.counts: dict[Any, int] = {}
-        if live:
-            for op_id, element in live.items():
-                self.add_live(op_id, element)
+    live: dict[str, Any] = msgspec.field(default_factory=dict)
+    counts: dict[Any, int] = msgspec.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, live: Mapping[str, Any]) -> ORSet:
+        """A set holding the live adds `live` (op_id -> element)."""
+        orset = cls()
+        for op_id, element in live.items():
+            orset.add_live(op_id, element)
+        return orset
 
     def add_live(self, op_id: str, element: Any) -> None:
         """Hold the add `op_id` of `element` as live."""
@@ -109,16 +116,14 @@ def merge_orsets(mine: ORSet | None, a: Side, theirs: ORSet | None, b: Side, fie
         b,
         ("remove", field),
     )
-    return ORSet(live)
+    return ORSet.of(live)
 
 
 def merge_counters(mine: Counter | None, theirs: Counter) -> Counter:
     """Count every inc once: the union of the per-op deltas."""
     if mine is None:
-        return Counter(theirs.deltas.copy())
-    merged = Counter.__new__(Counter)
-    merged.deltas = mine.deltas.copy()
-    merged.total = mine.total
+        return Counter.of(theirs.deltas.copy())
+    merged = Counter(mine.deltas.copy(), mine.total)
     for op_id, delta in theirs.deltas.items():
         if op_id not in merged.deltas:
             merged.deltas[op_id] = delta

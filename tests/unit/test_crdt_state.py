@@ -14,6 +14,8 @@ from crdt import (
     FieldView,
     Head,
     Op,
+    decode_state,
+    encode_state,
     fold,
 )
 
@@ -386,6 +388,17 @@ def test_ops_and_the_maps_that_hold_them_stay_out_of_the_collectors_sight() -> N
     assert not gc.is_tracked(op(4, "set", "title", ["a", {"b": 1}], lamport=4))
     assert not gc.is_tracked(state._seen)
     assert not any(gc.is_tracked(heads) for heads in state._regs.values())
+    # counters and sets too, and so the state's maps of them
+    assert not gc.is_tracked(state._counters["pomodoros"])
+    assert not gc.is_tracked(state._sets["tags"])
+    assert not gc.is_tracked(state._counters)
+    assert not gc.is_tracked(state._sets)
+    merged = state.copy()
+    assert not gc.is_tracked(merged._counters)
+    assert not gc.is_tracked(merged._sets)
+    back = decode_state(encode_state(state))
+    assert not gc.is_tracked(back._counters)
+    assert not gc.is_tracked(back._sets)
 
 
 def test_a_register_with_one_head_holds_the_head_itself() -> None:
