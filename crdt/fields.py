@@ -19,11 +19,13 @@ __all__ = [
     "Register",
     "Scope",
     "Side",
+    "counter_of",
     "heads_of",
     "merge_counters",
     "merge_heads",
     "merge_orsets",
     "merge_pending",
+    "orset_of",
     "packed",
 ]
 
@@ -50,11 +52,6 @@ class Counter(msgspec.Struct, gc=False):
     deltas: dict[str, Any] = msgspec.field(default_factory=dict)
     total: Any = 0
 
-    @classmethod
-    def of(cls, deltas: dict[str, Any]) -> Counter:
-        """A counter holding `deltas` (taken, not copied), with their sum."""
-        return cls(deltas, sum(deltas.values()))
-
 
 class ORSet(msgspec.Struct, gc=False):
     """An add-wins set field: live adds (op_id -> element) and how many are live per element.
@@ -63,14 +60,6 @@ class ORSet(msgspec.Struct, gc=False):
 
     live: dict[str, Any] = msgspec.field(default_factory=dict)
     counts: dict[Any, int] = msgspec.field(default_factory=dict)
-
-    @classmethod
-    def of(cls, live: Mapping[str, Any]) -> ORSet:
-        """A set holding the live adds `live` (op_id -> element)."""
-        orset = cls()
-        for op_id, element in live.items():
-            orset.add_live(op_id, element)
-        return orset
 
     def add_live(self, op_id: str, element: Any) -> None:
         """Hold the add `op_id` of `element` as live."""
@@ -88,6 +77,19 @@ class ORSet(msgspec.Struct, gc=False):
         else:
             del self.counts[element]
         return True
+
+
+def counter_of(deltas: dict[str, Any]) -> Counter:
+    """A counter holding `deltas` (taken, not copied), with their sum."""
+    return Counter(deltas, sum(deltas.values()))
+
+
+def orset_of(live: Mapping[str, Any]) -> ORSet:
+    """A set holding the live adds `live` (op_id -> element)."""
+    orset = ORSet()
+    for op_id, element in live.items():
+        orset.add_live(op_id, element)
+    return orset
 
 
 def _superseded(op_id: str, side: Side, scope: Scope) -> bool:
@@ -116,13 +118,13 @@ def merge_orsets(mine: ORSet | None, a: Side, theirs: ORSet | None, b: Side, fie
         b,
         ("remove", field),
     )
-    return ORSet.of(live)
+    return orset_of(live)
 
 
 def merge_counters(mine: Counter | None, theirs: Counter) -> Counter:
     """Count every inc once: the union of the per-op deltas."""
     if mine is None:
-        return Counter.of(theirs.deltas.copy())
+        return counter_of(theirs.deltas.copy())
     merged = Counter(mine.deltas.copy(), mine.total)
     for op_id, delta in theirs.deltas.items():
         if op_id not in merged.deltas:
