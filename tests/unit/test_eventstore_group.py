@@ -36,6 +36,14 @@ def _push(space: str, n: int, tag: int) -> Push:
     return Push(user_id="u", device_id="d", space_id=space, echo_ids=[str(tag)] * n, items=items)
 
 
+def _applied(pushes: Sequence[Push]) -> list[AppendOutcome]:
+    """An empty outcome per push, as a transaction that stored them answers."""
+    return [
+        AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
+        for p in pushes
+    ]
+
+
 class _Recorder:
     """A fake transaction: records groups, checks no space runs in two at once."""
 
@@ -50,11 +58,7 @@ class _Recorder:
         self.groups.append([(p.space_id, p.echo_ids[0] if p.echo_ids else None) for p in pushes])
         await asyncio.sleep(0.01)
         self.running -= spaces
-        outcomes = [
-            AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
-            for p in pushes
-        ]
-        return GroupResult(outcomes, [])
+        return GroupResult(_applied(pushes), [])
 
 
 async def _run(committer: GroupCommitter, pushes: list[Push]) -> None:
@@ -148,31 +152,39 @@ async def test_a_skipped_push_blocks_its_space() -> None:
 
 class _Pool2:
     """A pool as asyncpg's: ``acquire()`` awaited or used with ``async with``; counts
-    what it hands out and gets back, and can fail the first ``broken`` acquires."""
+    what it hands out and gets back (and keeps them), can fail the first ``broken``
+    acquires, and hands out ``first`` (if given) before ``conn``."""
 
-    def __init__(self, broken: int = 0, conn: Any = None) -> None:
+    def __init__(self, broken: int = 0, conn: Any = None, first: Any = None) -> None:
         self.broken = broken
         self.conn = conn or _Conn()
+        self.first = first
         self.acquired = 0
         self.released = 0
+        self.handed: list[Any] = []
+        self.returned: list[Any] = []
 
     def acquire(self) -> _Acquire:
         return _Acquire(self)
 
     async def release(self, conn: Any) -> None:
         self.released += 1
+        self.returned.append(conn)
 
     def _take(self) -> Any:
         if self.broken:
             self.broken -= 1
             raise ConnectionError("no connection")
         self.acquired += 1
-        return self.conn
+        conn, self.first = self.first or self.conn, None
+        self.handed.append(conn)
+        return conn
 
 
 class _Acquire:
     def __init__(self, pool: _Pool2) -> None:
         self.pool = pool
+        self.conn: Any = None
 
     def __await__(self) -> Any:
         async def take() -> Any:
@@ -181,10 +193,11 @@ class _Acquire:
         return take().__await__()
 
     async def __aenter__(self) -> Any:
-        return self.pool._take()
+        self.conn = self.pool._take()
+        return self.conn
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.pool.release(self.pool.conn)
+        await self.pool.release(self.conn)
 
 
 class _Concurrency(_Recorder):
@@ -260,41 +273,6 @@ class _BusyConn(_Conn):
     """A connection a killed backend left busy: not closed, yet every statement fails."""
 
 
-class _Pools:
-    """A pool handing out a stuck connection first, then good ones; notes releases."""
-
-    def __init__(self) -> None:
-        self.handed: list[Any] = []
-        self.released: list[Any] = []
-
-    def acquire(self) -> Any:
-        pool = self
-
-        class _Acq:
-            def __await__(self) -> Any:
-                async def take() -> Any:
-                    return pool._next()
-
-                return take().__await__()
-
-            async def __aenter__(self) -> Any:
-                self.conn = pool._next()
-                return self.conn
-
-            async def __aexit__(self, *exc: object) -> None:
-                await pool.release(self.conn)
-
-        return _Acq()
-
-    def _next(self) -> Any:
-        conn = _BusyConn() if not self.handed else _Conn()
-        self.handed.append(conn)
-        return conn
-
-    async def release(self, conn: Any) -> None:
-        self.released.append(conn)
-
-
 @pytest.mark.parametrize(
     "error",
     [
@@ -308,7 +286,7 @@ async def test_a_writer_gives_up_a_connection_a_group_failed_on(error: Exception
     push is retried on a fresh connection (or, for a transient error, answered
     retryable), and the writer gives the suspect one back to the pool (whose reset
     rolls back or drops it) instead of running the next group on it."""
-    pool = _Pools()
+    pool = _Pool2(first=_BusyConn())
     failed_on: list[Any] = []
 
     async def run(conn: Any, pushes: Sequence[Push]) -> GroupResult:
@@ -316,11 +294,7 @@ async def test_a_writer_gives_up_a_connection_a_group_failed_on(error: Exception
             failed_on.append(conn)
             raise error
         await asyncio.sleep(0.01)
-        outcomes = [
-            AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
-            for p in pushes
-        ]
-        return GroupResult(outcomes, [])
+        return GroupResult(_applied(pushes), [])
 
     committer = GroupCommitter(cast(Any, pool), run=run, writers=1, spread_ops=1, max_spread_ops=1)
     outcomes = await _outcomes(committer, [_push(f"s{i}", 1, i) for i in range(3)])
@@ -329,7 +303,7 @@ async def test_a_writer_gives_up_a_connection_a_group_failed_on(error: Exception
         outcomes[0], AppendOutcome if error.args[0].startswith("cannot") else Unavailable
     )
     assert len(failed_on) == 1  # the next groups ran on another connection
-    assert any(c is pool.handed[0] for c in pool.released)  # given back to the pool
+    assert any(c is pool.handed[0] for c in pool.returned)  # given back to the pool
 
 
 async def test_no_connection_for_the_writer_the_group_asks_the_pool_again() -> None:
@@ -369,11 +343,7 @@ class _Failing:
         self.calls.append(tags)
         if "bad" in tags:
             raise self.error
-        outcomes = [
-            AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
-            for p in pushes
-        ]
-        return GroupResult(outcomes, [])
+        return GroupResult(_applied(pushes), [])
 
 
 async def _outcomes(committer: GroupCommitter, pushes: list[Push]) -> list[Any]:
@@ -563,10 +533,7 @@ async def test_a_writer_survives_a_group_it_cannot_answer(
     async def run(conn: Any, pushes: Sequence[Push]) -> GroupResult:
         nonlocal calls
         calls += 1
-        outcomes = [
-            AppendOutcome(space_id=p.space_id, results=[], server_lamport=0, events=[], head=0)
-            for p in pushes
-        ]
+        outcomes = _applied(pushes)
         return GroupResult(outcomes[1:] if calls == 1 else outcomes, [])
 
     pool = _Pool2()
