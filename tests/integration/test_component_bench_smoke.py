@@ -42,3 +42,18 @@ def test_the_listing_lag_bench_reports_both_ways(services: Services) -> None:
     out = _run(services, "listing_lag_bench", *options)
     assert "projected up to seq 596 (head 601)" in out
     assert re.search(r"replay ÷ read model \+ tail \(medians\): [\d,]+x", out), out
+
+
+def test_the_store_bench_reports_append_against_each_path(services: Services) -> None:
+    options = ["--ops", "2000", "--rounds", "2", "--skip-eventsourcing"]
+    out = _run(services, "eventstore_bench", *options)
+    assert "2000 ops, 8 writers, batches of 100" in out
+    for title in ("append ÷ path", "database CPU per op, append ÷ path"):
+        block = out.split(f"{title}, round by round (median):\n", 1)[1].splitlines()[:3]
+        assert [line.split()[0:3] for line in block] == [
+            ["raw", "asyncpg", "executemany"],
+            ["raw", "asyncpg", "COPY"],
+            ["raw", "asyncpg", "COPY"],
+        ], out
+        # at this size the database's CPU can round to nothing: a ratio of it is nan
+        assert all(re.search(r"\((\d+\.\d\d|nan)x\)$", line) for line in block), out
