@@ -1,8 +1,10 @@
-"""Benchmarks of one component cannot rot: each runs at tiny sizes against this run's
-PostgreSQL (in a scratch database of its own) and reports what it measures."""
+"""Benchmarks of one component cannot rot: each runs at tiny sizes (those on the database
+against this run's PostgreSQL, in a scratch database of its own) and reports what it
+measures."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -15,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(services: Services, module: str, *options: str) -> str:
     """``python -m bench.<module> --dsn <this run's server> <options>``: its output."""
+    return _bench(module, "--dsn", services.server_dsn, *options)
+
+
+def _bench(module: str, *options: str) -> str:
+    """``python -m bench.<module> <options>``: its output."""
     done = subprocess.run(
-        [sys.executable, "-m", f"bench.{module}", "--dsn", services.server_dsn, *options],
+        [sys.executable, "-m", f"bench.{module}", *options],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -57,3 +64,15 @@ def test_the_store_bench_reports_append_against_each_path(services: Services) ->
         ], out
         # at this size the database's CPU can round to nothing: a ratio of it is nan
         assert all(re.search(r"\((\d+\.\d\d|nan)x\)$", line) for line in block), out
+
+
+def test_the_crdt_bench_agrees_with_itself_at_a_tiny_size() -> None:
+    # every way in checked against the others, as the full runs do
+    out = _bench("crdt_bench", "--ops", "3000", "--entities", "100", "--repeat", "1")
+    assert "generated 3,000 ops over 100 entities" in out
+    assert out.count("equals fold: True") == 2, out  # op by op, and the merged replicas
+    if importlib.util.find_spec("pycrdt") is None:  # the bench extra is not installed
+        assert "comparison skipped" in out, out
+    else:
+        assert "B equals A: True" in out, out
+        assert "ratio apply" in out, out
