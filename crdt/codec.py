@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from crdt.fields import Scope, counter_of, heads_of, orset_of, packed
+from crdt.fields import ORSet, Scope, counter_of, heads_of, packed
 from crdt.ops import Op
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def import_state(w: StateV1, cls: type[EntityState]) -> EntityState:
         state._counters[name] = counter = counter_of(dict(deltas))
         seen.update(dict.fromkeys(counter.deltas))
     for name, live in w.sets.items():
-        state._sets[name] = orset = orset_of(dict(live))
+        state._sets[name] = orset = ORSet(dict(live))
         seen.update(dict.fromkeys(orset.live))
     if w.life is not None:
         kinds = ("restore", "delete")

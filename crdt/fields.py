@@ -25,7 +25,6 @@ __all__ = [
     "merge_heads",
     "merge_orsets",
     "merge_pending",
-    "orset_of",
     "packed",
 ]
 
@@ -54,42 +53,23 @@ class Counter(msgspec.Struct, gc=False):
 
 
 class ORSet(msgspec.Struct, gc=False):
-    """An add-wins set field: live adds (op_id -> element) and how many are live per element.
+    """An add-wins set field: its live adds, op_id -> element; an element is present while
+    one add of it is live.
 
-    `gc=False`, as `Counter`: elements are JSON scalars, which refer to nothing."""
+    `gc=False`, as `Counter`: elements are JSON scalars, which refer to nothing. There is no
+    count per element beside: a read sorts the live elements anyway (O(live adds)), and
+    each add and remove then touches one dict instead of two."""
 
     live: dict[str, Any] = msgspec.field(default_factory=dict)
-    counts: dict[Any, int] = msgspec.field(default_factory=dict)
-
-    def add_live(self, op_id: str, element: Any) -> None:
-        """Hold the add `op_id` of `element` as live."""
-        self.live[op_id] = element
-        self.counts[element] = self.counts.get(element, 0) + 1
 
     def cancel(self, op_id: str) -> bool:
         """Drop a live add; False when `op_id` is no live add here."""
-        element = self.live.pop(op_id, _MISSING)
-        if element is _MISSING:
-            return False
-        left = self.counts[element] - 1
-        if left:
-            self.counts[element] = left
-        else:
-            del self.counts[element]
-        return True
+        return self.live.pop(op_id, _MISSING) is not _MISSING
 
 
 def counter_of(deltas: dict[str, Any]) -> Counter:
     """A counter holding `deltas` (taken, not copied), with their sum."""
     return Counter(deltas, sum(deltas.values()))
-
-
-def orset_of(live: Mapping[str, Any]) -> ORSet:
-    """A set holding the live adds `live` (op_id -> element)."""
-    orset = ORSet()
-    for op_id, element in live.items():
-        orset.add_live(op_id, element)
-    return orset
 
 
 def _superseded(op_id: str, side: Side, scope: Scope) -> bool:
@@ -118,7 +98,7 @@ def merge_orsets(mine: ORSet | None, a: Side, theirs: ORSet | None, b: Side, fie
         b,
         ("remove", field),
     )
-    return orset_of(live)
+    return ORSet(live)
 
 
 def merge_counters(mine: Counter | None, theirs: Counter) -> Counter:

@@ -152,12 +152,9 @@ class EntityState:
         if orset is None:
             orset = self._sets[field] = ORSet()
         if kind == "add":
-            # live unless a remove named it already (ORSet.add_live, inline)
+            # live unless a remove named it already
             if scopes is None or ("remove", field) not in scopes:
-                element = op.value
-                orset.live[op_id] = element
-                counts = orset.counts
-                counts[element] = counts.get(element, 0) + 1
+                orset.live[op_id] = op.value
             return _APPLIED
         # a remove cancels the adds its pred names
         for p in op.pred:
@@ -311,7 +308,7 @@ class EntityState:
         if ftype in (None, "counter") and name in self._counters:
             return FieldView(value=self._counters[name].total)
         if ftype in (None, "set") and name in self._sets:
-            return set_view(self._sets[name].counts)
+            return set_view(dict.fromkeys(self._sets[name].live.values()))
         return None
 
     def __eq__(self, other: object) -> bool:

@@ -240,7 +240,7 @@ def test_a_full_pred_goes_the_long_way_too() -> None:
 
 
 def test_an_element_added_twice_stays_until_both_adds_are_removed_after_decode_or_merge() -> None:
-    # a decoded or merged state counts its live adds again (ORSet.add_live), apply does not
+    # each add of the element stays live on its own, whether applied, decoded or merged
     adds = [op(op_id=A, kind="add", field="tags", value="x", lamport=1)]
     adds.append(op(op_id=B, kind="add", field="tags", value="x", lamport=2))
     held = EntityState.new("task", "t-1")
