@@ -6,6 +6,7 @@ the middle of a batch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import subprocess
 import uuid
@@ -320,3 +321,103 @@ async def test_messages_fit_a_server_that_takes_less_than_the_default(
     finally:
         await bus.close()
         await delete_stream(url, names)
+
+
+@contextlib.asynccontextmanager
+async def _relay_in(
+    pool: asyncpg.Pool, settings: Settings, tag: str, **tuning: Any
+) -> AsyncIterator[Relay]:
+    """A relay on a stream of its own, tuned with ``tuning``."""
+    names = Names(f"{settings.nats_prefix}{tag}{secrets.token_hex(2)}")
+    bus = NatsBus(settings.nats_url or "", prefix=names.prefix, name=f"relay-{tag}-test")
+    await bus.start()
+    try:
+        assert await bus.wait_connected(10)
+        yield Relay(pool, bus, names, **tuning)
+    finally:
+        await bus.close()
+        await delete_stream(settings.nats_url or "", names)
+
+
+async def test_a_cycle_says_whether_it_stopped_at_one_of_its_bounds(
+    pool: asyncpg.Pool, store: PostgresEventStore, settings: Settings
+) -> None:
+    """``behind`` is what the run loop reads to start the next cycle at once: true when a
+    cycle took as many outbox rows as it may, or left events of a space for later."""
+    space, owner = await new_space(store)
+    for _ in range(2):  # outbox rows for heads 1 (the space made), 2 and 3
+        await increments(store, space, owner, 1)
+    await _drain_outbox_of_others(pool, [space])
+    async with _relay_in(pool, settings, "b", claim_rows=2) as relay:
+        assert await relay.relay_once() == 2  # the rows of heads 1 and 2
+        assert relay.behind
+        assert await relay.relay_once() == 1
+        assert not relay.behind
+        assert await relay.relay_once() == 0
+        assert not relay.behind
+    await increments(store, space, owner, 6)  # one commit of six events: head 9
+    await _drain_outbox_of_others(pool, [space])
+    async with _relay_in(pool, settings, "e", max_events=4) as relay:
+        assert await relay.relay_once() == 4
+        assert relay.behind
+        assert await relay.relay_once() == 2
+        assert not relay.behind
+
+
+async def test_a_trickle_of_commits_goes_out_a_cycle_per_coalesce_and_a_backlog_at_once(
+    pool: asyncpg.Pool, store: PostgresEventStore, settings: Settings
+) -> None:
+    """One commit every 20 ms: with ``coalesce`` 0.3 s the relay publishes them a cycle
+    per 0.3 s, not one per commit. Then a backlog of eight rows, one claimed per cycle:
+    the cycles follow each other at once (pauses of 0.5 s would take 3.5 s)."""
+    space, owner = await new_space(store)
+    await _drain_outbox_of_others(pool, [space])
+    clock = asyncio.get_running_loop().time
+    async with _relay_in(pool, settings, "c", coalesce=0.3, interval=0.05) as relay:
+        cycles: list[int] = []
+        once = relay.relay_once
+
+        async def counted() -> int:
+            count = await once()
+            if count:
+                cycles.append(count)
+            return count
+
+        relay.relay_once = counted  # type: ignore[method-assign]
+        async with _running(relay):
+            started = clock()
+            for _ in range(60):
+                await increments(store, space, owner, 1)
+                await asyncio.sleep(0.02)
+            top = await head(pool, space)
+            await eventually(lambda: _published(pool, space, top), within=10)
+            took = clock() - started
+        assert sum(cycles) == top  # seq 1 (the owner's member_added) and the 60
+        # a cycle per 0.3 s of the trickle, the first and the last
+        assert len(cycles) <= took / 0.3 + 2, (took, cycles)
+        for _ in range(8):
+            await increments(store, space, owner, 1)
+        await _drain_outbox_of_others(pool, [space])
+        relay.claim_rows, relay.coalesce = 1, 0.5
+        cycles.clear()
+        top = await head(pool, space)
+        async with _running(relay):
+            started = clock()
+            await eventually(lambda: _published(pool, space, top), within=10, interval=0.01)
+            assert clock() - started < 2.5, cycles
+        assert cycles == [1] * 8
+
+
+@contextlib.asynccontextmanager
+async def _running(relay: Relay) -> AsyncIterator[None]:
+    task = asyncio.create_task(relay.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _published(pool: asyncpg.Pool, space: str, top: int) -> bool:
+    return await _cursor(pool, space) >= top
