@@ -82,6 +82,19 @@ async def _big_and_small(
     return big, small
 
 
+@contextlib.asynccontextmanager
+async def _bus(url: str, names: Names, name: str) -> AsyncIterator[NatsBus]:
+    """A connected bus under ``names``' prefix; its stream is deleted afterwards."""
+    bus = NatsBus(url, prefix=names.prefix, name=name)
+    try:
+        await bus.start()
+        assert await bus.wait_connected(10)
+        yield bus
+    finally:
+        await bus.close()
+        await delete_stream(url, names)
+
+
 def test_plan_shares_the_budget_so_no_space_starves() -> None:
     a, b, c = (uuid.UUID(int=i) for i in (1, 2, 3))
     heads = {a: [10_000], b: [5], c: [40]}
@@ -131,17 +144,11 @@ async def test_messages_are_the_stored_events(
         value={"reminder_id": new_id(), "lateness_ms": 3}, key=f"k:{new_id()}",
     )  # fmt: skip
     await _drain_outbox_of_others(pool, [space])
-    bus = NatsBus(url, prefix=names.prefix, name="relay-payload-test")
-    await bus.start()
-    try:
-        assert await bus.wait_connected(10)
+    async with _bus(url, names, "relay-payload-test") as bus:
         relay = Relay(pool, bus, names)
         top = await head(pool, space)
         assert await relay.relay_once() == top
         assert await _stream_events(url, names, space, top) == await store.read(space, 0, 100)
-    finally:
-        await bus.close()
-        await delete_stream(url, names)
 
 
 async def test_a_refused_message_stops_its_space_there_and_not_the_others(
@@ -158,10 +165,7 @@ async def test_a_refused_message_stops_its_space_there_and_not_the_others(
     url = settings.nats_url or ""
     big, small = await _big_and_small(pool, store, before=10, size=3000)  # the big one: 12
 
-    bus = NatsBus(url, prefix=names.prefix, name="relay-test")
-    await bus.start()
-    try:
-        assert await bus.wait_connected(10)
+    async with _bus(url, names, "relay-test") as bus:
         js = bus.jetstream()
         assert js is not None
         config = stream_config(names)
@@ -186,9 +190,6 @@ async def test_a_refused_message_stops_its_space_there_and_not_the_others(
         # ones dropped by message id. Consumers read the missing 12 from PostgreSQL.
         assert await stream_seqs(url, names, big[0], 17) == [*range(1, 12), *range(13, 18)]
         assert await stream_seqs(url, names, small[0], 21) == list(range(1, 22))
-    finally:
-        await bus.close()
-        await delete_stream(url, names)
 
 
 async def test_a_server_killed_mid_batch_leaves_no_cursor_past_an_ack(
@@ -210,52 +211,48 @@ async def test_a_server_killed_mid_batch_leaves_no_cursor_past_an_ack(
         await increments(store, space, owner, 250)  # seqs 2..251 each
     ids = [s for s, _ in spaces]
     await _drain_outbox_of_others(pool, ids)
-    bus = NatsBus(url, prefix=names.prefix, name="relay-kill-test")
-    await bus.start()
     try:
-        assert await bus.wait_connected(10)
-        js = bus.jetstream()
-        assert js is not None
-        await ensure_stream(js, names)
-        relay = Relay(pool, bus, names, ack_timeout=2, message_events=2)
-        real = NatsClient.publish
-        calls = 0
+        async with _bus(url, names, "relay-kill-test") as bus:
+            js = bus.jetstream()
+            assert js is not None
+            await ensure_stream(js, names)
+            relay = Relay(pool, bus, names, ack_timeout=2, message_events=2)
+            real = NatsClient.publish
+            calls = 0
 
-        async def killing(self: NatsClient, *args: Any, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == 300:
-                await asyncio.sleep(0.3)  # let the first acks arrive
-                nats_server.stop()
-            return await real(self, *args, **kwargs)
+            async def killing(self: NatsClient, *args: Any, **kwargs: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                if calls == 300:
+                    await asyncio.sleep(0.3)  # let the first acks arrive
+                    nats_server.stop()
+                return await real(self, *args, **kwargs)
 
-        monkeypatch.setattr(NatsClient, "publish", killing)
-        with pytest.raises((RelayFailed, nats.errors.Error, OSError)):
-            await relay.relay_once()
-        monkeypatch.setattr(NatsClient, "publish", real)
-        cursors = {s: await _cursor(pool, s) for s in ids}
-        assert sum(cursors.values()) < 4 * 251  # the kill did cut the batch
-
-        port = nats_server.port
-        monkeypatch.setattr(concord.embedded, "free_port", lambda *_, **__: port)
-        assert nats_server.start() == url
-        for space in ids:  # what the cursors claim was acked is in the stream
-            stored = await stream_seqs(url, names, space, 251)
-            assert stored[: cursors[space]] == list(range(1, cursors[space] + 1))
-
-        async def relayed() -> bool:
-            try:
+            monkeypatch.setattr(NatsClient, "publish", killing)
+            with pytest.raises((RelayFailed, nats.errors.Error, OSError)):
                 await relay.relay_once()
-            except Exception:
-                return False
-            return all([await _cursor(pool, s) == await head(pool, s) for s in ids])
+            monkeypatch.setattr(NatsClient, "publish", real)
+            cursors = {s: await _cursor(pool, s) for s in ids}
+            assert sum(cursors.values()) < 4 * 251  # the kill did cut the batch
 
-        await eventually(relayed, within=30, interval=0.2)
-        for space in ids:
-            assert await stream_seqs(url, names, space, 300) == list(range(1, 252))
+            port = nats_server.port
+            monkeypatch.setattr(concord.embedded, "free_port", lambda *_, **__: port)
+            assert nats_server.start() == url
+            for space in ids:  # what the cursors claim was acked is in the stream
+                stored = await stream_seqs(url, names, space, 251)
+                assert stored[: cursors[space]] == list(range(1, cursors[space] + 1))
+
+            async def relayed() -> bool:
+                try:
+                    await relay.relay_once()
+                except Exception:
+                    return False
+                return all([await _cursor(pool, s) == await head(pool, s) for s in ids])
+
+            await eventually(relayed, within=30, interval=0.2)
+            for space in ids:
+                assert await stream_seqs(url, names, space, 300) == list(range(1, 252))
     finally:
-        await bus.close()
-        await delete_stream(url, names)
         nats_server.stop()
 
 
@@ -295,10 +292,7 @@ async def test_messages_fit_a_server_that_takes_less_than_the_default(
     names = Names(f"{settings.nats_prefix}p{secrets.token_hex(2)}")
     # seqs 2..31 about 11 KB of JSON, then the big one: 32
     big, small = await _big_and_small(pool, store, before=30, size=5000)
-    bus = NatsBus(url, prefix=names.prefix, name="relay-max-payload-test")
-    try:
-        await bus.start()
-        assert await bus.wait_connected(10)
+    async with _bus(url, names, "relay-max-payload-test") as bus:
         relay = Relay(pool, bus, names, ack_timeout=5)
         for _ in range(2):  # the next cycle stops there again
             with pytest.raises(RelayFailed, match=r"event 32 of space .* max_payload"):
@@ -318,25 +312,6 @@ async def test_messages_fit_a_server_that_takes_less_than_the_default(
             assert all(len(m.data) <= 4096 - projector.relay.HEADER_ROOM for m in messages)
         finally:
             await nc.close()
-    finally:
-        await bus.close()
-        await delete_stream(url, names)
-
-
-@contextlib.asynccontextmanager
-async def _relay_in(
-    pool: asyncpg.Pool, settings: Settings, tag: str, **tuning: Any
-) -> AsyncIterator[Relay]:
-    """A relay on a stream of its own, tuned with ``tuning``."""
-    names = Names(f"{settings.nats_prefix}{tag}{secrets.token_hex(2)}")
-    bus = NatsBus(settings.nats_url or "", prefix=names.prefix, name=f"relay-{tag}-test")
-    await bus.start()
-    try:
-        assert await bus.wait_connected(10)
-        yield Relay(pool, bus, names, **tuning)
-    finally:
-        await bus.close()
-        await delete_stream(settings.nats_url or "", names)
 
 
 async def test_a_cycle_says_whether_it_stopped_at_one_of_its_bounds(
@@ -348,7 +323,9 @@ async def test_a_cycle_says_whether_it_stopped_at_one_of_its_bounds(
     for _ in range(2):  # outbox rows for heads 1 (the space made), 2 and 3
         await increments(store, space, owner, 1)
     await _drain_outbox_of_others(pool, [space])
-    async with _relay_in(pool, settings, "b", claim_rows=2) as relay:
+    url, names = settings.nats_url or "", Names(f"{settings.nats_prefix}b{secrets.token_hex(2)}")
+    async with _bus(url, names, "relay-bounds-test") as bus:
+        relay = Relay(pool, bus, names, claim_rows=2)
         assert await relay.relay_once() == 2  # the rows of heads 1 and 2
         assert relay.behind
         assert await relay.relay_once() == 1
@@ -357,7 +334,9 @@ async def test_a_cycle_says_whether_it_stopped_at_one_of_its_bounds(
         assert not relay.behind
     await increments(store, space, owner, 6)  # one commit of six events: head 9
     await _drain_outbox_of_others(pool, [space])
-    async with _relay_in(pool, settings, "e", max_events=4) as relay:
+    names = Names(f"{settings.nats_prefix}e{secrets.token_hex(2)}")
+    async with _bus(url, names, "relay-bounds-test") as bus:
+        relay = Relay(pool, bus, names, max_events=4)
         assert await relay.relay_once() == 4
         assert relay.behind
         assert await relay.relay_once() == 2
@@ -373,7 +352,9 @@ async def test_a_trickle_of_commits_goes_out_a_cycle_per_coalesce_and_a_backlog_
     space, owner = await new_space(store)
     await _drain_outbox_of_others(pool, [space])
     clock = asyncio.get_running_loop().time
-    async with _relay_in(pool, settings, "c", coalesce=0.3, interval=0.05) as relay:
+    url, names = settings.nats_url or "", Names(f"{settings.nats_prefix}c{secrets.token_hex(2)}")
+    async with _bus(url, names, "relay-coalesce-test") as bus:
+        relay = Relay(pool, bus, names, coalesce=0.3, interval=0.05)
         cycles: list[int] = []
         once = relay.relay_once
 

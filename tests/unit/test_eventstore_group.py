@@ -159,23 +159,27 @@ class _Pool2:
         self.broken = broken
         self.conn = conn or _Conn()
         self.first = first
-        self.acquired = 0
-        self.released = 0
         self.handed: list[Any] = []
         self.returned: list[Any] = []
+
+    @property
+    def acquired(self) -> int:
+        return len(self.handed)
+
+    @property
+    def released(self) -> int:
+        return len(self.returned)
 
     def acquire(self) -> _Acquire:
         return _Acquire(self)
 
     async def release(self, conn: Any) -> None:
-        self.released += 1
         self.returned.append(conn)
 
     def _take(self) -> Any:
         if self.broken:
             self.broken -= 1
             raise ConnectionError("no connection")
-        self.acquired += 1
         conn, self.first = self.first or self.conn, None
         self.handed.append(conn)
         return conn
