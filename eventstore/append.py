@@ -22,6 +22,7 @@ from core.breaks import broken
 from core.ports import AppendOutcome
 from core.wire import Event, OpResult
 from crdt import (
+    Op,
     PredTarget,
     Schema,
     Target,
@@ -40,11 +41,15 @@ FaultHook = Callable[[Conn], Awaitable[None]]
 # locks (so, under READ COMMITTED, from a snapshot taken after the previous holder of each
 # lock committed). Three parts, told apart by ``part``:
 #   0. the pushers' current roles (user_id in op_id, role in kind);
-#   1. idempotency and pred targets: every stored event of the group's spaces named by an
-#      op_id or a pred entry of the group;
+#   1. idempotency: every stored event of the group's spaces named by an op_id of the
+#      group (and, when ``probe_all``, by a pred entry);
 #   2. the heads of every field a pushed set touches (its key in op_id, the heads in
-#      pred), one row per field from field_heads (eventstore/heads.py), so that
-#      concord_conflicts_total counts a set after which its field has several.
+#      pred, their highest lamport in lamport), one row per field from field_heads
+#      (eventstore/heads.py), so that concord_conflicts_total counts a set after which
+#      its field has several, and so that pred entries naming heads need no event.
+# The pred entries the heads do not vouch for (_vouch) are read afterwards, with
+# _LOOKUP_EVENTS: a second round trip, which a device in sync (naming its field's heads)
+# does not cause.
 # Parts 1 and 2 probe their table once per key: a LATERAL subquery that LIMIT keeps
 # from being flattened is a nested loop over the keys with one lookup of a unique index
 # each, whatever the table's size or the plan cached; the rows read are the rows found,
@@ -64,11 +69,22 @@ CROSS JOIN LATERAL (
     SELECT * FROM events WHERE space_id = k.space_id AND op_id = k.op_id LIMIT 1
 ) AS e
 UNION ALL
-SELECT 2, h.space_id, h.field_key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, h.heads
+SELECT 2, h.space_id, h.field_key, NULL, NULL, NULL, NULL, NULL, NULL, h.lamport, NULL,
+       h.heads
 FROM (SELECT DISTINCT * FROM unnest($5::uuid[], $6::uuid[])) AS k(space_id, field_key)
 CROSS JOIN LATERAL (
     SELECT * FROM field_heads WHERE space_id = k.space_id AND field_key = k.field_key LIMIT 1
 ) AS h
+"""
+
+#: Part 1 of _LOOKUP alone: the stored events of (space, op_id) pairs.
+_LOOKUP_EVENTS = """
+SELECT 1 AS part, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, e.kind, e.field,
+       e.value, e.lamport, e.payload_hash
+FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::uuid[])) AS k(space_id, op_id)
+CROSS JOIN LATERAL (
+    SELECT * FROM events WHERE space_id = k.space_id AND op_id = k.op_id LIMIT 1
+) AS e
 """
 
 
@@ -95,12 +111,18 @@ class GroupResult:
 @dataclass
 class _Known:
     """What the lookup found: roles, each space's view, the heads of the fields set
-    (those with a row in field_heads), and every field's key there."""
+    (those with a row in field_heads) and their highest lamport (None: unknown),
+    and every field's key there."""
 
     roles: dict[tuple[str, str], str]
     views: dict[str, SpaceView]
     heads: dict[FieldKey, set[str]]
+    tops: dict[FieldKey, int | None] = field(default_factory=dict)
     keys: dict[FieldKey, str] = field(default_factory=dict)
+
+
+#: An op of a locked space with a pred, and its space: (space_id, op).
+Named = tuple[str, Op]
 
 
 def _probe_keys(
@@ -108,9 +130,10 @@ def _probe_keys(
     cursors: dict[str, SpaceCursor],
     views: dict[str, SpaceView],
     probe_all: bool,
-) -> tuple[set[tuple[str, str]], set[FieldKey]]:
-    """The (space, op_id)s to look up (the group's op_ids and pred entries) and the
-    fields its sets touch, for the pushes of locked spaces.
+) -> tuple[set[tuple[str, str]], set[FieldKey], list[Named]]:
+    """The (space, op_id)s to look up first (the group's op_ids; with ``probe_all``, its
+    pred entries too), the fields its sets touch, and the ops with a pred whose entries
+    are left to _vouch (none with ``probe_all``), for the pushes of locked spaces.
 
     Unless ``probe_all``, an op_id whose lamport is above its space's highest stored
     lamport is not looked up: no stored event has that payload, so it can only be new
@@ -121,7 +144,7 @@ def _probe_keys(
     keys: set[tuple[str, str]] = set()
     fields: set[FieldKey] = set()
     add = keys.add
-    named: list[tuple[str, tuple[str, ...]]] = []  # pred entries, once skipped are known
+    named: list[Named] = []  # ops with a pred: their entries, once skipped are known
     for push in pushes:
         space_id = push.space_id
         cursor = cursors.get(space_id or "")
@@ -138,15 +161,57 @@ def _probe_keys(
             else:
                 skipped.add(op.op_id)
             if op.pred:
-                named.append((space_id, op.pred))
+                named.append((space_id, op))
             if op.kind == "set" and op.field is not None:
                 fields.add((space_id, op.entity_type, op.entity_id, op.field))
-    for space_id, pred in named:  # a pred may name a later op of the group
+    if not probe_all:
+        return keys, fields, named
+    for space_id, op in named:  # a pred may name a later op of the group
         skipped = views[space_id].skipped
-        for r in pred:
+        for r in op.pred:
             if r not in skipped:
                 add((space_id, r))
-    return keys, fields
+    return keys, fields, []
+
+
+def _vouch(known: _Known, named: Sequence[Named]) -> set[tuple[str, str]]:
+    """Put in each space's targets the pred entries that the stored heads vouch for, and
+    return the (space, op_id)s of the others, still to be looked up.
+
+    A set whose pred names a stored head of its own field, with a lamport above the
+    highest of its heads', passes every check of that entry (crdt.check_preds: a set of the
+    same entity and field, with a lower lamport): the entry needs no event, and a
+    stand-in takes its place among the targets (lamport: the field's). An entry that
+    another op of the group cannot vouch for is looked up all the same, and its event
+    replaces the stand-in, so a stand-in never decides a check the event would decide
+    otherwise. Entries naming an op of the group (``skipped``) or already found are
+    left alone."""
+    need: set[tuple[str, str]] = set()
+    vouched: dict[tuple[str, str], PredTarget] = {}
+    heads, tops, views = known.heads, known.tops, known.views
+    for space_id, op in named:
+        view = views[space_id]
+        targets, skipped = view.targets, view.skipped
+        voucher: set[str] = set()  # the stored heads that vouch for this op's entries
+        top = 0
+        if op.kind == "set" and op.field is not None:
+            key = (space_id, op.entity_type, op.entity_id, op.field)
+            bound = tops.get(key)
+            if bound is not None and op.lamport > bound:
+                voucher, top = heads[key], bound
+        for r in op.pred:
+            if r in skipped or r in targets:
+                continue
+            if r in voucher:
+                vouched[(space_id, r)] = PredTarget(
+                    op_id=r, entity_type=op.entity_type, entity_id=op.entity_id,
+                    kind="set", field=op.field, value=None, lamport=top,
+                )  # fmt: skip
+            else:
+                need.add((space_id, r))
+    for (space_id, r), target in vouched.items():
+        views[space_id].targets[r] = target
+    return need
 
 
 def _columns(keys: Collection[Any], width: int) -> list[list[Any]]:
@@ -166,10 +231,19 @@ async def _look_up(
     known = _Known({}, {sid: SpaceView() for sid in cursors}, {})
     if not pairs:  # nobody may push: every push is refused, nothing to look up
         return known
-    keys, fields = _probe_keys(pushes, cursors, known.views, probe_all)
+    keys, fields, named = _probe_keys(pushes, cursors, known.views, probe_all)
     known.keys = {f: field_key(f[1], f[2], f[3]) for f in fields}
     of_key = {(f[0], k): f for f, k in known.keys.items()}
     rows = await conn.fetch(_LOOKUP, *_columns(pairs, 2), *_columns(keys, 2), *_columns(of_key, 2))
+    _read(known, rows, of_key)
+    need = _vouch(known, named)
+    if need:
+        _read(known, await conn.fetch(_LOOKUP_EVENTS, *_columns(need, 2)), of_key)
+    return known
+
+
+def _read(known: _Known, rows: Sequence[asyncpg.Record], of_key: dict[Any, FieldKey]) -> None:
+    """Take in the rows of _LOOKUP or _LOOKUP_EVENTS."""
     for r in rows:
         part = r["part"]
         if part == 0:
@@ -190,7 +264,7 @@ async def _look_up(
         else:
             found = of_key[(str(r["space_id"]), str(r["op_id"]))]
             known.heads[found] = {str(h) for h in r["pred"]}
-    return known
+            known.tops[found] = r["lamport"]
 
 
 @dataclass
@@ -199,8 +273,10 @@ class _Context:
 
     headroom: int
     batch: Batch
-    #: Heads of every field the group sets (stored, then as the group's sets land).
+    #: Heads of every field the group sets (stored, then as the group's sets land), and
+    #: their highest lamport (None: unknown).
     heads: dict[FieldKey, set[str]]
+    tops: dict[FieldKey, int | None]
     #: The fields whose heads the group changed (written back before COMMIT).
     changed: set[FieldKey] = field(default_factory=set)
     conflicts: list[tuple[str, str]] = field(default_factory=list)
@@ -242,7 +318,7 @@ def _plan_push(
     targets, stored, skipped = view.targets, view.stored, view.skipped
     lamport_before, headroom = cursor.max_lamport, ctx.headroom
     cap = lamport_before + headroom
-    add, heads, user_id = ctx.batch.add, ctx.heads, push.user_id
+    add, heads, tops, user_id = ctx.batch.add, ctx.heads, ctx.tops, push.user_id
     dedup = not broken("dedup")  # always True but in the chaos lab's broken build
     results: list[OpResult] = []
     events: list[Event] = []
@@ -278,11 +354,16 @@ def _plan_push(
             field_heads = heads.get(key)
             if field_heads is None:
                 heads[key] = {op_id}
+                tops[key] = op.lamport
             else:
                 field_heads.difference_update(pred)
                 field_heads.add(op_id)
                 if len(field_heads) > 1:
                     ctx.conflicts.append((op.entity_type, op.field))
+                    top = tops.get(key)  # the heads it removed had lower lamports
+                    tops[key] = None if top is None else max(top, op.lamport)
+                else:
+                    tops[key] = op.lamport
         results.append(OpResult(op_id=echo, status="applied", seq=event.seq))
         events.append(event)
     return AppendOutcome(
@@ -326,7 +407,8 @@ async def _transaction(
         known = await _look_up(conn, pushes, cursors, probe_all)
         # Taken under the locks, so recorded_at follows seq order within a space.
         had_row = set(known.heads)
-        ctx = _Context(headroom, Batch(datetime.now(UTC), schema.version), known.heads)
+        batch = Batch(datetime.now(UTC), schema.version)
+        ctx = _Context(headroom, batch, known.heads, known.tops)
         outcomes = [_plan_push(p, cursors, known.roles, known.views, ctx) for p in pushes]
         await ctx.batch.copy(conn)
         if fault_hook is not None:
@@ -346,7 +428,7 @@ async def _write_heads(
     new: list[Row] = []
     changed: list[Row] = []
     for f in ctx.changed:
-        (changed if f in had_row else new).append((f[0], keys[f], ctx.heads[f]))
+        (changed if f in had_row else new).append((f[0], keys[f], ctx.heads[f], ctx.tops[f]))
     await write_heads(conn, new, changed)
 
 

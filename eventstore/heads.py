@@ -4,7 +4,8 @@ A field's heads are the op_ids of its stored sets that no later set of the field
 in its ``pred``: in seq order, a set removes the heads it names and becomes one. The
 append reads the heads of the fields its group sets (one row each, in its lookup
 statement) and writes the new heads of those it changed before COMMIT, so an op costs
-the same whatever its field's history.
+the same whatever its field's history. With the heads it keeps their highest lamport
+(migration 0009), so that a pred entry naming a head is checked without its event.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def field_key(entity_type: str, entity_id: str, field: str) -> str:
 
 _sha256 = hashlib.sha256
 
-#: The heads of fields without a row yet ($1-$3) and of fields with one ($4-$6), each as
-#: parallel arrays of (space_id, field_key, head), a field's heads on consecutive rows.
+#: The heads of fields without a row yet ($1-$4) and of fields with one ($5-$8), each as
+#: parallel arrays of (space_id, field_key, head, lamport), a field's heads on
+#: consecutive rows, its lamport (column ``lamport``, migration 0009) on each of them.
 #: One prepared statement with typed parameters: its plan is cached, where literal VALUES
 #: lists of every group were parsed and planned anew (about 7 µs of the database's CPU per
 #: field, measured in docs/benchmarks.md). A plain INSERT and an UPDATE, not an upsert:
@@ -38,34 +40,38 @@ _sha256 = hashlib.sha256
 #: write them.
 _WRITE = """
 WITH added AS (
-    INSERT INTO field_heads (space_id, field_key, heads)
-    SELECT s, k, array_agg(h) FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS n(s, k, h)
+    INSERT INTO field_heads (space_id, field_key, heads, lamport)
+    SELECT s, k, array_agg(h), max(l)
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[]) AS n(s, k, h, l)
     GROUP BY s, k
 )
-UPDATE field_heads AS f SET heads = c.heads
+UPDATE field_heads AS f SET heads = c.heads, lamport = c.lamport
 FROM (
-    SELECT s, k, array_agg(h) AS heads
-    FROM unnest($4::uuid[], $5::uuid[], $6::uuid[]) AS c(s, k, h)
+    SELECT s, k, array_agg(h) AS heads, max(l) AS lamport
+    FROM unnest($5::uuid[], $6::uuid[], $7::uuid[], $8::bigint[]) AS c(s, k, h, l)
     GROUP BY s, k
 ) AS c
 WHERE f.space_id = c.s AND f.field_key = c.k
 """
 
-#: (space_id, field_key, heads) of one field.
-Row = tuple[str, str, Iterable[str]]
+#: (space_id, field_key, heads, lamport) of one field: ``lamport`` is the highest
+#: lamport among the heads, or None when that is not known.
+Row = tuple[str, str, Iterable[str], int | None]
 
 
-def _flat(rows: Iterable[Row]) -> tuple[list[str], list[str], list[str]]:
-    """The rows as three parallel lists, one entry per head."""
+def _flat(rows: Iterable[Row]) -> tuple[list[str], list[str], list[str], list[int | None]]:
+    """The rows as four parallel lists, one entry per head."""
     spaces: list[str] = []
     keys: list[str] = []
     heads: list[str] = []
-    for space_id, key, field_heads in rows:
+    lamports: list[int | None] = []
+    for space_id, key, field_heads, lamport in rows:
         for head in field_heads:
             spaces.append(space_id)
             keys.append(key)
             heads.append(head)
-    return spaces, keys, heads
+            lamports.append(lamport)
+    return spaces, keys, heads, lamports
 
 
 async def write_heads(conn: Conn, new: Sequence[Row], changed: Sequence[Row]) -> None:

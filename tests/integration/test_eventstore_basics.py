@@ -420,7 +420,9 @@ async def test_only_sets_make_field_heads_and_conflicts(
 
 async def test_new_ops_above_the_top_are_not_looked_up(database_url: str) -> None:
     """The lookup of a push names the op_ids at or below the space's highest stored
-    lamport and the pred entries, not new ops above it (they cannot be stored yet)."""
+    lamport, not new ops above it (they cannot be stored yet), nor a pred entry naming a
+    head of the op's field; a pred entry naming an older set is read afterwards, in a
+    statement of its own."""
     async with _counting(database_url) as (store, sent):
         user, device = new_id(), new_id()
         space = await store.create_space(name="k", creator_user_id=user, personal=True)
@@ -431,6 +433,15 @@ async def test_new_ops_above_the_top_are_not_looked_up(database_url: str) -> Non
         out = await store.append(user_id=user, device_id=device, ops=[low, high])
         await asyncio.sleep(0)
         assert [r.status for r in out.results] == ["applied", "applied"]
-        # The group lookup (eventstore/append.py ``_LOOKUP``) and its arguments.
+        # The group lookup (eventstore/append.py ``_LOOKUP``) and its arguments: ``high``
+        # names the field's one head, with a lamport above its 3.
         [args] = [args for query, args in sent if "CROSS JOIN LATERAL" in query]
-        assert sorted(str(o) for o in args[3]) == sorted([low["op_id"], first["op_id"]])
+        assert [str(o) for o in args[3]] == [low["op_id"]]
+        sent.clear()
+        stale = op(space, lamport=5, pred=[first["op_id"]])  # the heads are low and high
+        out = await store.append(user_id=user, device_id=device, ops=[stale])
+        await asyncio.sleep(0)
+        assert [r.status for r in out.results] == ["applied"]
+        lookups = [args for query, args in sent if "CROSS JOIN LATERAL" in query]
+        assert [[str(o) for o in args[3]] for args in lookups[:1]] == [[]]
+        assert [[str(o) for o in args[1]] for args in lookups[1:]] == [[first["op_id"]]]

@@ -1,5 +1,6 @@
-"""Field heads (``field_heads``, migration 0008): an append reads one row per field it
-sets, whatever the field's history, and the table always holds what the log says."""
+"""Field heads (``field_heads``, migrations 0008 and 0009): an append reads one row per
+field it sets, whatever the field's history, a pred entry naming a head needs no event,
+and the table always holds what the log says."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ async def test_the_heads_lookup_reads_the_same_rows_whatever_the_history(
     solo: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
     """A set of a field with one earlier set, 1,000 and 3,000: the append reads the same
-    tuples (the pred's event, the field's one heads row), not the field's history."""
+    tuples (the field's one heads row), not the field's history."""
     pool, store = solo
     user = new_id()
     space = await store.create_space(name="h", creator_user_id=user, personal=False)
@@ -100,11 +101,69 @@ async def test_the_heads_lookup_reads_the_same_rows_whatever_the_history(
     for _ in range(2):
         await store.append(user_id=user, device_id=new_id(), ops=[old.next() for _ in range(1000)])
     reads["history 5001"] = await _reads_of_one_push(pool, store, user, old.next())
-    # The pred's stored event and the field's heads row: each one index tuple and the
-    # table row it points to.
-    assert reads["history 1"] == {"events": 2, "field_heads": 2}, reads
+    # The field's heads row: one index tuple and the table row it points to. The pred
+    # names the field's head, with a lower lamport than the set's: the row vouches for
+    # the entry, and its event is not read.
+    assert reads["history 1"] == {"events": 0, "field_heads": 2}, reads
     assert reads["history 3000"] == reads["history 1"], reads
     assert reads["history 5001"] == reads["history 1"], reads
+
+
+async def test_pred_entries_the_heads_cannot_vouch_for_are_read_from_events(
+    solo: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    """An entry naming an older set (not a head), and an entry of a field whose row has no
+    lamport (written before migration 0009): the event is read (its index tuple and its
+    row), the op applied; after that set, the row vouches again."""
+    pool, store = solo
+    user = new_id()
+    space = await store.create_space(name="h", creator_user_id=user, personal=False)
+    chain = Chain(space, "t")
+    first = chain.next()
+    await store.append(user_id=user, device_id=new_id(), ops=[first, chain.next()])
+    stale = op(space, entity_id="t", lamport=chain.lamport + 1, pred=[first["op_id"]])
+    chain.lamport += 1
+    assert await _reads_of_one_push(pool, store, user, stale) == {"events": 2, "field_heads": 2}
+    chain.head = None  # two heads now: the chain's last set and ``stale``; name both
+    both = list((await _stored_heads(pool, space))[field_key("task", "t", "title")])
+    chain.lamport += 1
+    whole = op(space, entity_id="t", lamport=chain.lamport, pred=both)
+    chain.head = whole["op_id"]
+    assert await _reads_of_one_push(pool, store, user, whole) == {"events": 0, "field_heads": 2}
+    await pool.execute("UPDATE field_heads SET lamport = NULL WHERE space_id = $1", space)
+    reads = await _reads_of_one_push(pool, store, user, chain.next())
+    assert reads == {"events": 2, "field_heads": 2}
+    assert await _reads_of_one_push(pool, store, user, chain.next()) == {
+        "events": 0,
+        "field_heads": 2,
+    }
+
+
+async def test_only_an_op_above_the_heads_lamport_is_vouched_for(
+    solo: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    """A field with two heads, a (lamport 10) and b (3): the row keeps 10. A set naming b
+    with lamport 11 is vouched for; one naming b with lamport 5, in the same push, is
+    checked against b's event (3 < 5: applied); one naming a with lamport 7 is refused
+    for a's lamport, 10, as the event says."""
+    _, store = solo
+    user = new_id()
+    space = await store.create_space(name="h", creator_user_id=user, personal=False)
+    a, b = op(space, lamport=10, value="a"), op(space, lamport=3, value="b")
+    await store.append(user_id=user, device_id=new_id(), ops=[a, b])
+    above = op(space, lamport=11, pred=[b["op_id"]])
+    below = op(space, lamport=5, pred=[b["op_id"]])
+    low = op(space, lamport=7, pred=[a["op_id"]])
+    out = await store.append(user_id=user, device_id=new_id(), ops=[above, below, low])
+    assert [r.status for r in out.results] == ["applied", "applied", "rejected"]
+    assert out.results[2].error is not None
+    assert out.results[2].error.message == (
+        f"pred entry {a['op_id']} names an op with lamport 10, not lower than 7"
+    )
+    refused = op(space, lamport=12, pred=[a["op_id"]], field="notes")
+    out = await store.append(user_id=user, device_id=new_id(), ops=[refused])
+    assert out.results[0].error is not None
+    assert "names no set of field 'notes'" in out.results[0].error.message
 
 
 Heads = dict[FieldKey, set[str]]
@@ -129,6 +188,23 @@ async def _stored_heads(conn: Conn | asyncpg.Pool, space: str) -> dict[str, set[
         "SELECT field_key::text, heads::text[] FROM field_heads WHERE space_id = $1", space
     )
     return {r[0]: set(r[1]) for r in rows}
+
+
+async def _misplaced_lamports(conn: Conn | asyncpg.Pool, space: str) -> list[Any]:
+    """Rows of the space's field_heads whose lamport is not their heads' highest."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT f.field_key, f.lamport, max(e.lamport) AS highest
+            FROM field_heads f CROSS JOIN LATERAL unnest(f.heads) AS h(op_id)
+            JOIN events e ON e.space_id = f.space_id AND e.op_id = h.op_id
+            WHERE f.space_id = $1
+            GROUP BY f.field_key, f.lamport
+            HAVING f.lamport IS DISTINCT FROM max(e.lamport)
+            """,
+            space,
+        )
+    )
 
 
 def _keyed(heads: Heads) -> dict[str, set[str]]:
@@ -188,6 +264,7 @@ async def test_the_table_holds_the_heads_the_log_gives(pool: asyncpg.Pool) -> No
     expected = await _log_of(pool, space)
     assert sum(len(h) > 1 for h in expected.values()) > 0  # some fields are conflicted
     assert await _stored_heads(pool, space) == _keyed(expected)
+    assert await _misplaced_lamports(pool, space) == []
 
 
 async def test_migration_0008_fills_the_table_from_the_log(
@@ -221,6 +298,11 @@ async def test_migration_0008_fills_the_table_from_the_log(
         assert sum(len(h) > 1 for h in expected.values()) > 0
         assert await migrate(conn, migrations) == [m.version for m in migrations if m.version >= 8]
         assert await _stored_heads(conn, space) == _keyed(expected)
+        # 0009 adds the heads' lamport, unknown for every row written before it.
+        assert await conn.fetchval("SELECT count(*) FROM field_heads WHERE lamport IS NULL") > 0
+        assert (
+            await conn.fetchval("SELECT count(*) FROM field_heads WHERE lamport IS NOT NULL") == 0
+        )
     finally:
         await conn.close()
 
@@ -253,17 +335,27 @@ def test_field_keys_tell_names_apart() -> None:
 
 
 async def test_heads_are_written_as_typed_parameters(pool: asyncpg.Pool) -> None:
-    """New rows and changed rows in one statement, a field's several heads together, and
-    nothing but UUIDs: a head that is not one is refused by the database, nothing stored."""
+    """New rows and changed rows in one statement, a field's several heads together with
+    their lamport (or none), and nothing but UUIDs: a head that is not one is refused by
+    the database, nothing stored."""
     space = new_id()
     one, two = field_key("task", "t-1", "title"), field_key("task", "t-2", "title")
     a, b, c = new_id(), new_id(), new_id()
+
+    async def lamports(conn: Conn) -> dict[str, int | None]:
+        rows = await conn.fetch(
+            "SELECT field_key::text, lamport FROM field_heads WHERE space_id = $1", space
+        )
+        return {r[0]: r[1] for r in rows}
+
     async with pool.acquire() as conn:
         await write_heads(conn, [], [])  # nothing to write: no statement
-        await write_heads(conn, [(space, one, [a]), (space, two, [a, b])], [])
+        await write_heads(conn, [(space, one, [a], 4), (space, two, [a, b], None)], [])
         assert await _stored_heads(conn, space) == {one: {a}, two: {a, b}}
-        await write_heads(conn, [], [(space, one, [b, c]), (space, two, [c])])
+        assert await lamports(conn) == {one: 4, two: None}
+        await write_heads(conn, [], [(space, one, [b, c], 9), (space, two, [c], 7)])
         assert await _stored_heads(conn, space) == {one: {b, c}, two: {c}}
+        assert await lamports(conn) == {one: 9, two: 7}
         with pytest.raises(asyncpg.DataError):
-            await write_heads(conn, [], [(space, one, ["x'); DROP TABLE events; --"])])
+            await write_heads(conn, [], [(space, one, ["x'); DROP TABLE events; --"], 10)])
         assert await _stored_heads(conn, space) == {one: {b, c}, two: {c}}

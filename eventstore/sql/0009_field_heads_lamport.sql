@@ -1,0 +1,13 @@
+-- The highest lamport among a field's heads, kept with them: so an append can check a
+-- pred entry that names one of its field's heads without reading that head's event
+-- (docs/eventstore.md, "Conflicts").
+--
+-- A set is stored only with a lamport above every entry of its pred. So a set that
+-- leaves itself the one head of its field sets the column to its own lamport, and one
+-- that leaves several raises the column to its own lamport if that is higher: the heads
+-- it removed had lower lamports than its own.
+--
+-- NULL, the value of every row written before this migration, means unknown: pred
+-- entries of such a field are looked up in events, as before, until a set of the field
+-- writes the column. No backfill is needed, and none runs.
+ALTER TABLE field_heads ADD COLUMN lamport bigint;
