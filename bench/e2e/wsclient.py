@@ -9,6 +9,7 @@ that keep only the fields a workload reads.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from typing import Any
 
@@ -114,6 +115,21 @@ class Socket:
         await self.ws.close()
 
 
+_urandom = os.urandom
+
+
+def random_op_id() -> str:
+    """A random version-4 UUID in canonical form, as ``str(uuid.uuid4())`` gives, in a
+    third of its CPU: the simulated devices share the two cores with the server, and
+    ``uuid4`` was a third of their CPU per op in ingest (1.9 of 5.3 µs)."""
+    h = _urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+#: The variant bits (10xx) set in the 17th hex digit, the other two kept.
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
 class Writer:
     """Valid ``set`` ops of one device on its own tasks (``pred`` = the field's last set).
 
@@ -139,7 +155,7 @@ class Writer:
         name = field or self.FIELDS[(n // self.tasks) % len(self.FIELDS)]
         if value is None:
             value = (n % 2 == 0) if name == "done" else f"{name} {n}"
-        op_id = str(uuid.uuid4())
+        op_id = random_op_id()
         key = (task, name)
         pred = self.heads.get(key)
         self.heads[key] = op_id
