@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,7 @@ from eventstore.writer import Batch, SpaceCursor, lock_spaces
 
 FaultHook = Callable[[Conn], Awaitable[None]]
 
+
 # Everything the group's checks need of the database, in one round trip after the space
 # locks (so, under READ COMMITTED, from a snapshot taken after the previous holder of each
 # lock committed). Three parts, told apart by ``part``:
@@ -54,21 +56,27 @@ FaultHook = Callable[[Conn], Awaitable[None]]
 # from being flattened is a nested loop over the keys with one lookup of a unique index
 # each, whatever the table's size or the plan cached; the rows read are the rows found,
 # never a field's history.
-_LOOKUP = """
+def _events_part(spaces: int) -> str:
+    """Part 1: the stored events of the (space, op_id) pairs given as parameters
+    ``$spaces`` and ``$spaces+1``."""
+    return f"""
+SELECT 1 AS part, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, e.kind, e.field,
+       e.value, e.lamport, e.payload_hash, NULL::uuid[] AS pred
+FROM (SELECT DISTINCT * FROM unnest(${spaces}::uuid[], ${spaces + 1}::uuid[])) AS k(space_id, op_id)
+CROSS JOIN LATERAL (
+    SELECT * FROM events WHERE space_id = k.space_id AND op_id = k.op_id LIMIT 1
+) AS e
+"""
+
+
+_LOOKUP = f"""
 SELECT 0 AS part, m.space_id, m.user_id AS op_id, NULL::bigint AS seq,
        NULL::text AS entity_type, NULL::text AS entity_id, m.role AS kind,
        NULL::text AS field, NULL::json AS value, NULL::bigint AS lamport,
        NULL::bytea AS payload_hash, NULL::uuid[] AS pred
 FROM unnest($1::uuid[], $2::uuid[]) AS k(space_id, user_id)
 JOIN members m ON m.space_id = k.space_id AND m.user_id = k.user_id
-UNION ALL
-SELECT 1, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, e.kind, e.field, e.value,
-       e.lamport, e.payload_hash, NULL
-FROM (SELECT DISTINCT * FROM unnest($3::uuid[], $4::uuid[])) AS k(space_id, op_id)
-CROSS JOIN LATERAL (
-    SELECT * FROM events WHERE space_id = k.space_id AND op_id = k.op_id LIMIT 1
-) AS e
-UNION ALL
+UNION ALL{_events_part(3)}UNION ALL
 SELECT 2, h.space_id, h.field_key, NULL, NULL, NULL, NULL, NULL, NULL, h.lamport, NULL,
        h.heads
 FROM (SELECT DISTINCT * FROM unnest($5::uuid[], $6::uuid[])) AS k(space_id, field_key)
@@ -77,15 +85,8 @@ CROSS JOIN LATERAL (
 ) AS h
 """
 
-#: Part 1 of _LOOKUP alone: the stored events of (space, op_id) pairs.
-_LOOKUP_EVENTS = """
-SELECT 1 AS part, e.space_id, e.op_id, e.seq, e.entity_type, e.entity_id, e.kind, e.field,
-       e.value, e.lamport, e.payload_hash
-FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::uuid[])) AS k(space_id, op_id)
-CROSS JOIN LATERAL (
-    SELECT * FROM events WHERE space_id = k.space_id AND op_id = k.op_id LIMIT 1
-) AS e
-"""
+#: Part 1 of _LOOKUP alone, for the pred entries read after it.
+_LOOKUP_EVENTS = _events_part(1)
 
 
 @dataclass
@@ -174,6 +175,9 @@ def _probe_keys(
     return keys, fields, []
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 def _vouch(known: _Known, named: Sequence[Named]) -> set[tuple[str, str]]:
     """Put in each space's targets the pred entries that the stored heads vouch for, and
     return the (space, op_id)s of the others, still to be looked up.
@@ -192,7 +196,7 @@ def _vouch(known: _Known, named: Sequence[Named]) -> set[tuple[str, str]]:
     for space_id, op in named:
         view = views[space_id]
         targets, skipped = view.targets, view.skipped
-        voucher: set[str] = set()  # the stored heads that vouch for this op's entries
+        voucher: AbstractSet[str] = _NONE  # the stored heads that vouch for its entries
         top = 0
         if op.kind == "set" and op.field is not None:
             key = (space_id, op.entity_type, op.entity_id, op.field)
@@ -242,7 +246,9 @@ async def _look_up(
     return known
 
 
-def _read(known: _Known, rows: Sequence[asyncpg.Record], of_key: dict[Any, FieldKey]) -> None:
+def _read(
+    known: _Known, rows: Sequence[asyncpg.Record], of_key: dict[tuple[str, str], FieldKey]
+) -> None:
     """Take in the rows of _LOOKUP or _LOOKUP_EVENTS."""
     for r in rows:
         part = r["part"]
