@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 
 from core.errors import ConcordError
-from core.wire import Role
 from eventstore.heads import field_key
 from eventstore.postgres import PostgresEventStore
 from eventstore.rows import Conn
@@ -66,13 +65,12 @@ async def test_a_set_through_another_store_is_seen(
 async def test_a_removal_through_either_store_ends_the_pushes(
     two: tuple[PostgresEventStore, PostgresEventStore], remover: str
 ) -> None:
-    """An editor pushes through store a; the editor is removed
-    (through a itself, or through b): the next push through a is refused."""
+    """An editor pushes through store a; the editor is removed (through a itself, or
+    through b): the next push through a is refused."""
     a, b = two
     owner, editor = new_id(), new_id()
     space = await a.create_space(name="m", creator_user_id=owner, personal=False)
-    role: Role = "editor"
-    await a.change_member(space_id=space, user_id=editor, role=role, by=owner)
+    await a.change_member(space_id=space, user_id=editor, role="editor", by=owner)
     assert await _push(a, editor, op(space, lamport=1)) == ["applied"]
     store = a if remover == "the same store" else b
     await store.change_member(space_id=space, user_id=editor, role=None, by=owner)
@@ -95,7 +93,7 @@ async def test_a_role_change_elsewhere_is_seen(
 async def test_a_group_rolled_back_leaves_the_heads_as_they_were(pool: asyncpg.Pool) -> None:
     """A set that fails before COMMIT changes nothing stored: a later set naming the same
     head is the field's one head."""
-    failing = True
+    failing = False
 
     async def hook(conn: Conn) -> None:
         if failing:
@@ -104,7 +102,6 @@ async def test_a_group_rolled_back_leaves_the_heads_as_they_were(pool: asyncpg.P
     async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
         user = new_id()
         space = await store.create_space(name="m", creator_user_id=user, personal=False)
-        failing = False
         y1 = op(space, entity_id="t", lamport=1)
         assert await _push(store, user, y1) == ["applied"]
         store.fault_hook = hook
