@@ -19,6 +19,9 @@ growing, which only slows ``append``), reporting each path's best round: the mac
 shared and its speed drifts by tens of percent from one minute to the next. Then the
 ratios round by round (every path of a round runs within the same minute) and their
 median.
+
+``--only-append`` runs path 1 alone and prints each round's rate, CPU per op and group
+sizes: for comparing two trees, or group-commit settings, side by side.
 """
 
 from __future__ import annotations
@@ -298,12 +301,17 @@ async def _bench_in(dsn: str, args: argparse.Namespace) -> None:
         for number in range(args.rounds):
             phases, total = await _round(pool, dsn, args, number)
             rounds.append(phases)
+            if args.only_append:
+                _print_append(number, total, phases[0])
+                continue
             print(
                 f"round {number + 1}: "
                 + ", ".join(f"{p.label} {total / p.wall:,.0f}" for p in phases)
             )
     finally:
         await pool.close()
+    if args.only_append:
+        return
     _report(args, total, [min(same, key=lambda p: p.wall) for same in zip(*rounds, strict=True)])
     _report_rounds(rounds)
 
@@ -333,6 +341,8 @@ async def _round(
         tuning["spread_ops"] = args.spread_ops
     work = await run_append(pool, user, plan, tuning)
     phases.append(await measure("PostgresEventStore.append", dsn, work))
+    if args.only_append:
+        return phases, total
     rows = [
         tuple(r)
         for r in await pool.fetch(
@@ -354,6 +364,16 @@ async def _round(
         phases.append(await measure("eventsourcing PostgresApplicationRecorder", dsn, work))
         close()
     return phases, total
+
+
+def _print_append(number: int, total: int, append: Phase) -> None:
+    """One round of ``--only-append``: its rate, CPU per op and group sizes."""
+    groups = STORES[-1].committer.groups
+    print(
+        f"round {number + 1}: append {total / append.wall:,.0f} ops/s, client "
+        f"{append.client_cpu / total * 1e6:.1f} µs/op, server {append.server_cpu / total * 1e6:.1f}"
+        f" µs/op; {len(groups)} transactions, {sum(groups) / max(len(groups), 1):.1f} pushes each"
+    )
 
 
 def _report(args: argparse.Namespace, total: int, phases: list[Phase]) -> None:
@@ -421,6 +441,11 @@ def main() -> None:
         "--rounds", type=int, default=2, help="run every path this often; report each best"
     )
     parser.add_argument("--skip-eventsourcing", action="store_true")
+    parser.add_argument(
+        "--only-append",
+        action="store_true",
+        help="measure the append alone, round by round (to compare trees or settings)",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")

@@ -66,6 +66,22 @@ def test_the_store_bench_reports_append_against_each_path(services: Services) ->
         assert all(re.search(r"\((\d+\.\d\d|nan)x\)$", line) for line in block), out
 
 
+def test_the_store_bench_measures_the_append_alone(services: Services) -> None:
+    """``--only-append`` (for side-by-side comparisons of trees and settings): the append
+    path alone, one line per round with its rate, CPU per op and group sizes."""
+    options = ["--ops", "2000", "--rounds", "2", "--only-append", "--store-writers", "2"]
+    out = _run(services, "eventstore_bench", *options)
+    lines = [line for line in out.splitlines() if line.startswith("round ")]
+    assert len(lines) == 2, out
+    for line in lines:
+        assert re.fullmatch(
+            r"round \d: append [\d,]+ ops/s, client [\d.]+ µs/op, server [\d.]+ µs/op; "
+            r"\d+ transactions, [\d.]+ pushes each",
+            line,
+        ), line
+    assert "raw asyncpg" not in out, out
+
+
 def test_the_projector_bench_rebuilds_and_verifies(services: Services) -> None:
     """The rebuild's figure (issue 17: at least 0.8x the raw ordered read) comes from
     this bench: it appends, catches up, relays, rebuilds while writing and reading, and
