@@ -366,23 +366,27 @@ async def _round(
     return phases, total
 
 
+def _groups() -> str:
+    """The last append's transactions and pushes per transaction."""
+    groups = STORES[-1].committer.groups
+    return f"{len(groups)} transactions, {sum(groups) / max(len(groups), 1):.1f} pushes each"
+
+
 def _print_append(number: int, total: int, append: Phase) -> None:
     """One round of ``--only-append``: its rate, CPU per op and group sizes."""
-    groups = STORES[-1].committer.groups
     print(
         f"round {number + 1}: append {total / append.wall:,.0f} ops/s, client "
         f"{append.client_cpu / total * 1e6:.1f} µs/op, server {append.server_cpu / total * 1e6:.1f}"
-        f" µs/op; {len(groups)} transactions, {sum(groups) / max(len(groups), 1):.1f} pushes each"
+        f" µs/op; {_groups()}"
     )
 
 
 def _report(args: argparse.Namespace, total: int, phases: list[Phase]) -> None:
-    groups = STORES[-1].committer.groups
     print(f"best of {args.rounds} round(s) per path (the machine is shared; rates drift)")
     print(
         f"{total} ops, {args.writers} writers, batches of {args.batch}, "
         f"{'one shared space' if args.shared else 'one space per writer'}; "
-        f"{len(groups)} append transactions, {sum(groups) / max(len(groups), 1):.1f} pushes each"
+        f"append: {_groups()}"
     )
     print(
         f"{'path':<42}{'seconds':>8}{'ops/s':>10}{'append ÷':>10}"

@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks of the event store: op builders and ids.
+"""Helpers for tests and benchmarks of the event store: op builders, ids, stored heads.
 
 Not used by the server. Ops are built as raw wire dicts, exactly as a gateway hands
 them to ``append``.
@@ -11,10 +11,20 @@ from typing import Any
 
 import asyncpg
 
+from eventstore.rows import Conn
+
 
 def new_id() -> str:
     """A fresh lowercase UUID string."""
     return str(uuid.uuid4())
+
+
+async def stored_heads(conn: Conn | asyncpg.Pool, space: str) -> dict[str, set[str]]:
+    """The space's rows of ``field_heads``: field_key -> heads."""
+    rows = await conn.fetch(
+        "SELECT field_key::text, heads::text[] FROM field_heads WHERE space_id = $1", space
+    )
+    return {r[0]: set(r[1]) for r in rows}
 
 
 async def new_user(pool: asyncpg.Pool) -> str:

@@ -21,7 +21,7 @@ from eventstore.heads import FieldKey, field_key, write_heads
 from eventstore.migrations import discover, migrate
 from eventstore.postgres import PostgresEventStore
 from eventstore.rows import Conn
-from eventstore.testing import new_id, op
+from eventstore.testing import new_id, op, stored_heads
 from eventstore.writer import Batch, lock_spaces
 from tests.conftest import TEST_SECRET
 
@@ -126,7 +126,7 @@ async def test_pred_entries_the_heads_cannot_vouch_for_are_read_from_events(
     chain.lamport += 1
     assert await _reads_of_one_push(pool, store, user, stale) == {"events": 2, "field_heads": 2}
     chain.head = None  # two heads now: the chain's last set and ``stale``; name both
-    both = list((await _stored_heads(pool, space))[field_key("task", "t", "title")])
+    both = list((await stored_heads(pool, space))[field_key("task", "t", "title")])
     chain.lamport += 1
     whole = op(space, entity_id="t", lamport=chain.lamport, pred=both)
     chain.head = whole["op_id"]
@@ -181,14 +181,6 @@ def heads_from_log(events: list[tuple[str, str, str, str, str | None, str, list[
         current.difference_update(pred)
         current.add(op_id)
     return heads
-
-
-async def _stored_heads(conn: Conn | asyncpg.Pool, space: str) -> dict[str, set[str]]:
-    """The space's rows of field_heads: field_key -> heads."""
-    rows = await conn.fetch(
-        "SELECT field_key::text, heads::text[] FROM field_heads WHERE space_id = $1", space
-    )
-    return {r[0]: set(r[1]) for r in rows}
 
 
 async def _misplaced_lamports(conn: Conn | asyncpg.Pool, space: str) -> list[Any]:
@@ -271,7 +263,7 @@ async def test_the_table_holds_the_heads_the_log_gives(pool: asyncpg.Pool, store
         await each[-1].append(user_id=user, device_id=new_id(), ops=pushes[3])  # duplicates
     expected = await _log_of(pool, space)
     assert sum(len(h) > 1 for h in expected.values()) > 0  # some fields are conflicted
-    assert await _stored_heads(pool, space) == _keyed(expected)
+    assert await stored_heads(pool, space) == _keyed(expected)
     assert await _misplaced_lamports(pool, space) == []
 
 
@@ -305,7 +297,7 @@ async def test_migration_0008_fills_the_table_from_the_log(
         expected = await _log_of(conn, space)
         assert sum(len(h) > 1 for h in expected.values()) > 0
         assert await migrate(conn, migrations) == [m.version for m in migrations if m.version >= 8]
-        assert await _stored_heads(conn, space) == _keyed(expected)
+        assert await stored_heads(conn, space) == _keyed(expected)
         # 0009 adds the heads' lamport, unknown for every row written before it.
         assert await conn.fetchval("SELECT count(*) FROM field_heads WHERE lamport IS NULL") > 0
         assert (
@@ -359,11 +351,11 @@ async def test_heads_are_written_as_typed_parameters(pool: asyncpg.Pool) -> None
     async with pool.acquire() as conn:
         await write_heads(conn, [], [])  # nothing to write: no statement
         await write_heads(conn, [(space, one, [a], 4), (space, two, [a, b], None)], [])
-        assert await _stored_heads(conn, space) == {one: {a}, two: {a, b}}
+        assert await stored_heads(conn, space) == {one: {a}, two: {a, b}}
         assert await lamports(conn) == {one: 4, two: None}
         await write_heads(conn, [], [(space, one, [b, c], 9), (space, two, [c], 7)])
-        assert await _stored_heads(conn, space) == {one: {b, c}, two: {c}}
+        assert await stored_heads(conn, space) == {one: {b, c}, two: {c}}
         assert await lamports(conn) == {one: 9, two: 7}
         with pytest.raises(asyncpg.DataError):
             await write_heads(conn, [], [(space, one, ["x'); DROP TABLE events; --"], 10)])
-        assert await _stored_heads(conn, space) == {one: {b, c}, two: {c}}
+        assert await stored_heads(conn, space) == {one: {b, c}, two: {c}}

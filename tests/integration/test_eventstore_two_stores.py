@@ -17,9 +17,8 @@ from core.errors import ConcordError
 from eventstore.heads import field_key
 from eventstore.postgres import PostgresEventStore
 from eventstore.rows import Conn
-from eventstore.testing import new_id, op
+from eventstore.testing import new_id, op, stored_heads
 from tests.conftest import TEST_SECRET
-from tests.integration.test_eventstore_heads import _stored_heads
 
 Raw = dict[str, Any]
 
@@ -58,7 +57,7 @@ async def test_a_set_through_another_store_is_seen(
     assert await _push(b, user, x2) == ["applied"]
     x3 = op(space, entity_id="t", lamport=3, pred=[x1["op_id"]])
     assert await _push(a, user, x3) == ["applied"]
-    assert await _stored_heads(a.pool, space) == {_key("t"): {x2["op_id"], x3["op_id"]}}
+    assert await stored_heads(a.pool, space) == {_key("t"): {x2["op_id"], x3["op_id"]}}
 
 
 @pytest.mark.parametrize("remover", ["the same store", "another store"])
@@ -111,7 +110,7 @@ async def test_a_group_rolled_back_leaves_the_heads_as_they_were(pool: asyncpg.P
         failing = False
         y3 = op(space, entity_id="t", lamport=3, pred=[y1["op_id"]])
         assert await _push(store, user, y3) == ["applied"]
-    assert await _stored_heads(pool, space) == {_key("t"): {y3["op_id"]}}
+    assert await stored_heads(pool, space) == {_key("t"): {y3["op_id"]}}
 
 
 async def test_fields_set_through_another_store_are_found(
@@ -128,4 +127,4 @@ async def test_fields_set_through_another_store_are_found(
     assert await _push(a, user, op(space, entity_id="other", lamport=2)) == ["applied"]
     z2 = op(space, entity_id="t", lamport=3, pred=[z1["op_id"]])
     assert await _push(a, user, z2) == ["applied"]
-    assert (await _stored_heads(a.pool, space))[_key("t")] == {z2["op_id"]}
+    assert (await stored_heads(a.pool, space))[_key("t")] == {z2["op_id"]}
