@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import io
 import pstats
 import random
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -259,10 +261,40 @@ def concord_merge(ops: list[Op], devices: list[str], repeat: int) -> tuple[Timin
     return elapsed, len(b_ops), agrees
 
 
-def pycrdt_apply(
-    work: Workload, repeat: int, batch: int = 100
-) -> tuple[Timing, float, bool] | None:
-    """Replica A makes the field sets in transactions of `batch`; timed: B applying them."""
+@dataclass
+class Pycrdt:
+    """Replica A's updates (the same field sets as the ops, made by A in transactions),
+    and replica B, made anew by each timed `run` applying them all."""
+
+    updates: list[bytes]
+    maps: dict[str, Any]  # replica A's root Map per entity
+    made: float  # seconds A took to make the updates
+    replica: Any = None
+
+    def run(self) -> Timing:
+        import pycrdt
+
+        self.replica = None  # the last run's replica is freed before the clocks start
+        self.replica = pycrdt.Doc()
+        return timed(self._apply)
+
+    def _apply(self) -> None:
+        apply = self.replica.apply_update
+        for update in self.updates:
+            apply(update)
+
+    def agrees(self) -> bool:
+        """Replica B, as the last run left it, equals A (on a sample of entities)."""
+        import pycrdt
+
+        sample = sorted(self.maps)[:: max(1, len(self.maps) // 100)]
+        return all(
+            self.replica.get(e, type=pycrdt.Map).to_py() == self.maps[e].to_py() for e in sample
+        )
+
+
+def pycrdt_replica(work: Workload, batch: int = 100) -> Pycrdt | None:
+    """Replica A makes the field sets in transactions of `batch` (None: no pycrdt)."""
     try:
         import pycrdt
     except ImportError:
@@ -277,22 +309,7 @@ def pycrdt_apply(
         with doc_a.transaction():
             for entity, key, value in work.yset[i : i + batch]:
                 maps[entity][key] = value
-    made = time.perf_counter() - start
-    doc_b: Any = None
-
-    def apply() -> None:
-        for update in updates:
-            doc_b.apply_update(update)
-
-    def run() -> Timing:
-        nonlocal doc_b
-        doc_b = pycrdt.Doc()
-        return timed(apply)
-
-    elapsed = best_of(repeat, run)
-    sample = sorted(maps)[:: max(1, len(maps) // 100)]
-    agrees = all(doc_b.get(e, type=pycrdt.Map).to_py() == maps[e].to_py() for e in sample)
-    return elapsed, made, agrees
+    return Pycrdt(updates, maps, time.perf_counter() - start)
 
 
 def profile(fn: Callable[[list[Op]], object], ops: list[Op], top: int = 12) -> str:
@@ -306,21 +323,54 @@ def profile(fn: Callable[[list[Op]], object], ops: list[Op], top: int = 12) -> s
     return out.getvalue()
 
 
-def report_pycrdt(work: Workload, repeat: int, batch: int, concord: dict[str, Timing]) -> None:
-    """Time pycrdt on the same writes and print Concord's rates over its rate."""
-    ycrdt = pycrdt_apply(work, repeat, batch)
-    if ycrdt is None:
+def report_pycrdt(
+    work: Workload, repeat: int, batch: int, pairs: int, concord: dict[str, Timing]
+) -> None:
+    """Time pycrdt on the same writes and print Concord's rates over its rate: each side's
+    best run, then `pairs` runs of each side in alternation, with their median ratio."""
+    y = pycrdt_replica(work, batch)
+    if y is None:
         print("pycrdt        : not installed (pip install pycrdt), comparison skipped")
         return
-    y, made_s, same = ycrdt
+    best = best_of(repeat, y.run)
     print(
-        f"pycrdt apply  : {rate(len(work.ops), y, 'sets/s')}  (replica B, updates of {batch} "
-        f"sets; A made them in {made_s:.1f}s; B equals A: {same})"
+        f"pycrdt apply  : {rate(len(work.ops), best, 'sets/s')}  (replica B, updates of "
+        f"{batch} sets; A made them in {y.made:.1f}s; B equals A: {y.agrees()})"
     )
     for label, t in concord.items():
         print(
-            f"ratio {label:<7} : {y.wall / t.wall:>9.2f}x wall, {y.cpu / t.cpu:>9.2f}x CPU"
+            f"ratio {label:<7} : {best.wall / t.wall:>9.2f}x wall, {best.cpu / t.cpu:>9.2f}x CPU"
             f"  (Concord {label} rate / pycrdt apply rate)"
+        )
+    if pairs:
+        side_by_side(work.ops, y, pairs)
+
+
+def side_by_side(ops: list[Op], y: Pycrdt, pairs: int) -> None:
+    """Concord's fold, its op-by-op apply and pycrdt's apply, one run each per pair, in an
+    order that alternates from pair to pair: the ratio of each pair (CPU time) and their
+    median. Runs far apart can meet the machine in different phases; runs side by side
+    share one."""
+    ways: dict[str, Callable[[list[Op]], object]] = {"fold": fold, "apply": apply_one_by_one}
+    ratios: dict[str, list[float]] = {label: [] for label in ways}
+
+    def ours() -> dict[str, Timing]:
+        return {label: timed(functools.partial(way, ops)) for label, way in ways.items()}
+
+    for i in range(pairs):
+        if i % 2:  # every other pair, pycrdt first
+            theirs = y.run()
+            concord = ours()
+        else:
+            concord = ours()
+            theirs = y.run()
+        for label, t in concord.items():
+            ratios[label].append(theirs.cpu / t.cpu)
+    for label, values in ratios.items():
+        listed = ", ".join(f"{r:.2f}x" for r in values)
+        print(
+            f"side by side {label:<7}: {listed} (median {statistics.median(values):.2f}x; "
+            f"{pairs} pairs, CPU)"
         )
 
 
@@ -333,6 +383,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="report the best of N runs")
     parser.add_argument(
         "--pycrdt-batch", type=int, default=100, help="sets per pycrdt transaction (update)"
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=5,
+        help="then time Concord and pycrdt side by side this often (0: not)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="also print cProfiles of both applies"
@@ -362,7 +418,9 @@ def main(argv: list[str] | None = None) -> None:
         f"concord merge : {rate(b_ops, merge)}  (merging a replica of {b_ops:,} ops into one "
         f"holding the rest; equals fold: {agrees})"
     )
-    report_pycrdt(work, args.repeat, args.pycrdt_batch, {"fold": apply, "apply": single})
+    report_pycrdt(
+        work, args.repeat, args.pycrdt_batch, args.pairs, {"fold": apply, "apply": single}
+    )
     if args.profile:
         print("profile of fold:", profile(fold, ops))
         print("profile of op-by-op apply:", profile(apply_one_by_one, ops))

@@ -103,3 +103,6 @@ def test_the_crdt_bench_agrees_with_itself_at_a_tiny_size() -> None:
     else:
         assert "B equals A: True" in out, out
         assert "ratio apply" in out, out
+        # five pairs side by side by default, each way's ratios and their median
+        assert re.search(r"side by side apply  : ([\d.]+x, ){4}[\d.]+x \(median [\d.]+x", out), out
+        assert "side by side fold" in out, out
