@@ -3,7 +3,8 @@
 No tracked text file cites the internal working papers (the protocol, design and style
 notes that lived beside the repository, outside it), nor a path into their directory:
 the protocol reference is docs/protocol.md, the design docs/architecture.md. And every
-relative link of README.md and docs/*.md names a file of the repository.
+relative link of README.md and docs/*.md names a file of the repository, and every
+``#anchor`` of such a link a heading of its page (as GitHub makes a heading's anchor).
 
 The papers' names are assembled below rather than written out, so this file does not
 cite them itself.
@@ -37,6 +38,11 @@ _INLINE_CODE = re.compile(r"`+[^`]*`+")
 #: ``[text](target)`` or ``[text](<target> "title")``; images (``![..](..)``) too.
 _LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _EXTERNAL = ("http://", "https://", "mailto:", "#")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_HEADING_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_HTML_ANCHOR = re.compile(r'<a\s+(?:id|name)="([^"]+)"')
+#: A link to an anchor of the same page: ``[text](#anchor)``.
+_SAME_PAGE = re.compile(r"\]\(\s*#([^)\s]+)\s*\)")
 
 
 def tracked_files(root: Path) -> list[Path]:
@@ -105,6 +111,50 @@ def broken_links(page: Path, root: Path, known: set[Path]) -> list[tuple[int, st
     return broken
 
 
+def anchors(markdown: str) -> set[str]:
+    """The anchors of a page, as GitHub makes them: each heading's text (a link in it
+    reduced to its text), lower case, without punctuation but ``-`` and ``_``, spaces as
+    ``-``, and ``-1``, ``-2``… after a repeated one; and ``<a id=…>`` / ``<a name=…>``."""
+    found: set[str] = set()
+    repeats: dict[str, int] = {}
+    fenced = False
+    for line in markdown.splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        found.update(_HTML_ANCHOR.findall(line))
+        heading = _HEADING.match(line)
+        if heading is None:
+            continue
+        text = _HEADING_LINK.sub(r"\1", heading.group(2)).strip().lower()
+        slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+        n = repeats.get(slug, 0)
+        repeats[slug] = n + 1
+        found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+def broken_anchors(page: Path, pages: dict[Path, set[str]]) -> list[tuple[int, str]]:
+    """The links of ``page`` whose ``#anchor`` names no heading of the page it points to
+    (``pages``: each markdown page's anchors; links to other files are not checked)."""
+    text = page.read_text(encoding="utf-8")
+    links = [(n, t) for n, t in link_targets(text) if "#" in t]
+    links += [
+        (number, match.group(0)[2:-1].strip())
+        for number, line in enumerate(text.splitlines(), 1)
+        for match in _SAME_PAGE.finditer(_INLINE_CODE.sub("", line))
+    ]
+    broken: list[tuple[int, str]] = []
+    for number, target in sorted(links):
+        path, anchor = target.split("#", 1)
+        resolved = (page.parent / unquote(path)).resolve() if path else page.resolve()
+        if resolved in pages and anchor not in pages[resolved]:
+            broken.append((number, target))
+    return broken
+
+
 def markdown_pages(root: Path) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
@@ -158,6 +208,16 @@ def test_every_relative_markdown_link_names_a_file_of_the_repository() -> None:
         ]
     assert not broken, "links to nothing in the repository:\n" + "\n".join(broken)
     assert checked > 50  # the pages link to each other a lot: a scan that finds none is broken
+
+
+def test_every_anchor_of_a_markdown_link_names_a_heading_of_its_page() -> None:
+    pages = {p.resolve(): anchors(p.read_text(encoding="utf-8")) for p in markdown_pages(ROOT)}
+    broken = [
+        f"{page.relative_to(ROOT)}:{number}: ({target})"
+        for page in markdown_pages(ROOT)
+        for number, target in broken_anchors(page, pages)
+    ]
+    assert not broken, "anchors no heading has:\n" + "\n".join(broken)
 
 
 @pytest.mark.parametrize(
@@ -214,3 +274,41 @@ def test_broken_and_escaping_links_are_found(tmp_path: Path) -> None:
         (5, "../outside.md"),
         (9, "img/missing.png"),
     ]
+
+
+def test_anchors_are_made_as_github_makes_them_and_broken_ones_are_found(tmp_path: Path) -> None:
+    other = tmp_path / "other.md"
+    other.write_text(
+        "\n".join(
+            [
+                "# The store's targets (2026-12-05 17:33\u201318:28 UTC)",
+                "## Using `concord dev`, [see](x.md)",
+                "## Notes",
+                "## Notes",
+                "```",
+                "# not a heading",
+                "```",
+                '<a id="kept"></a>',
+            ]
+        )
+    )
+    assert anchors(other.read_text()) == {
+        "the-stores-targets-2026-12-05-17331828-utc",
+        "using-concord-dev-see",
+        "notes",
+        "notes-1",
+        "kept",
+    }
+    page = tmp_path / "page.md"
+    page.write_text(
+        "\n".join(
+            [
+                "# Top",
+                "[ok](#top) [ok](other.md#notes-1) [ok](other.md#kept) [file](other.md)",
+                "[bad](#bottom) [bad](other.md#notes-2) `[code](#nowhere)`",
+                "[not markdown](a.py#x)",
+            ]
+        )
+    )
+    pages = {p.resolve(): anchors(p.read_text()) for p in (other, page)}
+    assert broken_anchors(page, pages) == [(3, "#bottom"), (3, "other.md#notes-2")]
