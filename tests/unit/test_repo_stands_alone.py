@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -37,12 +38,11 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _INLINE_CODE = re.compile(r"`+[^`]*`+")
 #: ``[text](target)`` or ``[text](<target> "title")``; images (``![..](..)``) too.
 _LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_EXTERNAL = ("http://", "https://", "mailto:", "#")
+_WEB = ("http://", "https://", "mailto:")
+_EXTERNAL = (*_WEB, "#")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _HEADING_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _HTML_ANCHOR = re.compile(r'<a\s+(?:id|name)="([^"]+)"')
-#: A link to an anchor of the same page: ``[text](#anchor)``.
-_SAME_PAGE = re.compile(r"\]\(\s*#([^)\s]+)\s*\)")
 
 
 def tracked_files(root: Path) -> list[Path]:
@@ -80,22 +80,29 @@ def citations(text: str) -> list[tuple[int, str]]:
     ]
 
 
-def link_targets(markdown: str) -> list[tuple[int, str]]:
-    """(line number, target) of every relative link outside code: not http(s), mailto or
-    a ``#anchor`` of the same page."""
-    found: list[tuple[int, str]] = []
+def _prose(markdown: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of every line outside fenced code."""
     fenced = False
     for number, line in enumerate(markdown.splitlines(), 1):
         if _FENCE.match(line):
             fenced = not fenced
-            continue
-        if fenced:
-            continue
-        for match in _LINK.finditer(_INLINE_CODE.sub("", line)):
-            target = match.group(1)
-            if not target.startswith(_EXTERNAL):
-                found.append((number, target))
-    return found
+        elif not fenced:
+            yield number, line
+
+
+def _links(markdown: str) -> list[tuple[int, str]]:
+    """(line number, target) of every link outside code."""
+    return [
+        (number, match.group(1))
+        for number, line in _prose(markdown)
+        for match in _LINK.finditer(_INLINE_CODE.sub("", line))
+    ]
+
+
+def link_targets(markdown: str) -> list[tuple[int, str]]:
+    """(line number, target) of every relative link outside code: not http(s), mailto or
+    a ``#anchor`` of the same page."""
+    return [(n, t) for n, t in _links(markdown) if not t.startswith(_EXTERNAL)]
 
 
 def broken_links(page: Path, root: Path, known: set[Path]) -> list[tuple[int, str]]:
@@ -117,13 +124,7 @@ def anchors(markdown: str) -> set[str]:
     ``-``, and ``-1``, ``-2``… after a repeated one; and ``<a id=…>`` / ``<a name=…>``."""
     found: set[str] = set()
     repeats: dict[str, int] = {}
-    fenced = False
-    for line in markdown.splitlines():
-        if _FENCE.match(line):
-            fenced = not fenced
-            continue
-        if fenced:
-            continue
+    for _, line in _prose(markdown):
         found.update(_HTML_ANCHOR.findall(line))
         heading = _HEADING.match(line)
         if heading is None:
@@ -139,15 +140,13 @@ def anchors(markdown: str) -> set[str]:
 def broken_anchors(page: Path, pages: dict[Path, set[str]]) -> list[tuple[int, str]]:
     """The links of ``page`` whose ``#anchor`` names no heading of the page it points to
     (``pages``: each markdown page's anchors; links to other files are not checked)."""
-    text = page.read_text(encoding="utf-8")
-    links = [(n, t) for n, t in link_targets(text) if "#" in t]
-    links += [
-        (number, match.group(0)[2:-1].strip())
-        for number, line in enumerate(text.splitlines(), 1)
-        for match in _SAME_PAGE.finditer(_INLINE_CODE.sub("", line))
+    links = [
+        (n, t)
+        for n, t in _links(page.read_text(encoding="utf-8"))
+        if "#" in t and not t.startswith(_WEB)
     ]
     broken: list[tuple[int, str]] = []
-    for number, target in sorted(links):
+    for number, target in links:
         path, anchor = target.split("#", 1)
         resolved = (page.parent / unquote(path)).resolve() if path else page.resolve()
         if resolved in pages and anchor not in pages[resolved]:
@@ -307,6 +306,9 @@ def test_anchors_are_made_as_github_makes_them_and_broken_ones_are_found(tmp_pat
                 "[ok](#top) [ok](other.md#notes-1) [ok](other.md#kept) [file](other.md)",
                 "[bad](#bottom) [bad](other.md#notes-2) `[code](#nowhere)`",
                 "[not markdown](a.py#x)",
+                "```",
+                "[in code](#nowhere)",
+                "```",
             ]
         )
     )
