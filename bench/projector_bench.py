@@ -224,7 +224,7 @@ async def breakdown(pool: asyncpg.Pool) -> dict[str, float]:
                 times["merge"] += t3 - t2
         t4 = time.perf_counter()
         records = [
-            (uuid.UUID(k[0]), k[1], k[2], encode_state(s), 0, *derive(s)[0])
+            (uuid.UUID(k[0]), k[1], k[2], encode_state(s, settled=True), 0, *derive(s)[0])
             for k, s in states.items()
         ]
         t5 = time.perf_counter()

@@ -113,7 +113,8 @@ def export_state(state: EntityState, settled: bool) -> StateV1:
         others=others,
         pending=pending,
         regs={
-            k: sorted(map(head_wire, heads_of(v).values())) for k, v in sorted(state._regs.items())
+            k: sorted(map(head_wire, v.values())) if isinstance(v, dict) else [head_wire(v)]
+            for k, v in sorted(state._regs.items())
         },
         counters=counters,
         sets={k: sorted(v.live.items()) for k, v in sorted(state._sets.items())},
@@ -129,9 +130,15 @@ def import_state(w: StateV1, cls: type[EntityState]) -> EntityState:
     seen = state._seen
     seen.update(dict.fromkeys(w.others))
     state._pending = {k: set(v) for k, v in w.pending} or None
+    regs = state._regs
     for name, heads in w.regs.items():
+        if len(heads) == 1:  # nearly every register: its head, without a dict around it
+            h = heads[0]
+            regs[name] = _head(state, h, "set", name, h[2])
+            seen[h[1]] = None
+            continue
         held = {h[1]: _head(state, h, "set", name, h[2]) for h in heads}
-        state._regs[name] = packed(held)
+        regs[name] = packed(held)
         seen.update(dict.fromkeys(held))
     for name, deltas in w.counters.items():
         state._counters[name] = counter = counter_of(dict(deltas))

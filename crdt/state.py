@@ -277,6 +277,15 @@ class EntityState:
         """The op_ids of the lifecycle heads: the `pred` of a new `delete` or `restore`."""
         return _ids_by_order((self._life or {}).values())
 
+    def winning_set(self, field: str) -> Op | None:
+        """The `set` a read of `field` as an lww field reports (its head with the greatest
+        order key); None when the field has no head. `view` gives the same, but views every
+        field to give it."""
+        register = self._regs.get(field)
+        if isinstance(register, dict):
+            return max(register.values(), key=order_key) if register else None
+        return register
+
     def deleted_by(self) -> Op | None:
         """The winning lifecycle op when it is a delete (the entity is deleted), else None."""
         if not self._life:

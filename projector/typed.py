@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from crdt import EntityState, FieldView
+from crdt import EntityState
 
 TASK = "task"
 
@@ -44,12 +44,10 @@ def parse_timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _winner(fields: dict[str, FieldView], name: str) -> tuple[Any, str | None]:
+def _winner(state: EntityState, name: str) -> tuple[Any, str | None]:
     """(value, op_id) of an lww field's winning set; (None, None) when never written."""
-    view = fields.get(name)
-    if view is None or not view.heads:
-        return None, None
-    return view.value, view.heads[0].op_id
+    head = state.winning_set(name)
+    return (None, None) if head is None else (head.value, head.op_id)
 
 
 def _typed_str(value: Any) -> str | None:
@@ -62,18 +60,17 @@ def derive(state: EntityState) -> tuple[Typed, str | None]:
     deleted = state.deleted_by() is not None
     if state.entity_type != TASK:
         return Typed(deleted, state.has_client_events, None, None, None, None, None, None), None
-    fields = state.view().fields
-    remind_value, remind_op = _winner(fields, "remind_at")
+    remind_value, remind_op = _winner(state, "remind_at")
     remind_at = parse_timestamp(remind_value)
-    done = _winner(fields, "done")[0]
+    done = _winner(state, "done")[0]
     typed = Typed(
         deleted=deleted,
         has_client_events=state.has_client_events,
-        title=_typed_str(_winner(fields, "title")[0]),
+        title=_typed_str(_winner(state, "title")[0]),
         done=done if isinstance(done, bool) else None,
-        due_at=parse_timestamp(_winner(fields, "due_at")[0]),
+        due_at=parse_timestamp(_winner(state, "due_at")[0]),
         remind_at=remind_at,
-        list_id=_typed_str(_winner(fields, "list_id")[0]),
+        list_id=_typed_str(_winner(state, "list_id")[0]),
         remind_at_op_id=remind_op if remind_at is not None else None,
     )
     return typed, remind_value if remind_at is not None else None

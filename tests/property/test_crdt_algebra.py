@@ -118,3 +118,19 @@ def test_apply_reports_conflicts_as_reads_show_them(history: History) -> None:
             assert view.conflicted == result.conflicted
         else:
             assert not result.conflicted
+
+
+@given(valid_histories())
+def test_the_winning_set_is_what_a_read_reports(history: History) -> None:
+    """`winning_set` answers for one field what `view` (lww, no spec) reports for it."""
+    for state in fold(history.ops).values():
+        fields = state.view().fields
+        names = {op.field for op in history.ops if op.field is not None} | {"never_written"}
+        for name in names:
+            head = state.winning_set(name)
+            view = fields.get(name)
+            if view is None or not view.heads:
+                assert head is None, name
+            else:
+                assert head is not None, name
+                assert (head.op_id, head.value) == (view.heads[0].op_id, view.value), name
