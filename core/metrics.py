@@ -135,39 +135,53 @@ _SINCE_ONLY = CollectorRegistry()
 _SINCE_ONLY.register(_Since())
 
 
-def _families(metric: MetricWrapperBase) -> list[Any]:
-    """``metric``'s families: of this process, or summed over every process of the
-    deployment's registry in multiprocess mode (``concord dev`` runs three)."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return list(metric.collect())
-    name = next(iter(metric.describe())).name
-    registry = CollectorRegistry()
-    collector = multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    found: list[Any] = collector.collect()  # type: ignore[no-untyped-call]
-    return [family for family in found if family.name == name]
+class Readings:
+    """The samples of the metrics, read once: of this process, or summed over every
+    process of the deployment's registry in multiprocess mode (``concord dev`` runs
+    several). In that mode reading means parsing every process's files for every
+    metric, so a caller that wants several figures takes one ``Readings`` for them all
+    instead of one pass per figure."""
 
+    def __init__(self) -> None:
+        self._families: dict[str, list[Any]] | None = None
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            collector = multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            found: list[Any] = collector.collect()  # type: ignore[no-untyped-call]
+            self._families = {}
+            for family in found:
+                self._families.setdefault(family.name, []).append(family)
 
-def samples(metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
-    """The samples of ``metric`` whose name ends with ``suffix`` (every process's, summed
-    as the metric says, in multiprocess mode)."""
-    found = []
-    for family in _families(metric):
-        for sample in family.samples:
-            if sample.name.endswith(suffix):
-                found.append((sample.labels, sample.value))
-    return found
+    def families(self, metric: MetricWrapperBase) -> list[Any]:
+        """``metric``'s families as read."""
+        if self._families is None:
+            return list(metric.collect())
+        return self._families.get(next(iter(metric.describe())).name, [])
 
+    def samples(self, metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
+        """The samples of ``metric`` whose name ends with ``suffix``."""
+        found = []
+        for family in self.families(metric):
+            for sample in family.samples:
+                if sample.name.endswith(suffix):
+                    found.append((sample.labels, sample.value))
+        return found
 
-def by_labels(metric: MetricWrapperBase, *labels: str, suffix: str = "_total") -> dict[str, int]:
-    """A counter's values summed by ``labels`` (joined with ``.``)."""
-    out: dict[str, int] = {}
-    for sample_labels, value in samples(metric, suffix):
-        key = ".".join(sample_labels.get(label, "") for label in labels)
-        out[key] = out.get(key, 0) + int(value)
-    return out
+    def total(self, metric: MetricWrapperBase, suffix: str) -> float:
+        """The sum of ``metric``'s samples whose name ends with ``suffix``."""
+        return sum(value for _, value in self.samples(metric, suffix))
 
+    def by_labels(
+        self, metric: MetricWrapperBase, *labels: str, suffix: str = "_total"
+    ) -> dict[str, int]:
+        """A counter's values summed by ``labels`` (joined with ``.``)."""
+        out: dict[str, int] = {}
+        for sample_labels, value in self.samples(metric, suffix):
+            key = ".".join(sample_labels.get(label, "") for label in labels)
+            out[key] = out.get(key, 0) + int(value)
+        return out
 
-def gauge_max(metric: MetricWrapperBase) -> float:
-    """The greatest value of a gauge over its labels (0 when never set)."""
-    values = [value for _, value in samples(metric, "")]
-    return max(values) if values else 0.0
+    def gauge_max(self, metric: MetricWrapperBase) -> float:
+        """The greatest value of a gauge over its labels (0 when never set)."""
+        values = [value for _, value in self.samples(metric, "")]
+        return max(values) if values else 0.0

@@ -31,10 +31,8 @@ from core.metrics import (
     REMINDER_BACKLOG_AGE,
     REMINDERS,
     WS_CONNECTIONS,
-    by_labels,
-    gauge_max,
+    Readings,
     render_metrics,
-    samples,
 )
 from core.natsbus import NatsBus
 from core.settings import Settings
@@ -100,26 +98,27 @@ async def diagnostics(pool: asyncpg.Pool, bus: NatsBus) -> Diagnostics:
     projector_lag, outbox_lag = await lag_totals(pool)
     quarantine, latest = await quarantined(pool, limit=20)
     PROJECTOR_QUARANTINE.set(quarantine)
+    r = Readings()
     return Diagnostics(
-        ops_by_status=by_labels(OPS, "status"),
-        idempotency_hits_by_route=by_labels(IDEMPOTENCY_HITS, "route"),
-        conflicts_by_field=by_labels(CONFLICTS, "entity_type", "field"),
-        auth_failures_by_reason=by_labels(AUTH_FAILURES, "reason"),
-        ws_connections=int(gauge_max(WS_CONNECTIONS)),
+        ops_by_status=r.by_labels(OPS, "status"),
+        idempotency_hits_by_route=r.by_labels(IDEMPOTENCY_HITS, "route"),
+        conflicts_by_field=r.by_labels(CONFLICTS, "entity_type", "field"),
+        auth_failures_by_reason=r.by_labels(AUTH_FAILURES, "reason"),
+        ws_connections=int(r.gauge_max(WS_CONNECTIONS)),
         pushes=PushFigures(
-            count=sum(by_labels(PUSH_SECONDS, suffix="_count").values()),
-            seconds_total=sum(v for _, v in samples(PUSH_SECONDS, "_sum")),
+            count=sum(r.by_labels(PUSH_SECONDS, suffix="_count").values()),
+            seconds_total=r.total(PUSH_SECONDS, "_sum"),
         ),
-        reminders_by_outcome=by_labels(REMINDERS, "outcome"),
-        reminder_backlog_age_seconds=gauge_max(REMINDER_BACKLOG_AGE),
-        scheduler_job_runs=by_labels(JOB_RUNS, "job", "outcome"),
-        projector_lag_events=max(projector_lag, int(gauge_max(PROJECTOR_LAG))),
-        outbox_lag_events=max(outbox_lag, int(gauge_max(OUTBOX_LAG))),
+        reminders_by_outcome=r.by_labels(REMINDERS, "outcome"),
+        reminder_backlog_age_seconds=r.gauge_max(REMINDER_BACKLOG_AGE),
+        scheduler_job_runs=r.by_labels(JOB_RUNS, "job", "outcome"),
+        projector_lag_events=max(projector_lag, int(r.gauge_max(PROJECTOR_LAG))),
+        outbox_lag_events=max(outbox_lag, int(r.gauge_max(OUTBOX_LAG))),
         bus=BusFigures(connected=bus.connected, dropped_publishes=bus.dropped),
         scheduler=await scheduler_diagnostics(pool),
         lag_by_space=await lag_by_space(pool, limit=20),
         projector_quarantined_events=quarantine,
-        projector_quarantined_total=sum(by_labels(PROJECTOR_QUARANTINED).values()),
+        projector_quarantined_total=sum(r.by_labels(PROJECTOR_QUARANTINED).values()),
         quarantined_events=latest,
     )
 

@@ -3,11 +3,11 @@
 Every ``STEP_SECONDS`` the gateway reads its own Prometheus registry (core/metrics.py)
 into a ring buffer of ``WINDOW_SECONDS``; ``GET /v1/diagnostics/series`` answers it as
 per-second rates (counters) and values (gauges). Nothing is stored and no outside
-service is needed, so the picture is **per process**: the counters of the gateway that
-answered. In ``concord dev`` that process also runs the projector and the scheduler, so
-it holds every figure; with several gateways each shows its own share (Prometheus sums
-them: docs/grafana-dashboard.json), and a separate ``concord scheduler`` process keeps
-the reminder figures on its own side. The lag gauges are the exception: they are read
+service is needed. The picture is the registry's: this process's counters, or, when
+processes share one (``PROMETHEUS_MULTIPROC_DIR``: ``concord dev``, gateway workers),
+all of theirs summed, read once per sample (``core.metrics.Readings``). Gateways with
+registries of their own each show their own share (Prometheus sums them:
+docs/grafana-dashboard.json). The lag gauges are the exception: they are read
 from PostgreSQL every ``LAG_EVERY`` samples, so they cover the whole deployment.
 """
 
@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import asyncpg
 import msgspec
-from prometheus_client.metrics import MetricWrapperBase
 
 from core.metrics import (
     AUTH_FAILURES,
@@ -40,9 +39,7 @@ from core.metrics import (
     REMINDER_LATENESS,
     REMINDERS,
     WS_CONNECTIONS,
-    by_labels,
-    gauge_max,
-    samples,
+    Readings,
 )
 from gateway.tokens import iso_utc
 from projector.readmodel import lag_totals
@@ -97,37 +94,34 @@ class Series(msgspec.Struct, frozen=True, kw_only=True):
     reminder_lateness_seconds: list[float | None]
 
 
-def _sum(metric: MetricWrapperBase, suffix: str) -> float:
-    return sum(value for _, value in samples(metric, suffix))
-
-
 def read_registry() -> dict[str, float]:
-    """One sample of this process's counters and gauges (lag from PostgreSQL is added
-    by the sampler)."""
-    ops = by_labels(OPS, "status")
-    failures = by_labels(AUTH_FAILURES, "reason")
-    reminders = by_labels(REMINDERS, "outcome")
-    jobs = by_labels(JOB_RUNS, "outcome")
+    """One sample of the counters and gauges (lag from PostgreSQL is added by the
+    sampler), from one reading of the registry."""
+    r = Readings()
+    ops = r.by_labels(OPS, "status")
+    failures = r.by_labels(AUTH_FAILURES, "reason")
+    reminders = r.by_labels(REMINDERS, "outcome")
+    jobs = r.by_labels(JOB_RUNS, "outcome")
     return {
-        "pushes": _sum(PUSH_SECONDS, "_count"),
+        "pushes": r.total(PUSH_SECONDS, "_count"),
         "ops_applied": ops.get("applied", 0),
         "ops_duplicate": ops.get("duplicate", 0),
         "ops_rejected": ops.get("rejected", 0),
-        "idempotency_hits": sum(by_labels(IDEMPOTENCY_HITS, "route").values()),
-        "conflicts": sum(by_labels(CONFLICTS, "entity_type").values()),
+        "idempotency_hits": sum(r.by_labels(IDEMPOTENCY_HITS, "route").values()),
+        "conflicts": sum(r.by_labels(CONFLICTS, "entity_type").values()),
         "auth_expired": failures.get("expired", 0),
         "auth_failures_other": sum(failures.values()) - failures.get("expired", 0),
-        "auth_renewals": sum(by_labels(AUTH_RENEWALS, "route").values()),
+        "auth_renewals": sum(r.by_labels(AUTH_RENEWALS, "route").values()),
         "reminders_fired": reminders.get("fired", 0),
         "reminders_skipped": reminders.get("skipped", 0),
         "job_runs": sum(jobs.values()),
         "job_runs_failed": jobs.get("failed", 0) + jobs.get("timeout", 0),
-        "lateness_sum": _sum(REMINDER_LATENESS, "_sum"),
-        "lateness_count": _sum(REMINDER_LATENESS, "_count"),
-        "ws_connections": gauge_max(WS_CONNECTIONS),
-        "projector_lag_events": gauge_max(PROJECTOR_LAG),
-        "outbox_lag_events": gauge_max(OUTBOX_LAG),
-        "reminder_backlog_age_seconds": gauge_max(REMINDER_BACKLOG_AGE),
+        "lateness_sum": r.total(REMINDER_LATENESS, "_sum"),
+        "lateness_count": r.total(REMINDER_LATENESS, "_count"),
+        "ws_connections": r.gauge_max(WS_CONNECTIONS),
+        "projector_lag_events": r.gauge_max(PROJECTOR_LAG),
+        "outbox_lag_events": r.gauge_max(OUTBOX_LAG),
+        "reminder_backlog_age_seconds": r.gauge_max(REMINDER_BACKLOG_AGE),
     }
 
 

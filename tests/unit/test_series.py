@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import multiprocess
+
 from gateway.series import GAUGES, RATES, SeriesSampler, read_registry
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sample(**values: float) -> dict[str, float]:
@@ -68,3 +78,34 @@ async def test_ticks_read_the_registry_and_the_lag() -> None:
     assert len(series.times) == 5
     assert series.gauges["projector_lag_events"][-1] >= 5
     assert set(read_registry()) >= set(RATES) | set(GAUGES)
+
+
+_WRITER = """
+from core.metrics import OPS, WS_CONNECTIONS
+OPS.labels("applied").inc({applied})
+WS_CONNECTIONS.set({sockets})
+"""
+
+
+def test_a_sample_sums_every_process_in_one_reading(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """In multiprocess mode (``concord dev``, gateway workers) a sample covers every
+    process's files, and reads them once for all its figures, not once per figure."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for applied, sockets in ((3, 5), (4, 2)):  # two processes of the deployment
+        code = _WRITER.format(applied=applied, sockets=sockets)
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    readings: list[None] = []
+    collect = multiprocess.MultiProcessCollector.collect
+
+    def counted(self: multiprocess.MultiProcessCollector) -> object:
+        readings.append(None)
+        return collect(self)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(multiprocess.MultiProcessCollector, "collect", counted)
+    sample = read_registry()
+    assert sample["ops_applied"] == 7
+    assert sample["ws_connections"] == 7  # summed over the processes (livesum)
+    assert len(readings) == 1
