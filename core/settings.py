@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: catches up whatever it could not apply during a burst, so the gateway and the
     #: database, which devices wait on, come first when the cores are busy.
     projector_nice: int = 10
+    #: Seconds between the projector's ticks, which find lagging spaces by scanning every
+    #: space's head (docs/projector.md): a dropped stream message costs at most a tick.
+    projector_tick_seconds: int = 1
 
     def require_secret_key(self) -> str:
         """The signing key; settings loading guarantees it in production and dev fills it."""
@@ -178,6 +181,10 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "CONCORD_SANDBOX": ("sandbox", _bool),
     "CONCORD_WS_COMPRESSION": ("ws_compression", _bool),
     "CONCORD_PROJECTOR_NICE": ("projector_nice", lambda n, v: _int(n, v, lo=0, hi=19)),
+    "CONCORD_PROJECTOR_TICK_SECONDS": (
+        "projector_tick_seconds",
+        lambda n, v: _int(n, v, lo=1, hi=3600),
+    ),
 }
 
 #: The flags of ``concord`` commands, each overriding the variable of the same name.

@@ -46,7 +46,7 @@ async def running(
     """Projector (and relay) tasks with their own pool and NATS connection, stopped on exit."""
     if not settings.database_url or not settings.nats_url:
         raise ValueError("the projector needs CONCORD_DATABASE_URL and CONCORD_NATS_URL")
-    options = options or ProjectorOptions()
+    options = options or ProjectorOptions(tick_interval=settings.projector_tick_seconds)
     pool = await asyncpg.create_pool(
         settings.database_url, min_size=1, max_size=options.concurrency + 3, command_timeout=60
     )

@@ -5,10 +5,10 @@ Two loops run side by side:
 * the **stream loop** pulls events from this instance slot's durable JetStream consumer
   and applies those of the spaces it owns; events that continue the checkpoint are used
   as delivered, a gap makes the batch read the range from PostgreSQL instead;
-* the **tick** (at start, then every ``tick_interval``) refreshes the instance
-  membership, finds every owned space whose checkpoint is behind its head, and catches
-  it up from PostgreSQL. So a dropped message, a NATS outage or a crash of another
-  instance costs at most one tick of latency, never an event.
+* the **tick** (at start, then every ``tick_interval``: ``CONCORD_PROJECTOR_TICK_SECONDS``)
+  refreshes the instance membership, finds every owned space whose checkpoint is behind
+  its head, and catches it up from PostgreSQL. So a dropped message, a NATS outage or a
+  crash of another instance costs at most one tick of latency, never an event.
 
 After each committed batch the projector publishes, for tasks whose reminder changed,
 ``ReminderChange`` for the scheduler (core NATS, best effort: a hint).
@@ -57,6 +57,10 @@ LEFT JOIN projector_checkpoints AS c USING (space_id)
 WHERE s.head > coalesce(c.seq, 0)
 """
 _IDLE_FETCHES = 30
+#: The lag and quarantine gauges sum over every space (a join of ``spaces`` with two
+#: cursor tables: 180 ms of PostgreSQL's CPU at 100,000 spaces, three times the tick's
+#: own query), so the tick refreshes them on its first run and every 10th after it.
+GAUGE_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class Projector:
         self.options = options or ProjectorOptions()
         self.membership = Membership(dsn)
         self.applied_events = 0
+        self._ticks = 0
         self._js = JetStream(bus)
         self._space_locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = defaultdict(int)
@@ -115,15 +120,18 @@ class Projector:
             await asyncio.sleep(self.options.tick_interval)
 
     async def tick(self) -> None:
-        """Refresh membership, catch every owned lagging space up, update the gauges."""
+        """Refresh membership, catch every owned lagging space up, and, every
+        ``GAUGE_EVERY`` ticks from the first, update the gauges."""
         await self.membership.refresh()
         lagging = await self.pool.fetch(_LAGGING)
         owned = [(r[0], r[1]) for r in lagging if self.membership.owns(r[0])]
         await self._each(owned, lambda item: self.project(item[0], up_to=item[1]))
-        projector_lag, outbox_lag = await lag_totals(self.pool)
-        PROJECTOR_LAG.set(projector_lag)
-        OUTBOX_LAG.set(outbox_lag)
-        PROJECTOR_QUARANTINE.set(await quarantine_count(self.pool))
+        gauges, self._ticks = self._ticks % GAUGE_EVERY == 0, self._ticks + 1
+        if gauges:
+            projector_lag, outbox_lag = await lag_totals(self.pool)
+            PROJECTOR_LAG.set(projector_lag)
+            OUTBOX_LAG.set(outbox_lag)
+            PROJECTOR_QUARANTINE.set(await quarantine_count(self.pool))
 
     # ------------------------------------------------------------------ stream
 

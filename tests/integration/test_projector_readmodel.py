@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import projector.readmodel
+import projector.service as service_module
 from core.events import ReminderChange
 from core.settings import Settings
 from crdt import EntityState, encode_state
@@ -36,6 +37,7 @@ from tests.integration.test_projector_support import (
     assert_matches_replay,
     caught_up,
     delete_stream,
+    eventually,
     histories,
     new_space,
     push,
@@ -400,3 +402,31 @@ async def test_read_model_equals_replay(
             assert got is not None
             assert encode_state(got, settled=True) == encode_state(state, settled=True)
             assert got.view() == state.view()
+
+
+async def test_the_tick_reads_the_gauges_on_its_first_run_and_every_tenth(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lag totals scan every space, so the tick reads them (and sets the gauges) on
+    its first run and every ``GAUGE_EVERY`` after it; ``CONCORD_PROJECTOR_TICK_SECONDS``
+    sets the tick of a projector started from the settings."""
+    calls: list[None] = []
+    real = lag_totals
+
+    async def counted(pool: asyncpg.Pool) -> tuple[int, int]:
+        calls.append(None)
+        return await real(pool)
+
+    monkeypatch.setattr(service_module, "lag_totals", counted)
+    slow = msgspec.structs.replace(settings, projector_tick_seconds=3600)
+    async with running(slow, relay=False) as parts:
+        assert parts.projector.options.tick_interval == 3600
+
+        async def first_tick() -> bool:
+            return len(calls) == 1
+
+        await eventually(first_tick, within=10.0)  # the first tick runs at start
+        for _ in range(2 * service_module.GAUGE_EVERY):
+            await parts.projector.tick()
+    # ticks 0..2*GAUGE_EVERY: the first, the GAUGE_EVERY-th and the 2*GAUGE_EVERY-th
+    assert len(calls) == 3

@@ -56,6 +56,12 @@ def test_overrides_win_over_environment() -> None:
         ("CONCORD_ACCESS_TOKEN_TTL", "0", "CONCORD_ACCESS_TOKEN_TTL: 0 is out of range"),
         ("CONCORD_PROJECTOR_NICE", "20", "CONCORD_PROJECTOR_NICE: 20 is out of range (0..19)"),
         ("CONCORD_PROJECTOR_NICE", "-1", "CONCORD_PROJECTOR_NICE: -1 is out of range (0..19)"),
+        (
+            "CONCORD_PROJECTOR_TICK_SECONDS",
+            "0",
+            "CONCORD_PROJECTOR_TICK_SECONDS: 0 is out of range (1..3600)",
+        ),
+        ("CONCORD_PROJECTOR_TICK_SECONDS", "0.5", "CONCORD_PROJECTOR_TICK_SECONDS: '0.5' is not"),
         ("CONCORD_DATABASE_URL", "mysql://x", "CONCORD_DATABASE_URL: 'mysql://x' must start"),
         ("CONCORD_NATS_URL", "http://x", "CONCORD_NATS_URL"),
         ("CONCORD_SECRET_KEY", "short", "CONCORD_SECRET_KEY: must be at least 32"),
@@ -179,6 +185,11 @@ def test_sandbox_is_left_to_the_command_and_refused_in_production() -> None:
     assert str(info.value).startswith("CONCORD_SANDBOX: not allowed when CONCORD_PRODUCTION")
     with pytest.raises(SettingsError, match="CONCORD_SANDBOX: 'maybe' is not a boolean"):
         load_settings({"CONCORD_SANDBOX": "maybe"})
+
+
+def test_projector_tick_defaults_to_one_second() -> None:
+    assert load_settings({}).projector_tick_seconds == 1
+    assert load_settings({"CONCORD_PROJECTOR_TICK_SECONDS": "30"}).projector_tick_seconds == 30
 
 
 def test_projector_nice_defaults_to_ten() -> None:
