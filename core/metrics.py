@@ -152,7 +152,7 @@ class Readings:
             for family in found:
                 self._families.setdefault(family.name, []).append(family)
 
-    def families(self, metric: MetricWrapperBase) -> list[Any]:
+    def _families_of(self, metric: MetricWrapperBase) -> list[Any]:
         """``metric``'s families as read."""
         if self._families is None:
             return list(metric.collect())
@@ -161,14 +161,15 @@ class Readings:
     def samples(self, metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
         """The samples of ``metric`` whose name ends with ``suffix``."""
         found = []
-        for family in self.families(metric):
+        for family in self._families_of(metric):
             for sample in family.samples:
                 if sample.name.endswith(suffix):
                     found.append((sample.labels, sample.value))
         return found
 
     def total(self, metric: MetricWrapperBase, suffix: str) -> float:
-        """The sum of ``metric``'s samples whose name ends with ``suffix``."""
+        """The sum of ``metric``'s samples whose name ends with ``suffix``, over every
+        label (a counter's: ``suffix="_total"``)."""
         return sum(value for _, value in self.samples(metric, suffix))
 
     def by_labels(

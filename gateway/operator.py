@@ -106,7 +106,7 @@ async def diagnostics(pool: asyncpg.Pool, bus: NatsBus) -> Diagnostics:
         auth_failures_by_reason=r.by_labels(AUTH_FAILURES, "reason"),
         ws_connections=int(r.gauge_max(WS_CONNECTIONS)),
         pushes=PushFigures(
-            count=sum(r.by_labels(PUSH_SECONDS, suffix="_count").values()),
+            count=int(r.total(PUSH_SECONDS, "_count")),
             seconds_total=r.total(PUSH_SECONDS, "_sum"),
         ),
         reminders_by_outcome=r.by_labels(REMINDERS, "outcome"),
@@ -118,7 +118,7 @@ async def diagnostics(pool: asyncpg.Pool, bus: NatsBus) -> Diagnostics:
         scheduler=await scheduler_diagnostics(pool),
         lag_by_space=await lag_by_space(pool, limit=20),
         projector_quarantined_events=quarantine,
-        projector_quarantined_total=sum(r.by_labels(PROJECTOR_QUARANTINED).values()),
+        projector_quarantined_total=int(r.total(PROJECTOR_QUARANTINED, "_total")),
         quarantined_events=latest,
     )
 

@@ -126,12 +126,12 @@ class Projector:
         lagging = await self.pool.fetch(_LAGGING)
         owned = [(r[0], r[1]) for r in lagging if self.membership.owns(r[0])]
         await self._each(owned, lambda item: self.project(item[0], up_to=item[1]))
-        gauges, self._ticks = self._ticks % GAUGE_EVERY == 0, self._ticks + 1
-        if gauges:
+        if self._ticks % GAUGE_EVERY == 0:  # a failed read is retried by the next tick
             projector_lag, outbox_lag = await lag_totals(self.pool)
             PROJECTOR_LAG.set(projector_lag)
             OUTBOX_LAG.set(outbox_lag)
             PROJECTOR_QUARANTINE.set(await quarantine_count(self.pool))
+        self._ticks += 1
 
     # ------------------------------------------------------------------ stream
 
