@@ -187,6 +187,18 @@ def test_a_decoded_state_holds_the_same_head_ops() -> None:
     assert back._life == {C: msgspec.structs.replace(restore, pred=())}
 
 
+def test_a_decoded_register_with_several_heads_holds_the_same_head_ops() -> None:
+    """A register with several heads is decoded by another path than one with a single
+    head (crdt/codec.py): its heads, too, come back with their kind and field."""
+    first = op(op_id=A, field="notes", value="a", lamport=1, device_id=DEVICE)
+    second = op(op_id=B, field="notes", value="b", lamport=1, device_id=DEVICE)
+    state = EntityState.new("task", "t-1")
+    state.apply_all([first, second])
+    back = decode_state(encode_state(state))
+    assert heads_of(back._regs["notes"]) == {A: first, B: second}
+    assert back.winning_set("notes") == second
+
+
 def _schema(version: int = 1, **fields: dict[str, Any]) -> str:
     return msgspec.json.encode(
         {"version": version, "entity_types": {"note": {"fields": fields}}}
@@ -263,3 +275,15 @@ def test_a_lifecycle_kind_with_a_field_already_superseded_never_becomes_a_head()
     state.apply(late)
     assert state.deleted_by() is None
     assert state.lifecycle_heads() == (B,)
+
+
+def test_a_register_left_without_a_head_reads_as_unset() -> None:
+    """Two sets naming each other (which validation refuses: a pred names lower lamports
+    only) supersede each other and leave their register empty: no winning set, and a read
+    shows no heads, instead of an error."""
+    first = op(op_id=A, value="a", lamport=1, pred=(B,))
+    second = op(op_id=B, value="b", lamport=1, pred=(A,))
+    state = EntityState.new("task", "t-1")
+    state.apply_all([first, second])
+    assert state.winning_set("title") is None
+    assert "title" not in state.view().fields
