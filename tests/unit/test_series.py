@@ -81,9 +81,14 @@ async def test_ticks_read_the_registry_and_the_lag() -> None:
 
 
 _WRITER = """
-from core.metrics import OPS, WS_CONNECTIONS
+from core.metrics import CONFLICTS, JOB_RUNS, OPS, WS_CONNECTIONS
 OPS.labels("applied").inc({applied})
 WS_CONNECTIONS.set({sockets})
+CONFLICTS.labels("task", "title").inc({applied})
+CONFLICTS.labels("task", "notes").inc(1)
+JOB_RUNS.labels("retention", "failed").inc({applied})
+JOB_RUNS.labels("reminders", "failed").inc(1)
+JOB_RUNS.labels("reminders", "ok").inc(1)
 """
 
 
@@ -108,4 +113,9 @@ def test_a_sample_sums_every_process_in_one_reading(
     sample = read_registry()
     assert sample["ops_applied"] == 7
     assert sample["ws_connections"] == 7  # summed over the processes (livesum)
+    # a figure over several labels sums them all: every field's conflicts, every job's
+    # failures, every outcome's runs
+    assert sample["conflicts"] == 7 + 2
+    assert sample["job_runs_failed"] == 7 + 2
+    assert sample["job_runs"] == 7 + 2 + 2
     assert len(readings) == 1
