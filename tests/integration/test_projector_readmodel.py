@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -124,25 +125,32 @@ async def test_batch_updates_states_and_checkpoint_together(
     space, owner = await new_space(store)
     device = new_id()
     title = op(space, entity_id="t-1", field="title", value="Buy milk", lamport=1)
+    fields = {"done": False, "due_at": "2030-01-02T03:04:05Z", "list_id": "groceries"}
     await push(
         store,
         owner,
         device,
-        [title, op(space, entity_id="t-1", field="done", value=False, lamport=2)],
+        [title]
+        + [
+            op(space, entity_id="t-1", field=name, value=value, lamport=2 + n)
+            for n, (name, value) in enumerate(fields.items())
+        ],
     )
     await caught_up(pool, [space])
     state, seq = await get_entity(pool, space, "task", "t-1")
-    assert seq == 3
+    assert seq == 5
     assert state is not None
     assert state.view().fields["title"].value == "Buy milk"
+    # every typed column, as operators' SQL reads it (docs/projector.md, Read model)
     row = await pool.fetchrow(
-        "SELECT applied_seq, title, done, has_client_events FROM entity_states "
-        "WHERE space_id = $1 AND entity_id = 't-1'",
+        "SELECT applied_seq, title, done, due_at, list_id, remind_at, has_client_events "
+        "FROM entity_states WHERE space_id = $1 AND entity_id = 't-1'",
         space,
     )
     assert row is not None
-    assert tuple(row) == (3, "Buy milk", False, True)
-    assert await get_entity(pool, space, "task", "nope") == (None, 3)
+    due = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert tuple(row) == (5, "Buy milk", False, due, "groceries", None, True)
+    assert await get_entity(pool, space, "task", "nope") == (None, 5)
     # The creator's member_added is projected, but `_member` is never readable.
     assert (await get_entity(pool, space, "_member", owner))[0] is None
     await assert_matches_replay(pool, store, [space])
