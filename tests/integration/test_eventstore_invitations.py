@@ -84,9 +84,85 @@ async def test_a_members_user_id_gets_the_role_at_once(
         user_id=member,
     )
     assert isinstance(changed, RoleChange)
+    assert (changed.space_id, changed.user_id, changed.role) == (space, member, "editor")
     assert changed.event is not None
     assert changed.event.kind == "member_role_changed"
     assert await store.invitations_of(space, after=None, limit=10) == []
+    # a user_id that is no member's gets an invitation: nobody joins without accepting
+    stranger = await _user(pool)
+    invited = await store.invite(
+        space_id=space,
+        email="stranger@example.test",
+        role="editor",
+        by=owner,
+        code_digest=_code(),
+        ttl_seconds=DAY,
+        user_id=stranger,
+    )
+    assert isinstance(invited, Invitation)
+    assert await store.role_of(space, stranger) is None
+
+
+async def test_accepting_never_lowers_a_members_role(
+    store: PostgresEventStore, pool: asyncpg.Pool
+) -> None:
+    owner, editor = await _user(pool), await _user(pool)
+    space = await store.create_space(name="s", creator_user_id=owner, personal=False)
+    await store.change_member(space_id=space, user_id=editor, role="editor", by=owner)
+    for role in ("reader", "editor"):  # lower, then the same: kept, and no event
+        _, digest = await _invite(store, space, owner, role)
+        kept = await store.accept_invitation(code_digest=digest, user_id=editor)
+        assert kept == Acceptance(space_id=space, role="editor", event=None)
+    assert await store.role_of(space, editor) == "editor"
+    _, digest = await _invite(store, space, owner, "owner")
+    raised = await store.accept_invitation(code_digest=digest, user_id=editor)
+    assert raised is not None
+    assert (raised.space_id, raised.role) == (space, "owner")
+    assert raised.event is not None
+    assert (raised.event.kind, raised.event.entity_id) == ("member_role_changed", editor)
+    assert await store.role_of(space, editor) == "owner"
+
+
+async def test_invitations_are_listed_oldest_first_in_pages(
+    store: PostgresEventStore, pool: asyncpg.Pool
+) -> None:
+    owner = await _user(pool)
+    space = await store.create_space(name="s", creator_user_id=owner, personal=False)
+    emails = [f"{n}-{new_id()}@example.test" for n in range(3)]
+    made = [(await _invite(store, space, owner, email=email))[0] for email in emails]
+    assert [i.email for i in made] == emails
+    first = await store.invitations_of(space, after=None, limit=2)
+    assert first == made[:2]
+    cursor = (first[-1].created_at, first[-1].invitation_id)
+    assert await store.invitations_of(space, after=cursor, limit=2) == made[2:]
+    assert await store.invitations_of(space, after=None, limit=1) == made[:1]
+    assert await store.invitations_of(space, after=None, limit=0) == []
+    assert await store.invitations_of("nope", after=None, limit=2) == []
+    # made in the same instant, they are in id order, and the cursor's id splits them
+    await pool.execute("UPDATE invitations SET created_at = now() WHERE space_id = $1", space)
+    tied = await store.invitations_of(space, after=None, limit=10)
+    assert [i.invitation_id for i in tied] == sorted(i.invitation_id for i in made)
+    cursor = (tied[0].created_at, tied[0].invitation_id)
+    assert await store.invitations_of(space, after=cursor, limit=10) == tied[1:]
+
+
+async def test_inviting_or_cancelling_with_ids_that_are_no_uuids(
+    store: PostgresEventStore, pool: asyncpg.Pool
+) -> None:
+    owner = await _user(pool)
+    space = await store.create_space(name="s", creator_user_id=owner, personal=False)
+    for space_id, by in (("nope", owner), (space, "nope")):
+        with pytest.raises(NotFound, match=r"^no such space$"):
+            await _invite(store, space_id, by)
+    with pytest.raises(NotFound, match=r"^no such space$"):
+        await _invite(store, new_id(), owner)
+    with pytest.raises(Forbidden, match=r"^only owners manage members$"):
+        await _invite(store, space, await _user(pool))
+    invitation, _ = await _invite(store, space, owner)
+    known = invitation.invitation_id
+    assert not await store.cancel_invitation(space_id="nope", invitation_id=known)
+    assert not await store.cancel_invitation(space_id=space, invitation_id="nope")
+    assert await store.invitations_of(space, after=None, limit=10) == [invitation]
 
 
 async def test_losing_the_owner_role_withdraws_the_invitations_sent(
@@ -226,3 +302,15 @@ async def test_migration_0005_drops_the_old_email_keyed_invitations(
         assert isinstance(made, Invitation)
     finally:
         await conn.close()
+
+
+async def test_inviting_an_email_again_replaces_its_invitation(
+    store: PostgresEventStore, pool: asyncpg.Pool
+) -> None:
+    owner = await _user(pool)
+    space = await store.create_space(name="s", creator_user_id=owner, personal=False)
+    _, first = await _invite(store, space, owner, email="again@example.test")
+    other, _ = await _invite(store, space, owner, email="other@example.test")
+    second, _ = await _invite(store, space, owner, "reader", email="again@example.test")
+    assert await store.invitations_of(space, after=None, limit=10) == [other, second]
+    assert await store.accept_invitation(code_digest=first, user_id=await _user(pool)) is None

@@ -68,3 +68,14 @@ async def test_every_table_has_grants(pool: asyncpg.Pool) -> None:
         for r in await pool.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     }
     assert tables - set(GRANTS) == set()
+
+
+def test_the_role_sql_quotes_the_password_and_refuses_odd_names() -> None:
+    with_password = least_privilege_sql("concord_app", "concord", password="it's")
+    assert with_password.startswith("CREATE ROLE concord_app LOGIN PASSWORD 'it''s';\n")
+    assert least_privilege_sql("concord_app", "concord").startswith(
+        "CREATE ROLE concord_app LOGIN;\n"
+    )
+    for role, database in (("Concord", "concord"), ("concord_app", "concord; DROP TABLE x")):
+        with pytest.raises(ValueError, match=r"^role and database must be plain lowercase"):
+            least_privilege_sql(role, database)

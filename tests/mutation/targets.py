@@ -113,6 +113,27 @@ TARGETS = (
         services=True,
     ),
     Target(
+        name="membership",
+        modules=("eventstore/members.py", "eventstore/invitations.py", "eventstore/roles.py"),
+        tests=(
+            "tests/integration/test_eventstore_invitations.py",
+            "tests/integration/test_eventstore_members.py",
+            "tests/integration/test_eventstore_roles.py",
+            "tests/integration/test_eventstore_basics.py",
+            "tests/integration/test_eventstore_validation.py",
+            "tests/integration/test_eventstore_two_stores.py",
+            "tests/integration/test_store_contract.py",
+        ),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
+        name="tokens",
+        modules=("gateway/tokens.py",),
+        tests=("tests/unit/test_gateway_tokens.py", "tests/unit/test_keys.py"),
+        floor=0.80,
+    ),
+    Target(
         name="scheduler",
         modules=("scheduler/engine.py", "scheduler/firing.py"),
         tests=(

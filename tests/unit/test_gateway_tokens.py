@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+
 import jwt
 import pytest
 
@@ -50,8 +56,36 @@ def test_round_trip_and_expiry_is_reported_not_raised() -> None:
     ],
 )  # fmt: skip
 def test_foreign_or_malformed_tokens_are_unauthenticated(token: str) -> None:
-    with pytest.raises(Unauthenticated):
+    with pytest.raises(Unauthenticated, match=r"^no valid access token$"):
         AccessTokens(KEY, 900).verify(token, now=1_000_000.0)
+
+
+def _padded(size: int) -> str:
+    """A token of ours, validly signed, ``size`` characters long (an extra claim pads it)."""
+    claims = {"typ": "concord.access", "sub": "u", "device": "d", "session": "s", "gen": "g",
+              "iat": 1, "exp": 2_000_000_000}  # fmt: skip
+    for pad in range(size):
+        token = jwt.encode({**claims, "pad": "x" * pad}, KEY, algorithm="HS256")
+        if len(token) >= size:
+            assert len(token) == size, "choose a size the encoding can reach"
+            return token
+    raise AssertionError("unreachable")
+
+
+def test_a_token_over_the_size_limit_is_refused_even_when_validly_signed() -> None:
+    tokens = AccessTokens(KEY, 900)
+    assert tokens.verify(_padded(4096), now=1_000_000.0).user_id == "u"
+    with pytest.raises(Unauthenticated, match=r"^no valid access token$"):
+        tokens.verify(_padded(4097), now=1_000_000.0)
+
+
+def test_a_token_issued_ahead_of_this_clock_is_accepted() -> None:
+    """Gateways decide expiry with their own clock and nothing else: a token whose ``iat``
+    is ahead of it (another gateway's clock runs fast) is valid, not refused."""
+    tokens = AccessTokens(KEY, 900)
+    ahead = time.time() + 3600.0  # ahead of the real clock too, which PyJWT would read
+    claims = tokens.verify(_issue(tokens, now=ahead), now=ahead - 60.0)
+    assert claims.expired is False
 
 
 def test_a_tampered_token_is_refused() -> None:
@@ -101,7 +135,36 @@ def test_refresh_tokens_are_hmacs_of_their_id_and_stored_as_digests() -> None:
     assert plausible_refresh_token(token)
     assert not plausible_refresh_token("")
     assert not plausible_refresh_token("x" * 500)
+    # the bounds: one character to 128
+    assert plausible_refresh_token("x")
+    assert plausible_refresh_token("x" * 128)
+    assert not plausible_refresh_token("x" * 129)
 
 
-def test_iso_utc() -> None:
+def test_a_refresh_token_is_the_unpadded_base64_of_its_hmac() -> None:
+    """Exactly that, for any id (a token is made again from its id, byte for byte):
+    whatever its last characters, only the padding is stripped."""
+    key = b"r" * 32
+    tokens = RefreshTokens(key)
+    for n in range(300):
+        token_id = str(uuid.UUID(int=n, version=4))
+        mac = hmac.new(key, token_id.encode(), hashlib.sha256).digest()
+        assert tokens.token(token_id) == base64.urlsafe_b64encode(mac).decode()[:43]
+
+
+def test_a_refresh_token_with_an_unpaired_surrogate_has_a_digest() -> None:
+    # a JSON string may carry one ("\\ud800"): it matches no token, and must not raise
+    assert len(refresh_digest("\ud800")) == 32
+    assert refresh_digest("\ud800") != refresh_digest("\ud801")
+
+
+def test_iso_utc(monkeypatch: pytest.MonkeyPatch) -> None:
     assert iso_utc(0) == "1970-01-01T00:00:00Z"
+    # whatever the server's own time zone
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert iso_utc(0) == "1970-01-01T00:00:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
