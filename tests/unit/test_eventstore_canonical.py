@@ -114,3 +114,14 @@ def test_server_op_ids_are_keyed_canonical_uuids() -> None:
     assert str(parsed) == a
     assert parsed.version == 8
     assert parsed.variant == uuid.RFC_4122
+
+
+def test_integers_are_exact_only_within_the_doubles_safe_range() -> None:
+    """RFC 8785 numbers are IEEE doubles: ±(2^53 - 1) are the largest integers it writes
+    exactly; from ±2^53 on there is no canonical form (refused, never rounded)."""
+    assert canonical_json(2**53 - 1) == b"9007199254740991"
+    assert canonical_json(-(2**53 - 1)) == b"-9007199254740991"
+    assert canonical_json([{"n": 2**53 - 1}]) == b'[{"n":9007199254740991}]'
+    for value in (2**53, -(2**53), [2**53], {"n": -(2**53)}):
+        with pytest.raises(CanonicalError, match=r"^value has no canonical JSON form: "):
+            canonical_json(value)
