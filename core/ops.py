@@ -68,7 +68,9 @@ def result_op_id(raw: Any) -> str | None:
 def uuid_of(raw: str) -> str:
     """An id of an op in its canonical form when it is a UUID in any spelling (docs/protocol.md
     section 2); otherwise as sent, for ``crdt.check_shape`` to refuse (``invalid_op``).
-    The hyphenated 36-character form, the one clients send, costs one ``lower``."""
+    The hyphenated 36-character form, the one clients send, costs one ``lower`` (so a
+    string of that shape that is not hex comes back lowercased, and is refused all the
+    same)."""
     if len(raw) == 36 and raw[8] == raw[13] == raw[18] == raw[23] == "-":
         return raw.lower()
     return canonical_id(raw) or raw

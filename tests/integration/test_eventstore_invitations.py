@@ -55,6 +55,21 @@ async def _invite(
     return made, digest
 
 
+async def _invite_user(
+    store: PostgresEventStore, space: str, by: str, user_id: str
+) -> Invitation | RoleChange:
+    """An editor invitation to the email of the account ``user_id``."""
+    return await store.invite(
+        space_id=space,
+        email=f"{user_id}@example.test",
+        role="editor",
+        by=by,
+        code_digest=_code(),
+        ttl_seconds=DAY,
+        user_id=user_id,
+    )
+
+
 async def test_only_an_owner_invites(store: PostgresEventStore, pool: asyncpg.Pool) -> None:
     owner, editor = await _user(pool), await _user(pool)
     space = await store.create_space(name="s", creator_user_id=owner, personal=False)
@@ -74,15 +89,7 @@ async def test_a_members_user_id_gets_the_role_at_once(
     owner, member = await _user(pool), await _user(pool)
     space = await store.create_space(name="s", creator_user_id=owner, personal=False)
     await store.change_member(space_id=space, user_id=member, role="reader", by=owner)
-    changed = await store.invite(
-        space_id=space,
-        email="member@example.test",
-        role="editor",
-        by=owner,
-        code_digest=_code(),
-        ttl_seconds=DAY,
-        user_id=member,
-    )
+    changed = await _invite_user(store, space, owner, member)
     assert isinstance(changed, RoleChange)
     assert (changed.space_id, changed.user_id, changed.role) == (space, member, "editor")
     assert changed.event is not None
@@ -90,15 +97,7 @@ async def test_a_members_user_id_gets_the_role_at_once(
     assert await store.invitations_of(space, after=None, limit=10) == []
     # a user_id that is no member's gets an invitation: nobody joins without accepting
     stranger = await _user(pool)
-    invited = await store.invite(
-        space_id=space,
-        email="stranger@example.test",
-        role="editor",
-        by=owner,
-        code_digest=_code(),
-        ttl_seconds=DAY,
-        user_id=stranger,
-    )
+    invited = await _invite_user(store, space, owner, stranger)
     assert isinstance(invited, Invitation)
     assert await store.role_of(space, stranger) is None
 

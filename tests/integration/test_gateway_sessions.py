@@ -74,6 +74,18 @@ def _email() -> str:
     return f"{uuid.uuid4()}@example.test"
 
 
+async def _signed_up(
+    sessions: Sessions, device: str = "phone"
+) -> tuple[AuthResponse, accounts.UserRow]:
+    """A new account (password ``pw``) with its first device, and its user row as a
+    password sign-in finds it."""
+    email = _email()
+    answer = await sessions.register(email, "pw", device)
+    user = await sessions.authenticate_password(email, "pw")
+    assert user is not None
+    return answer, user
+
+
 async def _session_of(sessions: Sessions, answer: AuthResponse) -> str:
     return sessions.access.verify(answer.access_token, now=0).session_id
 
@@ -186,10 +198,7 @@ async def test_logging_in_on_a_known_device_ends_its_earlier_sessions(
     make_sessions: MakeSessions,
 ) -> None:
     sessions = await make_sessions()
-    email = _email()
-    first = await sessions.register(email, "pw", "phone")
-    user = await sessions.authenticate_password(email, "pw")
-    assert user is not None
+    first, user = await _signed_up(sessions)
     again = await sessions.login(user, "phone", first.device_id)
     assert again.device_id == first.device_id
     assert again.personal_space_id == first.personal_space_id
@@ -228,12 +237,9 @@ async def test_each_revocation_is_recorded_with_its_reason_and_announced(
     announcement reaches this gateway's cache at once (the fixture's cache re-reads
     PostgreSQL only at its first check)."""
     sessions = await make_sessions()
-    email = _email()
-    relogged = await sessions.register(email, "pw", "phone")
+    relogged, user = await _signed_up(sessions)
     logged_out = await sessions.register(_email(), "pw", "phone")
     device = await sessions.register(_email(), "pw", "phone")
-    user = await sessions.authenticate_password(email, "pw")
-    assert user is not None
     assert not await sessions.revocations.is_revoked("warm")  # its one read of PostgreSQL
     await sessions.login(user, "phone", relogged.device_id)
     await sessions.logout(await _session_of(sessions, logged_out))
@@ -273,10 +279,7 @@ async def test_logging_in_with_another_users_device_id_makes_a_new_device(
     it over nor ends its sessions."""
     sessions = await make_sessions()
     theirs = await sessions.register(_email(), "pw", "phone")
-    email = _email()
-    await sessions.register(email, "pw", "laptop")
-    user = await sessions.authenticate_password(email, "pw")
-    assert user is not None
+    _, user = await _signed_up(sessions, "laptop")
     mine = await sessions.login(user, "phone", theirs.device_id)
     assert mine.device_id != theirs.device_id
     assert await _revoke_reason(pool, await _session_of(sessions, theirs)) is None
@@ -361,10 +364,8 @@ async def test_a_users_devices_in_pages_and_their_id_by_email(
     make_sessions: MakeSessions, pool: asyncpg.Pool
 ) -> None:
     sessions = await make_sessions()
-    email = _email()
-    first = await sessions.register(email, "pw", "phone")
-    user = await sessions.authenticate_password(email, "pw")
-    assert user is not None
+    first, user = await _signed_up(sessions)
+    email = user.email
     others = [await sessions.login(user, f"device {n}", None) for n in range(2)]
     await sessions.revoke_device(user.user_id, others[0].device_id)
     async with pool.acquire() as conn:
