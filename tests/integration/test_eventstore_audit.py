@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 import pytest
+from rich.console import Console
 
 from core.errors import NotFound
 from core.wire import Event
@@ -87,3 +88,77 @@ async def test_replay_as_of_seq_time_and_entity(pool: asyncpg.Pool) -> None:
     only = await audit.replay(pool, space, entity=("task", "t2"))
     assert [e["entity_id"] for e in only["entities"]] == ["t2"]
     assert (await audit.replay(pool, space, as_of_seq=1))["entities"] == []
+
+
+async def test_verify_one_space(fresh_database: Factory) -> None:
+    dsn = await fresh_database()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
+            user = new_id()
+            space = await store.create_space(name="v", creator_user_id=user, personal=False)
+            await store.append(user_id=user, device_id=new_id(), ops=[op(space), op(space)])
+        assert await audit.verify(pool, space) is None
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
+            await conn.execute(
+                "UPDATE events SET field = 'notes' WHERE space_id = $1 AND seq = 3", space
+            )
+            await conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
+        assert await audit.verify(pool, space) == 3
+        unknown = new_id()
+        for space_id, shown in ((unknown, unknown), ("nope", "nope")):
+            with pytest.raises(NotFound, match=rf"^no such space: {shown}$"):
+                await audit.verify(pool, space_id)
+    finally:
+        await pool.close()
+
+
+async def test_replay_before_the_first_event_of_an_unknown_entity_and_by_schema(
+    pool: asyncpg.Pool,
+) -> None:
+    async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
+        user = new_id()
+        space = await store.create_space(name="r", creator_user_id=user, personal=True)
+        # two concurrent sets of an mv field: the schema's view keeps both values
+        ops = [
+            op(space, entity_id="t1", field="assignee", value=name, lamport=1)
+            for name in ("ann", "bob")
+        ]
+        await store.append(user_id=user, device_id=new_id(), ops=ops)
+    before = await audit.replay(pool, space, as_of_seq=0)
+    assert (before["space_id"], before["seq"], before["entities"]) == (space, 0, [])
+    nothing = await audit.replay(pool, space, entity=("task", "never"))
+    assert nothing["entities"] == []
+    [task] = (await audit.replay(pool, space))["entities"]
+    assert sorted(task["fields"]["assignee"]["value"]) == ["ann", "bob"]
+
+
+async def test_progress_is_shown_on_stderr_only_when_asked_and_worth_it(
+    fresh_database: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown = io.StringIO()
+    monkeypatch.setattr(audit, "_STDERR", Console(file=shown, force_terminal=True, width=120))
+    pool = await asyncpg.create_pool(await fresh_database(), min_size=1, max_size=2)
+    try:
+        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
+            user = new_id()
+            space = await store.create_space(name="p", creator_user_id=user, personal=True)
+            await store.append(user_id=user, device_id=new_id(), ops=[op(space), op(space)])
+        monkeypatch.setattr(audit, "PROGRESS_THRESHOLD", 4)  # the space's 3 events: too few
+        await audit.export(pool, space, io.StringIO(), progress=True)
+        assert shown.getvalue() == ""
+        monkeypatch.setattr(audit, "PROGRESS_THRESHOLD", 3)  # enough
+        await audit.export(pool, space, io.StringIO(), progress=False)
+        await audit.export(pool, space, io.StringIO())  # not asked for, by default
+        assert shown.getvalue() == ""
+        await audit.export(pool, space, io.StringIO(), progress=True)
+        assert f"export {space}" in shown.getvalue()
+        shown.truncate(0)
+        shown.seek(0)
+        assert (await audit.verify_all(pool)).ok
+        assert shown.getvalue() == ""
+        assert (await audit.verify_all(pool, progress=True)).checked == 1
+        assert "verify " in shown.getvalue()  # the bar's label, then the bar
+    finally:
+        await pool.close()

@@ -49,6 +49,11 @@ async def _tamper(dsn: str, sql: str, *args: object) -> None:
     ("sql", "broken"),
     [
         ("UPDATE events SET value = '\"evil\"' WHERE space_id = $1 AND seq = 3", 3),
+        ("UPDATE events SET field = 'notes' WHERE space_id = $1 AND seq = 3", 3),
+        ("UPDATE events SET kind = 'add' WHERE space_id = $1 AND seq = 2", 2),
+        ("UPDATE events SET entity_type = 'list' WHERE space_id = $1 AND seq = 5", 5),
+        ("UPDATE events SET pred = ARRAY[op_id] WHERE space_id = $1 AND seq = 4", 4),
+        ("UPDATE events SET op_id = gen_random_uuid() WHERE space_id = $1 AND seq = 6", 6),
         ("UPDATE events SET lamport = lamport + 1 WHERE space_id = $1 AND seq = 4", 4),
         ("UPDATE events SET client_time = 'x' WHERE space_id = $1 AND seq = 2", 2),
         ("UPDATE events SET user_id = NULL WHERE space_id = $1 AND seq = 5", 5),

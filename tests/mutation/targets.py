@@ -129,6 +129,17 @@ TARGETS = (
         services=True,
     ),
     Target(
+        name="integrity",
+        modules=("eventstore/chain.py", "eventstore/audit.py"),
+        tests=(
+            "tests/unit/test_eventstore_canonical.py",
+            "tests/integration/test_eventstore_integrity.py",
+            "tests/integration/test_eventstore_audit.py",
+        ),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
         name="membership",
         modules=("eventstore/members.py", "eventstore/invitations.py", "eventstore/roles.py"),
         tests=(

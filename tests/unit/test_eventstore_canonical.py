@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.canonical import CanonicalError, canonical_json
-from eventstore.chain import chain_hash, payload_bytes
+from eventstore.chain import chain_hash, payload_bytes, payload_digest
 from eventstore.writer import server_op_id
 
 JSON = st.recursive(
@@ -78,6 +78,36 @@ def test_payload_bytes_is_rfc8785_of_the_payload(
         lamport,
     )
     assert encoded == rfc8785.dumps(payload)
+
+
+def test_the_payload_digest_is_the_sha256_of_every_part() -> None:
+    """What idempotency compares and the chain covers: a stored op whose entity, kind,
+    field, value, pred, lamport, op_id or space differs has another digest."""
+    base: dict[str, Any] = {
+        "op_id": "5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01",
+        "space_id": "0d8c5a56-3b5e-4a47-a4a4-7f3f3e0a9c11",
+        "entity_type": "task",
+        "entity_id": "t-1",
+        "kind": "set",
+        "field": "title",
+        "value_json": b'"x"',
+        "pred": ["9e1b5f4a-2c3d-4e5f-8a9b-0c1d2e3f4a5b"],
+        "lamport": 3,
+    }
+    reference = payload_digest(**base)
+    assert reference == hashlib.sha256(payload_bytes(**base)).digest()
+    for key, other in [
+        ("op_id", "5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c02"),
+        ("space_id", "0d8c5a56-3b5e-4a47-a4a4-7f3f3e0a9c12"),
+        ("entity_type", "list"),
+        ("entity_id", "t-2"),
+        ("kind", "add"),
+        ("field", "notes"),
+        ("value_json", b'"y"'),
+        ("pred", []),
+        ("lamport", 4),
+    ]:
+        assert payload_digest(**{**base, key: other}) != reference, key
 
 
 def test_chain_hash_depends_on_every_part() -> None:
