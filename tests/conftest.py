@@ -240,6 +240,19 @@ async def fresh_database(services: Services) -> AsyncIterator[Callable[..., Awai
         await drop_database(services.server_dsn, dsn)
 
 
+@pytest.fixture
+async def fresh_pool(
+    fresh_database: Callable[..., Awaitable[str]],
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a migrated database of the test's own: for tests that change tables
+    behind the store's back (triggers off) or read every space."""
+    pg_pool = await asyncpg.create_pool(await fresh_database(), min_size=1, max_size=3)
+    try:
+        yield pg_pool
+    finally:
+        await pg_pool.close()
+
+
 @pytest.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pg_pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)

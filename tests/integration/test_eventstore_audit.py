@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -15,10 +14,8 @@ from core.errors import NotFound
 from core.wire import Event
 from eventstore import audit
 from eventstore.postgres import PostgresEventStore
-from eventstore.testing import new_id, op
+from eventstore.testing import forge, new_id, op
 from tests.conftest import TEST_SECRET
-
-Factory = Callable[..., Awaitable[str]]
 
 
 async def test_export_writes_every_event_in_order(pool: asyncpg.Pool) -> None:
@@ -37,32 +34,25 @@ async def test_export_writes_every_event_in_order(pool: asyncpg.Pool) -> None:
         await audit.export(pool, new_id(), io.StringIO())
 
 
-async def test_verify_all_names_broken_spaces(fresh_database: Factory) -> None:
-    dsn = await fresh_database()
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
-            user = new_id()
-            spaces = [
-                await store.create_space(name=f"v{i}", creator_user_id=user, personal=False)
-                for i in range(3)
-            ]
-            for s in spaces:
-                await store.append(user_id=user, device_id=new_id(), ops=[op(s), op(s)])
-        report = await audit.verify_all(pool)
-        assert (report.checked, report.ok) == (3, True)
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
-            await conn.execute(
-                "UPDATE events SET entity_id = 'forged' WHERE space_id = $1 AND seq = 2",
-                spaces[1],
-            )
-            await conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
-        report = await audit.verify_all(pool)
-        assert report.broken == {spaces[1]: 2}
-        assert not report.ok
-    finally:
-        await pool.close()
+async def test_verify_all_names_broken_spaces(fresh_pool: asyncpg.Pool) -> None:
+    async with PostgresEventStore(fresh_pool, secret_key=TEST_SECRET) as store:
+        user = new_id()
+        spaces = [
+            await store.create_space(name=f"v{i}", creator_user_id=user, personal=False)
+            for i in range(3)
+        ]
+        for s in spaces:
+            await store.append(user_id=user, device_id=new_id(), ops=[op(s), op(s)])
+    report = await audit.verify_all(fresh_pool)
+    assert (report.checked, report.ok) == (3, True)
+    await forge(
+        fresh_pool,
+        "UPDATE events SET entity_id = 'forged' WHERE space_id = $1 AND seq = 2",
+        spaces[1],
+    )
+    report = await audit.verify_all(fresh_pool)
+    assert report.broken == {spaces[1]: 2}
+    assert not report.ok
 
 
 async def test_replay_as_of_seq_time_and_entity(pool: asyncpg.Pool) -> None:
@@ -90,28 +80,20 @@ async def test_replay_as_of_seq_time_and_entity(pool: asyncpg.Pool) -> None:
     assert (await audit.replay(pool, space, as_of_seq=1))["entities"] == []
 
 
-async def test_verify_one_space(fresh_database: Factory) -> None:
-    dsn = await fresh_database()
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
-            user = new_id()
-            space = await store.create_space(name="v", creator_user_id=user, personal=False)
-            await store.append(user_id=user, device_id=new_id(), ops=[op(space), op(space)])
-        assert await audit.verify(pool, space) is None
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
-            await conn.execute(
-                "UPDATE events SET field = 'notes' WHERE space_id = $1 AND seq = 3", space
-            )
-            await conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
-        assert await audit.verify(pool, space) == 3
-        unknown = new_id()
-        for space_id, shown in ((unknown, unknown), ("nope", "nope")):
-            with pytest.raises(NotFound, match=rf"^no such space: {shown}$"):
-                await audit.verify(pool, space_id)
-    finally:
-        await pool.close()
+async def test_verify_one_space(fresh_pool: asyncpg.Pool) -> None:
+    async with PostgresEventStore(fresh_pool, secret_key=TEST_SECRET) as store:
+        user = new_id()
+        space = await store.create_space(name="v", creator_user_id=user, personal=False)
+        await store.append(user_id=user, device_id=new_id(), ops=[op(space), op(space)])
+    assert await audit.verify(fresh_pool, space) is None
+    await forge(
+        fresh_pool, "UPDATE events SET field = 'notes' WHERE space_id = $1 AND seq = 3", space
+    )
+    assert await audit.verify(fresh_pool, space) == 3
+    unknown = new_id()
+    for space_id, shown in ((unknown, unknown), ("nope", "nope")):
+        with pytest.raises(NotFound, match=rf"^no such space: {shown}$"):
+            await audit.verify(fresh_pool, space_id)
 
 
 async def test_replay_before_the_first_event_of_an_unknown_entity_and_by_schema(
@@ -135,30 +117,26 @@ async def test_replay_before_the_first_event_of_an_unknown_entity_and_by_schema(
 
 
 async def test_progress_is_shown_on_stderr_only_when_asked_and_worth_it(
-    fresh_database: Factory, monkeypatch: pytest.MonkeyPatch
+    fresh_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shown = io.StringIO()
     monkeypatch.setattr(audit, "_STDERR", Console(file=shown, force_terminal=True, width=120))
-    pool = await asyncpg.create_pool(await fresh_database(), min_size=1, max_size=2)
-    try:
-        async with PostgresEventStore(pool, secret_key=TEST_SECRET) as store:
-            user = new_id()
-            space = await store.create_space(name="p", creator_user_id=user, personal=True)
-            await store.append(user_id=user, device_id=new_id(), ops=[op(space), op(space)])
-        monkeypatch.setattr(audit, "PROGRESS_THRESHOLD", 4)  # the space's 3 events: too few
-        await audit.export(pool, space, io.StringIO(), progress=True)
-        assert shown.getvalue() == ""
-        monkeypatch.setattr(audit, "PROGRESS_THRESHOLD", 3)  # enough
-        await audit.export(pool, space, io.StringIO(), progress=False)
-        await audit.export(pool, space, io.StringIO())  # not asked for, by default
-        assert shown.getvalue() == ""
-        await audit.export(pool, space, io.StringIO(), progress=True)
-        assert f"export {space}" in shown.getvalue()
-        shown.truncate(0)
-        shown.seek(0)
-        assert (await audit.verify_all(pool)).ok
-        assert shown.getvalue() == ""
-        assert (await audit.verify_all(pool, progress=True)).checked == 1
-        assert "verify " in shown.getvalue()  # the bar's label, then the bar
-    finally:
-        await pool.close()
+    async with PostgresEventStore(fresh_pool, secret_key=TEST_SECRET) as store:
+        user = new_id()
+        space = await store.create_space(name="p", creator_user_id=user, personal=True)
+        await store.append(user_id=user, device_id=new_id(), ops=[op(space), op(space)])
+    monkeypatch.setattr(audit, "PROGRESS_THRESHOLD", 4)  # the space's 3 events: too few
+    await audit.export(fresh_pool, space, io.StringIO(), progress=True)
+    assert shown.getvalue() == ""
+    monkeypatch.setattr(audit, "PROGRESS_THRESHOLD", 3)  # enough
+    await audit.export(fresh_pool, space, io.StringIO(), progress=False)
+    await audit.export(fresh_pool, space, io.StringIO())  # not asked for, by default
+    assert shown.getvalue() == ""
+    await audit.export(fresh_pool, space, io.StringIO(), progress=True)
+    assert f"export {space}" in shown.getvalue()
+    shown.truncate(0)
+    shown.seek(0)
+    assert (await audit.verify_all(fresh_pool)).ok
+    assert shown.getvalue() == ""
+    assert (await audit.verify_all(fresh_pool, progress=True)).checked == 1
+    assert "verify " in shown.getvalue()  # the bar's label, then the bar
