@@ -165,6 +165,19 @@ TARGETS = (
         services=True,
     ),
     Target(
+        name="revocation",
+        modules=("gateway/revocation.py",),
+        tests=(
+            "tests/integration/test_gateway_revocation.py",
+            "tests/integration/test_gateway_sessions.py",
+        ),
+        # 75%: of its 110 mutants, 10 change only the letter case of SQL and 7 sit in a
+        # branch (a broadcast that raises) that NatsBus, which counts and drops instead,
+        # never takes (docs/development.md, Survivors)
+        floor=0.75,
+        services=True,
+    ),
+    Target(
         name="tokens",
         modules=("gateway/tokens.py",),
         tests=("tests/unit/test_gateway_tokens.py", "tests/unit/test_keys.py"),
