@@ -29,6 +29,7 @@ import pytest
 from nats.js.api import StreamInfo
 
 from concord.embedded import EmbeddedNats, EmbeddedPostgres
+from core.natsbus import NatsBus
 from core.settings import Settings
 from eventstore.migrations import discover, migrate
 from tests.property import profiles  # noqa: F401  (registers `ci`/`thorough` for any run)
@@ -259,6 +260,16 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     assert pg_pool is not None
     yield pg_pool
     await pg_pool.close()
+
+
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[NatsBus]:
+    """A connected ``NatsBus`` on the test run's NATS, with the run's prefix."""
+    nats_bus = NatsBus(settings.nats_url or "", prefix=settings.nats_prefix, name="test")
+    await nats_bus.start()
+    assert await nats_bus.wait_connected(10)
+    yield nats_bus
+    await nats_bus.close()
 
 
 @pytest.fixture(scope="session")

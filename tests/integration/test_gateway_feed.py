@@ -27,15 +27,6 @@ async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
         yield s
 
 
-@pytest.fixture
-async def bus(settings: Settings) -> AsyncIterator[NatsBus]:
-    bus = NatsBus(settings.nats_url or "", prefix=settings.nats_prefix, name="test-feed")
-    await bus.start()
-    assert await bus.wait_connected(10)
-    yield bus
-    await bus.close()
-
-
 async def space_with(store: PostgresEventStore, sets: int) -> tuple[str, str]:
     owner = new_id()
     space = await store.create_space(name="feed", creator_user_id=owner, personal=False)

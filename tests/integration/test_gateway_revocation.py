@@ -21,15 +21,6 @@ MakeCache = Callable[..., Awaitable[RevocationCache]]
 
 
 @pytest.fixture
-async def bus(settings: Settings) -> AsyncIterator[NatsBus]:
-    bus = NatsBus(settings.nats_url or "", prefix=settings.nats_prefix, name="test-revocation")
-    await bus.start()
-    assert await bus.wait_connected(10)
-    yield bus
-    await bus.close()
-
-
-@pytest.fixture
 async def make_cache(
     pool: asyncpg.Pool, bus: NatsBus, settings: Settings
 ) -> AsyncIterator[MakeCache]:

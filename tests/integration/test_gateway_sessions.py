@@ -33,15 +33,15 @@ MakeSessions = Callable[..., Awaitable[Sessions]]
 
 
 @pytest.fixture
-async def make_sessions(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[MakeSessions]:
+async def make_sessions(
+    pool: asyncpg.Pool, bus: NatsBus, settings: Settings
+) -> AsyncIterator[MakeSessions]:
     """Sessions as a gateway builds them (gateway/app.py), with cheap password hashing;
     ``grace`` sets the refresh grace window."""
-    stack: list[tuple[PostgresEventStore, NatsBus, RevocationCache]] = []
+    stack: list[tuple[PostgresEventStore, RevocationCache]] = []
 
     async def make(grace: float = GRACE) -> Sessions:
         store = PostgresEventStore(pool, secret_key=TEST_SECRET)
-        bus = NatsBus(settings.nats_url or "", prefix=settings.nats_prefix, name="test-sessions")
-        await bus.start()
         # re-read PostgreSQL at the first check only: later checks see what was announced
         revocations = RevocationCache(
             pool,
@@ -51,7 +51,7 @@ async def make_sessions(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator
             refresh_seconds=3600,
         )
         await revocations.start()
-        stack.append((store, bus, revocations))
+        stack.append((store, revocations))
         return Sessions(
             pool=pool,
             store=store,
@@ -64,10 +64,9 @@ async def make_sessions(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator
         )
 
     yield make
-    for store, bus, revocations in stack:
+    for store, revocations in stack:
         await revocations.close()
         await store.close()
-        await bus.close()
 
 
 def _email() -> str:
