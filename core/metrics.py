@@ -158,7 +158,9 @@ class Readings:
             return list(metric.collect())
         return self._families.get(next(iter(metric.describe())).name, [])
 
-    def samples(self, metric: MetricWrapperBase, suffix: str) -> list[tuple[dict[str, str], float]]:
+    def _samples(
+        self, metric: MetricWrapperBase, suffix: str
+    ) -> list[tuple[dict[str, str], float]]:
         """The samples of ``metric`` whose name ends with ``suffix``."""
         found = []
         for family in self._families_of(metric):
@@ -170,19 +172,19 @@ class Readings:
     def total(self, metric: MetricWrapperBase, suffix: str) -> float:
         """The sum of ``metric``'s samples whose name ends with ``suffix``, over every
         label (a counter's: ``suffix="_total"``)."""
-        return sum(value for _, value in self.samples(metric, suffix))
+        return sum(value for _, value in self._samples(metric, suffix))
 
     def by_labels(
         self, metric: MetricWrapperBase, *labels: str, suffix: str = "_total"
     ) -> dict[str, int]:
         """A counter's values summed by ``labels`` (joined with ``.``)."""
         out: dict[str, int] = {}
-        for sample_labels, value in self.samples(metric, suffix):
+        for sample_labels, value in self._samples(metric, suffix):
             key = ".".join(sample_labels.get(label, "") for label in labels)
             out[key] = out.get(key, 0) + int(value)
         return out
 
     def gauge_max(self, metric: MetricWrapperBase) -> float:
         """The greatest value of a gauge over its labels (0 when never set)."""
-        values = [value for _, value in self.samples(metric, "")]
+        values = [value for _, value in self._samples(metric, "")]
         return max(values) if values else 0.0

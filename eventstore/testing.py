@@ -6,7 +6,6 @@ them to ``append``.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from typing import Any
 
@@ -72,14 +71,11 @@ def op(
     return raw
 
 
-async def forge(conn: Conn | asyncpg.Pool, sql: str, *args: object) -> None:
+async def forge(pool: asyncpg.Pool, sql: str, *args: object) -> None:
     """Run ``sql`` on the log behind the store's back, as an owner who turned the
     triggers that refuse changes to ``events`` off (in one transaction, so they are on
     again for everyone else): what ``verify`` must find."""
-    async with contextlib.AsyncExitStack() as stack:
-        if isinstance(conn, asyncpg.Pool):
-            conn = await stack.enter_async_context(conn.acquire())
-        async with conn.transaction():
-            await conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
-            await conn.execute(sql, *args)
-            await conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
+        await conn.execute(sql, *args)
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER USER")

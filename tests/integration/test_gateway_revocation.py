@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from core.natsbus import NatsBus
 from core.settings import Settings
 from gateway.revocation import RevocationCache
+from tests.integration.test_projector_support import eventually
 
 MakeCache = Callable[..., Awaitable[RevocationCache]]
 
@@ -56,15 +57,6 @@ async def _revoke_in_postgres(pool: asyncpg.Pool, ref: str, ago_seconds: float =
     )
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
 async def test_an_announcement_reaches_the_other_gateways_at_once(
     make_cache: MakeCache, bus: NatsBus, settings: Settings
 ) -> None:
@@ -73,13 +65,13 @@ async def test_an_announcement_reaches_the_other_gateways_at_once(
     assert not await there.is_revoked(session)  # its one read of PostgreSQL, long ago
     await here.announce([session], [generation])
     assert await here.is_revoked(session)  # before the revoking request answers
-    assert await _eventually(lambda: there.is_revoked(session))
+    await eventually(lambda: there.is_revoked(session), within=5)
     assert await there.is_revoked(generation)
     # a malformed broadcast is ignored, and the next one still arrives
     await bus.publish(there.subject, b"not a revocation")
     later = _ref()
     await here.announce(token_ids=[later])
-    assert await _eventually(lambda: there.is_revoked(later))
+    await eventually(lambda: there.is_revoked(later), within=5)
 
 
 async def test_a_revocation_missed_on_the_bus_is_read_from_postgres_within_the_refresh(
@@ -175,7 +167,7 @@ async def test_a_malformed_broadcast_is_logged_and_ignored(
         await bus.publish(there.subject, b"not a revocation")
         ref = _ref()
         await here.announce([ref])
-        assert await _eventually(lambda: there.is_revoked(ref))
+        await eventually(lambda: there.is_revoked(ref), within=5)
     assert {
         "event": "malformed revocation broadcast",
         "subject": there.subject,
@@ -188,6 +180,6 @@ async def test_a_closed_cache_hears_no_more(make_cache: MakeCache) -> None:
     await there.close()
     ref = _ref()
     await here.announce([ref])
-    assert await _eventually(lambda: witness.is_revoked(ref))
+    await eventually(lambda: witness.is_revoked(ref), within=5)
     assert not await there.is_revoked(ref)
     await there.close()  # twice is harmless

@@ -38,7 +38,7 @@ async def make_sessions(
 ) -> AsyncIterator[MakeSessions]:
     """Sessions as a gateway builds them (gateway/app.py), with cheap password hashing;
     ``grace`` sets the refresh grace window."""
-    stack: list[tuple[PostgresEventStore, RevocationCache]] = []
+    stack: list[tuple[PostgresEventStore, Sessions]] = []
 
     async def make(grace: float = GRACE) -> Sessions:
         store = PostgresEventStore(pool, secret_key=TEST_SECRET)
@@ -51,22 +51,29 @@ async def make_sessions(
             refresh_seconds=3600,
         )
         await revocations.start()
-        stack.append((store, revocations))
-        return Sessions(
+        sessions = Sessions(
             pool=pool,
             store=store,
-            passwords=Passwords(time_cost=1, memory_cost=1024),
+            passwords=_passwords(),
             access=AccessTokens(secrets.token_bytes(32), 900),
             refresh_tokens=RefreshTokens(secrets.token_bytes(32)),
             revocations=revocations,
             refresh_ttl=3600,
             grace_seconds=grace,
         )
+        stack.append((store, sessions))
+        return sessions
 
     yield make
-    for store, revocations in stack:
-        await revocations.close()
+    for store, sessions in stack:  # as gateway/app.py closes them
+        await sessions.revocations.close()
         await store.close()
+        sessions.passwords.close()
+
+
+def _passwords(time_cost: int = 1) -> Passwords:
+    """Hashing cheap enough for tests."""
+    return Passwords(time_cost=time_cost, memory_cost=1024)
 
 
 def _email() -> str:
@@ -85,7 +92,7 @@ async def _signed_up(
     return answer, user
 
 
-async def _session_of(sessions: Sessions, answer: AuthResponse) -> str:
+def _session_of(sessions: Sessions, answer: AuthResponse) -> str:
     return sessions.access.verify(answer.access_token, now=0).session_id
 
 
@@ -118,7 +125,7 @@ async def test_a_refresh_rotates_the_pair(make_sessions: MakeSessions) -> None:
     assert (second.user_id, second.device_id, second.personal_space_id) == (
         first.user_id, first.device_id, first.personal_space_id,
     )  # fmt: skip
-    assert await _session_of(sessions, second) == await _session_of(sessions, first)
+    assert _session_of(sessions, second) == _session_of(sessions, first)
     third = await sessions.refresh(second.refresh_token)
     assert third.refresh_token not in (first.refresh_token, second.refresh_token)
 
@@ -140,7 +147,7 @@ async def test_a_retry_inside_the_grace_window_gets_the_same_pair(
     # reuse ends the whole session, the newest pair included
     with pytest.raises(Unauthenticated, match=r"^refresh token is not valid$"):
         await sessions.refresh(third.refresh_token)
-    session = await _session_of(sessions, first)
+    session = _session_of(sessions, first)
     assert await sessions.revocations.is_revoked(session)
 
 
@@ -169,7 +176,7 @@ async def test_unknown_and_expired_refresh_tokens(
     await pool.execute(
         "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' "
         "WHERE session_id = $1::uuid",
-        await _session_of(sessions, answer),
+        _session_of(sessions, answer),
     )
     with pytest.raises(Unauthenticated, match=r"^refresh token is not valid$"):
         await sessions.refresh(answer.refresh_token)
@@ -178,8 +185,8 @@ async def test_unknown_and_expired_refresh_tokens(
 async def test_logout_and_device_revocation_end_refresh(make_sessions: MakeSessions) -> None:
     sessions = await make_sessions()
     out = await sessions.register(_email(), "pw", "phone")
-    await sessions.logout(await _session_of(sessions, out))
-    assert await sessions.revocations.is_revoked(await _session_of(sessions, out))
+    await sessions.logout(_session_of(sessions, out))
+    assert await sessions.revocations.is_revoked(_session_of(sessions, out))
     with pytest.raises(Unauthenticated):
         await sessions.refresh(out.refresh_token)
     mine = await sessions.register(_email(), "pw", "phone")
@@ -188,7 +195,7 @@ async def test_logout_and_device_revocation_end_refresh(make_sessions: MakeSessi
     assert (await sessions.refresh(mine.refresh_token)).user_id == mine.user_id
     fresh = await sessions.register(_email(), "pw", "tablet")
     assert await sessions.revoke_device(fresh.user_id, fresh.device_id)
-    assert await sessions.revocations.is_revoked(await _session_of(sessions, fresh))
+    assert await sessions.revocations.is_revoked(_session_of(sessions, fresh))
     with pytest.raises(Unauthenticated):
         await sessions.refresh(fresh.refresh_token)
 
@@ -201,7 +208,7 @@ async def test_logging_in_on_a_known_device_ends_its_earlier_sessions(
     again = await sessions.login(user, "phone", first.device_id)
     assert again.device_id == first.device_id
     assert again.personal_space_id == first.personal_space_id
-    assert await sessions.revocations.is_revoked(await _session_of(sessions, first))
+    assert await sessions.revocations.is_revoked(_session_of(sessions, first))
     with pytest.raises(Unauthenticated):
         await sessions.refresh(first.refresh_token)
     elsewhere = await sessions.login(user, "laptop", None)
@@ -241,14 +248,14 @@ async def test_each_revocation_is_recorded_with_its_reason_and_announced(
     device = await sessions.register(_email(), "pw", "phone")
     assert not await sessions.revocations.is_revoked("warm")  # its one read of PostgreSQL
     await sessions.login(user, "phone", relogged.device_id)
-    await sessions.logout(await _session_of(sessions, logged_out))
+    await sessions.logout(_session_of(sessions, logged_out))
     await sessions.revoke_device(device.user_id, device.device_id)
     for answer, reason in (
         (relogged, "relogin"),
         (logged_out, "logout"),
         (device, "device_revoked"),
     ):
-        session = await _session_of(sessions, answer)
+        session = _session_of(sessions, answer)
         assert await _revoke_reason(pool, session) == reason
         assert await sessions.revocations.is_revoked(session)
         kind = await pool.fetchval(
@@ -266,7 +273,7 @@ async def test_reuse_is_recorded_and_announced(
     await sessions.refresh(first.refresh_token)
     with pytest.raises(RefreshReused):
         await sessions.refresh(first.refresh_token)
-    session = await _session_of(sessions, first)
+    session = _session_of(sessions, first)
     assert await _revoke_reason(pool, session) == "refresh_reused"
     assert await sessions.revocations.is_revoked(session)
 
@@ -281,7 +288,7 @@ async def test_logging_in_with_another_users_device_id_makes_a_new_device(
     _, user = await _signed_up(sessions, "laptop")
     mine = await sessions.login(user, "phone", theirs.device_id)
     assert mine.device_id != theirs.device_id
-    assert await _revoke_reason(pool, await _session_of(sessions, theirs)) is None
+    assert await _revoke_reason(pool, _session_of(sessions, theirs)) is None
     assert (await sessions.refresh(theirs.refresh_token)).device_id == theirs.device_id
 
 
@@ -350,7 +357,8 @@ async def test_a_password_hashed_with_other_parameters_is_rehashed_on_login(
     answer = await sessions.register(email, "pw", "phone")
     stored = "SELECT password_hash FROM users WHERE user_id = $1::uuid"
     old = await pool.fetchval(stored, answer.user_id)
-    sessions.passwords = Passwords(time_cost=2, memory_cost=1024)
+    sessions.passwords.close()
+    sessions.passwords = _passwords(time_cost=2)
     assert sessions.passwords.needs_rehash(old)
     assert await sessions.authenticate_password(email, "pw") is not None
     new = await pool.fetchval(stored, answer.user_id)
