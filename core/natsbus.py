@@ -47,6 +47,11 @@ class NatsBus:
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
+    @property
+    def subjects(self) -> list[str]:
+        """The subjects this bus is subscribed to, once per subscription."""
+        return [subject for subject, _, _ in self._subs.values()]
+
     async def start(self) -> None:
         """Begin connecting in the background; returns at once."""
         if self._task is None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
+import structlog
 
 from core.events import MembershipChange
 from core.metrics import BACKGROUND_ERRORS
@@ -83,17 +84,20 @@ async def test_the_safety_poll_outlives_an_unexpected_error(
 
     hub.poll_once = failing_twice  # type: ignore[method-assign]
     before = BACKGROUND_ERRORS.labels(loop="feed-poll")._value.get()
-    await hub.start()
     try:
-        head = feed.known_head
-        woken.clear()  # watch's first look at the head may wake its listeners
-        # A commit whose hint never comes (this hub's NATS subscription hears nothing,
-        # the store publishes none): only the poll can find it.
-        await store.append(user_id=owner, device_id=new_id(), ops=[op(space, lamport=2)])
-        await asyncio.wait_for(woken.wait(), 10)
+        with structlog.testing.capture_logs() as logs:
+            await hub.start()
+            head = feed.known_head
+            woken.clear()  # watch's first look at the head may wake its listeners
+            # A commit whose hint never comes (this hub's NATS subscription hears nothing,
+            # the store publishes none): only the poll can find it.
+            await store.append(user_id=owner, device_id=new_id(), ops=[op(space, lamport=2)])
+            await asyncio.wait_for(woken.wait(), 10)
         assert feed.known_head == head + 1, "the poll went on after two failures"
         assert failures == 2
         assert BACKGROUND_ERRORS.labels(loop="feed-poll")._value.get() == before + 2
+        failed = [e for e in logs if e["event"] == "feed poll failed; polling on"]
+        assert [e["log_level"] for e in failed] == ["error", "error"]
     finally:
         await hub.close()
 

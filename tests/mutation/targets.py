@@ -85,6 +85,32 @@ TARGETS = (
         floor=0.80,
     ),
     Target(
+        name="feed",
+        modules=("gateway/ws/feed.py",),
+        tests=(
+            "tests/integration/test_gateway_feed.py",
+            "tests/integration/test_gateway_feed_delivery.py",
+            "tests/unit/test_ws_subscription_loop.py",
+            "tests/unit/test_ws_subscription.py",
+        ),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
+        name="reads",
+        modules=("eventstore/reads.py",),
+        tests=(
+            "tests/integration/test_eventstore_reads.py",
+            "tests/integration/test_eventstore_replay.py",
+            "tests/integration/test_eventstore_integrity.py",
+            "tests/integration/test_store_contract.py",
+            "tests/integration/test_projector_relay_batches.py",
+            "tests/integration/test_projector_batch.py",
+        ),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
         name="projector",
         modules=("projector/apply.py",),
         tests=(
