@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import timedelta
 
 import asyncpg
@@ -118,7 +118,7 @@ async def op_rows_of_ranges(
 
 async def chunks(
     conn: Conn, query: str, *args: object, size: int = 5000
-) -> AsyncIterator[list[asyncpg.Record]]:
+) -> AsyncGenerator[list[asyncpg.Record], None]:
     """Rows of ``query`` in chunks through a cursor (``conn`` must be in a transaction),
     one chunk read ahead: the server reads the next while the caller works on this one."""
     cursor = await conn.cursor(query, *args)
@@ -139,10 +139,12 @@ async def chunks(
 
 def everything(
     conn: Conn, *, spaces: SpaceRange | None = None, size: int = 5000
-) -> AsyncIterator[list[asyncpg.Record]]:
+) -> AsyncGenerator[list[asyncpg.Record], None]:
     """Every event of every space (of the range ``spaces``: first and last space_id), in
     (space_id, seq) order, as op rows with the space_id as text after them, in chunks
-    (see ``chunks``; ``conn`` must be in a transaction, whose snapshot it reads)."""
+    (see ``chunks``; ``conn`` must be in a transaction, whose snapshot it reads). A
+    caller that stops early closes it (``contextlib.aclosing``), which cancels the chunk
+    read ahead."""
     if spaces is None:
         return chunks(conn, ALL_OP_ROWS, size=size)
     return chunks(conn, _SOME_OP_ROWS, *spaces, size=size)

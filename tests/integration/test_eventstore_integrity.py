@@ -45,6 +45,7 @@ async def test_database_refuses_changes_to_events(pool: asyncpg.Pool, statement:
         ("DELETE FROM events WHERE space_id = $1 AND seq = 6", 6),
         ("UPDATE spaces SET head = 5 WHERE space_id = $1", 6),
         ("UPDATE events SET chain_hash = sha256(chain_hash) WHERE space_id = $1 AND seq = 1", 1),
+        ("UPDATE spaces SET chain_tip = sha256(chain_tip) WHERE space_id = $1", 6),
     ],
 )
 async def test_verify_finds_the_first_tampered_seq(
@@ -61,3 +62,39 @@ async def test_verify_finds_the_first_tampered_seq(
         await forge(fresh_pool, sql, space)
         assert await store.verify(space) == broken
         assert await store.verify(other) is None
+
+
+async def test_verify_holds_every_kind_of_event_to_its_hashes(fresh_pool: asyncpg.Pool) -> None:
+    """Events without a value (a delete, a restore), a set to null and sets naming their
+    pred are hashed as they were written: an intact space verifies, and a value given
+    to a delete is found."""
+    async with PostgresEventStore(fresh_pool, secret_key=TEST_SECRET) as store:
+        user = new_id()
+        space = await store.create_space(name="k", creator_user_id=user, personal=True)
+        first = op(space, value="a", lamport=1)
+        ops = [
+            first,
+            op(space, value="b", lamport=2, pred=[first["op_id"]]),
+            op(space, field="due_at", value=None, lamport=3),
+            delete := op(space, kind="delete", field=None, lamport=4),
+            op(space, kind="restore", field=None, lamport=5, pred=[delete["op_id"]]),
+        ]
+        outcome = await store.append(user_id=user, device_id=new_id(), ops=ops)
+        assert [r.status for r in outcome.results] == ["applied"] * 5
+        assert await store.verify(space) is None
+        await forge(
+            fresh_pool, "UPDATE events SET value = '1' WHERE space_id = $1 AND seq = 5", space
+        )
+        assert await store.verify(space) == 5
+
+
+async def test_verify_finds_a_forged_chain_tip_of_a_space_of_one_event(
+    fresh_pool: asyncpg.Pool,
+) -> None:
+    async with PostgresEventStore(fresh_pool, secret_key=TEST_SECRET) as store:
+        space = await store.create_space(name="o", creator_user_id=new_id(), personal=True)
+        assert await store.verify(space) is None
+        await forge(
+            fresh_pool, "UPDATE spaces SET chain_tip = sha256(chain_tip) WHERE space_id = $1", space
+        )
+        assert await store.verify(space) == 1

@@ -4,6 +4,9 @@ recent events, the sandbox's counts)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -100,3 +103,36 @@ async def test_recent_and_counts(store: PostgresEventStore, pool: asyncpg.Pool) 
     assert none == []
     by = {(r["kind"], r["server"]): r["n"] for r in counted}
     assert by == {("set", False): 4, ("member_added", True): 1}
+
+
+async def test_a_scan_left_early_leaves_no_read_running(
+    store: PostgresEventStore, pool: asyncpg.Pool
+) -> None:
+    """A consumer that stops reading ``everything`` part way: the chunk read ahead is
+    cancelled and awaited, and the connection is free for its next query."""
+    await _space(store, 5)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        before = asyncio.all_tasks()
+        async with contextlib.aclosing(reads.everything(conn, size=1)) as scan:
+            async for chunk in scan:
+                assert len(chunk) == 1
+                break
+        assert asyncio.all_tasks() - before == set(), "the read ahead was left running"
+        assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_recent_gives_up_after_its_query_timeout(fresh_pool: asyncpg.Pool) -> None:
+    """The panel's read of recent events is bounded: with ``events`` locked by another
+    transaction, it raises after ``query_timeout`` instead of waiting for the lock."""
+    async with (
+        fresh_pool.acquire() as locker,
+        fresh_pool.acquire() as conn,
+        locker.transaction(),
+    ):
+        await locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(
+                reads.recent(conn, within=timedelta(hours=1), limit=3, query_timeout=0.2), 5
+            )
+        assert time.monotonic() - started < 2
