@@ -97,6 +97,13 @@ TARGETS = (
         services=True,
     ),
     Target(
+        name="registry",
+        modules=("gateway/ws/registry.py",),
+        tests=("tests/integration/test_gateway_registry.py",),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
         name="reads",
         modules=("eventstore/reads.py",),
         tests=(
