@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import io
+import logging
 import os
 import re
 import secrets
@@ -26,9 +28,11 @@ import asyncpg
 import nats
 import nats.js.errors
 import pytest
+import structlog
 from nats.js.api import StreamInfo
 
 from concord.embedded import EmbeddedNats, EmbeddedPostgres
+from concord.logs import configure_logging
 from core.natsbus import NatsBus
 from core.settings import Settings
 from eventstore.migrations import discover, migrate
@@ -314,3 +318,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif f"{os.sep}e2e{os.sep}" in path or f"{os.sep}adversarial{os.sep}" in path:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The project's logging as a process configures it (JSON, at info), into a buffer
+    the test reads; restored afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging("info", json=True)
+    (handler,) = root.handlers
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    handler.setStream(buffer)
+    yield buffer
+    root.handlers[:], level = saved
+    root.setLevel(level)
+    structlog.reset_defaults()

@@ -104,6 +104,13 @@ TARGETS = (
         services=True,
     ),
     Target(
+        name="pushes",
+        modules=("gateway/pushes.py", "gateway/ws/push.py"),
+        tests=("tests/integration/test_gateway_ws_push.py", "tests/unit/test_pushes.py"),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
         name="reads",
         modules=("eventstore/reads.py",),
         tests=(

@@ -6,13 +6,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import structlog
 
-from concord.logs import configure_logging
 from core.errors import TooLarge
 from core.ports import AppendOutcome
 from core.wire import DEFAULT_LIMITS, OpResult
@@ -34,40 +33,34 @@ class FakeStore:
 STORE: Any = FakeStore()  # only append is called
 
 
-@pytest.fixture
-def out() -> Iterator[io.StringIO]:
-    """The project's logging as JSON into a buffer, at info (restored afterwards)."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    configure_logging("info", json=True)
-    (handler,) = root.handlers
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    handler.setStream(buffer)
-    yield buffer
-    root.handlers[:], level = saved
-    root.setLevel(level)
-    structlog.reset_defaults()
-
-
-async def _push() -> None:
+async def _push(started: float = 0.0) -> None:
     ops = [{"op_id": f"o-{i}"} for i in range(3)]
     result = await store(
-        STORE, user_id="u", device_id=DEVICE, batch_id="b", ops=ops, route="ws", started=0.0
+        STORE, user_id="u", device_id=DEVICE, batch_id="b", ops=ops, route="ws", started=started
     )
     assert [r.seq for r in result.results] == [1, 2, 3]
 
 
-async def test_no_line_per_push_at_info(out: io.StringIO) -> None:
+async def test_no_line_per_push_at_info(json_logs: io.StringIO) -> None:
     await _push()
-    assert out.getvalue() == ""
+    assert json_logs.getvalue() == ""
 
 
-async def test_one_line_per_push_at_debug(out: io.StringIO) -> None:
+async def test_one_line_per_push_at_debug(json_logs: io.StringIO) -> None:
     logging.getLogger().setLevel(logging.DEBUG)
-    await _push()
-    [line] = [json.loads(text) for text in out.getvalue().splitlines()]
+    await _push(started=time.perf_counter() - 10)  # the push arrived ten seconds ago
+    [line] = [json.loads(text) for text in json_logs.getvalue().splitlines()]
     assert (line["event"], line["route"], line["ops"], line["applied"]) == ("push", "ws", 3, 3)
+    assert (line["device_id"], line["batch_id"], line["space_id"], line["head"]) == (
+        DEVICE,
+        "b",
+        "s",
+        3,
+    )
+    duration = line["duration_ms"]
+    assert isinstance(duration, float)
+    assert 10_000 <= duration < 10_005
+    assert round(duration, 2) == duration, "to a hundredth of a millisecond"
 
 
 def test_a_push_over_the_limits_is_too_large() -> None:
