@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from gateway.limits import TokenBuckets
 
 log = structlog.get_logger("concord.gateway.push")
+#: The same logger as the standard library holds it: its level is asked before a debug
+#: line is built, whatever wrapper structlog is configured with (or none).
+_level = logging.getLogger("concord.gateway.push")
 
 Route = Literal["http", "ws"]
 
@@ -77,7 +80,7 @@ async def store(
         IDEMPOTENCY_HITS.labels(route=route).inc(duplicates)
     elapsed = time.perf_counter() - started
     PUSH_SECONDS.observe(elapsed)
-    if log.isEnabledFor(logging.DEBUG):  # a line per push is too dear for info
+    if _level.isEnabledFor(logging.DEBUG):  # a line per push is too dear for info
         counts: dict[str, int] = {}
         for result in outcome.results:
             counts[result.status] = counts.get(result.status, 0) + 1

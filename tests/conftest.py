@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
@@ -335,3 +337,26 @@ def json_logs() -> Iterator[io.StringIO]:
     root.handlers[:], level = saved
     root.setLevel(level)
     structlog.reset_defaults()
+
+
+def logged(buffer: io.StringIO) -> list[dict[str, Any]]:
+    """The lines ``json_logs`` caught so far, parsed."""
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+@contextlib.contextmanager
+def logs_of(buffer: io.StringIO) -> Iterator[list[dict[str, Any]]]:
+    """The lines ``json_logs`` catches within the block, parsed (filled as it ends).
+
+    Not ``structlog.testing.capture_logs``: it cannot see a module's logger that was
+    cached (``cache_logger_on_first_use``) by an earlier test of the same process, so
+    its tests passed or failed by the order they ran in."""
+    start = len(buffer.getvalue())
+    caught: list[dict[str, Any]] = []
+    yield caught
+    caught.extend(json.loads(line) for line in buffer.getvalue()[start:].splitlines())
+
+
+def has_line(lines: list[dict[str, Any]], **fields: Any) -> bool:
+    """True when one of ``lines`` holds every one of ``fields``."""
+    return any(all(line.get(k) == v for k, v in fields.items()) for line in lines)

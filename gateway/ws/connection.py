@@ -179,7 +179,7 @@ class Connection:
                 await task
         self.registry.remove(self)
 
-    async def close(self, code: int, reason: str = "", *, flush: float = 0.0) -> None:
+    async def close(self, code: int, reason: str, *, flush: float = 0.0) -> None:
         """Close once with ``code``, giving queued messages ``flush`` seconds first.
 
         The writer is stopped before the close frame goes out, so a writer stuck on a

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
-import structlog
 
 from core.events import MembershipChange
 from core.metrics import BACKGROUND_ERRORS
@@ -19,7 +19,7 @@ from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
 from gateway.committed import Announcer, AnnouncingStore
 from gateway.ws.feed import CACHE_EVENTS, FeedHub, SpaceFeed
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, logs_of
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ async def test_a_cursor_far_past_the_cache_reads_straight_from_postgres(
 
 
 async def test_the_safety_poll_outlives_an_unexpected_error(
-    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, json_logs: io.StringIO
 ) -> None:
     """asyncpg's InternalClientError (seen after pg_terminate_backend) killed the poll
     task for good; now every failure is logged, counted, and the loop goes on."""
@@ -85,7 +85,7 @@ async def test_the_safety_poll_outlives_an_unexpected_error(
     hub.poll_once = failing_twice  # type: ignore[method-assign]
     before = BACKGROUND_ERRORS.labels(loop="feed-poll")._value.get()
     try:
-        with structlog.testing.capture_logs() as logs:
+        with logs_of(json_logs) as logs:
             await hub.start()
             head = feed.known_head
             woken.clear()  # watch's first look at the head may wake its listeners
@@ -97,7 +97,7 @@ async def test_the_safety_poll_outlives_an_unexpected_error(
         assert failures == 2
         assert BACKGROUND_ERRORS.labels(loop="feed-poll")._value.get() == before + 2
         failed = [e for e in logs if e["event"] == "feed poll failed; polling on"]
-        assert [e["log_level"] for e in failed] == ["error", "error"]
+        assert [e["level"] for e in failed] == ["error", "error"]
     finally:
         await hub.close()
 

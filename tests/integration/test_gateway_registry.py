@@ -11,13 +11,13 @@ connection (the registry never touches a socket itself).
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-import structlog
 
 from core.events import ENCODER, MembershipChange, Names, NotificationEnvelope
 from core.metrics import WS_CONNECTIONS
@@ -28,7 +28,7 @@ from eventstore.testing import new_id, op
 from gateway.committed import Announcer
 from gateway.ws.feed import FeedHub
 from gateway.ws.registry import CLOSE_SECONDS, FLUSH_SECONDS, Registry, running
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, has_line, logs_of
 from tests.integration.test_projector_support import eventually
 
 
@@ -75,11 +75,11 @@ class Revocations:
     every check raise."""
 
     def __init__(self) -> None:
-        self.revoked: set[tuple[str, int]] = set()
+        self.revoked: set[tuple[str, object]] = set()
         self.failing = False
         self.checks = 0
 
-    async def is_revoked(self, session_id: str, generation: int) -> bool:
+    async def is_revoked(self, session_id: str, generation: object) -> bool:
         self.checks += 1
         if self.failing:
             raise OSError("PostgreSQL is away")
@@ -92,10 +92,19 @@ async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
         yield s
 
 
-def make(store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, **options: Any) -> Registry:
+def make(
+    store: PostgresEventStore,
+    bus: NatsBus,
+    pool: asyncpg.Pool,
+    *,
+    safety_interval: float = 5.0,
+    **options: Any,
+) -> Registry:
+    """A registry on ``store`` and ``bus``, with its own feed hub; ``options`` are the
+    registry's (its revocation cache a stand-in unless given)."""
     options.setdefault("revocations", Revocations())
     return Registry(
-        FeedHub(store=store, bus=bus, pool=pool),
+        FeedHub(store=store, bus=bus, pool=pool, safety_interval=safety_interval),
         store=store,
         bus=bus,
         announcer=Announcer(bus, bus.prefix, publish=False),
@@ -109,7 +118,7 @@ def joined(registry: Registry, *conns: Conn) -> None:
 
 
 async def test_a_removal_heard_over_nats_ends_that_members_subscriptions_to_that_space(
-    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, json_logs: io.StringIO
 ) -> None:
     names = Names(bus.prefix)
     space, other, user, someone = new_id(), new_id(), new_id(), new_id()
@@ -123,7 +132,7 @@ async def test_a_removal_heard_over_nats_ends_that_members_subscriptions_to_that
             await bus.publish(names.membership(change.space_id), ENCODER.encode(change))
 
         await publish(MembershipChange(space_id=space, user_id=user, role="reader", seq=7))
-        with structlog.testing.capture_logs() as logs:
+        with logs_of(json_logs) as logs:
             await bus.publish(names.membership(space), b"[")
             await publish(MembershipChange(space_id=space, user_id=user, role=None, seq=9))
 
@@ -135,16 +144,17 @@ async def test_a_removal_heard_over_nats_ends_that_members_subscriptions_to_that
         assert phone.subs[space].removed_at == [9], "every device of the member"
         assert mine.subs[other].removed_at == [], "only that space"
         assert theirs.subs[space].removed_at == [], "only that member"
-        assert {
-            "event": "malformed membership change",
-            "subject": names.membership(space),
-            "log_level": "warning",
-        } in logs
+        assert has_line(
+            logs,
+            event="malformed membership change",
+            subject=names.membership(space),
+            level="warning",
+        )
     assert names.membership("*") not in bus.subjects, "closing unsubscribes"
 
 
 async def test_a_fired_reminder_reaches_the_devices_of_the_spaces_members_only(
-    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, json_logs: io.StringIO
 ) -> None:
     names = Names(bus.prefix)
     owner, editor, stranger = new_id(), new_id(), new_id()
@@ -158,7 +168,7 @@ async def test_a_fired_reminder_reaches_the_devices_of_the_spaces_members_only(
         kind="reminder_fired", fire_at="2026-12-07T04:00:00Z", fired_at="2026-12-07T04:00:01Z",
     )  # fmt: skip
     async with running(registry):
-        with structlog.testing.capture_logs() as logs:
+        with logs_of(json_logs) as logs:
             await bus.publish(names.notifications(space), b"{}")
             envelope = NotificationEnvelope(space_id=space, notification=note)
             await bus.publish(names.notifications(space), ENCODER.encode(envelope))
@@ -169,11 +179,9 @@ async def test_a_fired_reminder_reaches_the_devices_of_the_spaces_members_only(
             await eventually(delivered, within=10)
         await asyncio.sleep(0.1)
     assert [c.notes for c in conns] == [[NotificationMessage(notification=note)]] * 3 + [[]]
-    assert {
-        "event": "malformed notification",
-        "subject": names.notifications(space),
-        "log_level": "warning",
-    } in logs
+    assert has_line(
+        logs, event="malformed notification", subject=names.notifications(space), level="warning"
+    )
     assert names.notifications("*") not in bus.subjects
 
 
@@ -202,7 +210,7 @@ async def test_a_revoked_sessions_sockets_are_closed(
 
 
 async def test_revocation_checks_go_on_while_the_cache_cannot_answer(
-    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, json_logs: io.StringIO
 ) -> None:
     """A failing check closes nothing, is logged, and the checks go on."""
     revocations = Revocations()
@@ -212,16 +220,13 @@ async def test_revocation_checks_go_on_while_the_cache_cannot_answer(
     async with running(registry):
         revocations.failing = True
         revocations.revoked.add((conn.session_id, conn.generation))
-        with structlog.testing.capture_logs() as logs:
+        with logs_of(json_logs) as logs:
             before = revocations.checks
             await asyncio.sleep(0.3)
         assert revocations.checks - before <= 8, "one failed check per interval, not one per socket"
         assert revocations.checks > before
         assert conn.closed == []
-        assert any(
-            e["event"] == "revocation check failed" and e["error"] == "PostgreSQL is away"
-            for e in logs
-        )
+        assert has_line(logs, event="revocation check failed", error="PostgreSQL is away")
         revocations.failing = False
 
         async def closed() -> bool:
@@ -241,14 +246,14 @@ async def test_the_default_revocation_interval_is_half_a_second(
 
 
 async def test_a_shutdown_answers_the_push_in_flight_then_closes_every_socket(
-    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, json_logs: io.StringIO
 ) -> None:
     registry = make(store, bus, pool)
     pushing, idle = Conn(new_id()), Conn(new_id())
     joined(registry, pushing, idle)
     order: list[str] = []
     await registry.start()
-    with structlog.testing.capture_logs() as logs:
+    with logs_of(json_logs) as logs:
         async with pushing.push_lock:
             stopping = asyncio.create_task(registry.close())
             await asyncio.sleep(0.05)
@@ -261,30 +266,30 @@ async def test_a_shutdown_answers_the_push_in_flight_then_closes_every_socket(
     assert pushing.closed == [(1001, "server going away")]
     assert idle.closed == [(1001, "server going away")]
     assert pushing.flushes == idle.flushes == [FLUSH_SECONDS], "queued messages go out first"
-    assert [e for e in logs if e["event"] == "devices dropped at shutdown"] == []
+    assert not has_line(logs, event="devices dropped at shutdown")
 
 
 async def test_a_device_slow_to_close_is_given_the_flush_and_close_time(
-    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, json_logs: io.StringIO
 ) -> None:
     registry = make(store, bus, pool)
     slow = Conn(new_id(), close_seconds=FLUSH_SECONDS - CLOSE_SECONDS / 2)
     joined(registry, slow)
-    with structlog.testing.capture_logs() as logs:
+    with logs_of(json_logs) as logs:
         await registry.shutdown()
     assert slow.closed == [(1001, "server going away")]
-    assert logs == []
+    assert not has_line(logs, event="devices dropped at shutdown")
 
 
 async def test_a_push_that_never_answers_does_not_hold_the_shutdown(
-    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, json_logs: io.StringIO
 ) -> None:
     registry = make(store, bus, pool)
     stuck, fine = Conn(new_id()), Conn(new_id())
     joined(registry, stuck, fine)
     started = time.monotonic()
     async with stuck.push_lock:  # a push in flight that never answers
-        with structlog.testing.capture_logs() as logs:
+        with logs_of(json_logs) as logs:
             await registry.shutdown(deadline=0.4)
     assert time.monotonic() - started < 1.5
     assert fine.closed == [(1001, "server going away")]
@@ -294,7 +299,7 @@ async def test_a_push_that_never_answers_does_not_hold_the_shutdown(
 
 
 async def test_a_device_that_reads_nothing_does_not_hold_the_shutdown(
-    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, json_logs: io.StringIO
 ) -> None:
     registry = make(store, bus, pool)
     stuck, fine = Conn(new_id(), close_seconds=30), Conn(new_id())
@@ -302,24 +307,24 @@ async def test_a_device_that_reads_nothing_does_not_hold_the_shutdown(
     already.closing = True
     joined(registry, stuck, fine, already)
     started = time.monotonic()
-    with structlog.testing.capture_logs() as logs:
+    with logs_of(json_logs) as logs:
         await registry.shutdown(deadline=0.5)
     assert time.monotonic() - started < 2.0
     assert fine.closed == [(1001, "server going away")]
     assert stuck.closed == []
     assert already.closed == [], "a socket already closing is left to its close"
     [dropped] = [e for e in logs if e["event"] == "devices dropped at shutdown"]
-    assert (dropped["late"], dropped["unclosed"], dropped["log_level"]) == (0, 1, "warning")
+    assert (dropped["late"], dropped["unclosed"], dropped["level"]) == (0, 1, "warning")
 
 
 async def test_a_shutdown_with_nothing_connected_returns_at_once(
-    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool
+    store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, json_logs: io.StringIO
 ) -> None:
     registry = make(store, bus, pool)
-    with structlog.testing.capture_logs() as logs:
+    with logs_of(json_logs) as logs:
         await registry.shutdown()
     assert not registry.accepting
-    assert logs == []
+    assert not has_line(logs, event="devices dropped at shutdown")
 
 
 async def test_connections_are_counted_once(

@@ -5,17 +5,18 @@ re-read of ``token_revocations``; old entries age out."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
-from structlog.testing import capture_logs
 
 from core.natsbus import NatsBus
 from core.settings import Settings
 from gateway.revocation import RevocationCache
+from tests.conftest import has_line, logs_of
 from tests.integration.test_projector_support import eventually
 
 MakeCache = Callable[..., Awaitable[RevocationCache]]
@@ -160,19 +161,17 @@ async def test_a_re_read_starts_from_the_newest_revocation_seen(
 
 
 async def test_a_malformed_broadcast_is_logged_and_ignored(
-    make_cache: MakeCache, bus: NatsBus
+    make_cache: MakeCache, bus: NatsBus, json_logs: io.StringIO
 ) -> None:
     here, there = await make_cache(), await make_cache()
-    with capture_logs() as logs:
+    with logs_of(json_logs) as logs:
         await bus.publish(there.subject, b"not a revocation")
         ref = _ref()
         await here.announce([ref])
         await eventually(lambda: there.is_revoked(ref), within=5)
-    assert {
-        "event": "malformed revocation broadcast",
-        "subject": there.subject,
-        "log_level": "warning",
-    } in logs
+    assert has_line(
+        logs, event="malformed revocation broadcast", subject=there.subject, level="warning"
+    )
 
 
 async def test_a_closed_cache_hears_no_more(make_cache: MakeCache) -> None:

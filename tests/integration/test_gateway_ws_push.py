@@ -11,7 +11,6 @@ would send.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import AsyncIterator, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -28,7 +27,7 @@ from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
 from gateway.limits import TokenBuckets
 from gateway.ws.push import handle_push
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, logged
 
 pytestmark = pytest.mark.usefixtures("json_logs")  # the project's logging, as the gateway's
 
@@ -85,11 +84,6 @@ def push_of(ops: list[dict[str, Any]], batch_id: str = "b-1") -> Push:
 async def send(conn: Conn, push: Push, size: int) -> None:
     """``push`` arriving on ``conn`` in a frame of ``size`` bytes."""
     await handle_push(conn, push, size)  # type: ignore[arg-type]
-
-
-def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
-    """The JSON log lines written so far."""
-    return [json.loads(line) for line in buffer.getvalue().splitlines()]
 
 
 async def stored(store: PostgresEventStore, space: str) -> int:
@@ -218,7 +212,7 @@ async def test_an_internal_error_is_answered_with_a_reference_only(json_logs: io
     assert r.error.code == "internal"
     assert "/var/lib/pg" not in r.error.message
     assert r.error.message.startswith("internal error; reference ")
-    [line] = [e for e in lines(json_logs) if e["event"] == "internal error"]
+    [line] = [e for e in logged(json_logs) if e["event"] == "internal error"]
     assert line["reference"] in r.error.message
     assert "/var/lib/pg" in line["error"]
     assert (line["connection"], line["batch_id"]) == (conn.id, "b-5")
@@ -239,6 +233,6 @@ async def test_a_store_bug_rejects_every_op_as_unavailable_and_is_logged(
         ("unavailable", "storage error: KeyError")
     }
     assert all(r.error is not None and r.error.retryable for r in result.results)
-    [line] = [e for e in lines(json_logs) if e["event"] == "append failed"]
+    [line] = [e for e in logged(json_logs) if e["event"] == "append failed"]
     assert (line["batch_id"], line["level"]) == ("b-9", "error")
     assert "KeyError: 'seq'" in line["exception"]

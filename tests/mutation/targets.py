@@ -111,6 +111,13 @@ TARGETS = (
         services=True,
     ),
     Target(
+        name="connection",
+        modules=("gateway/ws/connection.py",),
+        tests=("tests/integration/test_gateway_ws_connection.py",),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
         name="reads",
         modules=("eventstore/reads.py",),
         tests=(

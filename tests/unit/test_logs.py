@@ -7,36 +7,21 @@ The JSON renderer printed ``"exc_info": true`` and no traceback for structlog's
 from __future__ import annotations
 
 import io
-import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import structlog
 
-from concord.logs import configure_logging
+from tests.conftest import logged
 
 
 @pytest.fixture
-def configured() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The project's logging, as JSON; its handler writes to a buffer read by the
-    returned function (every line so far, parsed)."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    configure_logging("info", json=True)
-    (handler,) = root.handlers
-    assert isinstance(handler, logging.StreamHandler)
-    out = io.StringIO()
-    handler.setStream(out)
-
-    def lines() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in out.getvalue().splitlines()]
-
-    yield lines
-    root.handlers[:], level = saved
-    root.setLevel(level)
-    structlog.reset_defaults()
+def configured(json_logs: io.StringIO) -> Callable[[], list[dict[str, Any]]]:
+    """The project's logging, as JSON (``json_logs``); the returned function reads every
+    line so far, parsed."""
+    return lambda: logged(json_logs)
 
 
 def _fail() -> None:
