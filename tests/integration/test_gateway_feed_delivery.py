@@ -27,7 +27,7 @@ from eventstore.testing import new_id, op
 from gateway.ws import feed as feeds
 from gateway.ws.feed import CACHE_FRAMES, FeedHub, SpaceFeed
 from tests.conftest import TEST_SECRET, has_line, logs_of
-from tests.integration.test_projector_support import eventually
+from tests.integration.test_projector_support import eventually, new_space
 
 
 class CountingStore(PostgresEventStore):
@@ -66,8 +66,7 @@ class Log:
 
     @classmethod
     async def new(cls, store: CountingStore) -> Log:
-        owner = new_id()
-        space = await store.create_space(name="feed", creator_user_id=owner, personal=False)
+        space, owner = await new_space(store)
         log = cls(store, space, owner)
         log.events = await store.read(space, 0, 10)  # the owner's member_added
         return log

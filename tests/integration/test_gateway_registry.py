@@ -112,6 +112,14 @@ def make(
     )
 
 
+def fired(space_id: str, note_id: str = "n") -> Notification:
+    """A fired reminder of a task of ``space_id``."""
+    return Notification(
+        id=note_id, space_id=space_id, entity_type="task", entity_id="t-1",
+        kind="reminder_fired", fire_at="2026-12-07T04:00:00Z", fired_at="2026-12-07T04:00:01Z",
+    )  # fmt: skip
+
+
 def joined(registry: Registry, *conns: Conn) -> None:
     for conn in conns:
         registry.add(conn)  # type: ignore[arg-type]
@@ -163,10 +171,7 @@ async def test_a_fired_reminder_reaches_the_devices_of_the_spaces_members_only(
     registry = make(store, bus, pool)
     conns = [Conn(owner), Conn(editor), Conn(editor), Conn(stranger)]
     joined(registry, *conns)
-    note = Notification(
-        id=new_id(), space_id=space, entity_type="task", entity_id="t-1",
-        kind="reminder_fired", fire_at="2026-12-07T04:00:00Z", fired_at="2026-12-07T04:00:01Z",
-    )  # fmt: skip
+    note = fired(space)
     async with running(registry):
         with logs_of(json_logs) as logs:
             await bus.publish(names.notifications(space), b"{}")

@@ -26,7 +26,7 @@ import pytest
 from core.events import Names
 from core.metrics import AUTH_FAILURES, AUTH_RENEWALS
 from core.natsbus import NatsBus
-from core.wire import DEFAULT_LIMITS, Notification, NotificationMessage, Pong
+from core.wire import DEFAULT_LIMITS, NotificationMessage, Pong
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, op
 from gateway.limits import TokenBuckets
@@ -35,8 +35,8 @@ from gateway.ws import connection as connections
 from gateway.ws.connection import MAX_BAD_IN_A_ROW, Connection, _byte_size
 from gateway.ws.registry import Registry
 from tests.conftest import TEST_SECRET, logged
-from tests.integration.test_gateway_registry import Revocations, make
-from tests.integration.test_projector_support import eventually
+from tests.integration.test_gateway_registry import Revocations, fired, make
+from tests.integration.test_projector_support import eventually, new_space
 
 ACCESS = AccessTokens(secrets.token_bytes(32), 900)
 
@@ -175,9 +175,7 @@ class World:
         self.space = ""
 
     async def make(self) -> World:
-        self.space = await self.store.create_space(
-            name="c", creator_user_id=self.owner, personal=False
-        )
+        self.space, self.owner = await new_space(self.store)
         ops = [op(self.space, entity_id=f"t{i}", lamport=10 + i) for i in range(3)]
         await self.store.append(user_id=self.owner, device_id=self.device, ops=ops)
         return self
@@ -481,13 +479,7 @@ async def test_the_auth_clock_warns_pauses_and_closes_after_the_grace(world: Wor
 async def test_a_reminder_while_paused_is_sent_after_auth_ok(world: World) -> None:
     device = await world.connect()
     await device.socket.next("welcome")
-    note = NotificationMessage(
-        notification=Notification(
-            id=new_id(), space_id=world.space, entity_type="task", entity_id="t0",
-            kind="reminder_fired", fire_at="2026-12-07T04:00:00Z",
-            fired_at="2026-12-07T04:00:01Z",
-        )
-    )  # fmt: skip
+    note = NotificationMessage(notification=fired(world.space))
     device.conn.notify(note)
     await device.socket.next("notification")
     device.conn.resumed.clear()  # the token expired: delivery paused
@@ -564,11 +556,17 @@ async def test_a_failing_connection_task_closes_1011_and_is_logged(
     assert "TypeError" in line["exception"]
 
 
-async def test_a_close_lets_the_queue_go_out_first_within_its_flush(world: World) -> None:
-    device = await world.connect(slow=0.05)
+async def queued(world: World, slow: float) -> Device:
+    """A device taking ``slow`` seconds a message, welcomed, with four pongs queued."""
+    device = await world.connect(slow=slow)
     await device.socket.next("welcome")
     for i in range(4):
         await device.conn.enqueue(Pong(nonce=i))
+    return device
+
+
+async def test_a_close_lets_the_queue_go_out_first_within_its_flush(world: World) -> None:
+    device = await queued(world, slow=0.05)
     await device.conn.close(1001, "server going away", flush=0.5)
     assert [m["nonce"] for m in device.socket.messages("pong")] == [0, 1, 2, 3]
     assert device.socket.closed == (1001, "server going away")
@@ -578,10 +576,7 @@ async def test_a_close_lets_the_queue_go_out_first_within_its_flush(world: World
 
 
 async def test_a_close_waits_for_the_queue_no_longer_than_its_flush(world: World) -> None:
-    device = await world.connect(slow=0.2)
-    await device.socket.next("welcome")
-    for i in range(4):
-        await device.conn.enqueue(Pong(nonce=i))
+    device = await queued(world, slow=0.2)
     started = time.monotonic()
     await device.conn.close(1001, "server going away", flush=0.3)
     assert 0.25 <= time.monotonic() - started < 0.7, "the queue would take 0.8 s"
@@ -591,10 +586,7 @@ async def test_a_close_waits_for_the_queue_no_longer_than_its_flush(world: World
 
 
 async def test_a_close_without_flush_does_not_wait_for_the_queue(world: World) -> None:
-    device = await world.connect(slow=0.2)
-    await device.socket.next("welcome")
-    for i in range(4):
-        await device.conn.enqueue(Pong(nonce=i))
+    device = await queued(world, slow=0.2)
     started = time.monotonic()
     await device.conn.close(4429, "too slow")
     assert time.monotonic() - started < 0.5, "the queue takes 0.8 s to go out"
@@ -637,16 +629,7 @@ async def test_at_most_a_hundred_reminders_are_held_while_paused(world: World) -
     device = await world.connect()
     await device.socket.next("welcome")
     device.conn.resumed.clear()
-    notes = [
-        NotificationMessage(
-            notification=Notification(
-                id=f"n-{i}", space_id=world.space, entity_type="task", entity_id="t0",
-                kind="reminder_fired", fire_at="2026-12-07T04:00:00Z",
-                fired_at="2026-12-07T04:00:01Z",
-            )
-        )
-        for i in range(130)
-    ]  # fmt: skip
+    notes = [NotificationMessage(notification=fired(world.space, f"n-{i}")) for i in range(130)]
     for note in notes:
         device.conn.notify(note)
     device.socket.send({"type": "auth", "token": token(world.owner, world.device)})
@@ -662,13 +645,7 @@ async def test_finished_tasks_are_not_kept(world: World) -> None:
     them once done."""
     device = await world.connect()
     await device.socket.next("welcome")
-    note = NotificationMessage(
-        notification=Notification(
-            id="n", space_id=world.space, entity_type="task", entity_id="t0",
-            kind="reminder_fired", fire_at="2026-12-07T04:00:00Z",
-            fired_at="2026-12-07T04:00:01Z",
-        )
-    )  # fmt: skip
+    note = NotificationMessage(notification=fired(world.space))
     for _ in range(50):
         device.conn.notify(note)
     await device.socket.next("notification", 50)

@@ -28,6 +28,7 @@ from eventstore.testing import new_id, op
 from gateway.limits import TokenBuckets
 from gateway.ws.push import handle_push
 from tests.conftest import TEST_SECRET, logged
+from tests.integration.test_projector_support import new_space
 
 pytestmark = pytest.mark.usefixtures("json_logs")  # the project's logging, as the gateway's
 
@@ -72,11 +73,6 @@ async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
         yield s
 
 
-async def space_of(store: PostgresEventStore) -> tuple[str, str]:
-    owner = new_id()
-    return await store.create_space(name="p", creator_user_id=owner, personal=False), owner
-
-
 def push_of(ops: list[dict[str, Any]], batch_id: str = "b-1") -> Push:
     return msgspec.convert({"type": "push", "batch_id": batch_id, "ops": ops}, Push)
 
@@ -93,7 +89,7 @@ async def stored(store: PostgresEventStore, space: str) -> int:
 async def test_a_push_is_stored_and_answered_one_result_per_op(
     store: PostgresEventStore,
 ) -> None:
-    space, owner = await space_of(store)
+    space, owner = await new_space(store)
     conn = Conn(store, owner)
     ops = [op(space, entity_id=f"t{i}", lamport=i + 1) for i in range(3)]
     seconds = PUSH_SECONDS._sum.get()
@@ -120,7 +116,7 @@ async def test_a_push_is_stored_and_answered_one_result_per_op(
 async def test_a_push_over_the_limits_is_one_too_large_error_and_nothing_stored(
     store: PostgresEventStore, count: int, size: int | None
 ) -> None:
-    space, owner = await space_of(store)
+    space, owner = await new_space(store)
     conn = Conn(store, owner)
     frame = DEFAULT_LIMITS.max_message_bytes + 1 if size is None else size
     ops = [op(space, entity_id=f"t{i}") for i in range(count)]
@@ -137,7 +133,7 @@ async def test_a_push_over_the_limits_is_one_too_large_error_and_nothing_stored(
 
 
 async def test_a_push_at_the_limits_is_stored(store: PostgresEventStore) -> None:
-    space, owner = await space_of(store)
+    space, owner = await new_space(store)
     conn = Conn(store, owner)
     ops = [op(space, entity_id=f"t{i}") for i in range(DEFAULT_LIMITS.max_ops_per_push)]
     await send(conn, push_of(ops), DEFAULT_LIMITS.max_message_bytes)
@@ -148,7 +144,7 @@ async def test_a_push_at_the_limits_is_stored(store: PostgresEventStore) -> None
 async def test_an_expired_token_rejects_every_op_and_stores_nothing(
     store: PostgresEventStore,
 ) -> None:
-    space, owner = await space_of(store)
+    space, owner = await new_space(store)
     conn = Conn(store, owner, expired=True)
     failures = AUTH_FAILURES.labels(reason="expired")._value.get()
     rejected = OPS.labels(status="rejected")._value.get()
@@ -173,7 +169,7 @@ async def test_past_the_devices_rate_every_op_is_rejected_as_rate_limited(
     store: PostgresEventStore,
 ) -> None:
     """The rate is the device's: another device of the same gateway pushes on."""
-    space, owner = await space_of(store)
+    space, owner = await new_space(store)
     conn = Conn(store, owner)  # a burst of two pushes, no refill
     for i in range(3):
         await send(conn, push_of([op(space, entity_id=f"t{i}")], f"b-{i}"), 100)
