@@ -40,16 +40,13 @@ SELECT coalesce((SELECT seq FROM projector_checkpoints WHERE space_id = $1), 0),
        EXISTS (SELECT 1 FROM projector_quarantine WHERE space_id = $1)
 """
 
-_ORDER = """
-SELECT t, i FROM unnest($1::text[], $2::text[]) AS k(t, i) WHERE (t, i) > ($3, $4)
-ORDER BY t, i
-"""
-
 #: Events after the checkpoint that a listing folds in itself (the read model's lag at
 #: that moment); with more, it answers at the checkpoint and the caller replays the log.
 LIST_TAIL_MAX = 2000
 
-# Keyset pagination on the primary key: (entity_type, entity_id) > the cursor's.
+# Keyset pagination on the primary key: (entity_type, entity_id) > the cursor's, in
+# code-point order (the columns' collation is "C", migration 0010), as the gateway sorts
+# a listing it folds from the log.
 # Entities that only server events touched (reads answer 404) and the hidden `_member`
 # type are never listed.
 _LIST = """
@@ -203,9 +200,8 @@ async def list_entities(
         }
         if touched:
             found.update(await _folded(conn, sid, tail, touched, entity_type, include_deleted))
-            # the page in the database's order (its collation), as _LIST pages it
-            keys = await conn.fetch(_ORDER, [k[0] for k in found], [k[1] for k in found], *start)
-            found = {(k[0], k[1]): found[(k[0], k[1])] for k in keys}
+            # in _LIST's order: code points, its columns' collation being "C" (0010)
+            found = {key: found[key] for key in sorted(found) if key > start}
     seq = 0 if quarantined else tail[-1][0] if tail else checkpoint
     listed = list(found.items())
     more = len(listed) > limit
