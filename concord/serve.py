@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from concord.command import CommandError
 from concord.logs import configure_logging
@@ -29,6 +29,9 @@ from concord.runtime import tune_gc
 from concord.supervisor import Child, Supervisor, die_with_parent, forget_metrics
 from core.metrics import mark_counters_start
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("concord")
 
@@ -92,13 +95,28 @@ def _serve_here(
     settings: Settings, sock: socket.socket | None, on_listening: Callable[[int], None] | None
 ) -> None:
     """One gateway in this process (on ``sock`` when a parent bound it)."""
-    import uvicorn
-
-    from gateway.app import before_shutdown, create_app
+    from gateway.app import create_app
 
     if sock is None:
         ensure_port_free(settings.host, settings.port)
-    app = create_app(settings)
+    server = gateway_server(create_app(settings), settings, on_listening)
+    # uvicorn handles SIGTERM gracefully and re-raises it once it has stopped; by then
+    # the shutdown is orderly, so the re-raised signal must not turn a clean stop into a
+    # "killed" exit status.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server.run(sockets=None if sock is None else [sock])
+    if not server.started:
+        raise CommandError(f"gateway failed to start on {settings.host}:{settings.port}")
+
+
+def gateway_server(
+    app: Any, settings: Settings, on_listening: Callable[[int], None] | None = None
+) -> uvicorn.Server:
+    """The uvicorn server of one gateway ``app``: ``run`` serves until SIGTERM, SIGINT
+    or ``should_exit``; ``on_listening`` gets the bound port."""
+    import uvicorn
+
+    from gateway.app import before_shutdown
 
     class Server(uvicorn.Server):
         """uvicorn, but the app's ``before_shutdown`` runs first (the WebSocket layer
@@ -138,14 +156,7 @@ def _serve_here(
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies),
     )
-    server = Server(config)
-    # uvicorn handles SIGTERM gracefully and re-raises it once it has stopped; by then
-    # the shutdown is orderly, so the re-raised signal must not turn a clean stop into a
-    # "killed" exit status.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server.run(sockets=None if sock is None else [sock])
-    if not server.started:
-        raise CommandError(f"gateway failed to start on {settings.host}:{settings.port}")
+    return Server(config)
 
 
 def _worker(settings: Settings, sock: socket.socket) -> None:

@@ -6,11 +6,17 @@ protocol's defaults (the 30 s refresh grace window, per-account login throttling
 kept. ``start_gateway(options)`` starts another one with other options (a short grace
 window, a small push bucket) for the tests that need them. ``Api`` wraps httpx with the
 few steps every test repeats.
+
+With ``CONCORD_TEST_GATEWAY=in-process`` (what ``make mutation`` sets for the targets
+that run these tests) both serve the same app on a thread of the test process instead,
+still on a port of their own: mutmut sees only code that runs in its test process. A
+test that needs the process itself (its log, a stop and restart) fails in that mode.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ import pytest
 from concord.child import ConcordProcess
 from core.settings import Settings
 from tests.conftest import service_env
+from tests.e2e.harness import IN_PROCESS, IN_PROCESS_ENV, InProcessGateway
 
 #: Fast hashing and no address throttle: tests register many users from 127.0.0.1.
 BASE_OPTIONS: dict[str, Any] = {
@@ -60,10 +67,22 @@ class GatewayProcess(ConcordProcess):
         return self.url
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In-process mode leaves out the tests marked ``gateway_process`` (they read the
+    process's log, or stop and restart it)."""
+    if os.environ.get(IN_PROCESS_ENV) != IN_PROCESS:
+        return
+    chosen = [item for item in items if item.get_closest_marker("gateway_process") is None]
+    if len(chosen) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+        items[:] = chosen
+
+
+Gateway = GatewayProcess | InProcessGateway
+
+
 class StartGateway(Protocol):
-    def __call__(
-        self, options: dict[str, Any], env: dict[str, str] | None = None
-    ) -> GatewayProcess: ...
+    def __call__(self, options: dict[str, Any], env: dict[str, str] | None = None) -> Gateway: ...
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +91,15 @@ def start_gateway(
 ) -> Iterator[StartGateway]:
     """Start gateway processes with extra options (and environment); all are stopped at
     the end of the session."""
-    started: list[GatewayProcess] = []
+    started: list[Gateway] = []
     logs = tmp_path_factory.mktemp("gateway-logs")
+    in_process = os.environ.get(IN_PROCESS_ENV) == IN_PROCESS
 
-    def start(options: dict[str, Any], env: dict[str, str] | None = None) -> GatewayProcess:
+    def start(options: dict[str, Any], env: dict[str, str] | None = None) -> Gateway:
+        if in_process:
+            served = InProcessGateway(settings, {**BASE_OPTIONS, **options}, env)
+            started.append(served)
+            return served.start()
         process = GatewayProcess(
             settings,
             {**BASE_OPTIONS, **options},
@@ -92,8 +116,9 @@ def start_gateway(
 
 
 @pytest.fixture(scope="session")
-def gateway(start_gateway: StartGateway) -> GatewayProcess:
-    return start_gateway({})
+def gateway(start_gateway: StartGateway) -> Gateway:
+    gateway: Gateway = start_gateway({})
+    return gateway
 
 
 # --------------------------------------------------------------------------- client helpers
@@ -218,7 +243,7 @@ def set_op(
 
 
 @pytest.fixture
-def api(gateway: GatewayProcess) -> Iterator[Api]:
+def api(gateway: Gateway) -> Iterator[Api]:
     client = Api(gateway.base_url)
     yield client
     client.close()

@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import termios
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -30,8 +31,11 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from concord.child import ConcordProcess
-from core.settings import Settings
+from concord.child import ConcordProcess, NotReady
+from concord.serve import gateway_server
+from core.settings import Settings, environment_of, load_settings
+from gateway.app import create_app
+from gateway.options import GatewayOptions
 from tests.conftest import TEST_ADMIN_TOKEN, service_env
 
 #: Cheap hashing and loose throttles: tests exercise protocol behaviour, not argon2.
@@ -66,6 +70,81 @@ class ServerProcess(ConcordProcess):
         log = Path(settings.data_dir) / f"{command}-{uuid.uuid4().hex[:8]}.log"
         super().__init__([command], environment, log)
         self.command = command
+
+
+#: The variable, and its value, that serve the tests' gateways in the test process.
+IN_PROCESS_ENV = "CONCORD_TEST_GATEWAY"
+IN_PROCESS = "in-process"
+
+
+class InProcessGateway:
+    """The gateway app with ``options``, served by uvicorn on a thread of this process,
+    on a port of its own: what ``concord gateway`` serves, where mutmut can see it."""
+
+    def __init__(
+        self, settings: Settings, options: dict[str, Any], env: dict[str, str] | None = None
+    ) -> None:
+        # CONCORD_* variables of ``env`` change the settings, as for a process
+        self.settings = load_settings({**environment_of(settings), **(env or {})})
+        self.options = options
+        self.port = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    base_url = url
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/sync"
+
+    def start(self, timeout: float = 60) -> InProcessGateway:
+        app = create_app(self.settings, options=msgspec.convert(self.options, GatewayOptions))
+        self._server = gateway_server(app, self.settings)
+        sock = self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="gateway", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise NotReady(f"the in-process gateway did not start on port {self.port}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        if self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the in-process gateway did not stop"
+        self._thread = None
+        if self._socket is not None:  # uvicorn closes its servers, not the socket given
+            self._socket.close()
+
+
+#: A gateway of ``serve_gateway``.
+Served = ServerProcess | InProcessGateway
+
+
+def serve_gateway(
+    settings: Settings,
+    *,
+    env: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Served:
+    """A gateway with ``FAST_OPTIONS`` (and ``options``) on this run's services, not yet
+    started: a ``concord gateway`` process, or with ``CONCORD_TEST_GATEWAY=in-process``
+    the same app served in this process (``InProcessGateway``)."""
+    if os.environ.get(IN_PROCESS_ENV) == IN_PROCESS:
+        return InProcessGateway(settings, {**FAST_OPTIONS, **(options or {})}, dict(env or {}))
+    return ServerProcess(settings, env=env, options=options)
 
 
 @dataclass
@@ -187,6 +266,7 @@ class Device:
             max_size=32 * 1024 * 1024,
             open_timeout=10,
         )
+        assert ws.subprotocol == protocol  # the gateway names the subprotocol it chose
         device = cls(ws, msgpack)
         if hello:
             assert token is not None

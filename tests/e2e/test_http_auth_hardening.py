@@ -22,13 +22,13 @@ import pytest
 from core.keys import Purpose, derive
 from core.settings import Settings
 from tests.conftest import TEST_SECRET, service_env
-from tests.e2e.conftest import Api, GatewayProcess, StartGateway
+from tests.e2e.conftest import Api, Gateway, GatewayProcess, StartGateway
 
 PASSWORD = "correct horse"
 
 
 @pytest.fixture(scope="module")
-def proxied(start_gateway: StartGateway) -> GatewayProcess:
+def proxied(start_gateway: StartGateway) -> Gateway:
     """A gateway behind a (pretend) proxy on 127.0.0.1, three attempts per address."""
     return start_gateway(
         {"login_address_attempts": 3}, env={"CONCORD_TRUSTED_PROXIES": "127.0.0.1"}
@@ -36,7 +36,7 @@ def proxied(start_gateway: StartGateway) -> GatewayProcess:
 
 
 @pytest.fixture
-def http(proxied: GatewayProcess) -> Iterator[httpx.Client]:
+def http(proxied: Gateway) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=proxied.base_url, timeout=30) as client:
         yield client
 
@@ -139,6 +139,7 @@ def _refresh(key: bytes, claims: dict[str, Any]) -> str:
 
 
 @pytest.mark.parametrize("credentials", ["alice:n4ts-pa55word", "n4ts-t0ken-value"])
+@pytest.mark.gateway_process
 def test_nats_credentials_never_reach_a_log_line(
     start_gateway: StartGateway, credentials: str
 ) -> None:
@@ -154,6 +155,7 @@ def test_nats_credentials_never_reach_a_log_line(
                 "CONCORD_LOG_LEVEL": "debug",
             },
         )
+        assert isinstance(gateway, GatewayProcess), "the test reads the gateway's log"
         _assert_degraded_without(gateway, credentials)
 
 

@@ -8,9 +8,13 @@ import uuid
 from typing import Any
 
 import httpx
+import msgspec
 import nats
 
 from core.settings import Settings
+from core.wire import DEFAULT_LIMITS
+from lab.metrics import parse
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.e2e.conftest import Api, GatewayProcess, Session, StartGateway, set_op
 
 
@@ -188,3 +192,75 @@ async def test_a_committed_push_is_hinted_on_nats(
             }
         finally:
             await nc.close()
+
+
+def _sample(api: Api, name: str, **labels: str) -> float:
+    """The value of one sample of the gateway's ``/metrics`` (0 when it has none yet)."""
+    admin = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
+    scrape = parse(api.http.get("/metrics", headers=admin).text)
+    return scrape.values.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_pull_starts_at_the_first_event_and_is_empty_at_the_head(api: Api) -> None:
+    user = api.register()
+    space = user.personal_space_id
+    _results(api.push(user, [set_op(space, "t1", "x")]))
+    r = api.http.get("/v1/sync/pull", params={"space_id": space}, headers=user.headers)
+    assert [e["seq"] for e in r.json()["events"]] == [1, 2]  # member_added, then the set
+    assert r.json()["head"] == 2
+    r = api.http.get("/v1/sync/pull", params={"space_id": space, "after": 2}, headers=user.headers)
+    assert r.json() == {"events": [], "head": 2}
+
+
+def test_a_pull_is_clamped_to_max_pull_limit(start_gateway: StartGateway) -> None:
+    limits = msgspec.to_builtins(DEFAULT_LIMITS)
+    api = Api(start_gateway({"limits": {**limits, "max_pull_limit": 3}}).base_url)
+    try:
+        user = api.register()
+        space = user.personal_space_id
+        _results(api.push(user, [set_op(space, f"t{i}", "x", lamport=i + 1) for i in range(5)]))
+        r = api.http.get(
+            "/v1/sync/pull", params={"space_id": space, "limit": 100}, headers=user.headers
+        )
+        assert [e["seq"] for e in r.json()["events"]] == [1, 2, 3]
+        assert r.json()["head"] == 6
+    finally:
+        api.close()
+
+
+def test_a_push_answers_the_servers_lamport(api: Api) -> None:
+    user = api.register()
+    space = user.personal_space_id
+    r = api.push(user, [set_op(space, "t1", "x", lamport=41)])
+    assert r.json()["server_lamport"] >= 41
+
+
+def test_replays_are_counted_as_idempotency_hits_of_http(api: Api) -> None:
+    user = api.register()
+    ops = [set_op(user.personal_space_id, f"t{i}", "x", lamport=i + 1) for i in range(3)]
+    _results(api.push(user, ops))
+    before = _sample(api, "concord_idempotency_hits_total", route="http")
+    assert {r["status"] for r in _results(api.push(user, ops))} == {"duplicate"}
+    assert _sample(api, "concord_idempotency_hits_total", route="http") == before + 3
+
+
+def test_a_readers_or_strangers_push_is_refused_before_the_store(api: Api) -> None:
+    """Over HTTP the role is checked before the push reaches the store: refused as a
+    whole, and no push is timed (``concord_push_seconds`` counts what the store saw)."""
+    owner, reader, stranger = api.register(), api.register(), api.register()
+    space = api.create_space(owner, "shared")
+    api.add_member(owner, space, reader, "reader")
+    before = _sample(api, "concord_push_seconds_count")
+    r = api.push(reader, [set_op(space, "t1", "x")])
+    assert r.status_code == 403, r.text
+    assert r.json()["error"] == {
+        "code": "forbidden",
+        "message": "readers may not push",
+        "retryable": False,
+    }
+    r = api.push(stranger, [set_op(space, "t1", "x")])
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["message"] == "no such space"
+    assert _sample(api, "concord_push_seconds_count") == before
+    assert _results(api.push(owner, [set_op(space, "t1", "x")]))[0]["status"] == "applied"
+    assert _sample(api, "concord_push_seconds_count") == before + 1

@@ -288,13 +288,24 @@ def test_inviting_an_email_again_replaces_its_invitation(api: Api, team: Team) -
 
 
 def test_invitations_are_listed_oldest_first_in_pages(api: Api, team: Team) -> None:
-    made = [_invite(api, team.owner, team.space_id, _email(), "reader") for _ in range(3)]
-    first = _pending(api, team.owner, team.space_id, limit=2)
+    made = [_invite(api, team.owner, team.space_id, _email(), "reader") for _ in range(6)]
+    first = _pending(api, team.owner, team.space_id, limit=3)
     assert first["next"] is not None
-    second = _pending(api, team.owner, team.space_id, limit=2, after=first["next"])
+    assert first["next"] == _pending(api, team.owner, team.space_id, limit=3)["next"]
+    # the last page is exactly full: no next
+    second = _pending(api, team.owner, team.space_id, limit=3, after=first["next"])
     assert second["next"] is None
     ids = [i["invitation_id"] for i in first["invitations"] + second["invitations"]]
     assert ids == [m["invitation_id"] for m in made]
+    # a cursor is a position, not a page: any limit may follow it
+    later = _pending(api, team.owner, team.space_id, limit=2, after=first["next"])
+    assert [i["invitation_id"] for i in later["invitations"]] == ids[3:5]
+    for listed in first["invitations"]:
+        created, expires = listed["created_at"], listed["expires_at"]
+        assert created.endswith("Z"), listed
+        assert expires.endswith("Z"), listed
+        span = datetime.fromisoformat(expires) - datetime.fromisoformat(created)
+        assert span == timedelta(days=7)
     text = str(first) + str(second)
     assert all(m["code"] not in text for m in made)
 

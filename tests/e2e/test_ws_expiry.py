@@ -8,12 +8,21 @@ from collections.abc import Iterator
 import pytest
 
 from core.settings import Settings
-from tests.e2e.harness import Device, ServerProcess, assert_contiguous, login, op, refresh, register
+from tests.e2e.harness import (
+    Device,
+    Served,
+    assert_contiguous,
+    login,
+    op,
+    refresh,
+    register,
+    serve_gateway,
+)
 
 
 @pytest.fixture(scope="module")
-def short_ttl(settings: Settings) -> Iterator[ServerProcess]:
-    process = ServerProcess(
+def short_ttl(settings: Settings) -> Iterator[Served]:
+    process = serve_gateway(
         settings, env={"CONCORD_ACCESS_TOKEN_TTL": "2", "CONCORD_AUTH_GRACE": "4"}
     ).start()
     yield process
@@ -21,7 +30,7 @@ def short_ttl(settings: Settings) -> Iterator[ServerProcess]:
 
 
 async def test_queue_pushed_after_expiry_is_refused_then_applied_once(
-    short_ttl: ServerProcess,
+    short_ttl: Served,
 ) -> None:
     acct = await register(short_ttl.url)
     device = await Device.connect(
@@ -60,7 +69,7 @@ async def test_queue_pushed_after_expiry_is_refused_then_applied_once(
     await device.close()
 
 
-async def test_expired_token_in_auth_gets_auth_expired(short_ttl: ServerProcess) -> None:
+async def test_expired_token_in_auth_gets_auth_expired(short_ttl: Served) -> None:
     acct = await register(short_ttl.url)
     stale = acct.access_token
     device = await Device.connect(short_ttl.ws_url, stale)
@@ -71,13 +80,13 @@ async def test_expired_token_in_auth_gets_auth_expired(short_ttl: ServerProcess)
     await device.close()
 
 
-async def test_no_auth_within_grace_closes_4401(short_ttl: ServerProcess) -> None:
+async def test_no_auth_within_grace_closes_4401(short_ttl: Served) -> None:
     acct = await register(short_ttl.url)
     device = await Device.connect(short_ttl.ws_url, acct.access_token)
     assert await device.close_code(within=15) == 4401
 
 
-async def test_token_of_another_device_closes_4401(short_ttl: ServerProcess) -> None:
+async def test_token_of_another_device_closes_4401(short_ttl: Served) -> None:
     acct = await register(short_ttl.url)
     other = await login(short_ttl.url, acct, "laptop")
     device = await Device.connect(short_ttl.ws_url, acct.access_token)

@@ -17,6 +17,7 @@ from projector.stream import Names
 from tests.e2e.harness import (
     Account,
     Device,
+    Served,
     ServerProcess,
     StalledDevice,
     assert_contiguous,
@@ -24,11 +25,12 @@ from tests.e2e.harness import (
     login,
     op,
     register,
+    serve_gateway,
 )
 from tests.integration.test_projector_support import eventually, stream_seqs
 
 
-async def _writer_and_watcher(gw: ServerProcess) -> tuple[Account, Device, Device]:
+async def _writer_and_watcher(gw: Served) -> tuple[Account, Device, Device]:
     """A new account's phone (``a``, the writer) and laptop (``b``), the laptop subscribed
     to the personal space from seq 0 and caught up."""
     acct = await register(gw.url)
@@ -174,7 +176,7 @@ async def test_sigterm_answers_pushes_in_flight_then_closes_1001(settings: Setti
 
 
 async def test_device_that_cannot_keep_up_is_closed_4429_and_resumes(settings: Settings) -> None:
-    gw = ServerProcess(settings, options={"ws_send_queue": 2, "ws_send_timeout": 1.0}).start()
+    gw = serve_gateway(settings, options={"ws_send_queue": 2, "ws_send_timeout": 1.0}).start()
     try:
         acct = await register(gw.url)
         writer = await Device.connect(gw.ws_url, acct.access_token)
@@ -212,7 +214,7 @@ async def test_gateway_dead_between_commit_and_hint_still_delivers(settings: Set
     """The fault hook drops every space hint after COMMIT, as a gateway killed right then
     would: the relay still publishes the events to the log stream within its interval,
     and a subscribed device still receives every event once, in order."""
-    gw = ServerProcess(settings, options={"publish_hints": False}).start()
+    gw = serve_gateway(settings, options={"publish_hints": False}).start()
     relay = ServerProcess(settings, command="projector")
     relay.start_worker()
     try:

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import pytest
 
 from core.settings import Settings
-from tests.e2e.harness import Account, Device, ServerProcess, http, op, register
+from tests.e2e.harness import Account, Device, Served, http, op, register, serve_gateway
 
 
 @pytest.fixture(scope="module")
-def server(settings: Settings) -> Iterator[ServerProcess]:
-    process = ServerProcess(settings).start()
+def server(settings: Settings) -> Iterator[Served]:
+    process = serve_gateway(settings).start()
     yield process
     process.stop()
 
@@ -24,7 +24,7 @@ async def still_usable(device: Device, nonce: str) -> None:
     assert (await device.expect("pong"))["nonce"] == nonce
 
 
-async def stored_sets(server: ServerProcess, account: Account) -> int:
+async def stored_sets(server: Served, account: Account) -> int:
     r = await http(
         server.url,
         "GET",
@@ -36,7 +36,7 @@ async def stored_sets(server: ServerProcess, account: Account) -> int:
 
 
 @pytest.mark.parametrize("depth", [600, 1000, 5000])
-async def test_deeply_nested_json_is_a_bad_message(server: ServerProcess, depth: int) -> None:
+async def test_deeply_nested_json_is_a_bad_message(server: Served, depth: int) -> None:
     acct = await register(server.url)
     device = await Device.connect(server.ws_url, acct.access_token)
     nested = "[" * depth + "]" * depth
@@ -51,7 +51,7 @@ async def test_deeply_nested_json_is_a_bad_message(server: ServerProcess, depth:
 
 
 @pytest.mark.parametrize("after", [2**63, 2**64, 10**30, -1])
-async def test_a_cursor_out_of_range_is_a_bad_message(server: ServerProcess, after: int) -> None:
+async def test_a_cursor_out_of_range_is_a_bad_message(server: Served, after: int) -> None:
     acct = await register(server.url)
     device = await Device.connect(server.ws_url, acct.access_token)
     await device.ws.send(
@@ -63,7 +63,7 @@ async def test_a_cursor_out_of_range_is_a_bad_message(server: ServerProcess, aft
     await device.close()
 
 
-async def test_the_largest_cursor_is_taken(server: ServerProcess) -> None:
+async def test_the_largest_cursor_is_taken(server: Served) -> None:
     acct = await register(server.url)
     device = await Device.connect(server.ws_url, acct.access_token)
     await device.send({"type": "subscribe", "space_id": acct.space_id, "after": 2**63 - 1})
@@ -71,7 +71,7 @@ async def test_the_largest_cursor_is_taken(server: ServerProcess) -> None:
     await device.close()
 
 
-async def test_the_message_limit_counts_bytes_not_characters(server: ServerProcess) -> None:
+async def test_the_message_limit_counts_bytes_not_characters(server: Served) -> None:
     """150 ops of 2,000 emoji each: 0.3 M characters, 1.2 MB of UTF-8, over 1 MiB."""
     acct = await register(server.url)
     device = await Device.connect(server.ws_url, acct.access_token)

@@ -7,6 +7,7 @@ the first read of the device's spaces (in ``hello``) raises.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from core.settings import Settings, with_overrides
-from tests.e2e.harness import Device, ServerProcess, register
+from tests.e2e.harness import Device, ServerProcess, register, serve_gateway
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:
@@ -22,10 +23,10 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 
 
 async def test_failing_connection_closes_1011_and_logs_the_traceback(
-    settings: Settings, fresh_database: Callable[..., Awaitable[str]]
+    settings: Settings, fresh_database: Callable[..., Awaitable[str]], json_logs: io.StringIO
 ) -> None:
     dsn = await fresh_database()
-    gw = ServerProcess(with_overrides(settings, database_url=dsn)).start()
+    gw = serve_gateway(with_overrides(settings, database_url=dsn)).start()
     try:
         acct = await register(gw.url)
         admin = await asyncpg.connect(dsn)
@@ -37,13 +38,20 @@ async def test_failing_connection_closes_1011_and_logs_the_traceback(
         device = await Device.connect(gw.ws_url, hello=False)
         await device.send({"type": "hello", "token": acct.access_token, "subscriptions": []})
         assert await device.close_code() == 1011
+        assert device.ws.close_reason == "internal error"
 
         (failure,) = [
             line
-            for line in _json_lines(gw.log.read_text())
+            # a process logs to its file; in this process, the lines json_logs catches
+            for line in _json_lines(
+                gw.log.read_text() if isinstance(gw, ServerProcess) else json_logs.getvalue()
+            )
             if line["event"] == "websocket connection failed"
         ]
         assert failure["level"] == "error"
+        assert failure["user_id"] == acct.user_id
+        assert isinstance(failure["connection"], str)
+        assert failure["connection"]
         assert failure["exception"].startswith("Traceback (most recent call last):")
         assert "members" in failure["exception"]
     finally:

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from core.settings import Settings
-from tests.e2e.harness import Account, Device, ServerProcess, http, op, register
+from tests.e2e.harness import Account, Device, Served, http, op, register, serve_gateway
 
 
 @pytest.fixture(scope="module")
-def two(settings: Settings) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    one = ServerProcess(settings).start()
-    other = ServerProcess(settings).start()
+def two(settings: Settings) -> Iterator[tuple[Served, Served]]:
+    one = serve_gateway(settings).start()
+    other = serve_gateway(settings).start()
     yield one, other
     one.stop()
     other.stop()
@@ -54,7 +54,7 @@ async def refused(device: Device, space_id: str) -> None:
 
 
 async def test_a_removed_owner_gets_nothing_back_through_an_old_invitation(
-    two: tuple[ServerProcess, ServerProcess],
+    two: tuple[Served, Served],
 ) -> None:
     one, other = two
     first, second = await register(one.url), await register(one.url)
@@ -89,7 +89,7 @@ async def test_a_removed_owner_gets_nothing_back_through_an_old_invitation(
 
 
 async def test_an_invitation_goes_to_whoever_presents_the_code_not_the_first_registrant(
-    two: tuple[ServerProcess, ServerProcess],
+    two: tuple[Served, Served],
 ) -> None:
     one, other = two
     owner = await register(one.url)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from core.settings import Settings
-from tests.e2e.harness import Account, Device, ServerProcess, http, login, op, register
+from tests.e2e.harness import Account, Device, Served, http, login, op, register, serve_gateway
 
 #: A long safety poll: what these tests see comes from hints, or from no hint at all.
 SLOW_POLL = {"feed_safety_interval": 60.0}
@@ -27,18 +27,18 @@ class Pair:
     """Two gateways of one deployment; ``quiet`` publishes no hints at all (as if it
     died after every COMMIT), ``poller`` checks heads every 0.3 s."""
 
-    one: ServerProcess
-    two: ServerProcess
-    quiet: ServerProcess
-    poller: ServerProcess
+    one: Served
+    two: Served
+    quiet: Served
+    poller: Served
 
 
 @pytest.fixture(scope="module")
 def gateways(settings: Settings) -> Iterator[Pair]:
-    one = ServerProcess(settings, options=SLOW_POLL).start()
-    two = ServerProcess(settings, options=SLOW_POLL).start()
-    quiet = ServerProcess(settings, options={"publish_hints": False, **SLOW_POLL}).start()
-    poller = ServerProcess(settings, options={"feed_safety_interval": 0.3}).start()
+    one = serve_gateway(settings, options=SLOW_POLL).start()
+    two = serve_gateway(settings, options=SLOW_POLL).start()
+    quiet = serve_gateway(settings, options={"publish_hints": False, **SLOW_POLL}).start()
+    poller = serve_gateway(settings, options={"feed_safety_interval": 0.3}).start()
     yield Pair(one, two, quiet, poller)
     for process in (one, two, quiet, poller):
         process.stop()

@@ -16,19 +16,19 @@ from collections.abc import Iterator
 import pytest
 
 from core.settings import Settings
-from tests.e2e.harness import Account, Device, ServerProcess, http, op, refresh, register
+from tests.e2e.harness import Account, Device, Served, http, op, refresh, register, serve_gateway
 
 
 @pytest.fixture(scope="module")
-def short_ttl(settings: Settings) -> Iterator[ServerProcess]:
-    process = ServerProcess(
+def short_ttl(settings: Settings) -> Iterator[Served]:
+    process = serve_gateway(
         settings, env={"CONCORD_ACCESS_TOKEN_TTL": "4", "CONCORD_AUTH_GRACE": "120"}
     ).start()
     yield process
     process.stop()
 
 
-async def _share(server: ServerProcess, owner: Account, member: Account) -> None:
+async def _share(server: Served, owner: Account, member: Account) -> None:
     r = await http(
         server.url,
         "POST",
@@ -63,7 +63,7 @@ async def _until_expired(device: Device, own_space: str, within: float = 30) -> 
 
 
 async def test_a_page_holding_the_removal_and_a_later_event_stops_at_the_removal(
-    short_ttl: ServerProcess,
+    short_ttl: Served,
 ) -> None:
     server = short_ttl
     owner = await register(server.url)

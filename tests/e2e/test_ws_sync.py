@@ -13,23 +13,24 @@ from core.settings import Settings
 from tests.e2e.harness import (
     Account,
     Device,
-    ServerProcess,
+    Served,
     assert_contiguous,
     http,
     login,
     op,
     register,
+    serve_gateway,
 )
 
 
 @pytest.fixture(scope="module")
-def server(settings: Settings) -> Iterator[ServerProcess]:
-    process = ServerProcess(settings).start()
+def server(settings: Settings) -> Iterator[Served]:
+    process = serve_gateway(settings).start()
     yield process
     process.stop()
 
 
-async def test_two_devices_thousand_ops_in_order_then_duplicates(server: ServerProcess) -> None:
+async def test_two_devices_thousand_ops_in_order_then_duplicates(server: Served) -> None:
     phone = await register(server.url)
     laptop = await login(server.url, phone)
     a = await Device.connect(server.ws_url, phone.access_token)
@@ -60,7 +61,7 @@ async def test_two_devices_thousand_ops_in_order_then_duplicates(server: ServerP
     await b.close()
 
 
-async def test_offline_replay_closed_before_result_is_stored_once(server: ServerProcess) -> None:
+async def test_offline_replay_closed_before_result_is_stored_once(server: Served) -> None:
     acct = await register(server.url)
     ops = [op(acct.space_id, f"t-{i}", "title", "x", lamport=i + 1) for i in range(50)]
     first = await Device.connect(server.ws_url, acct.access_token)
@@ -82,7 +83,7 @@ async def test_offline_replay_closed_before_result_is_stored_once(server: Server
     await second.close()
 
 
-async def test_resume_after_n_receives_exactly_the_rest(server: ServerProcess) -> None:
+async def test_resume_after_n_receives_exactly_the_rest(server: Served) -> None:
     acct = await register(server.url)
     writer = await Device.connect(server.ws_url, acct.access_token)
     reply = await writer.push([op(acct.space_id, f"t-{i}", lamport=i + 1) for i in range(30)])
@@ -102,7 +103,7 @@ async def test_resume_after_n_receives_exactly_the_rest(server: ServerProcess) -
     await reader.close()
 
 
-async def test_msgpack_subprotocol(server: ServerProcess) -> None:
+async def test_msgpack_subprotocol(server: Served) -> None:
     acct = await register(server.url)
     device = await Device.connect(
         server.ws_url, acct.access_token, [{"space_id": acct.space_id, "after": 0}], msgpack=True
@@ -117,7 +118,7 @@ async def test_msgpack_subprotocol(server: ServerProcess) -> None:
     await device.close()
 
 
-async def test_non_member_gets_not_found_and_nothing(server: ServerProcess) -> None:
+async def test_non_member_gets_not_found_and_nothing(server: Served) -> None:
     owner = await register(server.url)
     stranger = await register(server.url)
     spy = await Device.connect(
@@ -137,9 +138,7 @@ async def test_non_member_gets_not_found_and_nothing(server: ServerProcess) -> N
     await writer.close()
 
 
-async def _share(
-    server: ServerProcess, owner_token: str, space: str, member: Account, role: str
-) -> None:
+async def _share(server: Served, owner_token: str, space: str, member: Account, role: str) -> None:
     """Invite ``member`` and accept the code as them."""
     r = await http(
         server.url,
@@ -159,7 +158,7 @@ async def _share(
     assert r.status_code == 200, r.text
 
 
-async def test_reader_push_is_forbidden(server: ServerProcess) -> None:
+async def test_reader_push_is_forbidden(server: Served) -> None:
     owner = await register(server.url)
     reader = await register(server.url)
     await _share(server, owner.access_token, owner.space_id, reader, "reader")
@@ -169,7 +168,7 @@ async def test_reader_push_is_forbidden(server: ServerProcess) -> None:
     await device.close()
 
 
-async def test_removed_member_receives_nothing_after_removal(server: ServerProcess) -> None:
+async def test_removed_member_receives_nothing_after_removal(server: Served) -> None:
     owner = await register(server.url)
     member = await register(server.url)
     await _share(server, owner.access_token, owner.space_id, member, "editor")
@@ -204,7 +203,7 @@ async def test_removed_member_receives_nothing_after_removal(server: ServerProce
     await writer.close()
 
 
-async def test_logout_closes_live_connections_4401(server: ServerProcess) -> None:
+async def test_logout_closes_live_connections_4401(server: Served) -> None:
     acct = await register(server.url)
     device = await Device.connect(server.ws_url, acct.access_token)
     r = await http(server.url, "POST", "/v1/auth/logout", acct.access_token)
@@ -212,19 +211,19 @@ async def test_logout_closes_live_connections_4401(server: ServerProcess) -> Non
     assert await device.close_code() == 4401
 
 
-async def test_first_message_must_be_hello(server: ServerProcess) -> None:
+async def test_first_message_must_be_hello(server: Served) -> None:
     device = await Device.connect(server.ws_url, hello=False)
     await device.send({"type": "ping", "nonce": 1})
     assert await device.close_code() == 4401
 
 
-async def test_bad_token_closes_4401(server: ServerProcess) -> None:
+async def test_bad_token_closes_4401(server: Served) -> None:
     device = await Device.connect(server.ws_url, hello=False)
     await device.send({"type": "hello", "token": "nope"})
     assert await device.close_code() == 4401
 
 
-async def test_no_hello_in_time_closes_4408(server: ServerProcess) -> None:
+async def test_no_hello_in_time_closes_4408(server: Served) -> None:
     device = await Device.connect(server.ws_url, hello=False)
     assert await device.close_code() == 4408
 
@@ -246,7 +245,7 @@ BAD_FRAMES: list[tuple[str, Any]] = [
 ]
 
 
-async def test_bad_frames_get_errors_and_the_connection_survives(server: ServerProcess) -> None:
+async def test_bad_frames_get_errors_and_the_connection_survives(server: Served) -> None:
     acct = await register(server.url)
     device = await Device.connect(server.ws_url, acct.access_token)
     for name, frame in BAD_FRAMES:
@@ -277,7 +276,7 @@ async def test_bad_frames_get_errors_and_the_connection_survives(server: ServerP
     await device.close()
 
 
-async def test_many_malformed_in_a_row_close_4400(server: ServerProcess) -> None:
+async def test_many_malformed_in_a_row_close_4400(server: Served) -> None:
     acct = await register(server.url)
     device = await Device.connect(server.ws_url, acct.access_token)
     for _ in range(12):
@@ -285,7 +284,7 @@ async def test_many_malformed_in_a_row_close_4400(server: ServerProcess) -> None
     assert await device.close_code() == 4400
 
 
-async def test_unsubscribe_stops_delivery(server: ServerProcess) -> None:
+async def test_unsubscribe_stops_delivery(server: Served) -> None:
     acct = await register(server.url)
     device = await Device.connect(
         server.ws_url, acct.access_token, [{"space_id": acct.space_id, "after": 0}]

@@ -26,7 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import libcst as cst
+
 from tests.conftest import SHARED_DATABASE_ENV, create_database, drop_database
+from tests.e2e.harness import IN_PROCESS, IN_PROCESS_ENV
 from tests.mutation.targets import BY_NAME, PACKAGES, TARGETS, Target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +105,38 @@ def prepare(target: Target, work: Path) -> None:
         )
     shutil.copy2(ROOT / "pyproject.toml", work / "pyproject.toml")
     (work / "setup.cfg").write_text(setup_cfg(target))
+    if target.gateway_in_process:
+        for module in target.modules:
+            copy = work / module
+            copy.write_text(decorators_after(copy.read_text()))
+            # the original's mtime: mutmut regenerates the mutants of changed files only
+            mtime = (ROOT / module).stat().st_mtime
+            os.utime(copy, (mtime, mtime))
+
+
+def decorators_after(source: str) -> str:
+    """``source`` with each decorated module-level function written undecorated, then
+    rebound to its decorated self (``f = post("/")(f)``): the same module once imported.
+
+    mutmut mutates no decorated function, and a route handler is one. Its decorators
+    (``@post(...)`` and the like) only register it, so applying them after the definition
+    changes nothing, and mutmut then mutates the handler's body like any function's.
+    """
+    module = cst.parse_module(source)
+    body: list[cst.BaseStatement] = []
+    for statement in module.body:
+        if not isinstance(statement, cst.FunctionDef) or not statement.decorators:
+            body.append(statement)
+            continue
+        name = statement.name.value
+        decorated: cst.BaseExpression = cst.Name(name)
+        for decorator in reversed(statement.decorators):
+            decorated = cst.Call(func=decorator.decorator, args=[cst.Arg(decorated)])
+        body.append(statement.with_changes(decorators=[]))
+        body.append(
+            cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(name))], decorated)])
+        )
+    return module.with_changes(body=body).code
 
 
 @contextlib.contextmanager
@@ -113,6 +148,8 @@ def shared_database(target: Target) -> Iterator[dict[str, str]]:
     The tests already share their run's database (each works in spaces of its own), so
     the data earlier mutants left behind is nothing they look at."""
     env = dict(os.environ)
+    if target.gateway_in_process:
+        env[IN_PROCESS_ENV] = IN_PROCESS
     if not target.services:
         yield env
         return

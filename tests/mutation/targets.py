@@ -3,7 +3,10 @@
 A target is one mutmut run: the modules it mutates and the fast test subset that must
 kill their mutants (mutmut runs, per mutant, only the tests of that subset that call the
 mutated function). Tests that start server processes are left out on purpose: code run
-in another process is invisible to mutmut's per-function test mapping.
+in another process is invisible to mutmut's per-function test mapping, except the
+end-to-end tests of the gateway's routes: a target with ``gateway_in_process`` runs them
+against gateways served in the test process (``CONCORD_TEST_GATEWAY=in-process``,
+tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class Target:
     whole: bool = False
     #: The tests need CONCORD_TEST_DATABASE_URL / CONCORD_TEST_NATS_URL.
     services: bool = False
+    #: The tests' gateways are served in the test process, not started as processes.
+    gateway_in_process: bool = False
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -229,6 +234,58 @@ TARGETS = (
         modules=("gateway/tokens.py",),
         tests=("tests/unit/test_gateway_tokens.py", "tests/unit/test_keys.py"),
         floor=0.80,
+    ),
+    Target(
+        name="spaces",
+        modules=("gateway/spaces.py", "gateway/invitations.py"),
+        tests=(
+            "tests/e2e/test_http_spaces.py",
+            "tests/e2e/test_invitations.py",
+            "tests/e2e/test_http_isolation.py",
+            "tests/e2e/test_ws_invitations.py",
+            "tests/e2e/test_ws_membership.py",
+            "tests/e2e/test_ws_removal_stalled.py",
+        ),
+        floor=0.80,
+        services=True,
+        gateway_in_process=True,
+    ),
+    Target(
+        name="sync",
+        modules=("gateway/sync_http.py", "gateway/ws/route.py", "gateway/reads.py"),
+        tests=(
+            "tests/unit/test_sync_http.py",
+            "tests/e2e/test_http_push.py",
+            "tests/e2e/test_http_reads.py",
+            "tests/e2e/test_http_reads_paths.py",
+            "tests/e2e/test_http_bad_bodies.py",
+            "tests/e2e/test_http_isolation.py",
+            "tests/e2e/test_input_poison.py",
+            "tests/e2e/test_ws_sync.py",
+            "tests/e2e/test_ws_input_limits.py",
+            "tests/e2e/test_ws_faults.py",
+            "tests/e2e/test_ws_expiry.py",
+            "tests/e2e/test_ws_internal_error.py",
+        ),
+        floor=0.80,
+        services=True,
+        gateway_in_process=True,
+    ),
+    Target(
+        name="http_auth",
+        modules=("gateway/auth.py", "gateway/devices.py", "gateway/limits.py"),
+        tests=(
+            "tests/unit/test_gateway_limits.py",
+            "tests/e2e/test_http_auth_edges.py",
+            "tests/e2e/test_http_auth.py",
+            "tests/e2e/test_http_auth_hardening.py",
+            "tests/e2e/test_http_refresh_grace.py",
+            "tests/e2e/test_http_isolation.py",
+            "tests/e2e/test_http_push.py",
+        ),
+        floor=0.80,
+        services=True,
+        gateway_in_process=True,
     ),
     Target(
         name="scheduler",

@@ -138,3 +138,43 @@ def test_the_slow_down_never_exceeds_its_cap_and_memory_stays_bounded() -> None:
 )
 def test_address_keys(host: str, key: str) -> None:
     assert address_key(host) == key
+
+
+def test_token_buckets_at_their_key_bound_forget_full_buckets_first() -> None:
+    """A new key at ``max_keys`` first drops the buckets that have refilled (they hold
+    nothing a new bucket would not), then the oldest; a known key drops nothing."""
+    buckets = TokenBuckets(rate=1.0, burst=2, max_keys=3)
+    for key in ("a", "b", "c"):
+        assert buckets.take(key, 0.0) is None  # each has one token left
+    assert buckets.take("b", 0.5) is None  # a known key: nothing dropped
+    assert list(buckets._buckets) == ["a", "b", "c"]
+    # at 1.0, "a" and "c" have refilled to the burst, "b" has 1.0 of 2
+    assert buckets.take("d", 1.0) is None
+    assert list(buckets._buckets) == ["b", "d"]
+    assert buckets._buckets["b"] == (0.5, 0.5)
+    # none full: the oldest goes
+    for key in ("e", "f"):
+        assert buckets.take(key, 1.0) is None
+    assert list(buckets._buckets) == ["d", "e", "f"]
+
+
+def test_a_bucket_refills_at_its_rate_and_says_how_long_to_wait() -> None:
+    buckets = TokenBuckets(rate=4.0, burst=2)
+    assert buckets.take("d", 10.0, cost=2.0) is None
+    assert buckets.take("d", 10.25) is None  # 0.25 s at 4/s: one token
+    assert buckets.take("d", 10.25, cost=1.5) == pytest.approx(1.5 / 4)
+    assert buckets.take("d", 10.25 + 1.5 / 4, cost=1.5) is None
+    assert TokenBuckets(rate=0.0, burst=1).take("d", 0.0, cost=2.0) == 60.0  # never refills
+
+
+def test_a_sliding_window_at_its_key_bound_forgets_expired_keys_first() -> None:
+    window = SlidingWindow(2, 10.0, max_keys=3)
+    window.hit("old", 0.0)
+    window.hit("a", 5.0)
+    window.hit("b", 6.0)
+    window.hit("c", 10.0)  # "old" expired at 10: swept, nothing live dropped
+    assert sorted(window._hits) == ["a", "b", "c"]
+    assert window.count("a", 10.0) == 1
+    assert window.count("gone", 10.0) == 0
+    window.hit("d", 11.0)  # all live: the oldest key goes
+    assert sorted(window._hits) == ["b", "c", "d"]
