@@ -51,7 +51,7 @@ coverage-crdt: $(STAMP) ## crdt/ must stay at 100% line and branch coverage
 	$(BIN)/pytest -n 2 -p no:cacheprovider -q tests/unit/test_crdt_*.py tests/property \
 		--cov=crdt --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
 
-mutation: $(MUTATION_STAMP) ## mutmut over the core, niced (over 2 h here; not in CI; MUTATION_ARGS="crdt --diff")
+mutation: $(MUTATION_STAMP) ## mutmut over the core, niced (about 4 h here; not in CI; MUTATION_ARGS="crdt --diff")
 	$(BIN)/python -m tests.mutation.run $(MUTATION_ARGS)
 
 lint: $(STAMP) ## ruff check and format check
