@@ -39,6 +39,7 @@ from gateway.openapi import add_links, openapi_config
 from gateway.operator import operator_router
 from gateway.options import GatewayOptions, options_from_env
 from gateway.panel import panel_router
+from gateway.params import JsonRequest
 from gateway.passwords import Passwords
 from gateway.reads import read_schema, spaces_reads_router
 from gateway.requestlog import before_send, request_id_middleware
@@ -264,6 +265,7 @@ def create_app(settings: Settings, *, options: GatewayOptions | None = None) -> 
         middleware=[request_id_middleware],
         before_send=[before_send],
         request_max_body_size=chosen.limits.max_message_bytes,
+        request_class=JsonRequest,  # an unpaired surrogate escape named as such
         openapi_config=openapi_config(),
         logging_config=None,
     )

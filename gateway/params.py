@@ -94,6 +94,33 @@ def valid_name(raw: str, what: str, *, default: str | None = None) -> str:
     return name
 
 
+#: The answer to JSON whose only fault is an unpaired surrogate escape (``"\ud800"``).
+UNPAIRED_SURROGATE = "not valid JSON: a string holds an unpaired surrogate escape (\\ud800-\\udfff)"
+
+
+def _only_surrogates_wrong(body: bytes) -> bool:
+    """True when ``body`` is JSON but for unpaired surrogate escapes."""
+    try:
+        lenient_json(body)
+    except BadMessage:
+        return False
+    return True
+
+
+class JsonRequest(Request[Any, Any, Any]):
+    """Every route's request: a body that msgspec refuses only for an unpaired
+    surrogate escape is 400 ``bad_message`` saying so, where msgspec's own message reads
+    "Input data was truncated"."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except SerializationException:
+            if _only_surrogates_wrong(await self.body()):
+                raise BadMessage(UNPAIRED_SURROGATE) from None
+            raise
+
+
 class OpsRequest(Request[Any, Any, Any]):
     """The request of a route whose body carries ops (``POST /v1/sync/push``): JSON that
     msgspec refuses only for an unpaired surrogate escape is decoded again by
