@@ -104,9 +104,11 @@ class Received:
 @dataclass
 class WebhookReceiver:
     """``respond(n)`` says what to do with the n-th request (1-based): an HTTP status,
-    or None to hang (never answer)."""
+    or None to hang (never answer). ``location``, when set, is sent with every answer
+    (a redirect's target)."""
 
     respond: Callable[[int], int | None] = lambda n: 200
+    location: str | None = None
     requests: list[Received] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
@@ -140,7 +142,8 @@ class WebhookReceiver:
                 if status is None:
                     self._hung.append(writer)
                     return
-                reply = f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok".encode()
+                where = "" if self.location is None else f"location: {self.location}\r\n"
+                reply = f"HTTP/1.1 {status} X\r\n{where}content-length: 2\r\n\r\nok".encode()
                 writer.write(reply)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):

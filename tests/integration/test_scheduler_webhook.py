@@ -225,3 +225,25 @@ async def test_open_circuit_makes_no_calls_then_lets_one_probe_through(
     assert str(rig.deliveries.breaker.state) == "closed"
     assert [(await rig.status(r))[0] for r in ids] == ["fired"] * 3
     await rig.sender.close()
+
+
+async def test_a_redirect_or_a_300_is_a_failed_attempt_and_is_not_followed(
+    world: World, receiver: WebhookReceiver
+) -> None:
+    """Only a 2xx answer delivers. A redirect is not followed: the configured endpoint
+    is the only address the scheduler posts to (a redirect could point it anywhere)."""
+    async with WebhookReceiver() as elsewhere:
+        receiver.respond = lambda n: 302 if n == 1 else 300
+        receiver.location = elsewhere.url
+        rig = Rig(world, receiver, options())
+        [rid] = await rig.fire()
+        assert await rig.deliveries.deliver_due() == 1
+        assert await rig.status(rid) == ("retrying", 1, "HTTP 302")
+        world.clock.advance(2.0)
+        assert await rig.deliveries.deliver_due() == 1
+        assert await rig.status(rid) == ("retrying", 2, "HTTP 300")
+        assert elsewhere.requests == []
+        [first, _] = receiver.requests
+        assert first.headers["content-type"] == "application/json"
+        assert first.headers["user-agent"] == "concord-scheduler/1"
+        await rig.sender.close()

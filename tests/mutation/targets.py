@@ -302,6 +302,17 @@ TARGETS = (
         floor=0.80,
         services=True,
     ),
+    Target(
+        name="delivery",
+        modules=("scheduler/delivery.py", "scheduler/breaker.py", "scheduler/webhook.py"),
+        tests=(
+            "tests/unit/test_scheduler_parts.py",
+            "tests/integration/test_scheduler_webhook.py",
+            "tests/integration/test_scheduler_service.py",
+        ),
+        floor=0.80,
+        services=True,
+    ),
 )
 
 BY_NAME = {t.name: t for t in TARGETS}
