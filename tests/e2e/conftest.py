@@ -9,8 +9,9 @@ few steps every test repeats.
 
 With ``CONCORD_TEST_GATEWAY=in-process`` (what ``make mutation`` sets for the targets
 that run these tests) both serve the same app on a thread of the test process instead,
-still on a port of their own: mutmut sees only code that runs in its test process. A
-test that needs the process itself (its log, a stop and restart) fails in that mode.
+still on a port of their own (``InProcessGateway``, tests/e2e/harness.py): mutmut sees
+only code that runs in its test process. The tests that need the process itself (its
+log) are marked ``gateway_process`` and left out in that mode.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@
 binds itself (``--port 0``), against this run's PostgreSQL and NATS: the one harness
 ``concord.child`` (shared with the lab and the benchmarks) with the tests' settings.
 ``Device`` is a thin WebSocket client speaking docs/protocol.md section 5 with the
-``websockets`` library.
+``websockets`` library. ``serve_gateway`` gives a ``ServerProcess``, or with
+``CONCORD_TEST_GATEWAY=in-process`` an ``InProcessGateway``: the same app served by
+uvicorn on a thread of the test process, where mutmut can see it run.
 """
 
 from __future__ import annotations
