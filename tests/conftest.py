@@ -146,16 +146,20 @@ async def _delete_streams(nats_url: str, doomed: Callable[[StreamInfo], bool]) -
         await nc.close()
 
 
-async def create_database(server_dsn: str, *, migrated: bool = True) -> str:
+async def create_database(server_dsn: str, *, migrated: bool = True, options: str = "") -> str:
     """Create a uniquely named database (migrated unless told otherwise); return its DSN.
 
     A migrated one is a copy of the server's template of the current migrations
-    (``_template``): one CREATE DATABASE instead of a CREATE and every migration."""
+    (``_template``): one CREATE DATABASE instead of a CREATE and every migration.
+    ``options`` are CREATE DATABASE's own (``TEMPLATE template0 LOCALE ...``), for an
+    unmigrated database only: a copy of the template keeps the template's locale."""
+    if options and migrated:
+        raise ValueError("options are for an unmigrated database (migrated=False)")
     name = f"concord_t_{secrets.token_hex(6)}"
     template = await _template(server_dsn) if migrated else None
     admin = await asyncpg.connect(server_dsn)
     try:
-        clause = f' TEMPLATE "{template}"' if template else ""
+        clause = f' TEMPLATE "{template}"' if template else f" {options}" if options else ""
         await admin.execute(f'CREATE DATABASE "{name}"{clause}')
     finally:
         await admin.close()
@@ -237,8 +241,8 @@ async def fresh_database(services: Services) -> AsyncIterator[Callable[..., Awai
     """A factory of extra databases for tests that need an empty or unmigrated one."""
     made: list[str] = []
 
-    async def make(*, migrated: bool = True) -> str:
-        dsn = await create_database(services.server_dsn, migrated=migrated)
+    async def make(*, migrated: bool = True, options: str = "") -> str:
+        dsn = await create_database(services.server_dsn, migrated=migrated, options=options)
         made.append(dsn)
         return dsn
 

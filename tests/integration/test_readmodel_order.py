@@ -10,9 +10,8 @@ than the log's, and a cursor from one path could skip or repeat entities on the 
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -20,7 +19,6 @@ import pytest
 from crdt import EntityState, Op, encode_state
 from eventstore.migrations import migrate
 from projector.readmodel import list_entities
-from tests.conftest import Services, _with_database
 
 #: Ids whose code-point order differs from a language collation's.
 IDS = ["B", "Z", "a", "a-c", "a:b", "ab", "task-1", "task1", "task2", "é", "z"]
@@ -32,38 +30,28 @@ LANGUAGE = (
 
 
 @pytest.fixture
-async def language_pool(services: Services) -> AsyncIterator[tuple[asyncpg.Pool, str | None]]:
+async def language_pool(
+    pool: asyncpg.Pool, fresh_database: Callable[..., Awaitable[str]]
+) -> AsyncIterator[tuple[asyncpg.Pool, str | None]]:
     """A migrated database whose default collation is a language one when the server has
     one (ICU's en-US, else libc's en_US.utf8), and the collation's name (None: the
     server has neither, and the database is the server's default)."""
-    name = f"concord_t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(services.server_dsn)
-    chosen: str | None = None
-    try:
-        clause = ""
-        for candidate, collation in LANGUAGE:
-            if await admin.fetchval("SELECT 1 FROM pg_collation WHERE collname = $1", collation):
-                clause, chosen = candidate, collation
-                break
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 {clause}')
-    finally:
-        await admin.close()
-    dsn = _with_database(services.server_dsn, name)
+    clause, chosen = "", None
+    for candidate, collation in LANGUAGE:
+        if await pool.fetchval("SELECT 1 FROM pg_collation WHERE collname = $1", collation):
+            clause, chosen = candidate, collation
+            break
+    dsn = await fresh_database(migrated=False, options=f"TEMPLATE template0 {clause}")
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
     finally:
         await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    language = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
-        yield pool, chosen
+        yield language, chosen
     finally:
-        await pool.close()
-        admin = await asyncpg.connect(services.server_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await language.close()
 
 
 def _state(entity_id: str) -> bytes:
