@@ -32,6 +32,7 @@ from core.settings import Settings
 
 if TYPE_CHECKING:
     import uvicorn
+    from litestar import Litestar
 
 log = logging.getLogger("concord")
 
@@ -110,7 +111,7 @@ def _serve_here(
 
 
 def gateway_server(
-    app: Any, settings: Settings, on_listening: Callable[[int], None] | None = None
+    app: Litestar, settings: Settings, on_listening: Callable[[int], None] | None = None
 ) -> uvicorn.Server:
     """The uvicorn server of one gateway ``app``: ``run`` serves until SIGTERM, SIGINT
     or ``should_exit``; ``on_listening`` gets the bound port."""

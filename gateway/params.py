@@ -98,44 +98,36 @@ def valid_name(raw: str, what: str, *, default: str | None = None) -> str:
 UNPAIRED_SURROGATE = "not valid JSON: a string holds an unpaired surrogate escape (\\ud800-\\udfff)"
 
 
-def _only_surrogates_wrong(body: bytes) -> bool:
-    """True when ``body`` is JSON but for unpaired surrogate escapes."""
-    try:
-        lenient_json(body)
-    except BadMessage:
-        return False
-    return True
-
-
 class JsonRequest(Request[Any, Any, Any]):
-    """Every route's request: a body that msgspec refuses only for an unpaired
-    surrogate escape is 400 ``bad_message`` saying so, where msgspec's own message reads
-    "Input data was truncated"."""
-
-    async def json(self) -> Any:
-        try:
-            return await super().json()
-        except SerializationException:
-            if _only_surrogates_wrong(await self.body()):
-                raise BadMessage(UNPAIRED_SURROGATE) from None
-            raise
-
-
-class OpsRequest(Request[Any, Any, Any]):
-    """The request of a route whose body carries ops (``POST /v1/sync/push``): JSON that
-    msgspec refuses only for an unpaired surrogate escape is decoded again by
-    ``core.wire.lenient_json``, so such an op is ``invalid_op`` on its own (docs/protocol.md
-    section 2) instead of the whole body being ``bad_message``."""
+    """Every route's request. JSON that msgspec refuses only for an unpaired surrogate
+    escape (msgspec says "Input data was truncated") is decoded again by
+    ``core.wire.lenient_json``, each such surrogate a NUL, and ``surrogates`` decides
+    what the route makes of it: 400 ``bad_message`` saying so."""
 
     async def json(self) -> Any:
         try:
             return await super().json()
         except SerializationException:
             try:
-                return lenient_json(await self.body())
+                value = lenient_json(await self.body())
             except BadMessage:
                 pass
-            raise
+            else:
+                return self.surrogates(value)
+            raise  # not JSON for another reason: litestar's answer stands
+
+    def surrogates(self, value: Any) -> Any:
+        """The decoded body, whose unpaired surrogates are NULs: refused as a whole."""
+        raise BadMessage(UNPAIRED_SURROGATE)
+
+
+class OpsRequest(JsonRequest):
+    """The request of a route whose body carries ops (``POST /v1/sync/push``): such a body
+    is taken with its NULs, so an op holding one is ``invalid_op`` on its own
+    (docs/protocol.md section 2) instead of the whole body being ``bad_message``."""
+
+    def surrogates(self, value: Any) -> Any:
+        return value
 
 
 def path_uuid(raw: str, what: str) -> str:
