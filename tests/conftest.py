@@ -223,6 +223,11 @@ async def drop_database(server_dsn: str, dsn: str) -> None:
 #: instead of one per mutant. Unset, each run makes its own.
 SHARED_DATABASE_ENV = "CONCORD_TEST_SHARED_DATABASE"
 
+#: The variable, and its value, that serve the end-to-end tests' gateways in the test
+#: process instead of as processes (tests/e2e/harness.py; the mutation runner sets it).
+IN_PROCESS_ENV = "CONCORD_TEST_GATEWAY"
+IN_PROCESS = "in-process"
+
 
 @pytest.fixture(scope="session")
 async def database_url(services: Services) -> AsyncIterator[str]:

@@ -17,7 +17,6 @@ log) are marked ``gateway_process`` and left out in that mode.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import pytest
 from concord.child import ConcordProcess
 from core.settings import Settings
 from tests.conftest import service_env
-from tests.e2e.harness import IN_PROCESS, IN_PROCESS_ENV, InProcessGateway
+from tests.e2e.harness import InProcessGateway, in_process
 
 #: Fast hashing and no address throttle: tests register many users from 127.0.0.1.
 BASE_OPTIONS: dict[str, Any] = {
@@ -71,7 +70,7 @@ class GatewayProcess(ConcordProcess):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In-process mode leaves out the tests marked ``gateway_process`` (they read the
     process's log, or stop and restart it)."""
-    if os.environ.get(IN_PROCESS_ENV) != IN_PROCESS:
+    if not in_process():
         return
     chosen = [item for item in items if item.get_closest_marker("gateway_process") is None]
     if len(chosen) < len(items):
@@ -94,10 +93,9 @@ def start_gateway(
     the end of the session."""
     started: list[Gateway] = []
     logs = tmp_path_factory.mktemp("gateway-logs")
-    in_process = os.environ.get(IN_PROCESS_ENV) == IN_PROCESS
 
     def start(options: dict[str, Any], env: dict[str, str] | None = None) -> Gateway:
-        if in_process:
+        if in_process():
             served = InProcessGateway(settings, {**BASE_OPTIONS, **options}, env)
             started.append(served)
             return served.start()

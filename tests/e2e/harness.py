@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
@@ -38,7 +39,7 @@ from concord.serve import gateway_server
 from core.settings import Settings, environment_of, load_settings
 from gateway.app import create_app
 from gateway.options import GatewayOptions
-from tests.conftest import TEST_ADMIN_TOKEN, service_env
+from tests.conftest import IN_PROCESS, IN_PROCESS_ENV, TEST_ADMIN_TOKEN, service_env
 
 #: Cheap hashing and loose throttles: tests exercise protocol behaviour, not argon2.
 FAST_OPTIONS = {
@@ -74,9 +75,9 @@ class ServerProcess(ConcordProcess):
         self.command = command
 
 
-#: The variable, and its value, that serve the tests' gateways in the test process.
-IN_PROCESS_ENV = "CONCORD_TEST_GATEWAY"
-IN_PROCESS = "in-process"
+def in_process() -> bool:
+    """Whether this run serves its gateways in the test process."""
+    return os.environ.get(IN_PROCESS_ENV) == IN_PROCESS
 
 
 class InProcessGateway:
@@ -90,7 +91,7 @@ class InProcessGateway:
         self.settings = load_settings({**environment_of(settings), **(env or {})})
         self.options = options
         self.port = 0
-        self._server: Any = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
 
@@ -106,22 +107,22 @@ class InProcessGateway:
 
     def start(self, timeout: float = 60) -> InProcessGateway:
         app = create_app(self.settings, options=msgspec.convert(self.options, GatewayOptions))
-        self._server = gateway_server(app, self.settings)
+        server = self._server = gateway_server(app, self.settings)
         sock = self._socket = socket.create_server(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="gateway", daemon=True
+            target=server.run, kwargs={"sockets": [sock]}, name="gateway", daemon=True
         )
         self._thread.start()
         deadline = time.monotonic() + timeout
-        while not self._server.started:
+        while not server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise NotReady(f"the in-process gateway did not start on port {self.port}")
             time.sleep(0.02)
         return self
 
     def stop(self, timeout: float = 30) -> None:
-        if self._thread is None:
+        if self._thread is None or self._server is None:
             return
         self._server.should_exit = True
         self._thread.join(timeout)
@@ -144,7 +145,7 @@ def serve_gateway(
     """A gateway with ``FAST_OPTIONS`` (and ``options``) on this run's services, not yet
     started: a ``concord gateway`` process, or with ``CONCORD_TEST_GATEWAY=in-process``
     the same app served in this process (``InProcessGateway``)."""
-    if os.environ.get(IN_PROCESS_ENV) == IN_PROCESS:
+    if in_process():
         return InProcessGateway(settings, {**FAST_OPTIONS, **(options or {})}, dict(env or {}))
     return ServerProcess(settings, env=env, options=options)
 

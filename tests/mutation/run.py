@@ -28,8 +28,13 @@ from pathlib import Path
 
 import libcst as cst
 
-from tests.conftest import SHARED_DATABASE_ENV, create_database, drop_database
-from tests.e2e.harness import IN_PROCESS, IN_PROCESS_ENV
+from tests.conftest import (
+    IN_PROCESS,
+    IN_PROCESS_ENV,
+    SHARED_DATABASE_ENV,
+    create_database,
+    drop_database,
+)
 from tests.mutation.targets import BY_NAME, PACKAGES, TARGETS, Target
 
 ROOT = Path(__file__).resolve().parents[2]
