@@ -34,7 +34,7 @@ class CircuitBreaker:
         if self.state == "open":
             assert self.open_until is not None
             return 1 if now >= self.open_until else 0
-        return 0 if self.probe_in_flight else 1
+        return 0  # half-open: the probe is in flight
 
     def acquire(self, now: datetime) -> bool:
         """Take permission for one call (the probe, when the cooldown has passed)."""

@@ -105,10 +105,14 @@ class Received:
 class WebhookReceiver:
     """``respond(n)`` says what to do with the n-th request (1-based): an HTTP status,
     or None to hang (never answer). ``location``, when set, is sent with every answer
-    (a redirect's target)."""
+    (a redirect's target). ``drip``, when set, sends each answer's 20-byte body one byte
+    every ``drip`` seconds (a server that answers, but too slowly); ``delay`` holds each
+    answer back that many seconds."""
 
     respond: Callable[[int], int | None] = lambda n: 200
     location: str | None = None
+    drip: float | None = None
+    delay: float = 0.0
     requests: list[Received] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
@@ -142,13 +146,26 @@ class WebhookReceiver:
                 if status is None:
                     self._hung.append(writer)
                     return
+                await asyncio.sleep(self.delay)
                 where = "" if self.location is None else f"location: {self.location}\r\n"
-                reply = f"HTTP/1.1 {status} X\r\n{where}content-length: 2\r\n\r\nok".encode()
-                writer.write(reply)
+                body = b"ok" if self.drip is None else b"x" * 20
+                head = f"HTTP/1.1 {status} X\r\n{where}content-length: {len(body)}\r\n\r\n"
+                writer.write(head.encode())
+                if self.drip is None:
+                    writer.write(body)
+                else:
+                    await self._drip(writer, body, self.drip)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         writer.close()
+
+    @staticmethod
+    async def _drip(writer: asyncio.StreamWriter, body: bytes, every: float) -> None:
+        for i in range(len(body)):
+            writer.write(body[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(every)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Received | None:

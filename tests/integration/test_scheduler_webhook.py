@@ -8,15 +8,18 @@ fed the resulting ReminderChanges directly.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from core.wire import Notification
 from scheduler.delivery import Deliveries
@@ -77,11 +80,12 @@ class Rig:
             rng=random.Random(7),
         )
 
-    async def fire(self, count: int = 1) -> list[str]:
+    async def fire(self, count: int = 1, late: float = 0) -> list[str]:
+        """Fire ``count`` reminders due at T0 + 10 s, ``late`` seconds after that."""
         w = await self.world.writer()
         ids = [await w.task(f"t{i}", iso(10)) for i in range(count)]
         await self.engine.apply_changes(await self.world.project(w))
-        self.world.clock.set(T0 + timedelta(seconds=10))
+        self.world.clock.set(T0 + timedelta(seconds=10 + late))
         assert len(await self.engine.drain_due()) == count
         return ids
 
@@ -135,6 +139,59 @@ async def test_fails_three_times_then_succeeds_with_one_idempotency_key(
         fired_at=iso(10),
     )
     assert body["event_seq"] == fired_row["event_seq"]
+    assert body["lateness_ms"] == 0
+    await rig.sender.close()
+
+
+async def test_the_body_reports_how_late_the_reminder_fired(
+    world: World, receiver: WebhookReceiver
+) -> None:
+    rig = Rig(world, receiver, options())
+    [rid] = await rig.fire(late=2.5)
+    assert (await world.row(rid))["lateness_ms"] == 2500
+    assert await rig.deliveries.deliver_due() == 1
+    body = json.loads(receiver.requests[0].body)
+    assert (body["lateness_ms"], body["notification"]["fired_at"]) == (2500, iso(12.5))
+    await rig.sender.close()
+
+
+async def test_a_row_is_leased_for_longer_than_its_request_may_take(
+    world: World, receiver: WebhookReceiver
+) -> None:
+    """While a POST is in flight its row stays claimed past the request's timeout, so
+    no other instance can claim it and post the same reminder again meanwhile."""
+    arrived = asyncio.Event()
+
+    def hang(n: int) -> None:  # until the timeout
+        arrived.set()
+
+    receiver.respond = hang
+    opts = options(webhook_timeout_seconds=0.5, lease_seconds=30.0)
+    rig = Rig(world, receiver, opts)
+    [rid] = await rig.fire()
+    attempt = asyncio.create_task(rig.deliveries.deliver_due())
+    await asyncio.wait_for(arrived.wait(), 5)
+    row = await world.row(rid)
+    assert row["claimed_by"] == "a"
+    assert row["claim_until"] == world.clock.now() + timedelta(seconds=30.5)
+    assert await attempt == 1
+    assert await rig.status(rid) == ("retrying", 1, "timeout after 0.5s")
+    await rig.sender.close()
+
+
+async def test_an_endpoint_refusing_connections_is_a_failed_attempt_with_its_error(
+    world: World,
+) -> None:
+    async with WebhookReceiver() as gone:
+        pass  # its port was listening, and no longer is
+    rig = Rig(world, gone, options())
+    [rid] = await rig.fire()
+    assert await rig.deliveries.deliver_due() == 1
+    status, attempts, error = await rig.status(rid)
+    assert (status, attempts) == ("retrying", 1)
+    assert error is not None
+    assert error.startswith("ConnectError: ")
+    assert gone.requests == []
     await rig.sender.close()
 
 
@@ -247,3 +304,128 @@ async def test_a_redirect_or_a_300_is_a_failed_attempt_and_is_not_followed(
         assert first.headers["content-type"] == "application/json"
         assert first.headers["user-agent"] == "concord-scheduler/1"
         await rig.sender.close()
+
+
+async def test_a_row_claimed_while_the_probe_runs_is_handed_back_untouched(
+    world: World, receiver: WebhookReceiver
+) -> None:
+    """Two rounds start together on a half-open circuit: each may claim one row (the
+    probe's budget), but only one call is let through. The other row goes back as it
+    was: no request, no attempt counted, no error, unclaimed, due again at once (the
+    probe hangs until its timeout, so it is still in flight when the other row comes)."""
+    receiver.respond = lambda n: None
+    opts = options(
+        breaker_threshold=1,
+        breaker_cooldown_seconds=60,
+        webhook_concurrency=2,
+        webhook_timeout_seconds=1.0,
+    )
+    rig = Rig(world, receiver, opts)
+    ids = await rig.fire(2)
+    rig.deliveries.breaker.record(False, world.clock.now())  # open, for 60 s
+    world.clock.advance(60)
+    claimed = await asyncio.gather(rig.deliveries.deliver_due(), rig.deliveries.deliver_due())
+    assert list(claimed) == [1, 1]
+    assert len(receiver.requests) == 1
+    probed = receiver.requests[0].headers["idempotency-key"]
+    [other] = [rid for rid in ids if rid != probed]
+    assert await rig.status(probed) == ("retrying", 1, "timeout after 1s")
+    row = await world.row(other)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("fired", 0, None)
+    assert (row["claimed_by"], row["claim_until"]) == (None, None)
+    assert row["next_attempt_at"] == world.clock.now()
+    assert str(rig.deliveries.breaker.state) == "open"  # the probe failed
+    await rig.sender.close()
+
+
+class BrokenSender(WebhookSender):
+    """A sender with a bug: it raises something other than DeliveryFailed."""
+
+    async def send(self, reminder_id: str, attempt: int, body: bytes, at: datetime) -> None:
+        raise RuntimeError("bug " * 200)
+
+
+async def test_a_sender_bug_is_a_failed_attempt_with_its_error_recorded(
+    world: World, receiver: WebhookReceiver
+) -> None:
+    opts = options(breaker_threshold=2)
+    rig = Rig(world, receiver, opts)
+    rig.deliveries.sender = BrokenSender(receiver.url, SECRET, timeout=1.0)
+    [rid] = await rig.fire()
+    assert await rig.deliveries.deliver_due() == 1
+    status, attempts, error = await rig.status(rid)
+    assert (status, attempts) == ("retrying", 1)
+    assert error == ("RuntimeError: " + "bug " * 200)[:500]
+    row = await world.row(rid)
+    assert row["claimed_by"] is None  # not left claimed
+    breaker = rig.deliveries.breaker
+    assert (breaker.failures, breaker.probe_in_flight) == (1, False)
+    await rig.sender.close()
+
+
+def reminders_total(outcome: str) -> float:
+    return REGISTRY.get_sample_value("concord_reminders_total", {"outcome": outcome}) or 0.0
+
+
+async def test_each_outcome_is_counted_and_logged(
+    world: World, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(world, receiver, options(webhook_max_attempts=2))
+    before = {o: reminders_total(o) for o in ("delivered", "retrying", "dead")}
+    caplog.set_level(logging.INFO, logger="concord.scheduler")
+    dead, delivered = await rig.fire(2)
+
+    def respond(n: int) -> int:
+        return 200 if receiver.requests[n - 1].headers["idempotency-key"] == delivered else 503
+
+    receiver.respond = respond
+    for _ in range(3):
+        await rig.deliveries.deliver_due()
+        world.clock.advance(3600)
+    assert await rig.status(dead) == ("dead", 2, "HTTP 503")
+    assert await rig.status(delivered) == ("fired", 1, None)
+    after = {o: reminders_total(o) - before[o] for o in before}
+    assert after == {"delivered": 1, "retrying": 1, "dead": 1}
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("INFO", f"reminder {dead}: webhook attempt 1 failed (HTTP 503)") in lines
+    assert ("ERROR", f"reminder {dead}: webhook dead after 2 attempts: HTTP 503") in lines
+    await rig.sender.close()
+
+
+async def test_an_endpoint_answering_too_slowly_is_cut_by_the_timeout(
+    world: World, receiver: WebhookReceiver
+) -> None:
+    """Each byte of the answer comes well within the timeout, the whole answer does not:
+    the timeout bounds the whole exchange, not only each read."""
+    receiver.drip = 0.1  # a 20-byte body over 2 s
+    rig = Rig(world, receiver, options(webhook_timeout_seconds=0.5))
+    [rid] = await rig.fire()
+    started = time.monotonic()
+    assert await rig.deliveries.deliver_due() == 1
+    assert time.monotonic() - started < 1.5
+    assert await rig.status(rid) == ("retrying", 1, "timeout after 0.5s")
+    await rig.sender.close()
+
+
+async def test_the_timeout_is_the_configured_one_not_the_http_clients_default(
+    world: World, receiver: WebhookReceiver
+) -> None:
+    """httpx cuts a read after 5 s unless told otherwise; an answer that takes longer,
+    within `webhook_timeout_seconds`, is delivered."""
+    receiver.delay = 5.5
+    rig = Rig(world, receiver, options(webhook_timeout_seconds=8.0))
+    [rid] = await rig.fire()
+    assert await rig.deliveries.deliver_due() == 1
+    assert await rig.status(rid) == ("fired", 1, None)
+    await rig.sender.close()
+
+
+async def test_a_slow_answer_within_the_timeout_is_delivered(
+    world: World, receiver: WebhookReceiver
+) -> None:
+    receiver.drip = 0.01  # a 20-byte body over 0.2 s
+    rig = Rig(world, receiver, options(webhook_timeout_seconds=2.0))
+    [rid] = await rig.fire()
+    assert await rig.deliveries.deliver_due() == 1
+    assert await rig.status(rid) == ("fired", 1, None)
+    await rig.sender.close()

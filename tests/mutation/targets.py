@@ -307,6 +307,7 @@ TARGETS = (
         modules=("scheduler/delivery.py", "scheduler/breaker.py", "scheduler/webhook.py"),
         tests=(
             "tests/unit/test_scheduler_parts.py",
+            "tests/unit/test_keys.py",
             "tests/integration/test_scheduler_webhook.py",
             "tests/integration/test_scheduler_service.py",
         ),

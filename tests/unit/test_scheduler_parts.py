@@ -95,6 +95,31 @@ def test_breaker_opens_after_threshold_and_probes_once() -> None:
     assert (state(breaker), breaker.failures, breaker.budget(again)) == ("closed", 0, None)
 
 
+def test_the_budget_follows_the_probe_and_each_opening_is_counted() -> None:
+    breaker = CircuitBreaker(threshold=1, cooldown=10)
+    assert (breaker.budget(T), breaker.opened) == (None, 0)
+    breaker.record(False, T)
+    assert (breaker.budget(T), breaker.opened) == (0, 1)
+    later = T + timedelta(seconds=10)
+    assert breaker.retry_at(T) == later
+    assert breaker.retry_at(later + timedelta(seconds=5)) == later + timedelta(seconds=5)
+    assert breaker.acquire(later)  # the probe: half-open, and no budget left while it runs
+    assert (state(breaker), breaker.budget(later)) == ("half_open", 0)
+    assert breaker.retry_at(later) == later  # not open: a refused call may retry at once
+    breaker.record(False, later)  # a failed probe opens it again, and is counted
+    assert (state(breaker), breaker.opened, breaker.failures) == ("open", 2, 2)
+    assert breaker.acquire(later + timedelta(seconds=10))
+    breaker.record(True, later + timedelta(seconds=10))
+    assert (breaker.opened, breaker.probe_in_flight, breaker.open_until) == (2, False, None)
+
+
+def test_a_closed_breaker_lets_any_number_of_calls_through_at_once() -> None:
+    breaker = CircuitBreaker(threshold=2, cooldown=10)
+    assert all(breaker.acquire(T) for _ in range(5))
+    breaker.record(False, T)
+    assert (state(breaker), breaker.acquire(T)) == ("closed", True)
+
+
 def test_a_success_resets_the_failure_count() -> None:
     breaker = CircuitBreaker(threshold=2, cooldown=1)
     breaker.record(False, T)
@@ -121,6 +146,11 @@ def test_signature_is_hmac_of_timestamp_dot_body() -> None:
     assert verify_signature("s3cret", "1700000000", body, signature, now=1700000100)
     assert not verify_signature("s3cret", "1700000001", body, signature, now=1700000100)
     assert not verify_signature("s3cret", "soon", body, signature, now=1700000100)
+    # a request is accepted up to 300 s either side of the receiver's clock, not after
+    for skew, ok in [(300, True), (-300, True), (300.5, False), (-301, False)]:
+        assert (
+            verify_signature("s3cret", "1700000000", body, signature, now=1700000000 + skew) is ok
+        )
 
 
 def test_cursor_round_trips_and_refuses_garbage() -> None:
