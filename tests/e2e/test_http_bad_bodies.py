@@ -291,6 +291,15 @@ CASES = [
         {"space_id": SPACE, "after": 2**70},
     ),
     Case(
+        "pull after just past 2^53-1",
+        "GET",
+        "/v1/sync/pull",
+        None,
+        400,
+        "bad_message",
+        {"space_id": SPACE, "after": 2**53},
+    ),
+    Case(
         "pull zero limit",
         "GET",
         "/v1/sync/pull",
@@ -490,6 +499,9 @@ def test_deeply_nested_values_never_break_the_server(api: Api, caller: Session, 
         (f"/v1/spaces/{SPACE}/reminders", {"after": "1.0d8c8e2a-1b2c-4d5e-8f90-123456789abc"}),
         (f"/v1/spaces/{SPACE}/entities", {"after": "task/t-1", "type": "task"}),
         ("/v1/spaces", {"limit": 2**53 - 1}),
+        ("/v1/spaces", {"limit": 1}),
+        ("/v1/sync/pull", {"space_id": SPACE, "after": 2**53 - 1, "limit": 1}),
+        ("/v1/sync/pull", {"space_id": SPACE, "after": 0}),
     ],
 )
 def test_what_the_document_admits_is_accepted(
@@ -497,10 +509,28 @@ def test_what_the_document_admits_is_accepted(
 ) -> None:
     """Any cursor of a route's pattern names a position (a time beyond what a datetime
     holds too), even one the server never handed out: 200, never 400."""
+    given = {k: v.replace(SPACE, caller.personal_space_id) if isinstance(v, str) else v
+             for k, v in params.items()}  # fmt: skip
     r = api.http.get(
-        path.replace(SPACE, caller.personal_space_id), params=params, headers=caller.headers
+        path.replace(SPACE, caller.personal_space_id), params=given, headers=caller.headers
     )
     assert r.status_code == 200, r.text
+
+
+def test_the_document_states_the_bounds_the_checks_apply(api: Api) -> None:
+    """Every seq and page size of the OpenAPI document: the bounds above, stated as
+    the checks apply them (a client generated from the document sends nothing refused)."""
+    document = api.http.get("/schema/openapi.json").json()
+    bounds: dict[tuple[str, str], tuple[int, int]] = {}
+    for path, item in document["paths"].items():
+        for parameter in item.get("get", {}).get("parameters", []):
+            schema = parameter["schema"]
+            if schema.get("type") == "integer":
+                bounds[(path, parameter["name"])] = (schema["minimum"], schema["maximum"])
+    assert bounds[("/v1/sync/pull", "after")] == (0, 2**53 - 1)
+    assert bounds[("/v1/sync/pull", "limit")] == (1, 2**53 - 1)
+    assert bounds[("/v1/spaces", "limit")] == (1, 2**53 - 1)
+    assert set(bounds.values()) == {(0, 2**53 - 1), (1, 2**53 - 1)}, bounds
 
 
 @pytest.mark.parametrize("name", ["  Family  ", "\u3000Family", "👨\u200d👩\u200d👧", "x" * 200])

@@ -9,9 +9,11 @@ after that; a subscribe (first or again) is checked against the current role.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -31,6 +33,13 @@ class Pair:
     two: Served
     quiet: Served
     poller: Served
+    started: float = field(default_factory=time.monotonic)
+
+    async def past_first_poll(self) -> None:
+        """Wait until every feed's first head check is over: it runs a second after
+        start, while NATS connects (``poll_interval``). After it, what a device of ``one``
+        or ``two`` gets within seconds came by a hint."""
+        await asyncio.sleep(max(0.0, self.started + 1.5 - time.monotonic()))
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +343,54 @@ async def test_an_error_about_a_spelled_space_names_the_canonical_id(gateways: P
     error = await device.expect("error")
     assert (error["error"]["code"], error["ref"]) == ("not_found", "not-a-uuid")
     await device.close()
+
+
+async def test_an_accepted_invitation_reaches_the_other_gateway_by_its_hint(
+    gateways: Pair,
+) -> None:
+    """The acceptance commits on one gateway; an owner's device on the other (which
+    polls every 60 s) gets the ``member_added`` event from the hint, at once."""
+    owner = await register(gateways.one.url)
+    member = await register(gateways.one.url)
+    device = await Device.connect(
+        gateways.two.ws_url, owner.access_token, [{"space_id": owner.space_id, "after": 0}]
+    )
+    await device.expect("caught_up")
+    await gateways.past_first_poll()
+    head = await head_of(gateways.one.url, owner)
+    await add_member(gateways.one.url, owner, member)
+    await device.wait_for_seq(owner.space_id, head + 1, within=5)
+    added = device.events[owner.space_id][-1]
+    assert (added["kind"], added["entity_id"]) == ("member_added", member.user_id)
+    await device.close()
+
+
+async def test_a_role_change_reaches_the_other_gateway_by_its_hint(gateways: Pair) -> None:
+    """A member's role set at once (the owner adds a member's email again) commits on one
+    gateway; the member's device on the other gets ``member_role_changed`` at once, and
+    stays subscribed."""
+    owner, member = await shared_space(gateways.one.url)
+    device = await Device.connect(
+        gateways.two.ws_url, member.access_token, [{"space_id": owner.space_id, "after": 0}]
+    )
+    await device.expect("caught_up")
+    await gateways.past_first_poll()
+    head = await head_of(gateways.one.url, owner)
+    r = await http(
+        gateways.one.url,
+        "POST",
+        f"/v1/spaces/{owner.space_id}/members",
+        owner.access_token,
+        json={"email": member.email, "role": "reader"},
+    )
+    assert r.status_code == 200, r.text
+    await device.wait_for_seq(owner.space_id, head + 1, within=5)
+    changed = device.events[owner.space_id][-1]
+    assert (changed["kind"], changed["entity_id"]) == ("member_role_changed", member.user_id)
+    assert changed["value"]["role"] == "reader"
+    writer = await Device.connect(gateways.one.ws_url, owner.access_token)
+    await writer.push([op(owner.space_id, "after-the-change", lamport=90)])
+    await device.wait_for_seq(owner.space_id, head + 2, within=5)
+    assert not [m for m in device.inbox if m["type"] == "error"]
+    await device.close()
+    await writer.close()

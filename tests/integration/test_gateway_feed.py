@@ -200,6 +200,27 @@ async def test_a_batch_of_server_events_is_announced_per_space(
         assert recorder.events == []
 
 
+async def test_one_server_event_is_announced_once(
+    pool: asyncpg.Pool, bus: NatsBus, settings: Settings
+) -> None:
+    announcer = Announcer(bus, settings.nats_prefix, publish=False)
+    recorder = Recorder()
+    announcer.local = recorder
+    async with AnnouncingStore(pool, announcer=announcer, secret_key=TEST_SECRET) as store:
+        a = await store.create_space(name="a", creator_user_id=new_id(), personal=False)
+        recorder.events.clear()
+        fields = {
+            "space_id": a, "kind": "reminder_fired", "entity_type": "task",
+            "entity_id": "t", "value": {"k": 1}, "key": "k1",
+        }  # fmt: skip
+        appended = await store.append_server_event(**fields)
+        assert (appended.duplicate, appended.event.seq) == (False, 2)
+        assert recorder.events == [(a, [2])]
+        again = await store.append_server_event(**fields)
+        assert again.duplicate
+        assert recorder.events == [(a, [2])], "a duplicate is not announced again"
+
+
 async def test_a_watch_in_progress_survives_another_listener_leaving(
     store: PostgresEventStore, bus: NatsBus, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -63,6 +63,8 @@ class ModuleScore:
     unchecked: int = 0
     #: mutmut has mutated this module (its ``.meta`` file exists).
     ran: bool = True
+    #: Mutants of ``Target.at_import`` functions, whose verdicts mean nothing: not scored.
+    at_import: int = 0
 
     @property
     def decided(self) -> int:
@@ -191,7 +193,9 @@ def scores(target: Target, work: Path) -> list[ModuleScore]:
         result = ModuleScore(module, ran=meta.exists())
         codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
         for name, code in sorted(codes.items()):
-            if code in KILLED_CODES:
+            if name.partition("__mutmut_")[0] in target.at_import:
+                result.at_import += 1
+            elif code in KILLED_CODES:
                 result.killed += 1
             elif code in SURVIVED_CODES:
                 result.survived.append(f"{name} ({_STATUS.get(code, code)})")
@@ -237,6 +241,8 @@ def report(
         below = r.score < target.floor and not target.whole
         ok = ok and not below
         extra = f", {r.unchecked} not run" if r.unchecked else ""
+        if r.at_import:
+            extra += f", {r.at_import} of code run at import not counted"
         flag = "  BELOW FLOOR" if below else ""
         print(f"  {r.module:34} {r.score:6.1%}  killed {r.killed}/{r.decided}{extra}{flag}")
     if target.whole and ok:
@@ -297,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n== {target.name}: no survivors to retest")
             else:
                 prepare(target, work)
-                seconds = run_mutmut(target, work, args.jobs, again)
+                jobs = 1 if target.serial else args.jobs
+                seconds = run_mutmut(target, work, jobs, again)
         ok = report(target, scores(target, work), seconds, work, args.diff) and ok
     return 0 if ok else 1
 

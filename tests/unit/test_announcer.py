@@ -4,14 +4,16 @@ to this gateway's feeds at once and publishes hints off the caller's path."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import msgspec
+import structlog
 
 from core.events import HINT_BYTES, MembershipChange, Names, SpaceHint, space_hint
 from core.ports import Handler
 from core.wire import Event
-from gateway.committed import Announcer
+from gateway.committed import Announcer, membership_change
 from tests.unit.ws_events import SPACE, USER, event
 
 
@@ -65,6 +67,7 @@ async def test_local_feeds_get_events_at_once_and_hints_never_hold_the_caller() 
             if bus.sent:
                 break
             await asyncio.sleep(0.01)
+        assert bus.sent, "published by the announcer's own task, not only at close"
     finally:
         await announcer.close()
     hints = [(s, msgspec.json.decode(p, type=SpaceHint)) for s, p in bus.sent]
@@ -124,3 +127,59 @@ def test_a_hint_too_large_for_its_events_carries_only_the_seqs() -> None:
     assert len(payload) <= HINT_BYTES
     hint = msgspec.json.decode(payload, type=SpaceHint)
     assert (hint.first_seq, hint.last_seq, hint.events) == (1, 2, [])
+
+
+async def test_local_feeds_are_told_when_the_events_were_committed() -> None:
+    """``committed_at`` is the COMMIT's wall-clock time: feeds measure delivery from it."""
+    times: list[float] = []
+
+    class Timed(Local):
+        def committed(self, space_id: str, events: Sequence[Event], committed_at: float) -> None:
+            times.append(committed_at)
+
+    announcer = Announcer(Bus(), "p", publish=False)
+    announcer.local = Timed()
+    before = time.time()
+    announcer.committed(SPACE, [event(1)])
+    assert len(times) == 1
+    assert before <= times[0] <= time.time()
+
+
+async def test_a_hint_the_bus_refuses_is_logged_and_the_rest_still_go() -> None:
+    class Refusing(Bus):
+        async def publish(self, subject: str, payload: bytes) -> None:
+            if subject == Names("p").space(SPACE):
+                raise ConnectionError("broker gone")
+            self.sent.append((subject, payload))
+
+    bus = Refusing()
+    announcer = Announcer(bus, "p")
+    with structlog.testing.capture_logs() as logs:
+        announcer.member_changed(event(4, "member_removed", value={"user_id": USER}))
+        await announcer.flush()
+    assert [s for s, _ in bus.sent] == [Names("p").membership(SPACE)]
+    assert [(x["event"], x["log_level"], x["subject"], x["error"]) for x in logs] == [
+        ("hint not published", "warning", Names("p").space(SPACE), "broker gone")
+    ]
+
+
+async def test_closing_twice_is_harmless() -> None:
+    bus = Bus()
+    bus.release.set()
+    announcer = Announcer(bus, "p")
+    await announcer.start()
+    await announcer.close()
+    announcer.committed(SPACE, [event(1)])
+    await announcer.close()  # no task left to stop; what was queued is still published
+    assert [s for s, _ in bus.sent] == [Names("p").space(SPACE)]
+
+
+def test_a_removal_is_a_removal_whatever_its_value_says() -> None:
+    """A member event's change: a ``member_removed`` has no role even if its value
+    names one; a role that is not text, or a value that is not an object, is no role."""
+    removed = membership_change(event(5, "member_removed", value={"role": "editor"}))
+    assert (removed.role, removed.seq, removed.user_id, removed.space_id) == (None, 5, USER, SPACE)
+    changed = membership_change(event(6, "member_role_changed", value={"role": "reader"}))
+    assert changed.role == "reader"
+    assert membership_change(event(7, "member_role_changed", value={"role": 3})).role is None
+    assert membership_change(event(8, "member_role_changed", value=["reader"])).role is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -200,3 +201,39 @@ def test_cursor_patterns_are_matched_whole() -> None:
     ):
         with pytest.raises(BadMessage):
             given_cursor(raw, pattern)
+
+
+def refusal(check: Callable[[], object], error: type[Exception] = BadMessage) -> str:
+    """The message ``check`` is refused with."""
+    with pytest.raises(error) as refused:
+        check()
+    return str(refused.value)
+
+
+def test_each_refusal_says_what_is_wrong_at_its_exact_bound() -> None:
+    email = "x" * 240 + "@example.com"  # 252 characters
+    assert valid_email(email + "xx") == email + "xx"  # 254: the limit
+    assert refusal(lambda: valid_email(email + "xxx")) == "email: not a valid email address"
+    assert refusal(lambda: valid_email("nul\x00@example.com")) == "email: not a valid email address"
+    # Sign-in only normalises (what was never registered just does not match): it refuses
+    # only what cannot be stored, or is over four times the limit.
+    assert normalise_email("X" * 1016) == "x" * 1016
+    assert refusal(lambda: normalise_email("x" * 1017)) == "email: not a valid email address"
+    assert refusal(lambda: normalise_email("a\ud800")) == "email: not a valid email address"
+    assert normalise_email("\u3000Ada@Example.com\t") == "\u3000ada@example.com"
+
+    assert valid_password("x" * 1024, registering=True) == "x" * 1024
+    assert refusal(lambda: valid_password("x" * 1025, registering=False)) == (
+        "password: at most 1024 characters"
+    )
+    assert refusal(lambda: valid_password("nul \x00 inside", registering=False)) == (
+        "password: must not contain NUL or an unpaired surrogate"
+    )
+    assert refusal(lambda: valid_password("1234567", registering=True)) == (
+        "password: at least 8 characters"
+    )
+    assert refusal(lambda: valid_name("tab\there", "device_name")) == (
+        "device_name: 1 to 200 characters, no control character"
+    )
+    assert refusal(lambda: path_entity_id("a b"), NotFound) == "no such entity"
+    assert refusal(lambda: path_uuid("zzz", "space"), NotFound) == "no such space"

@@ -4,11 +4,12 @@ the modules together must reach it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from tests.mutation.run import ModuleScore, report
+from tests.mutation.run import ModuleScore, report, scores
 from tests.mutation.targets import Target
 
 
@@ -44,3 +45,30 @@ def test_a_target_judged_as_a_whole(
 def test_a_module_not_run_fails_either_way() -> None:
     scores = [*_scores(), ModuleScore("pkg/new.py", ran=False)]
     assert not report(_target(0.5, whole=True), scores, None, Path("."), diff=False)
+
+
+def test_mutants_of_code_run_at_import_are_counted_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A function run only while its module is imported is called by no test, so mutmut
+    cannot tell which tests would notice its mutants: they are not scored."""
+    meta = tmp_path / "mutants" / "pkg" / "small.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {"pkg.small.x_f__mutmut_1": 1, "pkg.small.x_f__mutmut_2": 0}
+    codes |= {f"pkg.small.x_declared__mutmut_{i}": 0 for i in range(1, 4)}
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    target = Target(
+        name="pkg",
+        modules=("pkg/small.py",),
+        tests=(),
+        floor=0.5,
+        at_import=("pkg.small.x_declared",),
+    )
+    [score] = scores(target, tmp_path)
+    assert (score.killed, score.survived, score.at_import) == (
+        1,
+        ["pkg.small.x_f__mutmut_2 (survived)"],
+        3,
+    )
+    assert report(target, [score], None, tmp_path, diff=False)
+    assert "50.0%  killed 1/2, 3 of code run at import not counted" in capsys.readouterr().out

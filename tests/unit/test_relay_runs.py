@@ -36,7 +36,8 @@ def test_a_run_decodes_to_the_events_of_its_rows() -> None:
     assert (run.sid, run.space_id, run.first, run.last) == (A, str(A), 1, 2)
     events = decode_log_message(run.payload)
     assert [e.seq for e in events] == [1, 2]
-    assert events[0].value == {"x": 1.0}  # the stored JSON text, embedded as it is
+    assert events[0].value == {"x": 1.0}
+    assert b'"value":{"x": 1.0}' in run.payload  # the stored JSON text, embedded as it is
     assert events[1].value is None
     assert events[0].device_id == str(uuid.UUID(int=7))
 
@@ -111,3 +112,26 @@ def test_messages_fit_any_max_payload_and_only_a_lone_event_is_too_large() -> No
     assert [(r.sid, _seqs(r)) for r in runs] == [(A, [1]), (B, [1])]  # A stops before 2
     assert error is not None
     assert str(error).startswith(f"event 2 of space {A} is ")
+
+
+def test_a_run_that_fills_the_bound_to_the_byte_stays_one_message() -> None:
+    """Two events whose message is exactly what the server takes (``max_payload`` less
+    the headers' room) go as one message, not two: the bound is ``limit`` bytes of JSON,
+    brackets included, and not a byte less."""
+    rows = [_row(A, 1), _row(A, 2)]
+    two = len(runs_of(rows, MESSAGE_EVENTS, MESSAGE_BYTES)[0].payload)
+    runs, error = messages(rows, MESSAGE_EVENTS, MESSAGE_BYTES, HEADER_ROOM + two)
+    assert error is None
+    assert [_seqs(r) for r in runs] == [[1, 2]]
+    runs, error = messages(rows, MESSAGE_EVENTS, MESSAGE_BYTES, HEADER_ROOM + two - 1)
+    assert error is None
+    assert [_seqs(r) for r in runs] == [[1], [2]]
+
+
+def test_a_run_never_spans_two_spaces_nor_a_gap() -> None:
+    """A space's range can start at the seq after the previous space's last one: it is a
+    message of its own all the same (its subject, id and ack are its space's); and a gap
+    in one space's seqs cuts a run even when no bound does."""
+    rows = [_row(A, 5), _row(A, 6), _row(B, 7), _row(B, 8), _row(B, 10)]
+    runs = runs_of(rows, MESSAGE_EVENTS, MESSAGE_BYTES)
+    assert [(r.sid, _seqs(r)) for r in runs] == [(A, [5, 6]), (B, [7, 8]), (B, [10])]
