@@ -24,7 +24,6 @@ from nats.js import JetStreamContext
 import concord.embedded
 import projector.relay
 from concord.embedded import EmbeddedNats
-from core.natsbus import NatsBus
 from core.settings import Settings
 from core.wire import Event
 from eventstore.postgres import PostgresEventStore
@@ -34,7 +33,7 @@ from projector.stream import Names, decode_log_message, ensure_stream, stream_co
 from tests.conftest import TEST_SECRET
 from tests.integration.test_projector_support import (
     append_unchecked,
-    delete_stream,
+    connected_bus,
     eventually,
     head,
     increments,
@@ -80,19 +79,6 @@ async def _big_and_small(
     await increments(store, small[0], small[1], 20)
     await _drain_outbox_of_others(pool, [big[0], small[0]])
     return big, small
-
-
-@contextlib.asynccontextmanager
-async def _bus(url: str, names: Names, name: str) -> AsyncIterator[NatsBus]:
-    """A connected bus under ``names``' prefix; its stream is deleted afterwards."""
-    bus = NatsBus(url, prefix=names.prefix, name=name)
-    try:
-        await bus.start()
-        assert await bus.wait_connected(10)
-        yield bus
-    finally:
-        await bus.close()
-        await delete_stream(url, names)
 
 
 def test_plan_shares_the_budget_so_no_space_starves() -> None:
@@ -144,7 +130,7 @@ async def test_messages_are_the_stored_events(
         value={"reminder_id": new_id(), "lateness_ms": 3}, key=f"k:{new_id()}",
     )  # fmt: skip
     await _drain_outbox_of_others(pool, [space])
-    async with _bus(url, names, "relay-payload-test") as bus:
+    async with connected_bus(url, names, "relay-payload-test") as bus:
         relay = Relay(pool, bus, names)
         top = await head(pool, space)
         assert await relay.relay_once() == top
@@ -165,7 +151,7 @@ async def test_a_refused_message_stops_its_space_there_and_not_the_others(
     url = settings.nats_url or ""
     big, small = await _big_and_small(pool, store, before=10, size=3000)  # the big one: 12
 
-    async with _bus(url, names, "relay-test") as bus:
+    async with connected_bus(url, names, "relay-test") as bus:
         js = bus.jetstream()
         assert js is not None
         config = stream_config(names)
@@ -212,7 +198,7 @@ async def test_a_server_killed_mid_batch_leaves_no_cursor_past_an_ack(
     ids = [s for s, _ in spaces]
     await _drain_outbox_of_others(pool, ids)
     try:
-        async with _bus(url, names, "relay-kill-test") as bus:
+        async with connected_bus(url, names, "relay-kill-test") as bus:
             js = bus.jetstream()
             assert js is not None
             await ensure_stream(js, names)
@@ -292,7 +278,7 @@ async def test_messages_fit_a_server_that_takes_less_than_the_default(
     names = Names(f"{settings.nats_prefix}p{secrets.token_hex(2)}")
     # seqs 2..31 about 11 KB of JSON, then the big one: 32
     big, small = await _big_and_small(pool, store, before=30, size=5000)
-    async with _bus(url, names, "relay-max-payload-test") as bus:
+    async with connected_bus(url, names, "relay-max-payload-test") as bus:
         relay = Relay(pool, bus, names, ack_timeout=5)
         for _ in range(2):  # the next cycle stops there again
             with pytest.raises(RelayFailed, match=r"event 32 of space .* max_payload"):
@@ -324,7 +310,7 @@ async def test_a_cycle_says_whether_it_stopped_at_one_of_its_bounds(
         await increments(store, space, owner, 1)
     await _drain_outbox_of_others(pool, [space])
     url, names = settings.nats_url or "", Names(f"{settings.nats_prefix}b{secrets.token_hex(2)}")
-    async with _bus(url, names, "relay-bounds-test") as bus:
+    async with connected_bus(url, names, "relay-bounds-test") as bus:
         relay = Relay(pool, bus, names, claim_rows=2)
         assert await relay.relay_once() == 2  # the rows of heads 1 and 2
         assert relay.behind
@@ -335,7 +321,7 @@ async def test_a_cycle_says_whether_it_stopped_at_one_of_its_bounds(
     await increments(store, space, owner, 6)  # one commit of six events: head 9
     await _drain_outbox_of_others(pool, [space])
     names = Names(f"{settings.nats_prefix}e{secrets.token_hex(2)}")
-    async with _bus(url, names, "relay-bounds-test") as bus:
+    async with connected_bus(url, names, "relay-bounds-test") as bus:
         relay = Relay(pool, bus, names, max_events=4)
         assert await relay.relay_once() == 4
         assert relay.behind
@@ -353,7 +339,7 @@ async def test_a_trickle_of_commits_goes_out_a_cycle_per_coalesce_and_a_backlog_
     await _drain_outbox_of_others(pool, [space])
     clock = asyncio.get_running_loop().time
     url, names = settings.nats_url or "", Names(f"{settings.nats_prefix}c{secrets.token_hex(2)}")
-    async with _bus(url, names, "relay-coalesce-test") as bus:
+    async with connected_bus(url, names, "relay-coalesce-test") as bus:
         relay = Relay(pool, bus, names, coalesce=0.3, interval=0.05)
         cycles: list[int] = []
         once = relay.relay_once

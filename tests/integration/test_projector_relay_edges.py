@@ -27,6 +27,7 @@ from projector.stream import Names, ensure_stream
 from tests.conftest import TEST_SECRET, own_prefix
 from tests.integration.test_projector_support import (
     append_unchecked,
+    connected_bus,
     delete_stream,
     eventually,
     head,
@@ -42,19 +43,6 @@ A, B = uuid.UUID(int=1), uuid.UUID(int=2)
 async def store(pool: asyncpg.Pool) -> AsyncIterator[PostgresEventStore]:
     async with PostgresEventStore(pool, secret_key=TEST_SECRET) as s:
         yield s
-
-
-@contextlib.asynccontextmanager
-async def _bus(url: str, names: Names) -> AsyncIterator[NatsBus]:
-    """A connected bus under ``names``' prefix; its stream is deleted afterwards."""
-    bus = NatsBus(url, prefix=names.prefix, name="relay-edges-test")
-    try:
-        await bus.start()
-        assert await bus.wait_connected(10)
-        yield bus
-    finally:
-        await bus.close()
-        await delete_stream(url, names)
 
 
 async def _cursor(pool: asyncpg.Pool, space: str) -> int | None:
@@ -167,7 +155,7 @@ async def test_a_stream_deleted_under_the_relay_is_made_again_and_nothing_is_ski
         await ensure_stream(js, names)
 
     monkeypatch.setattr(projector.relay, "ensure_stream", counted)
-    async with _bus(url, names) as bus:
+    async with connected_bus(url, names, "relay-edges-test") as bus:
         relay = Relay(pool, bus, names, interval=0.05, ack_timeout=5)
         assert await relay.relay_once() == 5
         await increments(store, space, owner, 1)
@@ -216,7 +204,7 @@ async def test_a_space_without_a_cursor_row_gets_one_and_is_relayed(
     await increments(store, space, owner, 3)
     await pool.execute("DELETE FROM outbox_cursors WHERE space_id = $1", space)
     await _alone(pool, [space])
-    async with _bus(url, names) as bus:
+    async with connected_bus(url, names, "relay-edges-test") as bus:
         relay = Relay(pool, bus, names)
         assert await relay.relay_once() == 4
         assert await _cursor(pool, space) == 4
@@ -239,7 +227,7 @@ async def test_the_published_count_adds_up_over_cycles(
     assert await offline.relay_once() == 0
     assert (offline.published, offline.behind) == (0, False)
     assert await _outbox_heads(pool, space) == [1, 2, 3, 4]
-    async with _bus(url, names) as bus:
+    async with connected_bus(url, names, "relay-edges-test") as bus:
         relay = Relay(pool, bus, names, claim_rows=3)
         assert relay.published == 0
         assert await relay.relay_once() == 3
@@ -260,7 +248,7 @@ async def test_a_space_whose_next_event_is_too_large_alone_fails_the_cycle(
     names = Names(own_prefix(settings, "t"))
     space, owner = await new_space(store)
     await _alone(pool, [space])
-    async with _bus(url, names) as bus:
+    async with connected_bus(url, names, "relay-edges-test") as bus:
         relay = Relay(pool, bus, names)
         assert await relay.relay_once() == 1
         nc = bus.connection()

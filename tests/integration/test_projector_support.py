@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import msgspec
 import nats
 from hypothesis import strategies as st
 
+from core.natsbus import NatsBus
 from crdt import EntityState, LamportClock, Op, encode_state
 from eventstore.chain import payload_digest
 from eventstore.postgres import PostgresEventStore
@@ -330,3 +331,34 @@ def histories(draw: st.DrawFn) -> list[Op]:
     for step in draw(st.lists(steps, min_size=5, max_size=60)):
         sim.play(step)
     return sim.finish()
+
+
+def titled_state(entity_type: str, entity_id: str) -> bytes:
+    """The encoded state of an entity whose title was set once, to its id: for rows a
+    test writes straight into the read model's table."""
+    state = EntityState(entity_type, entity_id)
+    state.apply(
+        Op(
+            op_id=new_id(),
+            entity_type=entity_type,
+            entity_id=entity_id,
+            kind="set",
+            field="title",
+            value=entity_id,
+            lamport=1,
+        )
+    )
+    return encode_state(state)
+
+
+@contextlib.asynccontextmanager
+async def connected_bus(url: str, names: Names, name: str) -> AsyncIterator[NatsBus]:
+    """A connected bus under ``names``' prefix; its stream is deleted afterwards."""
+    bus = NatsBus(url, prefix=names.prefix, name=name)
+    try:
+        await bus.start()
+        assert await bus.wait_connected(10)
+        yield bus
+    finally:
+        await bus.close()
+        await delete_stream(url, names)

@@ -20,7 +20,6 @@ import asyncpg
 import pytest
 
 import projector.readmodel
-from crdt import EntityState, Op, encode_state
 from eventstore.postgres import PostgresEventStore
 from eventstore.rows import Conn
 from eventstore.testing import forge, new_id, op
@@ -38,7 +37,7 @@ from projector.readmodel import (
     quarantined,
 )
 from tests.conftest import TEST_SECRET
-from tests.integration.test_projector_support import checkpoint, head, new_space, push
+from tests.integration.test_projector_support import checkpoint, head, new_space, push, titled_state
 
 
 @dataclass
@@ -74,23 +73,6 @@ async def _ids(
         pool, space, entity_type, include_deleted, limit, after
     )
     return [(s.entity_type, s.entity_id) for s in states], seq, cursor
-
-
-def _stored(entity_type: str, entity_id: str) -> bytes:
-    """An encoded state with one title set (for rows written straight into the table)."""
-    state = EntityState(entity_type, entity_id)
-    state.apply(
-        Op(
-            op_id=new_id(),
-            entity_type=entity_type,
-            entity_id=entity_id,
-            kind="set",
-            field="title",
-            value=entity_id,
-            lamport=1,
-        )
-    )
-    return encode_state(state)
 
 
 # --------------------------------------------------------------------------- get_entity
@@ -145,7 +127,7 @@ async def test_an_entity_of_server_events_only_or_of_a_hidden_type_reads_as_abse
         "INSERT INTO entity_states (space_id, entity_type, entity_id, state, applied_seq,"
         " has_client_events) VALUES ($1, '_hidden', 'h-1', $2, 1, true)",
         uuid.UUID(space),
-        _stored("_hidden", "h-1"),
+        titled_state("_hidden", "h-1"),
     )
     assert await get_entity(pool, space, "_hidden", "h-1") == (None, checkpoint)
     assert await get_entity(pool, space, "_member", owner) == (None, checkpoint)
@@ -209,7 +191,7 @@ async def test_a_type_that_sorts_before_every_other_is_listed_from_the_start(
     await pool.executemany(
         "INSERT INTO entity_states (space_id, entity_type, entity_id, state, applied_seq,"
         " has_client_events) VALUES ($1, $2, $3, $4, 1, true)",
-        [(uuid.UUID(space), t, i, _stored(t, i)) for t, i in (("A", "a-1"), ("Note", "n-1"))],
+        [(uuid.UUID(space), t, i, titled_state(t, i)) for t, i in (("A", "a-1"), ("Note", "n-1"))],
     )
     want = [("A", "a-1"), ("Note", "n-1"), ("task", "t-1")]
     assert await _ids(pool, space) == (want, 2, None)
@@ -453,7 +435,7 @@ async def test_a_tail_never_lists_a_hidden_type_whatever_its_row_holds(
         " has_client_events) VALUES ($1, '_member', $2, $3, 1, true)",
         uuid.UUID(space),
         member,
-        _stored("_member", member),
+        titled_state("_member", member),
     )
     assert await _ids(pool, space) == ([("task", "t-1")], 2, None)  # the table's way
     await store.change_member(space_id=space, user_id=member, role="editor", by=owner)

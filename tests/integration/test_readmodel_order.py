@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from crdt import EntityState, Op, encode_state
 from eventstore.migrations import migrate
 from projector.readmodel import list_entities
+from tests.integration.test_projector_support import titled_state
 
 #: Ids whose code-point order differs from a language collation's.
 IDS = ["B", "Z", "a", "a-c", "a:b", "ab", "task-1", "task1", "task2", "é", "z"]
@@ -54,23 +54,6 @@ async def language_pool(
         await language.close()
 
 
-def _state(entity_id: str) -> bytes:
-    state = EntityState("task", entity_id)
-    op_id = str(uuid.uuid4())
-    state.apply(
-        Op(
-            op_id=op_id,
-            entity_type="task",
-            entity_id=entity_id,
-            kind="set",
-            field="title",
-            value=entity_id,
-            lamport=1,
-        )
-    )
-    return encode_state(state)
-
-
 async def test_entities_are_listed_in_code_point_order_under_a_language_collation(
     language_pool: tuple[asyncpg.Pool, str | None],
 ) -> None:
@@ -85,7 +68,7 @@ async def test_entities_are_listed_in_code_point_order_under_a_language_collatio
         await conn.executemany(
             "INSERT INTO entity_states (space_id, entity_type, entity_id, state, applied_seq,"
             " has_client_events) VALUES ($1, 'task', $2, $3, 1, true)",
-            [(uuid.UUID(space), i, _state(i)) for i in IDS],
+            [(uuid.UUID(space), i, titled_state("task", i)) for i in IDS],
         )
         columns = await conn.fetch(
             "SELECT attname, collname FROM pg_attribute JOIN pg_collation c"
