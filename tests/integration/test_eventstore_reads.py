@@ -57,7 +57,9 @@ async def test_several_ranges_in_one_query(store: PostgresEventStore, pool: asyn
     async with pool.acquire() as conn:
         wire = await reads.wire_rows_of_ranges(conn, ids, [0, 2], [2, 6])
         ops = await reads.op_rows_of_ranges(conn, ids, [0, 2], [2, 6], limit=3)
+        firsts = await reads.wire_rows_of_ranges(conn, ids, [0, 2], [2, 6], limit=1)
     assert [(str(r[0]), r["seq"]) for r in wire] == [(b, 1), (b, 2), (a, 3), (a, 4), (a, 5), (a, 6)]
+    assert [(str(r[0]), r["seq"]) for r in firsts] == [(b, 1), (a, 3)]  # at most 1 each
     stored = await store.read(a, 2, 10)
     as_wire = {k: v for k, v in msgspec.to_builtins(stored[0]).items() if k != "value"}
     row = wire[2]

@@ -189,6 +189,8 @@ TARGETS = (
         ),
         floor=0.80,
         services=True,
+        # test_projector_relay_batches.py relays every space of the shared database
+        serial=True,
     ),
     Target(
         name="readmodel",
