@@ -38,6 +38,7 @@ from concord.logs import configure_logging
 from core.natsbus import NatsBus
 from core.settings import Settings
 from eventstore.migrations import discover, migrate
+from eventstore.postgres import PostgresEventStore
 from tests.property import profiles  # noqa: F401  (registers `ci`/`thorough` for any run)
 
 TEST_SECRET = "test-secret-key-0123456789abcdef-0123456789"
@@ -267,6 +268,22 @@ async def fresh_pool(
         yield pg_pool
     finally:
         await pg_pool.close()
+
+
+@dataclass
+class FreshStore:
+    """A migrated database of the test's own (``pool``) and an event store on it."""
+
+    pool: asyncpg.Pool
+    store: PostgresEventStore
+
+
+@pytest.fixture
+async def fresh_store(fresh_pool: asyncpg.Pool) -> AsyncIterator[FreshStore]:
+    """An event store on a database of the test's own, where no projector runs: the
+    test alone decides what is projected."""
+    async with PostgresEventStore(fresh_pool, secret_key=TEST_SECRET) as store:
+        yield FreshStore(fresh_pool, store)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -36,21 +35,8 @@ from projector.readmodel import (
     quarantine_count,
     quarantined,
 )
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, FreshStore
 from tests.integration.test_projector_support import checkpoint, head, new_space, push, titled_state
-
-
-@dataclass
-class Scratch:
-    pool: asyncpg.Pool
-    store: PostgresEventStore
-
-
-@pytest.fixture
-async def scratch(fresh_pool: asyncpg.Pool) -> AsyncIterator[Scratch]:
-    """A migrated database of the test's own, and a store on it."""
-    async with PostgresEventStore(fresh_pool, secret_key=TEST_SECRET) as store:
-        yield Scratch(fresh_pool, store)
 
 
 async def _project(pool: asyncpg.Pool, space: str) -> int:
@@ -78,11 +64,11 @@ async def _ids(
 # --------------------------------------------------------------------------- get_entity
 
 
-async def test_an_entity_read_names_nothing_it_cannot_look_up(scratch: Scratch) -> None:
+async def test_an_entity_read_names_nothing_it_cannot_look_up(fresh_store: FreshStore) -> None:
     """An id that is no space, text PostgreSQL cannot hold (a NUL, a lone surrogate) and
     a space the projector has not reached yet all read as unknown at seq 0, without a
     query that fails; any spelling of the space's UUID reads the same entity."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-1", value="a", lamport=1)])
     # Events in the log, none projected: the read model knows nothing of the space yet.
@@ -98,12 +84,12 @@ async def test_an_entity_read_names_nothing_it_cannot_look_up(scratch: Scratch) 
 
 
 async def test_an_entity_of_server_events_only_or_of_a_hidden_type_reads_as_absent(
-    scratch: Scratch,
+    fresh_store: FreshStore,
 ) -> None:
     """A task only a server event touched (a reminder event for a task never written)
     and any ``_``-type row, even one that claims client events, answer None at the
     checkpoint's seq: the gateway's 404, not a fold from the log."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-1", value="a", lamport=1)])
     await store.append_server_event(
@@ -136,18 +122,18 @@ async def test_an_entity_of_server_events_only_or_of_a_hidden_type_reads_as_abse
 # --------------------------------------------------------------------------- list_entities
 
 
-async def test_a_listing_refuses_what_is_not_one_of_its_cursors(scratch: Scratch) -> None:
+async def test_a_listing_refuses_what_is_not_one_of_its_cursors(fresh_store: FreshStore) -> None:
     for after in ("garbage", ":t-1", "task:t\x00-1", "task:t\ud800"):
         with pytest.raises(InvalidCursor, match=r"^not a cursor of this listing: "):
-            await list_entities(scratch.pool, new_id(), None, False, 10, after)
+            await list_entities(fresh_store.pool, new_id(), None, False, 10, after)
     # A type and an id that holds the separator itself: the id is the rest.
     assert decode_cursor("task:a:b") == ("task", "a:b")
     assert decode_cursor("task:") == ("task", "")
 
 
-async def test_a_listing_of_nothing_answers_no_page_and_no_cursor(scratch: Scratch) -> None:
+async def test_a_listing_of_nothing_answers_no_page_and_no_cursor(fresh_store: FreshStore) -> None:
     """No space, no page asked for (limit 0 or below): an empty answer at seq 0."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-1", value="a", lamport=1)])
     await _project(pool, space)
@@ -157,10 +143,10 @@ async def test_a_listing_of_nothing_answers_no_page_and_no_cursor(scratch: Scrat
     assert await _ids(pool, space.upper()) == ([("task", "t-1")], 2, None)
 
 
-async def test_a_page_that_holds_the_last_entity_has_no_cursor(scratch: Scratch) -> None:
+async def test_a_page_that_holds_the_last_entity_has_no_cursor(fresh_store: FreshStore) -> None:
     """Exactly ``limit`` entities left: the page is the last one (no cursor to an empty
     page), whether the states come from the table or are folded from the tail."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     device = new_id()
     ops = [op(space, entity_id=f"t-{i}", value="a", lamport=i + 1) for i in range(4)]
@@ -179,12 +165,12 @@ async def test_a_page_that_holds_the_last_entity_has_no_cursor(scratch: Scratch)
 
 
 async def test_a_type_that_sorts_before_every_other_is_listed_from_the_start(
-    scratch: Scratch,
+    fresh_store: FreshStore,
 ) -> None:
     """A schema's type names may start with a capital (``crdt.schema.NAME_RE``), which
     sorts before lower case in code-point order: the first page starts at the very
     first key, not after some other one, on both ways of the listing (table, tail)."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-1", value="a", lamport=1)])
     await _project(pool, space)
@@ -199,11 +185,11 @@ async def test_a_type_that_sorts_before_every_other_is_listed_from_the_start(
     assert await _ids(pool, space) == ([*want[:2], ("task", "t-0"), ("task", "t-1")], 3, None)
 
 
-async def test_a_space_never_projected_lists_nothing_at_seq_0(scratch: Scratch) -> None:
+async def test_a_space_never_projected_lists_nothing_at_seq_0(fresh_store: FreshStore) -> None:
     """Before a space's first batch there is no checkpoint to fold a tail onto: the
     listing answers at seq 0 (the caller folds the log), even with the log at hand; from
     the first projected event on, it folds the rest."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-1", value="a", lamport=1)])
     assert await _ids(pool, space) == ([], 0, None)
@@ -220,9 +206,9 @@ async def test_a_space_never_projected_lists_nothing_at_seq_0(scratch: Scratch) 
 
 
 async def test_a_tail_of_exactly_list_tail_max_events_is_folded_in(
-    scratch: Scratch, monkeypatch: pytest.MonkeyPatch
+    fresh_store: FreshStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-0", value="a", lamport=1)])
     assert await _project(pool, space) == 2
@@ -235,10 +221,10 @@ async def test_a_tail_of_exactly_list_tail_max_events_is_folded_in(
     assert await _ids(pool, space) == ([("task", "t-0")], 2, None)
 
 
-async def test_a_tail_lists_no_entity_of_server_events_only(scratch: Scratch) -> None:
+async def test_a_tail_lists_no_entity_of_server_events_only(fresh_store: FreshStore) -> None:
     """Events after the checkpoint that make no listed entity: a member added (the
     hidden ``_member`` type) and a server event on a task never written."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-1", value="a", lamport=1)])
     assert await _project(pool, space) == 2
@@ -310,20 +296,20 @@ async def test_the_lag_lists_at_most_100_spaces_by_default(fresh_pool: asyncpg.P
 # --------------------------------------------------------------------------- batch
 
 
-async def test_a_batch_of_no_spaces_sends_no_statement(scratch: Scratch) -> None:
+async def test_a_batch_of_no_spaces_sends_no_statement(fresh_store: FreshStore) -> None:
     calls: list[str] = []
-    async with scratch.pool.acquire() as conn:
+    async with fresh_store.pool.acquire() as conn:
         conn.add_query_logger(lambda q: calls.append(q.query))
         done = await apply_spaces(conn, {})
         assert (done.applied, done.busy, calls) == ([], [], [])
 
 
 async def test_a_batch_reports_a_reminder_change_only_when_there_is_one(
-    scratch: Scratch,
+    fresh_store: FreshStore,
 ) -> None:
     """``apply_spaces`` loads each touched task's stored reminder key with its state: a
     later title-only edit of a task with a reminder changes nothing for the scheduler."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     device = new_id()
     when = "2030-01-01T09:00:00Z"
@@ -395,12 +381,12 @@ class _WatchedConn:
 
 
 async def test_a_listing_reads_the_checkpoint_and_the_states_in_one_snapshot(
-    scratch: Scratch,
+    fresh_store: FreshStore,
 ) -> None:
     """A batch that commits while a listing runs, after it read the checkpoint: the
     listing still folds its tail onto the states of that checkpoint, never onto states
     that hold the tail already (a counter would count it twice)."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     device = new_id()
 
@@ -419,13 +405,13 @@ async def test_a_listing_reads_the_checkpoint_and_the_states_in_one_snapshot(
 
 
 async def test_a_tail_never_lists_a_hidden_type_whatever_its_row_holds(
-    scratch: Scratch,
+    fresh_store: FreshStore,
 ) -> None:
     """The two ways of a listing agree on ``_`` types: the table's query never lists
     them, and neither does the fold of the tail, even for a ``_member`` row that holds
     a client's field (written here behind the projector's back) touched by a member
     added after the checkpoint."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-1", value="a", lamport=1)])
     assert await _project(pool, space) == 2
@@ -462,11 +448,13 @@ async def test_the_lag_of_a_space_names_each_of_its_figures(fresh_pool: asyncpg.
     assert await lag_of_spaces(fresh_pool, [space]) == [want]
 
 
-async def test_a_hole_in_one_space_log_stops_that_space_and_no_other(scratch: Scratch) -> None:
+async def test_a_hole_in_one_space_log_stops_that_space_and_no_other(
+    fresh_store: FreshStore,
+) -> None:
     """Both spaces' delivered events leave a gap, so both are read from the log in one
     query; the first one's log lacks seq 4 (removed behind the store's back, what
     ``verify`` finds): it stops at seq 3, the space read after it still reaches its head."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     spaces = []
     for _ in range(2):
         space, owner = await new_space(store)
@@ -483,10 +471,10 @@ async def test_a_hole_in_one_space_log_stops_that_space_and_no_other(scratch: Sc
     assert await checkpoint(pool, whole) == 6
 
 
-async def test_a_listing_reads_a_page_of_rows_not_the_whole_space(scratch: Scratch) -> None:
+async def test_a_listing_reads_a_page_of_rows_not_the_whole_space(fresh_store: FreshStore) -> None:
     """Keyset pagination: the table's query reads the page, one more row (is there a
     next page?) and one per entity the tail touches (set aside, folded instead)."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     ops = [op(space, entity_id=f"t-{i}", value="a", lamport=i + 1) for i in range(10)]
     await push(store, owner, new_id(), ops)
@@ -510,11 +498,11 @@ async def test_a_listing_reads_a_page_of_rows_not_the_whole_space(scratch: Scrat
 
 
 async def test_a_listing_far_behind_reads_no_more_of_the_log_than_it_may_fold(
-    scratch: Scratch, monkeypatch: pytest.MonkeyPatch
+    fresh_store: FreshStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Further behind than ``LIST_TAIL_MAX``, the listing reads one event more than it
     may fold (enough to know), never the whole lag."""
-    pool, store = scratch.pool, scratch.store
+    pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-0", value="a", lamport=1)])
     assert await _project(pool, space) == 2

@@ -219,6 +219,7 @@ TARGETS = (
             "tests/integration/test_projector_readmodel.py",
             "tests/integration/test_projector_quarantine.py",
             "tests/integration/test_projector_checkpoint_atomic.py",
+            "tests/integration/test_projector_apply_edges.py",
         ),
         floor=0.80,
         services=True,
