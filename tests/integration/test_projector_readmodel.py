@@ -29,6 +29,7 @@ from projector.readmodel import (
     lag_by_space,
     lag_totals,
     list_entities,
+    quarantine_count,
 )
 from projector.runner import Running, running
 from projector.service import ProjectorOptions
@@ -38,7 +39,6 @@ from tests.integration.test_projector_support import (
     assert_matches_replay,
     caught_up,
     delete_stream,
-    eventually,
     histories,
     new_space,
     push,
@@ -425,15 +425,23 @@ async def test_the_tick_reads_the_gauges_on_its_first_run_and_every_tenth(
         calls.append(None)
         return await real(pool)
 
+    # The first tick's end: its last read. Waiting for its lag read alone raced: a tick
+    # made while the first was still reading the quarantine count was numbered 0 too.
+    first_done = asyncio.Event()
+    real_count = quarantine_count
+
+    async def count_then_tell(pool: asyncpg.Pool) -> int:
+        count = await real_count(pool)
+        first_done.set()
+        return count
+
     monkeypatch.setattr(service_module, "lag_totals", counted)
+    monkeypatch.setattr(service_module, "quarantine_count", count_then_tell)
     slow = msgspec.structs.replace(settings, projector_tick_seconds=3600)
     async with running(slow, relay=False) as parts:
         assert parts.projector.options.tick_interval == 3600
-
-        async def first_tick() -> bool:
-            return len(calls) == 1
-
-        await eventually(first_tick, within=10.0)  # the first tick runs at start
+        await asyncio.wait_for(first_done.wait(), 10.0)  # the first tick runs at start
+        assert len(calls) == 1
         for _ in range(2 * service_module.GAUGE_EVERY):
             await parts.projector.tick()
     # ticks 0..2*GAUGE_EVERY: the first, the GAUGE_EVERY-th and the 2*GAUGE_EVERY-th
