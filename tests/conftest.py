@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import nats
@@ -38,8 +38,10 @@ from concord.logs import configure_logging
 from core.natsbus import NatsBus
 from core.settings import Settings
 from eventstore.migrations import discover, migrate
-from eventstore.postgres import PostgresEventStore
 from tests.property import profiles  # noqa: F401  (registers `ci`/`thorough` for any run)
+
+if TYPE_CHECKING:  # the mutation runner imports this module: no store at its start
+    from eventstore.postgres import PostgresEventStore
 
 TEST_SECRET = "test-secret-key-0123456789abcdef-0123456789"
 TEST_ADMIN_TOKEN = "test-admin-token"
@@ -224,6 +226,14 @@ async def drop_database(server_dsn: str, dsn: str) -> None:
 #: instead of one per mutant. Unset, each run makes its own.
 SHARED_DATABASE_ENV = "CONCORD_TEST_SHARED_DATABASE"
 
+
+def sample(name: str, **labels: str) -> float:
+    """The current value of a Prometheus sample of this process (0 before its first)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 #: The variable, and its value, that serve the end-to-end tests' gateways in the test
 #: process instead of as processes (tests/e2e/harness.py; the mutation runner sets it).
 IN_PROCESS_ENV = "CONCORD_TEST_GATEWAY"
@@ -282,6 +292,8 @@ class FreshStore:
 async def fresh_store(fresh_pool: asyncpg.Pool) -> AsyncIterator[FreshStore]:
     """An event store on a database of the test's own, where no projector runs: the
     test alone decides what is projected."""
+    from eventstore.postgres import PostgresEventStore
+
     async with PostgresEventStore(fresh_pool, secret_key=TEST_SECRET) as store:
         yield FreshStore(fresh_pool, store)
 

@@ -15,14 +15,13 @@ from typing import Any, cast
 
 import asyncpg
 import pytest
-from prometheus_client import REGISTRY
 
 from eventstore.rows import Conn
 from eventstore.testing import forge, new_id, op
 from projector.apply import apply_space
 from projector.rebuild import prepare_shadow
 from projector.tables import LIVE, SHADOW
-from tests.conftest import FreshStore
+from tests.conftest import FreshStore, sample
 from tests.integration.test_projector_support import (
     append_unchecked,
     checkpoint,
@@ -130,7 +129,7 @@ async def test_a_rebuild_quarantines_without_counting_for_the_live_projector(
     space, owner = await new_space(fresh_store.store)
     bad = await _unreadable(fresh_store, space, owner, "t-1")
     await push(fresh_store.store, owner, new_id(), [op(space, entity_id="t-2", lamport=2)])
-    before = REGISTRY.get_sample_value("concord_projector_quarantined_total") or 0.0
+    before = sample("concord_projector_quarantined_total")
     async with pool.acquire() as conn:
         await prepare_shadow(conn)
         applied = await apply_space(conn, space, tables=SHADOW)
@@ -138,7 +137,7 @@ async def test_a_rebuild_quarantines_without_counting_for_the_live_projector(
     assert (applied.seq, applied.count, applied.quarantined) == (3, 2, 1)
     assert [r[0] for r in await _quarantine(pool, SHADOW.quarantine)] == [bad]
     assert await _quarantine(pool) == []
-    assert (REGISTRY.get_sample_value("concord_projector_quarantined_total") or 0.0) == before
+    assert sample("concord_projector_quarantined_total") == before
 
 
 async def test_an_unreadable_event_is_quarantined_with_its_seq_and_the_reason(

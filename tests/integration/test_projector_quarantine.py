@@ -18,7 +18,6 @@ import asyncpg
 import msgspec
 import nats
 import pytest
-from prometheus_client import REGISTRY
 
 from core.events import ReminderChange
 from core.settings import Settings
@@ -34,7 +33,7 @@ from projector.verify import verify
 from scheduler.clock import ManualClock
 from scheduler.engine import ReminderEngine
 from scheduler.options import SchedulerOptions
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, sample
 from tests.integration.test_projector_support import (
     append_unchecked,
     caught_up,
@@ -79,10 +78,6 @@ async def service(settings: Settings) -> AsyncIterator[Running]:
     await delete_stream(settings.nats_url or "", Names(settings.nats_prefix))
 
 
-def _quarantined_total() -> float:
-    return REGISTRY.get_sample_value("concord_projector_quarantined_total") or 0.0
-
-
 async def _rows(pool: asyncpg.Pool, space: str) -> list[asyncpg.Record]:
     return await pool.fetch(
         "SELECT seq, op_id::text, entity_type, entity_id, error_type, error "
@@ -104,7 +99,7 @@ async def test_a_nul_value_in_the_log_is_quarantined_and_the_space_goes_on(
 
     await nc.subscribe(names.reminders_subject(space), cb=collect)
     await nc.flush()
-    before = _quarantined_total()
+    before = sample("concord_projector_quarantined_total")
     try:
         device = new_id()
         await push(store, owner, device, [op(space, entity_id="t-1", value="milk", lamport=1)])
@@ -125,7 +120,7 @@ async def test_a_nul_value_in_the_log_is_quarantined_and_the_space_goes_on(
     assert (row[0], row[2], row[3]) == (poison, "task", "t-1")
     assert row[4] == "CharacterNotInRepertoireError (22021)"
     assert "0x00" in row[5]
-    assert _quarantined_total() == before + 1
+    assert sample("concord_projector_quarantined_total") == before + 1
     count, latest = await quarantined(pool, limit=1000)
     assert count >= 1
     assert any(q.space_id == space and q.seq == poison for q in latest)

@@ -61,6 +61,18 @@ async def _ids(
     return [(s.entity_type, s.entity_id) for s in states], seq, cursor
 
 
+async def _skip_a_ghost(store: PostgresEventStore, space: str) -> None:
+    """A server event (a skipped reminder) on a task no client ever wrote."""
+    await store.append_server_event(
+        space_id=space,
+        kind="reminder_skipped",
+        entity_type="task",
+        entity_id="ghost",
+        value={"reminder_id": new_id(), "fire_at": "2030-01-01T09:00:00Z"},
+        key=f"skip:{new_id()}",
+    )
+
+
 # --------------------------------------------------------------------------- get_entity
 
 
@@ -92,14 +104,7 @@ async def test_an_entity_of_server_events_only_or_of_a_hidden_type_reads_as_abse
     pool, store = fresh_store.pool, fresh_store.store
     space, owner = await new_space(store)
     await push(store, owner, new_id(), [op(space, entity_id="t-1", value="a", lamport=1)])
-    await store.append_server_event(
-        space_id=space,
-        kind="reminder_skipped",
-        entity_type="task",
-        entity_id="ghost",
-        value={"reminder_id": new_id(), "fire_at": "2030-01-01T09:00:00Z"},
-        key=f"skip:{new_id()}",
-    )
+    await _skip_a_ghost(store, space)
     checkpoint = await _project(pool, space)
     assert checkpoint == 3
     client_events = await pool.fetchval(
@@ -229,14 +234,7 @@ async def test_a_tail_lists_no_entity_of_server_events_only(fresh_store: FreshSt
     await push(store, owner, new_id(), [op(space, entity_id="t-1", value="a", lamport=1)])
     assert await _project(pool, space) == 2
     await store.change_member(space_id=space, user_id=new_id(), role="editor", by=owner)
-    await store.append_server_event(
-        space_id=space,
-        kind="reminder_skipped",
-        entity_type="task",
-        entity_id="ghost",
-        value={"reminder_id": new_id(), "fire_at": "2030-01-01T09:00:00Z"},
-        key=f"skip:{new_id()}",
-    )
+    await _skip_a_ghost(store, space)
     assert await head(pool, space) == 4
     for entity_type in (None, "task", "_member"):
         for deleted in (False, True):

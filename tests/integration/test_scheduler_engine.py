@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from prometheus_client import REGISTRY
 
 from core.events import ReminderChange
 from core.wire import Event
@@ -29,7 +28,7 @@ from scheduler.engine import ReminderEngine
 from scheduler.faults import Faults
 from scheduler.options import SchedulerOptions
 from scheduler.testing import TaskWriter
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, sample
 
 # A fixed, whole-second start keeps lateness arithmetic exact.
 T0 = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
@@ -368,10 +367,6 @@ async def test_two_instances_fire_each_reminder_once(world: World) -> None:
     assert sorted(fired) == sorted(ids)
     events = await world.events(w.space_id, "reminder_fired")
     assert sorted(e.value["reminder_id"] for e in events) == sorted(ids)
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_metrics_count_outcomes_lateness_and_backlog(world: World) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from prometheus_client import REGISTRY
 
 from core.errors import Unavailable
 from core.events import NotificationEnvelope, ReminderChange, SpaceHint
@@ -36,6 +35,7 @@ from scheduler.faults import Faults
 from scheduler.firing import Firing
 from scheduler.options import SchedulerOptions
 from scheduler.store import TaskState
+from tests.conftest import sample
 from tests.integration.test_scheduler_engine import T0, World, iso, open_world
 
 PREFIX = "tfire"
@@ -104,10 +104,6 @@ async def orphan(world: World, seconds: float) -> tuple[str, str]:
         T0 + timedelta(seconds=seconds),
     )
     return rid, gone
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def counts() -> dict[str, float]:

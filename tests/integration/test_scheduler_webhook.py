@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 import pytest
-from prometheus_client import REGISTRY
 
 from core.wire import Notification
 from scheduler.delivery import Deliveries
@@ -33,6 +32,7 @@ from scheduler.queries import (
 )
 from scheduler.testing import WebhookReceiver
 from scheduler.webhook import WebhookSender, verify_signature
+from tests.conftest import sample
 from tests.integration.test_scheduler_engine import T0, World, iso, open_world
 
 
@@ -363,15 +363,13 @@ async def test_a_sender_bug_is_a_failed_attempt_with_its_error_recorded(
     await rig.sender.close()
 
 
-def reminders_total(outcome: str) -> float:
-    return REGISTRY.get_sample_value("concord_reminders_total", {"outcome": outcome}) or 0.0
-
-
 async def test_each_outcome_is_counted_and_logged(
     world: World, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig = Rig(world, receiver, options(webhook_max_attempts=2))
-    before = {o: reminders_total(o) for o in ("delivered", "retrying", "dead")}
+    before = {
+        o: sample("concord_reminders_total", outcome=o) for o in ("delivered", "retrying", "dead")
+    }
     caplog.set_level(logging.INFO, logger="concord.scheduler")
     dead, delivered = await rig.fire(2)
 
@@ -384,7 +382,7 @@ async def test_each_outcome_is_counted_and_logged(
         world.clock.advance(3600)
     assert await rig.status(dead) == ("dead", 2, "HTTP 503")
     assert await rig.status(delivered) == ("fired", 1, None)
-    after = {o: reminders_total(o) - before[o] for o in before}
+    after = {o: sample("concord_reminders_total", outcome=o) - before[o] for o in before}
     assert after == {"delivered": 1, "retrying": 1, "dead": 1}
     lines = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert ("INFO", f"reminder {dead}: webhook attempt 1 failed (HTTP 503)") in lines
