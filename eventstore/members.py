@@ -17,19 +17,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from core.errors import Conflict, NotFound
+from core.errors import ConcordError, Conflict, NotFound
 from core.ids import canonical_id
-from core.ports import ServerAppend
-from core.wire import SERVER_DEVICE_ID, Event, Role
-from eventstore.rows import READ_COLUMNS, Conn, event_from_row
-from eventstore.writer import (
-    Batch,
-    NewEvent,
-    SpaceCursor,
-    legacy_server_op_id,
-    lock_spaces,
-    server_op_id,
-)
+from core.ports import ServerAppend, ServerEvent
+from core.wire import Event, Role
+from eventstore.rows import Conn
+from eventstore.server_events import append_server_events
+from eventstore.writer import Batch, NewEvent, SpaceCursor, lock_spaces, server_op_id
 
 MEMBER_ENTITY = "_member"
 
@@ -44,12 +38,8 @@ def _member_event(
         entity_type=MEMBER_ENTITY,
         entity_id=value["user_id"],
         kind=kind,
-        field=None,
         value=value,
-        pred=(),
         lamport=cursor.max_lamport,
-        device_id=SERVER_DEVICE_ID,
-        user_id=None,
     )
 
 
@@ -167,38 +157,21 @@ async def append_server_event(
     value: Any,
     key: str,
 ) -> ServerAppend:
-    """Append one server event (op_id = HMAC of ``key``); a repeated key is a duplicate."""
-    sid = canonical_id(space_id)
-    if sid is None:
-        raise NotFound(f"no such space: {space_id!r}")
-    op_id = server_op_id(secret_key, key)
-    # Also the op_id of before the key separation: its event may be stored already.
-    known = [op_id, legacy_server_op_id(secret_key, key)]
-    async with conn.transaction():
-        cursor = (await lock_spaces(conn, [sid])).get(sid)
-        if cursor is None:
-            raise NotFound(f"no such space: {space_id}")
-        row = await conn.fetchrow(
-            f"SELECT {READ_COLUMNS} FROM events WHERE space_id = $1 AND op_id = ANY($2::uuid[])"
-            " ORDER BY seq LIMIT 1",
-            sid,
-            known,
-        )
-        if row is not None:
-            return ServerAppend(event=event_from_row(row), duplicate=True)
-        new = NewEvent(
-            op_id=op_id,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            kind=kind,
-            field=None,
-            value=value,
-            pred=(),
-            lamport=cursor.max_lamport,
-            device_id=SERVER_DEVICE_ID,
-            user_id=None,
-        )
-        batch = Batch(datetime.now(UTC), schema_version)
-        event = batch.add_new(cursor, new)
-        await batch.flush(conn)
-    return ServerAppend(event=event, duplicate=False)
+    """Append one server event (op_id = HMAC of ``key``); a repeated key is a duplicate.
+
+    A batch of one (eventstore/server_events.py), whose outcome is raised when it is an
+    error (``NotFound`` for an unknown or malformed space)."""
+    event = ServerEvent(
+        space_id=space_id,
+        kind=kind,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        value=value,
+        key=key,
+    )
+    [outcome] = await append_server_events(
+        conn, secret_key=secret_key, schema_version=schema_version, events=[event]
+    )
+    if isinstance(outcome, ConcordError):
+        raise outcome
+    return outcome

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from core.errors import NotFound
 from core.ids import canonical_id
 from core.ports import ServerAppend, ServerEvent, ServerOutcome
-from core.wire import SERVER_DEVICE_ID
 from eventstore.reads import stored_server_events
 from eventstore.rows import Conn
 from eventstore.writer import Batch, NewEvent, legacy_server_op_id, lock_spaces, server_op_id
@@ -59,12 +58,8 @@ async def append_server_events(
                 entity_type=event.entity_type,
                 entity_id=event.entity_id,
                 kind=event.kind,
-                field=None,
                 value=event.value,
-                pred=(),
                 lamport=cursor.max_lamport,
-                device_id=SERVER_DEVICE_ID,
-                user_id=None,
             )
             appended = batch.add_new(cursor, new)
             stored[(sid, op_id)] = appended  # the same key twice: one event

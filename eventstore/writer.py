@@ -24,7 +24,7 @@ import msgspec
 
 from core.canonical import canonical_json
 from core.keys import Purpose, derive
-from core.wire import Event
+from core.wire import SERVER_DEVICE_ID, Event
 from crdt import Op
 from eventstore.chain import chain_hash, payload_digest
 from eventstore.rows import EVENT_COLUMNS, Conn, format_time
@@ -70,15 +70,6 @@ class SpaceCursor:
     head: int
     max_lamport: int
     chain_tip: bytes
-    start_head: int = -1
-
-    def __post_init__(self) -> None:
-        if self.start_head < 0:
-            self.start_head = self.head
-
-    @property
-    def changed(self) -> bool:
-        return self.head != self.start_head
 
 
 async def lock_spaces(conn: Conn, space_ids: Sequence[str]) -> dict[str, SpaceCursor]:
@@ -125,18 +116,15 @@ def _as_stored(value: Any, value_json: bytes) -> Any:
 
 @dataclass
 class NewEvent:
-    """One server event to store, before it has a seq."""
+    """One server event to store, before it has a seq: written by the server's device, by
+    no user, of no field and with no pred (reminder and member events)."""
 
     op_id: str
     entity_type: str
     entity_id: str
     kind: str
-    field: str | None
     value: Any
-    pred: Sequence[str]
     lamport: int
-    device_id: str
-    user_id: str | None
 
 
 @dataclass
@@ -153,7 +141,7 @@ class Batch:
         self.recorded = format_time(self.recorded_at)
 
     def add_new(self, cursor: SpaceCursor, new: NewEvent) -> Event:
-        """Add a server event (or any :class:`NewEvent`): hashes computed here."""
+        """Add a server event: hashes computed here."""
         value_json = canonical_json(new.value)
         digest = payload_digest(
             new.op_id,
@@ -161,29 +149,23 @@ class Batch:
             new.entity_type,
             new.entity_id,
             new.kind,
-            new.field,
-            value_json,
-            new.pred,
-            new.lamport,
-        )
-        return self.add(
-            cursor,
-            Op(
-                op_id=new.op_id,
-                entity_type=new.entity_type,
-                entity_id=new.entity_id,
-                kind=new.kind,
-                field=new.field,
-                value=new.value,
-                pred=tuple(new.pred),
-                lamport=new.lamport,
-                device_id=new.device_id,
-            ),
-            new.user_id,
             None,
             value_json,
-            digest,
+            (),
+            new.lamport,
         )
+        op = Op(
+            op_id=new.op_id,
+            entity_type=new.entity_type,
+            entity_id=new.entity_id,
+            kind=new.kind,
+            field=None,
+            value=new.value,
+            pred=(),
+            lamport=new.lamport,
+            device_id=SERVER_DEVICE_ID,
+        )
+        return self.add(cursor, op, None, None, value_json, digest)
 
     def add(
         self,
@@ -242,15 +224,14 @@ class Batch:
             await conn.copy_records_to_table("events", records=self.records, columns=_COPY_COLUMNS)
 
     def advance_sql(self) -> str:
-        """The statement advancing every touched space and queueing it in the outbox
-        ("" when no space moved)."""
-        moved = [c for c in self.cursors.values() if c.changed]
-        if not moved:
+        """The statement advancing every space an event was added to and queueing it in the
+        outbox ("" when no event was added)."""
+        if not self.cursors:
             return ""
         values = ", ".join(
             f"('{uuid.UUID(c.space_id)}'::uuid, {int(c.head)}::bigint, "
             f"{int(c.max_lamport)}::bigint, decode('{c.chain_tip.hex()}', 'hex'))"
-            for c in moved
+            for c in self.cursors.values()
         )
         return _ADVANCE.format(values=values)
 

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 import pytest
 
-from core.wire import SERVER_DEVICE_ID
+from core.ports import ServerAppend, ServerEvent
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id
 from eventstore.writer import Batch, NewEvent, legacy_server_op_id, lock_spaces, server_op_id
@@ -42,20 +43,17 @@ async def _store_as_before_the_upgrade(
                 entity_type="task",
                 entity_id="t-1",
                 kind="reminder_fired",
-                field=None,
                 value=value,
-                pred=(),
                 lamport=cursor.max_lamport,
-                device_id=SERVER_DEVICE_ID,
-                user_id=None,
             ),
         )
         await batch.flush(conn)
     return event.seq
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one", "batch"])
 async def test_a_firing_stored_before_the_upgrade_is_a_duplicate_after_it(
-    pool: asyncpg.Pool, store: PostgresEventStore
+    pool: asyncpg.Pool, store: PostgresEventStore, batched: bool
 ) -> None:
     space = await store.create_space(name="upgrade", creator_user_id=new_id(), personal=False)
     reminder_id = new_id()
@@ -69,7 +67,7 @@ async def test_a_firing_stored_before_the_upgrade_is_a_duplicate_after_it(
     seq = await _store_as_before_the_upgrade(pool, store, space, key, value)
     assert legacy_server_op_id(TEST_SECRET, key) != server_op_id(TEST_SECRET, key)
 
-    retried = await store.append_server_event(
+    again = ServerEvent(
         space_id=space,
         kind="reminder_fired",
         entity_type="task",
@@ -77,6 +75,11 @@ async def test_a_firing_stored_before_the_upgrade_is_a_duplicate_after_it(
         value={**value, "fired_at": "2026-11-23T10:05:00Z"},
         key=key,
     )
+    if batched:  # the scheduler's path
+        [retried] = await store.append_server_events([again])
+        assert isinstance(retried, ServerAppend)
+    else:
+        retried = await store.append_server_event(**msgspec.structs.asdict(again))
     assert retried.duplicate is True
     assert retried.event.seq == seq
     assert retried.event.value == value  # the stored event, not the retry's

@@ -257,6 +257,25 @@ TARGETS = (
         services=True,
     ),
     Target(
+        name="writer",
+        modules=("eventstore/writer.py", "eventstore/heads.py", "eventstore/server_events.py"),
+        tests=(
+            "tests/unit/test_keys.py",
+            "tests/unit/test_eventstore_canonical.py",
+            "tests/integration/test_eventstore_basics.py",
+            "tests/integration/test_eventstore_heads.py",
+            "tests/integration/test_eventstore_members.py",
+            "tests/integration/test_eventstore_written_as_read.py",
+            "tests/integration/test_eventstore_integrity.py",
+            "tests/integration/test_eventstore_concurrency.py",
+            "tests/integration/test_server_op_id_upgrade.py",
+            "tests/integration/test_store_contract.py",
+            "tests/integration/test_scheduler_firing.py",
+        ),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
         name="boundary",
         modules=("core/ids.py", "core/canonical.py", "core/ops.py"),
         tests=(

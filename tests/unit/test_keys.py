@@ -79,6 +79,40 @@ def test_server_op_ids_use_the_op_id_key_only() -> None:
     assert legacy_server_op_id(ROOT, key) != op_id
 
 
+#: (key, op_id, op_id of before the key separation) under ROOT, pinned: a firing retried
+#: after an upgrade finds its event only if the same key still gives the same op_id.
+SERVER_OP_IDS = [
+    (
+        "reminder_fired:5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01",
+        "4443c5a8-5333-80d5-8b67-7ecea025cdaa",
+        "4a75c226-3382-89e5-af63-24d1f5efb306",
+    ),
+    (
+        "reminder_skipped:5b0f2d1e-8c1a-4c55-9a55-2f0d7b8e1c01",
+        "502fcee7-f3b7-8db9-b560-9ce93f183156",
+        "c277d9e7-392b-86b4-a0e9-92ccd69c4bea",
+    ),
+    (
+        "member:0a2b4c6d-0000-4000-8000-000000000001:2",
+        "74a6b7c4-cd7e-89c9-9246-31293d636796",
+        "8e2fcf8a-d64f-81bc-879b-6426871a437b",
+    ),
+    (
+        "reminder_fired:00000000-0000-4000-8000-000000000000",
+        "8b0b2666-ce26-8bf4-a1f5-2daf24066d62",
+        "595e298a-0b4a-8ce2-83f5-d9fbe7c8009f",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "op_id", "legacy"), SERVER_OP_IDS)
+def test_a_server_op_id_never_changes_across_releases(key: str, op_id: str, legacy: str) -> None:
+    assert server_op_id(ROOT, key) == op_id
+    assert legacy_server_op_id(ROOT, key) == legacy
+    for made in (uuid.UUID(op_id), uuid.UUID(legacy)):
+        assert (made.version, made.variant) == (8, uuid.RFC_4122)
+
+
 def test_refresh_tokens_use_the_refresh_key_only() -> None:
     token_id = "0d8c6f3e-1c1a-4c55-9a55-2f0d7b8e1c01"
     made = {
