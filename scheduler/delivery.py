@@ -161,7 +161,7 @@ class Deliveries:
             REMINDERS.labels(outcome="retrying").inc()
             log.info("reminder %s: webhook attempt %d failed (%s)", rid, attempt, error)
         async with self.pool.acquire() as conn:
-            await store.finish_delivery(
+            recorded = await store.finish_delivery(
                 conn,
                 rid,
                 self.instance,
@@ -170,4 +170,12 @@ class Deliveries:
                 next_attempt_at=next_at,
                 last_error=error,
                 now=now,
+            )
+        if not recorded:  # the lease ran out and another instance claimed the row
+            log.warning(
+                "reminder %s: attempt %d (%s) not recorded: the claim passed to another "
+                "instance, which delivers it again",
+                rid,
+                attempt,
+                "delivered" if error is None else error,
             )

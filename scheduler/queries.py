@@ -87,6 +87,11 @@ class ReminderCounts(msgspec.Struct, frozen=True, kw_only=True):
     backlog_age_seconds: float
 
 
+def _clamped(limit: int) -> int:
+    """A page size: ``limit`` brought into 1..``MAX_LIMIT``."""
+    return max(1, min(limit, MAX_LIMIT))
+
+
 def encode_cursor(fire_at: datetime, reminder_id: str) -> str:
     """An opaque cursor naming the last row of a page: ``core.ids.keyset_cursor``."""
     return keyset_cursor(fire_at, reminder_id)
@@ -118,7 +123,7 @@ async def list_reminders(
     sid = canonical_id(space_id)
     if sid is None:
         return [], None
-    size = max(1, min(limit, MAX_LIMIT))
+    size = _clamped(limit)
     args: list[object] = [sid, wanted, size + 1]
     clause = ""
     if after is not None:
@@ -153,7 +158,7 @@ async def dead_reminders(pool: asyncpg.Pool, limit: int = 100) -> list[DeadRemin
             "SELECT reminder_id, space_id, entity_type, entity_id, fire_at, attempts, "
             "last_error, updated_at FROM reminders WHERE status = 'dead' "
             "ORDER BY updated_at DESC LIMIT $1",
-            max(1, min(limit, MAX_LIMIT)),
+            _clamped(limit),
         )
     return [
         DeadReminder(
@@ -181,7 +186,7 @@ async def recent_job_runs(
             "SELECT run_id, job, instance, started_at, finished_at, outcome, error, items "
             "FROM job_runs WHERE $2::text IS NULL OR job = $2 "
             "ORDER BY started_at DESC, run_id DESC LIMIT $1",
-            max(1, min(limit, MAX_LIMIT)),
+            _clamped(limit),
             job,
         )
     return [
@@ -253,7 +258,7 @@ async def reminders_in_spaces(
             "lateness_ms FROM reminders WHERE space_id = ANY($1::uuid[]) "
             "ORDER BY fire_at DESC LIMIT $2",
             space_ids,
-            max(1, min(limit, MAX_LIMIT)),
+            _clamped(limit),
         )
     latest = [
         SpaceReminder(

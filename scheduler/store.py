@@ -270,20 +270,6 @@ async def claim_due(
     )
 
 
-async def lock_claimed(conn: Conn, reminder_id: str, instance: str) -> asyncpg.Record | None:
-    """Inside a transaction: lock the row and re-check it is still ours to fire.
-
-    Under the lock nobody can cancel it or fire it; if the lease expired and another
-    instance claimed it meanwhile, ``claimed_by`` says so and we leave it alone."""
-    row = await conn.fetchrow(
-        f"SELECT {REMINDER_COLUMNS} FROM reminders WHERE reminder_id = $1 FOR UPDATE",
-        reminder_id,
-    )
-    if row is None or row["status"] != "scheduled" or row["claimed_by"] != instance:
-        return None
-    return row
-
-
 _CLAIM_DELIVERIES = f"""
 WITH due AS (
     SELECT reminder_id FROM reminders

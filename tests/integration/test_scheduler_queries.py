@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from core.errors import BadMessage
+from scheduler import retention
 from scheduler.jobs import Job, JobRunner
 from scheduler.options import SchedulerOptions
 from scheduler.queries import (
+    DeadReminder,
+    dead_reminders,
     list_reminders,
     recent_job_runs,
     reminder_counts,
     reminders_in_spaces,
+    scheduler_diagnostics,
 )
 from scheduler.retention import run_retention
 from tests.integration.test_scheduler_engine import T0, World, iso, open_world
@@ -201,3 +205,129 @@ async def test_retention_keeps_what_is_still_needed(world: World) -> None:
     kept = {r[0] for r in await world.pool.fetch("SELECT token_id FROM refresh_tokens")}
     assert kept == {token_ids[n] for n in tokens if n != "old_spent_expired"}
     assert await run_retention(world.pool, LATER, SchedulerOptions()) == 0
+
+
+async def test_the_reads_at_their_edges(world: World) -> None:
+    """Page sizes below 1 read one row, a last page that is exactly full says so, every
+    field of a row is its own, a refusal names what was wrong, and the backlog is 0 when
+    nothing is due and at the instant a reminder falls due."""
+    engine, w = world.make_engine(), await world.writer()
+    ids = [await w.task(f"t{i}", iso(10 * (i + 1))) for i in range(3)]
+    await engine.apply_changes(await world.project(w))
+    counts = await reminder_counts(world.pool, T0)
+    assert (counts.due_unfired, counts.backlog_age_seconds) == (0, 0.0)
+    counts = await reminder_counts(world.pool, T0 + timedelta(seconds=10))
+    assert (counts.due_unfired, counts.backlog_age_seconds) == (1, 0.0)
+    # Without a time: now (2030's reminders are not due yet).
+    assert (await reminder_counts(world.pool)).due_unfired == 0
+    await world.pool.execute(
+        "UPDATE reminders SET fire_at = $2 WHERE reminder_id = $1",
+        ids[0],
+        datetime.now(UTC) - timedelta(hours=1),
+    )
+    now_counts = await reminder_counts(world.pool)
+    assert now_counts.due_unfired == 1
+    assert 3600 <= now_counts.backlog_age_seconds < 3700
+    await world.pool.execute(
+        "UPDATE reminders SET fire_at = $2 WHERE reminder_id = $1",
+        ids[0],
+        T0 + timedelta(seconds=10),
+    )
+
+    page, cursor = await list_reminders(world.pool, w.space_id, None, 0, None)
+    assert ([r.reminder_id for r in page], cursor is not None) == ([ids[0]], True)
+    page, cursor = await list_reminders(world.pool, w.space_id, None, 3, None)
+    assert ([r.reminder_id for r in page], cursor) == (ids, None)  # exactly full, the last
+    assert {(r.entity_type, r.last_error) for r in page} == {("task", None)}
+
+    # Two dead (their delivery ran out of attempts), the second newer.
+    for n, rid in enumerate(ids[:2]):
+        await world.pool.execute(
+            "UPDATE reminders SET status = 'dead', attempts = $2, last_error = $3, "
+            "updated_at = $4 WHERE reminder_id = $1",
+            rid,
+            5 + n,
+            f"HTTP 50{n}",
+            T0 + timedelta(seconds=100 + n),
+        )
+    listed = {
+        r.reminder_id: r for r in (await list_reminders(world.pool, w.space_id, "dead", 5, None))[0]
+    }
+    assert listed[ids[1]].last_error == "HTTP 501"
+    newest = DeadReminder(
+        reminder_id=ids[1],
+        space_id=w.space_id,
+        entity_type="task",
+        entity_id="t1",
+        fire_at=iso(20),
+        attempts=6,
+        last_error="HTTP 501",
+        since=iso(101),
+    )
+    assert await dead_reminders(world.pool, 1) == [newest]
+    assert await dead_reminders(world.pool, 0) == [newest]
+    assert [d.reminder_id for d in await dead_reminders(world.pool)] == [ids[1], ids[0]]
+
+    latest = await reminders_in_spaces(world.pool, [w.space_id], 0)
+    assert [(r.reminder_id, r.entity_type, r.entity_id) for r in latest[1]] == [
+        (ids[2], "task", "t2")
+    ]
+
+    await world.pool.execute(
+        "INSERT INTO job_runs (job, instance, started_at, finished_at, outcome, items) VALUES "
+        "('sweep', 'i1', $1, $1, 'ok', 1), ('prune', 'i1', $2, $2, 'ok', 2)",
+        T0,
+        T0 + timedelta(seconds=1),
+    )
+    assert [r.job for r in await recent_job_runs(world.pool, 0)] == ["prune"]
+    assert [r.job for r in await recent_job_runs(world.pool, 5, job="sweep")] == ["sweep"]
+    diagnostics = await scheduler_diagnostics(world.pool, 1)
+    assert (diagnostics.dead, [r.job for r in diagnostics.job_runs]) == ([newest], ["prune"])
+    assert diagnostics.reminders.by_status["dead"] == 2
+
+    with pytest.raises(BadMessage) as status:
+        await list_reminders(world.pool, w.space_id, "late", 10, None)
+    assert (
+        status.value.message
+        == "status: one of scheduled, fired, cancelled, retrying, dead, skipped"
+    )
+    with pytest.raises(BadMessage) as after:
+        await list_reminders(world.pool, w.space_id, None, 10, "garbage")
+    assert after.value.message == "after: not a cursor returned by this route"
+
+
+async def test_retention_deletes_in_batches_until_none_is_left(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention, "BATCH", 2)
+    await world.pool.execute(
+        "INSERT INTO job_runs (job, instance, started_at, outcome) "
+        "SELECT 'old', 'x', $1, 'ok' FROM generate_series(1, 5)",
+        LATER - timedelta(days=20),
+    )
+    assert await run_retention(world.pool, LATER, SchedulerOptions()) == 5
+    assert await world.pool.fetchval("SELECT count(*) FROM job_runs") == 0
+
+
+async def test_the_diagnostics_show_the_latest_20_and_the_lists_100_by_default(
+    world: World,
+) -> None:
+    await world.pool.execute(
+        "INSERT INTO reminders (reminder_id, space_id, entity_type, entity_id, fire_at, "
+        "status, created_at, updated_at) "
+        "SELECT gen_random_uuid(), gen_random_uuid(), 'task', 't' || n, $1, 'dead', $1, "
+        "$1::timestamptz + n * interval '1 second' FROM generate_series(1, 101) AS n",
+        T0,
+    )
+    await world.pool.execute(
+        "INSERT INTO job_runs (job, instance, started_at, outcome) "
+        "SELECT 'sweep', 'i1', $1::timestamptz + n * interval '1 second', 'ok' "
+        "FROM generate_series(1, 101) AS n",
+        T0,
+    )
+    dead, runs = await dead_reminders(world.pool), await recent_job_runs(world.pool)
+    assert (len(dead), len(runs)) == (100, 100)
+    assert (dead[0].entity_id, dead[-1].entity_id) == ("t101", "t2")  # the newest first
+    diagnostics = await scheduler_diagnostics(world.pool)
+    assert (len(diagnostics.dead), len(diagnostics.job_runs)) == (20, 20)
+    assert diagnostics.reminders.by_status["dead"] == 101

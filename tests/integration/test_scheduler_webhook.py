@@ -427,3 +427,30 @@ async def test_a_slow_answer_within_the_timeout_is_delivered(
     assert await rig.deliveries.deliver_due() == 1
     assert await rig.status(rid) == ("fired", 1, None)
     await rig.sender.close()
+
+
+async def test_an_outcome_after_the_claim_passed_to_another_instance_is_dropped_and_logged(
+    world: World, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lease ran out while the POST was in flight (a paused process) and instance b
+    claimed the row: a's outcome is not written over b's claim, and a says so."""
+    receiver.delay = 0.3
+    rig = Rig(world, receiver, options())
+    [rid] = await rig.fire()
+    caplog.set_level(logging.INFO, logger="concord.scheduler")
+    attempt = asyncio.create_task(rig.deliveries.deliver_due())
+    for _ in range(500):
+        if receiver.requests:
+            break
+        await asyncio.sleep(0.01)
+    await world.pool.execute("UPDATE reminders SET claimed_by = 'b' WHERE reminder_id = $1", rid)
+    assert await attempt == 1
+    row = await world.row(rid)
+    assert (row["status"], row["attempts"], row["claimed_by"]) == ("fired", 0, "b")
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert (
+        "WARNING",
+        f"reminder {rid}: attempt 1 (delivered) not recorded: the claim passed to another "
+        "instance, which delivers it again",
+    ) in lines
+    await rig.sender.close()

@@ -35,6 +35,7 @@ from tests.conftest import (
     create_database,
     drop_database,
 )
+from tests.mutation.equivalent import equivalent_by_sql_case
 from tests.mutation.targets import BY_NAME, PACKAGES, TARGETS, Target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +66,9 @@ class ModuleScore:
     ran: bool = True
     #: Mutants of ``Target.at_import`` functions, whose verdicts mean nothing: not scored.
     at_import: int = 0
+    #: Surviving mutants that only change the letter case of SQL outside its quotes
+    #: (tests/mutation/equivalent.py): equivalent, not scored.
+    sql_case: list[str] = field(default_factory=list)
 
     @property
     def decided(self) -> int:
@@ -197,6 +201,8 @@ def scores(target: Target, work: Path) -> list[ModuleScore]:
                 result.at_import += 1
             elif code in KILLED_CODES:
                 result.killed += 1
+            elif code == 0 and equivalent_by_sql_case(work / "mutants" / module, name):
+                result.sql_case.append(name)
             elif code in SURVIVED_CODES:
                 result.survived.append(f"{name} ({_STATUS.get(code, code)})")
             else:
@@ -243,6 +249,8 @@ def report(
         extra = f", {r.unchecked} not run" if r.unchecked else ""
         if r.at_import:
             extra += f", {r.at_import} of code run at import not counted"
+        if r.sql_case:
+            extra += f", {len(r.sql_case)} changing only the letter case of SQL not counted"
         flag = "  BELOW FLOOR" if below else ""
         print(f"  {r.module:34} {r.score:6.1%}  killed {r.killed}/{r.decided}{extra}{flag}")
     if target.whole and ok:
@@ -262,6 +270,8 @@ def report(
             print(f"    survived: {mutant}")
             if diff:
                 print("      " + show(work, mutant).replace("\n", "\n      "))
+        if r.sql_case and diff:
+            print(f"    SQL in another letter case ({r.module}): {', '.join(r.sql_case)}")
     return ok
 
 

@@ -414,6 +414,22 @@ TARGETS = (
         services=True,
     ),
     Target(
+        name="reminders",
+        modules=("scheduler/store.py", "scheduler/queries.py", "scheduler/retention.py"),
+        tests=(
+            "tests/unit/test_scheduler_parts.py",
+            "tests/integration/test_scheduler_engine.py",
+            "tests/integration/test_scheduler_batch.py",
+            "tests/integration/test_scheduler_firing.py",
+            "tests/integration/test_scheduler_queries.py",
+            "tests/integration/test_scheduler_store.py",
+            "tests/integration/test_scheduler_service.py",
+            "tests/integration/test_scheduler_webhook.py",
+        ),
+        floor=0.80,
+        services=True,
+    ),
+    Target(
         name="delivery",
         modules=("scheduler/delivery.py", "scheduler/breaker.py", "scheduler/webhook.py"),
         tests=(

@@ -72,3 +72,32 @@ def test_mutants_of_code_run_at_import_are_counted_apart(
     )
     assert report(target, [score], None, tmp_path, diff=False)
     assert "50.0%  killed 1/2, 3 of code run at import not counted" in capsys.readouterr().out
+
+
+def test_survivors_writing_sql_in_another_letter_case_are_counted_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mutant that only changes the case of SQL outside its quotes is equivalent
+    (tests/mutation/equivalent.py): counted apart and listed, not scored; one that
+    changes a quoted literal stays a survivor."""
+    module = tmp_path / "mutants" / "pkg" / "small.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(
+        "def x_f__mutmut_orig(c):\n    return c.fetch(\"SELECT a FROM t WHERE s = 'x'\")\n"
+        "def x_f__mutmut_1(c):\n    return c.fetch(\"select a from t where s = 'x'\")\n"
+        "def x_f__mutmut_2(c):\n    return c.fetch(\"SELECT a FROM t WHERE s = 'X'\")\n"
+        "def x_f__mutmut_3(c):\n    return c.fetch(None)\n"
+    )
+    codes = {"pkg.small.x_f__mutmut_1": 0, "pkg.small.x_f__mutmut_2": 0}
+    codes["pkg.small.x_f__mutmut_3"] = 1
+    (module.parent / "small.py.meta").write_text(json.dumps({"exit_code_by_key": codes}))
+    target = Target(name="pkg", modules=("pkg/small.py",), tests=(), floor=0.5)
+    [score] = scores(target, tmp_path)
+    assert (score.killed, score.survived, score.sql_case) == (
+        1,
+        ["pkg.small.x_f__mutmut_2 (survived)"],
+        ["pkg.small.x_f__mutmut_1"],
+    )
+    assert report(target, [score], None, tmp_path, diff=False)
+    out = capsys.readouterr().out
+    assert "50.0%  killed 1/2, 1 changing only the letter case of SQL not counted" in out
