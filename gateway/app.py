@@ -39,7 +39,7 @@ from gateway.openapi import add_links, openapi_config
 from gateway.operator import operator_router
 from gateway.options import GatewayOptions, options_from_env
 from gateway.panel import panel_router
-from gateway.params import JsonRequest
+from gateway.params import JsonRequest, one_value_each
 from gateway.passwords import Passwords
 from gateway.reads import read_schema, spaces_reads_router
 from gateway.requestlog import before_send, request_id_middleware
@@ -263,6 +263,7 @@ def create_app(settings: Settings, *, options: GatewayOptions | None = None) -> 
         dependencies=providers(),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_id_middleware],
+        before_request=one_value_each,  # a query parameter given twice is 400
         before_send=[before_send],
         request_max_body_size=chosen.limits.max_message_bytes,
         request_class=JsonRequest,  # an unpaired surrogate escape named as such

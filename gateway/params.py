@@ -171,6 +171,29 @@ def _integer(low: int, high: int) -> dict[str, Any]:
     return {"oneOf": None, "type": "integer", "minimum": low, "maximum": high}
 
 
+def _queries_of(handler: Any) -> frozenset[str]:
+    """The query parameters a route handler declares (``QueryParameter``)."""
+    names = _DECLARED.get(handler)
+    if names is None:
+        fields = handler.parsed_fn_signature.parameters.items()
+        names = frozenset(n for n, f in fields if isinstance(f.kwarg_definition, QueryParameter))
+        _DECLARED[handler] = names
+    return names
+
+
+_DECLARED: dict[Any, frozenset[str]] = {}
+
+
+async def one_value_each(request: Request[Any, Any, Any]) -> None:
+    """400 when a query parameter the route declares is given more than once (the app's
+    ``before_request``): ``limit=x&limit=5`` would otherwise be read as its last value,
+    silently. Unknown query parameters are ignored, repeated or not."""
+    declared = _queries_of(request.route_handler)
+    for name, values in request.query_params.dict().items():
+        if len(values) > 1 and name in declared:
+            raise BadMessage(f"{name}: given more than once")
+
+
 def absent_or_given(request: Request[Any, Any, Any], name: str, value: object) -> None:
     """400 when an optional query parameter was given but read as None (litestar reads
     ``null`` so for an integer or a choice; the document admits no null)."""

@@ -9,6 +9,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -540,3 +541,40 @@ def test_names_the_document_admits_are_taken_trimmed(api: Api, caller: Session, 
     spaces = api.http.get("/v1/spaces", params={"limit": 1000}, headers=caller.headers).json()
     names = {s["space_id"]: s["name"] for s in spaces["spaces"]}
     assert names[r.json()["space_id"]] == name.strip(" ")
+
+
+def test_a_query_parameter_given_twice_is_refused(api: Api) -> None:
+    """Every declared query parameter of every route, given twice: 400, where the last
+    value would otherwise win silently (``limit=x&limit=5`` read as 5). Given once, the
+    same value is read; an unknown parameter is ignored, twice or not."""
+    user = api.register()
+    space = user.personal_space_id
+    entities = f"/v1/spaces/{space}/entities"
+    queries = {
+        entities: {"type": "task", "include_deleted": "true", "limit": "5", "after": "task/t1"},
+        f"{entities}/task/t1": {"as_of_seq": "2"},
+        f"{entities}/task/t1/history": {"limit": "5", "after": "1"},
+        f"/v1/spaces/{space}/reminders": {"status": "scheduled", "limit": "5"},
+        f"/v1/spaces/{space}/invitations": {"limit": "5"},
+        "/v1/spaces": {"limit": "5", "after": space},
+        "/v1/devices": {"limit": "5"},
+        "/v1/sync/pull": {"space_id": space, "after": "0", "limit": "5"},
+    }
+    title: dict[str, Any] = {"op_id": str(uuid.uuid4()), "space_id": space, "lamport": 1}
+    title |= {"entity_type": "task", "entity_id": "t1", "kind": "set", "field": "title"}
+    pushed = api.push(user, [{**title, "value": "one"}])
+    assert [r["status"] for r in pushed.json()["results"]] == ["applied"]
+    for path, params in queries.items():
+        unknown = urlencode([*params.items(), ("utm", "a"), ("utm", "b")])
+        once = api.http.get(path, params=unknown, headers=user.headers)
+        assert once.status_code == 200, (path, once.text)
+        for name in params:
+            twice = [(n, v) for n, v in params.items() if n != name]
+            twice += [(name, params[name]), (name, params[name])]
+            r = api.http.get(path, params=urlencode(twice), headers=user.headers)
+            assert r.status_code == 400, (path, name, r.text)
+            assert r.json()["error"] == {
+                "code": "bad_message",
+                "message": f"{name}: given more than once",
+                "retryable": False,
+            }
