@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -38,6 +39,13 @@ Role = Literal["owner", "editor", "reader"]
 OpStatus = Literal["applied", "duplicate", "rejected"]
 
 SERVER_DEVICE_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def format_time(at: datetime) -> str:
+    """A time as the server writes it on the wire (an event's ``recorded_at``, a device's
+    ``created_at``, an invitation's ``expires_at``): RFC 3339 in UTC with a ``Z`` suffix
+    and microseconds (PostgreSQL's precision)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Frozen(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,7 +20,7 @@ from datetime import timedelta
 import asyncpg
 
 from core.ops import op_from_row
-from core.wire import Event
+from core.wire import Event, format_time
 from crdt import EntityState, fold
 from eventstore.chain import GENESIS, chain_hash, payload_digest
 from eventstore.rows import (
@@ -29,7 +29,6 @@ from eventstore.rows import (
     STORED_COLUMNS,
     Conn,
     event_from_row,
-    format_time,
 )
 
 BIG = 2**62

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -38,7 +37,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
 
 #: What reads select: a stored event as a wire ``Event``'s fields, every one ready as it
 #: is (in this order, which the relay reads by position): ids as text, ``pred`` as text,
-#: ``recorded_at`` as text formatted by PostgreSQL exactly as :func:`format_time` formats
+#: ``recorded_at`` as text formatted by PostgreSQL exactly as :func:`core.wire.format_time` formats
 #: it, the value as its stored JSON text. PostgreSQL's C does the formatting that
 #: ``str(UUID)`` and ``strftime`` did per event in Python (about 6 µs an event).
 READ_COLUMNS = (
@@ -63,11 +62,6 @@ OP_COLUMNS = (
 )
 
 _DECODE = msgspec.json.decode
-
-
-def format_time(at: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` suffix and microseconds (PostgreSQL's precision)."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def decode_value(text: str | None) -> Any:

@@ -24,10 +24,10 @@ import msgspec
 
 from core.canonical import canonical_json
 from core.keys import Purpose, derive
-from core.wire import SERVER_DEVICE_ID, Event
+from core.wire import SERVER_DEVICE_ID, Event, format_time
 from crdt import Op
 from eventstore.chain import chain_hash, payload_digest
-from eventstore.rows import EVENT_COLUMNS, Conn, format_time
+from eventstore.rows import EVENT_COLUMNS, Conn
 
 # Row locks: https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-ROWS
 # FOR UPDATE blocks every other writer of the same space (they all take this lock) until

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
@@ -11,7 +10,7 @@ from litestar.di import Provide
 
 from core.errors import NotFound
 from core.ids import keyset_cursor
-from core.wire import DeviceInfo, DeviceList
+from core.wire import DeviceInfo, DeviceList, format_time
 from gateway import accounts
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import Resource
@@ -27,10 +26,6 @@ from gateway.params import (
     uuid_path,
 )
 from gateway.sessions import Sessions
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @get(
@@ -53,8 +48,8 @@ async def list_devices(
         DeviceInfo(
             device_id=row.device_id,
             name=row.name,
-            created_at=_iso(row.created_at),
-            last_seen_at=_iso(row.last_seen_at) if row.last_seen_at else None,
+            created_at=format_time(row.created_at),
+            last_seen_at=format_time(row.last_seen_at) if row.last_seen_at else None,
             current=row.device_id == principal.device_id,
             revoked=row.revoked,
         )

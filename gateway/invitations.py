@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime
 from typing import Annotated
 
 from litestar import Router, post
@@ -21,7 +20,7 @@ from litestar.di import Provide
 from core.errors import NotFound
 from core.ids import keyset_cursor
 from core.ports import Invitation
-from core.wire import AcceptInvitationRequest, InvitationAccepted, InvitationInfo
+from core.wire import AcceptInvitationRequest, InvitationAccepted, InvitationInfo, format_time
 from gateway.auth import PrincipalDep, provide_principal
 from gateway.context import ReadStore, Resource
 from gateway.examples import ACCEPT_ANSWER, ACCEPT_BODY, ok
@@ -41,11 +40,6 @@ def code_digest(code: str) -> bytes:
     return hashlib.sha256(code.encode()).digest()
 
 
-def iso(value: datetime) -> str:
-    """RFC 3339 in UTC with ``Z`` and microseconds (as device times are shown)."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def info(invitation: Invitation) -> InvitationInfo:
     """The owners' view of a pending invitation: everything but its code."""
     return InvitationInfo(
@@ -53,8 +47,8 @@ def info(invitation: Invitation) -> InvitationInfo:
         email=invitation.email,
         role=invitation.role,
         invited_by=invitation.invited_by,
-        created_at=iso(invitation.created_at),
-        expires_at=iso(invitation.expires_at),
+        created_at=format_time(invitation.created_at),
+        expires_at=format_time(invitation.expires_at),
     )
 
 

@@ -27,6 +27,7 @@ from litestar.params import FromPath
 
 from core.errors import NotFound, Unauthenticated
 from core.settings import Settings
+from core.wire import format_time
 from eventstore import reads
 from gateway.context import Resource
 from gateway.openapi import ADMIN_SECURITY, errors
@@ -93,7 +94,7 @@ class Activity(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _iso(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+    return "" if value is None else format_time(value)
 
 
 async def _events(conn: Conn) -> list[EventRow]:

@@ -27,6 +27,7 @@ from core.wire import (
     SpaceCreated,
     SpaceInfo,
     SpaceList,
+    format_time,
 )
 from gateway import accounts
 from gateway.auth import Principal, PrincipalDep, provide_principal
@@ -42,7 +43,6 @@ from gateway.examples import (
 from gateway.invitations import (
     INVITATION_TTL_SECONDS,
     info,
-    iso,
     new_code,
     page_cursor,
 )
@@ -161,7 +161,7 @@ async def add_member(
         member = MemberRole(space_id=outcome.space_id, user_id=outcome.user_id, role=outcome.role)
         return Response(member, status_code=200)
     created = InvitationCreated(
-        invitation_id=outcome.invitation_id, code=code, expires_at=iso(outcome.expires_at)
+        invitation_id=outcome.invitation_id, code=code, expires_at=format_time(outcome.expires_at)
     )
     return Response(created, status_code=202)
 

@@ -393,7 +393,7 @@ def runs_of(rows: Sequence[asyncpg.Record], max_events: int, max_bytes: int) -> 
     ids).
 
     Each event is built without decoding anything: the ids come as text, ``recorded_at``
-    formatted by PostgreSQL like ``eventstore.rows.format_time``, and the stored value
+    formatted by PostgreSQL like ``core.wire.format_time``, and the stored value
     (JSON text) is embedded as it is (``msgspec.Raw``) instead of decoded and encoded
     again."""
     runs: list[Run] = []
