@@ -276,6 +276,16 @@ TARGETS = (
         services=True,
     ),
     Target(
+        name="wire",
+        modules=("core/wire.py",),
+        tests=(
+            "tests/unit/test_wire.py",
+            "tests/unit/test_gateway_params.py",
+            "tests/unit/test_scheduler_parts.py",
+        ),
+        floor=0.80,
+    ),
+    Target(
         name="boundary",
         modules=("core/ids.py", "core/canonical.py", "core/ops.py"),
         tests=(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
@@ -309,3 +311,71 @@ def test_batch_id_is_bounded_over_http_only() -> None:
         msgspec.json.decode(body, type=wire.PushRequest)
     at_most = msgspec.json.encode({"batch_id": long[1:], "ops": []})
     assert msgspec.json.decode(at_most, type=wire.PushRequest).batch_id == long[1:]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"type": ', "not a valid client message: Input data was truncated"),
+        (b'{"type": "hello"}', "not a valid client message: Object missing required field `token`"),
+        # msgspec refused it, and it holds no surrogate escape: msgspec's reason is given
+        (
+            b'{"type":"ping","nonce":1e999}',
+            "not a valid client message: Number out of range - at `$.nonce`",
+        ),
+    ],
+)
+def test_a_refused_client_message_says_why(raw: bytes, message: str) -> None:
+    with pytest.raises(BadMessage) as refused:
+        wire.decode_client(raw)
+    assert refused.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'["\\ud800", 1e999]', "not valid JSON: number out of range"),
+        (b'["\\ud800", NaN]', "not valid JSON: NaN is not JSON"),
+        (b'["\\ud800", -Infinity]', "not valid JSON: -Infinity is not JSON"),
+        (b'{"a": 1}', "not valid JSON: no surrogate escape"),
+    ],
+)
+def test_lenient_json_says_why_it_refuses(raw: bytes, message: str) -> None:
+    """What an HTTP body holding a lone surrogate escape is answered (gateway/params.py)."""
+    with pytest.raises(BadMessage) as refused:
+        wire.lenient_json(raw)
+    assert refused.value.message == message
+
+
+def test_a_refused_server_message_says_why() -> None:
+    with pytest.raises(BadMessage) as text_frame:
+        wire.decode_server('{"type":"pong"}', msgpack=True)
+    assert text_frame.value.message == "binary frames expected for concord.v1.msgpack"
+    with pytest.raises(BadMessage) as client_text_frame:
+        wire.decode_client('{"type":"ping"}', msgpack=True)
+    assert client_text_frame.value.message == text_frame.value.message
+    with pytest.raises(BadMessage) as unknown:
+        wire.decode_server(b'{"type": "nope"}')
+    assert unknown.value.message == "not a valid server message: Invalid value 'nope' - at `$.type`"
+
+
+def test_a_refused_msgpack_client_message_says_why() -> None:
+    with pytest.raises(BadMessage) as refused:
+        wire.decode_client(b"\xc1", msgpack=True)
+    malformed = "MessagePack data is malformed: invalid opcode '\\xc1' (byte 0)"
+    assert refused.value.message == f"not a valid client message: {malformed}"
+
+
+def test_times_are_written_in_utc_with_microseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the process's local time zone (here UTC+9)."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        plus_two = timezone(timedelta(hours=2))
+        at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=plus_two)
+        assert wire.format_time(at) == "2026-01-02T01:04:05.000006Z"
+        midnight = datetime(2026, 12, 7, 0, 0, tzinfo=UTC)
+        assert wire.format_time(midnight) == "2026-12-07T00:00:00.000000Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
