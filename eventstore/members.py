@@ -1,4 +1,4 @@
-"""Spaces, membership and server events: each one transaction under the space row lock.
+"""Spaces and membership: each change one transaction under the space row lock.
 
 Membership changes take the same ``FOR UPDATE`` lock on the space row as pushes
 (eventstore/writer.py), so a push and a removal are strictly ordered: a push either
@@ -17,12 +17,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from core.errors import ConcordError, Conflict, NotFound
+from core.errors import Conflict, NotFound
 from core.ids import canonical_id
-from core.ports import ServerAppend, ServerEvent
 from core.wire import Event, Role
 from eventstore.rows import Conn
-from eventstore.server_events import append_server_events
 from eventstore.writer import Batch, NewEvent, SpaceCursor, lock_spaces, server_op_id
 
 MEMBER_ENTITY = "_member"
@@ -143,35 +141,3 @@ async def change_member(
                 event.seq,
             )
     return event
-
-
-async def append_server_event(
-    conn: Conn,
-    *,
-    secret_key: str,
-    schema_version: int,
-    space_id: str,
-    kind: str,
-    entity_type: str,
-    entity_id: str,
-    value: Any,
-    key: str,
-) -> ServerAppend:
-    """Append one server event (op_id = HMAC of ``key``); a repeated key is a duplicate.
-
-    A batch of one (eventstore/server_events.py), whose outcome is raised when it is an
-    error (``NotFound`` for an unknown or malformed space)."""
-    event = ServerEvent(
-        space_id=space_id,
-        kind=kind,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        value=value,
-        key=key,
-    )
-    [outcome] = await append_server_events(
-        conn, secret_key=secret_key, schema_version=schema_version, events=[event]
-    )
-    if isinstance(outcome, ConcordError):
-        raise outcome
-    return outcome

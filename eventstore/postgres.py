@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import asyncpg
 
+from core.errors import ConcordError
 from core.ids import canonical_id
 from core.ports import (
     Acceptance,
@@ -125,20 +126,29 @@ class PostgresEventStore:
         value: Any,
         key: str,
     ) -> ServerAppend:
-        """Append a server event whose op_id is an HMAC of ``key``; a repeat is a duplicate."""
+        """Append a server event whose op_id is an HMAC of ``key``; a repeat is a duplicate.
+
+        A batch of one (eventstore/server_events.py), whose error is raised (``NotFound``
+        for an unknown or malformed space)."""
+        event = ServerEvent(
+            space_id=space_id,
+            kind=kind,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            value=value,
+            key=key,
+        )
         with translated():
             async with self.pool.acquire() as conn:
-                return await members.append_server_event(
+                [outcome] = await server_events.append_server_events(
                     conn,
                     secret_key=self._secret,
                     schema_version=self.schema.version,
-                    space_id=space_id,
-                    kind=kind,
-                    entity_type=entity_type,
-                    entity_id=entity_id,
-                    value=value,
-                    key=key,
+                    events=[event],
                 )
+        if isinstance(outcome, ConcordError):
+            raise outcome
+        return outcome
 
     async def append_server_events(self, events: Sequence[ServerEvent]) -> list[ServerOutcome]:
         """Append many server events in one transaction; one outcome each, in input order
