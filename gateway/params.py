@@ -173,15 +173,8 @@ def _integer(low: int, high: int) -> dict[str, Any]:
 
 def _queries_of(handler: Any) -> frozenset[str]:
     """The query parameters a route handler declares (``QueryParameter``)."""
-    names = _DECLARED.get(handler)
-    if names is None:
-        fields = handler.parsed_fn_signature.parameters.items()
-        names = frozenset(n for n, f in fields if isinstance(f.kwarg_definition, QueryParameter))
-        _DECLARED[handler] = names
-    return names
-
-
-_DECLARED: dict[Any, frozenset[str]] = {}
+    fields = handler.parsed_fn_signature.parameters.items()
+    return frozenset(n for n, f in fields if isinstance(f.kwarg_definition, QueryParameter))
 
 
 async def one_value_each(request: Request[Any, Any, Any]) -> None:
