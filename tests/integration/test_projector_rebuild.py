@@ -234,3 +234,33 @@ async def test_instances_split_spaces_and_take_over(scratch: Scratch) -> None:
         total = first.projector.applied_events + second.projector.applied_events
         assert total == sum([await pool.fetchval("SELECT sum(head) FROM spaces")])
     await assert_matches_replay(pool, store, [s for s, _ in spaces])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_rebuild_reports_its_progress_and_its_figures(
+    scratch: Scratch, workers: int
+) -> None:
+    """What ``concord projector rebuild`` shows: the bulk phase's progress from 0 to every
+    event of the log, then the catch-up's, and the report's figures, the same whether the
+    log is folded here or in worker processes."""
+    pool, store = scratch.pool, scratch.store
+    await _fill(store, 2, 60)  # 50 tasks each, and the member_added that made the space
+    seen: list[tuple[str, int, int]] = []
+    report = await rebuild(
+        pool,
+        progress=lambda phase, done, total: seen.append((phase, done, total)),
+        dsn=scratch.settings.database_url,
+        workers=workers,
+    )
+    bulk = [s for s in seen if s[0] == "rebuild"]
+    assert bulk[0] == ("rebuild", 0, 122)
+    assert bulk[-1] == ("rebuild", 122, 122)
+    assert [d for _, d, _ in bulk] == sorted(d for _, d, _ in bulk)
+    assert seen[len(bulk) :] == [("catch-up", 0, 0)]  # nothing was written meanwhile
+    assert (report.events, report.spaces, report.entities) == (122, 2, 102)
+    assert report.catch_up_events == 0
+    assert 0 < report.bulk_seconds <= report.total_seconds
+    assert report.rate == report.events / report.bulk_seconds
+    assert report.swap_wait_seconds >= 0
+    assert 0 < report.swap_seconds < report.total_seconds
+    assert await verify(pool) == []

@@ -66,6 +66,8 @@ class ModuleScore:
     ran: bool = True
     #: Mutants of ``Target.at_import`` functions, whose verdicts mean nothing: not scored.
     at_import: int = 0
+    #: Mutants of ``Target.in_other_process`` functions, invisible to mutmut: not scored.
+    elsewhere: int = 0
     #: Surviving mutants that only change the letter case of SQL outside its quotes
     #: (tests/mutation/equivalent.py): equivalent, not scored.
     sql_case: list[str] = field(default_factory=list)
@@ -199,6 +201,8 @@ def scores(target: Target, work: Path) -> list[ModuleScore]:
         for name, code in sorted(codes.items()):
             if name.partition("__mutmut_")[0] in target.at_import:
                 result.at_import += 1
+            elif name.partition("__mutmut_")[0] in target.in_other_process:
+                result.elsewhere += 1
             elif code in KILLED_CODES:
                 result.killed += 1
             elif code == 0 and equivalent_by_sql_case(work / "mutants" / module, name):
@@ -249,6 +253,8 @@ def report(
         extra = f", {r.unchecked} not run" if r.unchecked else ""
         if r.at_import:
             extra += f", {r.at_import} of code run at import not counted"
+        if r.elsewhere:
+            extra += f", {r.elsewhere} of code run in other processes not counted"
         if r.sql_case:
             extra += f", {len(r.sql_case)} changing only the letter case of SQL not counted"
         flag = "  BELOW FLOOR" if below else ""

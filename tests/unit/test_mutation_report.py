@@ -101,3 +101,27 @@ def test_survivors_writing_sql_in_another_letter_case_are_counted_apart(
     assert report(target, [score], None, tmp_path, diff=False)
     out = capsys.readouterr().out
     assert "50.0%  killed 1/2, 1 changing only the letter case of SQL not counted" in out
+
+
+def test_mutants_of_code_run_in_other_processes_are_counted_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A function that runs only in a process the tests start is called by no test that
+    mutmut sees: its mutants are not scored."""
+    meta = tmp_path / "mutants" / "pkg" / "small.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {"pkg.small.x_f__mutmut_1": 1, "pkg.small.x_f__mutmut_2": 0}
+    codes |= {f"pkg.small.x__worker__mutmut_{i}": 33 for i in range(1, 5)}
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    target = Target(
+        name="pkg",
+        modules=("pkg/small.py",),
+        tests=(),
+        floor=0.5,
+        in_other_process=("pkg.small.x__worker",),
+    )
+    [score] = scores(target, tmp_path)
+    assert (score.killed, len(score.survived), score.elsewhere) == (1, 1, 4)
+    assert report(target, [score], None, tmp_path, diff=False)
+    out = capsys.readouterr().out
+    assert "50.0%  killed 1/2, 4 of code run in other processes not counted" in out
