@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +226,23 @@ async def drop_database(server_dsn: str, dsn: str) -> None:
 #: created nor dropped: a mutation run makes one for all its mutants (tests/mutation/run.py),
 #: instead of one per mutant. Unset, each run makes its own.
 SHARED_DATABASE_ENV = "CONCORD_TEST_SHARED_DATABASE"
+
+
+@contextlib.contextmanager
+def local_zone(name: str) -> Iterator[None]:
+    """The process's local time zone set to ``name`` (an IANA name, through ``TZ``) inside
+    the block: what a writer that takes a naive or local time would show."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
 
 
 def sample(name: str, **labels: str) -> float:

@@ -3,7 +3,6 @@ creator as owner, member changes as events of the log, server events."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +13,7 @@ from core.errors import Conflict, NotFound
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, new_user
 from eventstore.writer import server_op_id
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, local_zone
 
 
 @pytest.fixture
@@ -105,11 +104,9 @@ async def test_server_events_are_appended_once_per_key(
 
 
 async def test_member_and_server_events_are_stamped_in_utc_whatever_the_local_zone(
-    store: PostgresEventStore, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    store: PostgresEventStore, pool: asyncpg.Pool
 ) -> None:
-    monkeypatch.setenv("TZ", "America/New_York")  # five hours or so behind UTC
-    time.tzset()
-    try:
+    with local_zone("America/New_York"):  # five hours or so behind UTC
         owner, member = await new_user(pool), await new_user(pool)
         space = await store.create_space(name="s", creator_user_id=owner, personal=False)
         await store.change_member(space_id=space, user_id=member, role="reader", by=owner)
@@ -117,9 +114,6 @@ async def test_member_and_server_events_are_stamped_in_utc_whatever_the_local_zo
             space_id=space, kind="reminder_fired", entity_type="task", entity_id="t-1",
             value={}, key="k",
         )  # fmt: skip
-    finally:
-        monkeypatch.undo()
-        time.tzset()
     now = datetime.now(UTC)
     stamps = await pool.fetch("SELECT recorded_at FROM events WHERE space_id = $1", space)
     assert len(stamps) == 3

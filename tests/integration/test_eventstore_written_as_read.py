@@ -11,7 +11,6 @@ local time for ``recorded_at`` would be seen.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from core.wire import Event
 from crdt.schema import DEFAULT_SCHEMA, EntityTypeSpec, FieldSpec, Schema
 from eventstore.postgres import PostgresEventStore
 from eventstore.testing import new_id, new_user, op
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, local_zone
 
 #: The reference schema with a ``number`` field, whose values canonicalise (1.0 is 1).
 SCHEMA = Schema(
@@ -45,18 +44,9 @@ SCHEMA = Schema(
 @pytest.fixture
 def away_from_utc() -> Iterator[None]:
     """The process's local time zone at UTC+9 (no daylight saving) for the test."""
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = "Asia/Tokyo"
-    time.tzset()
-    assert time.timezone == -9 * 3600
-    try:
+    with local_zone("Asia/Tokyo"):
+        assert time.timezone == -9 * 3600
         yield
-    finally:
-        if before is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = before
-        time.tzset()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from gateway.tokens import (
     plausible_refresh_token,
     refresh_digest,
 )
+from tests.conftest import local_zone
 
 KEY = b"k" * 32
 
@@ -158,13 +159,7 @@ def test_a_refresh_token_with_an_unpaired_surrogate_has_a_digest() -> None:
     assert refresh_digest("\ud800") != refresh_digest("\ud801")
 
 
-def test_iso_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_iso_utc() -> None:
     assert iso_utc(0) == "1970-01-01T00:00:00Z"
-    # whatever the server's own time zone
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    try:
+    with local_zone("America/New_York"):  # whatever the server's own time zone
         assert iso_utc(0) == "1970-01-01T00:00:00Z"
-    finally:
-        monkeypatch.undo()
-        time.tzset()

@@ -47,24 +47,38 @@ def test_a_module_not_run_fails_either_way() -> None:
     assert not report(_target(0.5, whole=True), scores, None, Path("."), diff=False)
 
 
-def test_mutants_of_code_run_at_import_are_counted_apart(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A function run only while its module is imported is called by no test, so mutmut
-    cannot tell which tests would notice its mutants: they are not scored."""
+def _small(
+    tmp_path: Path,
+    codes: dict[str, int],
+    *,
+    at_import: tuple[str, ...] = (),
+    in_other_process: tuple[str, ...] = (),
+) -> tuple[Target, ModuleScore]:
+    """A target of one module, ``pkg/small.py``, whose verdicts are ``x_f``'s two (one
+    killed, one survived) and ``codes``, with functions counted apart."""
     meta = tmp_path / "mutants" / "pkg" / "small.py.meta"
     meta.parent.mkdir(parents=True)
-    codes = {"pkg.small.x_f__mutmut_1": 1, "pkg.small.x_f__mutmut_2": 0}
-    codes |= {f"pkg.small.x_declared__mutmut_{i}": 0 for i in range(1, 4)}
-    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    verdicts = {"pkg.small.x_f__mutmut_1": 1, "pkg.small.x_f__mutmut_2": 0} | codes
+    meta.write_text(json.dumps({"exit_code_by_key": verdicts}))
     target = Target(
         name="pkg",
         modules=("pkg/small.py",),
         tests=(),
         floor=0.5,
-        at_import=("pkg.small.x_declared",),
+        at_import=at_import,
+        in_other_process=in_other_process,
     )
     [score] = scores(target, tmp_path)
+    return target, score
+
+
+def test_mutants_of_code_run_at_import_are_counted_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A function run only while its module is imported is called by no test, so mutmut
+    cannot tell which tests would notice its mutants: they are not scored."""
+    codes = {f"pkg.small.x_declared__mutmut_{i}": 0 for i in range(1, 4)}
+    target, score = _small(tmp_path, codes, at_import=("pkg.small.x_declared",))
     assert (score.killed, score.survived, score.at_import) == (
         1,
         ["pkg.small.x_f__mutmut_2 (survived)"],
@@ -108,19 +122,8 @@ def test_mutants_of_code_run_in_other_processes_are_counted_apart(
 ) -> None:
     """A function that runs only in a process the tests start is called by no test that
     mutmut sees: its mutants are not scored."""
-    meta = tmp_path / "mutants" / "pkg" / "small.py.meta"
-    meta.parent.mkdir(parents=True)
-    codes = {"pkg.small.x_f__mutmut_1": 1, "pkg.small.x_f__mutmut_2": 0}
-    codes |= {f"pkg.small.x__worker__mutmut_{i}": 33 for i in range(1, 5)}
-    meta.write_text(json.dumps({"exit_code_by_key": codes}))
-    target = Target(
-        name="pkg",
-        modules=("pkg/small.py",),
-        tests=(),
-        floor=0.5,
-        in_other_process=("pkg.small.x__worker",),
-    )
-    [score] = scores(target, tmp_path)
+    codes = {f"pkg.small.x__worker__mutmut_{i}": 33 for i in range(1, 5)}
+    target, score = _small(tmp_path, codes, in_other_process=("pkg.small.x__worker",))
     assert (score.killed, len(score.survived), score.elsewhere) == (1, 1, 4)
     assert report(target, [score], None, tmp_path, diff=False)
     out = capsys.readouterr().out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 
 from core import wire
 from core.errors import BadMessage, ErrorBody
+from tests.conftest import local_zone
 
 _JSON_SCALARS = (
     st.none()
@@ -366,16 +366,11 @@ def test_a_refused_msgpack_client_message_says_why() -> None:
     assert refused.value.message == f"not a valid client message: {malformed}"
 
 
-def test_times_are_written_in_utc_with_microseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_times_are_written_in_utc_with_microseconds() -> None:
     """Whatever the process's local time zone (here UTC+9)."""
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    try:
+    with local_zone("Asia/Tokyo"):
         plus_two = timezone(timedelta(hours=2))
         at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=plus_two)
         assert wire.format_time(at) == "2026-01-02T01:04:05.000006Z"
         midnight = datetime(2026, 12, 7, 0, 0, tzinfo=UTC)
         assert wire.format_time(midnight) == "2026-12-07T00:00:00.000000Z"
-    finally:
-        monkeypatch.undo()
-        time.tzset()
